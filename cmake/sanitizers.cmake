@@ -1,0 +1,5 @@
+if(VEND_SANITIZE)
+    set(vend_san -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+    add_compile_options(${vend_san})
+    add_link_options(${vend_san})
+endif()

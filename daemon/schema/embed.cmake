@@ -1,0 +1,16 @@
+# Turns the migration files into a C array: {version, name, sql}.
+# Invoked as: cmake -DOUT=file.c -DNAME=symbol -DFILES=a.sql;b.sql -P embed.cmake
+set(body "")
+set(count 0)
+foreach(f ${FILES})
+    get_filename_component(base ${f} NAME_WE)
+    string(REGEX MATCH "^[0-9]+" ver ${base})
+    math(EXPR ver "${ver}")
+    file(READ ${f} sql)
+    string(REPLACE "\\" "\\\\" sql "${sql}")
+    string(REPLACE "\"" "\\\"" sql "${sql}")
+    string(REPLACE "\n" "\\n\"\n    \"" sql "${sql}")
+    string(APPEND body "    {${ver}, \"${base}\",\n    \"${sql}\"},\n")
+    math(EXPR count "${count} + 1")
+endforeach()
+file(WRITE ${OUT} "/* Generated from daemon/schema by embed.cmake; do not edit. */\n#include \"schema.h\"\n\nconst struct schema_migration ${NAME}[] = {\n${body}};\nconst int ${NAME}_count = ${count};\n")

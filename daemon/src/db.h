@@ -1,0 +1,96 @@
+/*
+ * db.h - the database seam: one small interface, one backend per file
+ * (db_sqlite.c now, db_pg.c later), selected by DATABASE_URL.
+ *
+ * SQL is written once for both backends:
+ *  - placeholders are $1..$n (native in PostgreSQL; bound by name in SQLite);
+ *  - timestamps are TEXT in ISO 8601 UTC with milliseconds ("2026-11-27T09:30:00.123Z"),
+ *    produced by the daemon (db_now_iso), never by SQL functions, so they sort and
+ *    compare the same way everywhere and tests control the clock;
+ *  - deadlines are such timestamps too (fixed width, so text order is time order);
+ *  - money is INTEGER rupiah; booleans are INTEGER 0/1;
+ *  - no backend-specific functions in queries; RETURNING and partial unique
+ *    indexes are fine (SQLite >= 3.35 and PostgreSQL have both).
+ *
+ * Errors: functions return >= 0 on success or a negative VEND_E* value:
+ * VEND_ECONFLICT for a unique-key violation, VEND_ECONSTRAINT for a CHECK or
+ * foreign-key violation, VEND_EBUSY when locked, VEND_ECORRUPT for a damaged or
+ * foreign file, VEND_ESCHEMA for a schema newer than this build, VEND_EDB for
+ * anything else. db_errmsg() then tells the detail (for logs, never for clients).
+ */
+#ifndef VENDD_DB_H
+#define VENDD_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct db;
+struct db_row;
+
+enum db_type { DB_T_NULL, DB_T_INT, DB_T_REAL, DB_T_TEXT };
+
+/* One bound parameter. Text is copied by the backend before db_exec returns. */
+struct db_value {
+    enum db_type type;
+    int64_t i;
+    double r;
+    const char *s;
+};
+
+#define DB_NULL ((struct db_value){.type = DB_T_NULL})
+#define DB_INT(v) ((struct db_value){.type = DB_T_INT, .i = (int64_t)(v)})
+#define DB_REAL(v) ((struct db_value){.type = DB_T_REAL, .r = (double)(v)})
+/* A NULL pointer binds SQL NULL. */
+#define DB_TEXT(v) ((struct db_value){.type = (v) ? DB_T_TEXT : DB_T_NULL, .s = (v)})
+
+/* Called once per result row. Return 0 to continue, non-zero to stop (db_exec then returns 0).
+ * The row and its strings are valid only during the call. */
+typedef int db_row_fn(void *arg, const struct db_row *row);
+
+int db_row_count(const struct db_row *row);
+bool db_row_is_null(const struct db_row *row, int col);
+int64_t db_row_int(const struct db_row *row, int col);
+double db_row_real(const struct db_row *row, int col);
+/* NULL for SQL NULL. */
+const char *db_row_text(const struct db_row *row, int col);
+const char *db_row_name(const struct db_row *row, int col);
+
+/*
+ * Open the database named by url ("sqlite:PATH"; "postgres://..." later) and
+ * bring its schema up to date (see db_migrate). A missing SQLite file is
+ * created; a file that is not a database is never overwritten (VEND_ECORRUPT).
+ * On failure *out is NULL and errbuf names the problem and the subject.
+ */
+int db_open(struct db **out, const char *url, char *errbuf, size_t errlen);
+/* NULL is fine. */
+void db_close(struct db *db);
+
+/*
+ * Run one statement with nparams parameters; fn (may be NULL) sees each row.
+ * Returns the number of rows changed by INSERT/UPDATE/DELETE (0 for SELECT).
+ * Statements are prepared once and cached by their text.
+ */
+int db_exec(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
+            db_row_fn *fn, void *arg);
+
+/* Transactions. db_begin takes the write lock at once (BEGIN IMMEDIATE in SQLite). */
+int db_begin(struct db *db);
+int db_commit(struct db *db);
+/* Never fails in a way the caller can act on; logs instead. */
+void db_rollback(struct db *db);
+
+/* Apply every migration newer than the stored version, each in its own transaction. */
+int db_migrate(struct db *db);
+/* The version recorded in schema_version (0 for an empty database). */
+int db_schema_version(struct db *db, int *version);
+/* The newest migration this build knows. */
+int db_schema_latest(void);
+
+/* Detail of the last error on db; never NULL. */
+const char *db_errmsg(const struct db *db);
+
+/* Format epoch milliseconds as ISO 8601 UTC with milliseconds into buf (>= 25 bytes). */
+void db_iso_time(char *buf, size_t size, int64_t epoch_ms);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * loop.h - the daemon's one event loop: poll() over file descriptors, a
+ * min-heap of one-shot timers, and signals read through a signalfd (so no
+ * signal handler and no global flag is needed).
+ *
+ * Everything in vendd runs on this loop in one thread: the libmosquitto
+ * socket, libmicrohttpd's epoll fd and the order deadlines. Callbacks must
+ * not block.
+ *
+ * Ownership: the loop never owns the fds or the callback arguments it is
+ * given. A callback may add or delete any fd or timer, including its own.
+ */
+#ifndef VENDD_LOOP_H
+#define VENDD_LOOP_H
+
+#include <stdint.h>
+
+struct loop;
+
+enum loop_events {
+    LOOP_READ = 1u << 0,
+    LOOP_WRITE = 1u << 1,
+};
+
+/* events: the LOOP_* bits that are ready (errors and hang-ups report as LOOP_READ). */
+typedef void loop_io_fn(void *arg, int fd, unsigned events);
+typedef void loop_timer_fn(void *arg);
+typedef void loop_signal_fn(void *arg, int signo);
+/* Called once per iteration before the loop sleeps: the place to re-arm
+ * write interest (mosquitto_want_write) or recompute a library's timeout. */
+typedef void loop_prepare_fn(void *arg);
+
+/* Returns a new loop, or NULL with errno set. SIGTERM and SIGINT stop it by default. */
+struct loop *loop_new(void);
+/* Frees the loop; pending timers are dropped without being called. NULL is fine. */
+void loop_free(struct loop *loop);
+
+/* Watch fd for events. VEND_EINVAL if fd is negative or already watched. */
+int loop_io_add(struct loop *loop, int fd, unsigned events, loop_io_fn *fn, void *arg);
+/* Change the events watched for fd. VEND_ENOTFOUND if fd is not watched. */
+int loop_io_set(struct loop *loop, int fd, unsigned events);
+/* Stop watching fd; unknown fds are ignored. Safe inside that fd's callback. */
+void loop_io_del(struct loop *loop, int fd);
+
+/* Call fn(arg) once after delay_ms. Returns an id > 0 for loop_timer_del. */
+uint64_t loop_timer_add(struct loop *loop, uint64_t delay_ms, loop_timer_fn *fn, void *arg);
+/* Cancel a pending timer; unknown or fired ids are ignored. */
+void loop_timer_del(struct loop *loop, uint64_t id);
+
+/* Add a prepare hook (see loop_prepare_fn). */
+int loop_prepare_add(struct loop *loop, loop_prepare_fn *fn, void *arg);
+
+/* Handle signo through fn instead of the default (SIGTERM/SIGINT: stop; others: ignored). */
+int loop_signal_set(struct loop *loop, int signo, loop_signal_fn *fn, void *arg);
+
+/* Monotonic milliseconds, read once per iteration (cheap, consistent within a callback). */
+uint64_t loop_now_ms(const struct loop *loop);
+
+/* Run until loop_stop() or a stopping signal. Returns 0, or a negative VEND_E* on a poll failure. */
+int loop_run(struct loop *loop);
+/* Make loop_run return after the current iteration. */
+void loop_stop(struct loop *loop);
+
+#endif

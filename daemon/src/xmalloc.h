@@ -1,0 +1,17 @@
+/*
+ * xmalloc.h - allocation that cannot fail: on out-of-memory the daemon logs
+ * and exits, and systemd restarts it (house style §3.7). Nothing in the
+ * daemon checks for NULL after these. The codec and firmware never allocate.
+ */
+#ifndef VENDD_XMALLOC_H
+#define VENDD_XMALLOC_H
+
+#include <stddef.h>
+
+void *xmalloc(size_t size);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *ptr, size_t size);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+#endif
