@@ -38,11 +38,12 @@ struct db_value {
     const char *s;
 };
 
-#define DB_NULL ((struct db_value){.type = DB_T_NULL})
-#define DB_INT(v) ((struct db_value){.type = DB_T_INT, .i = (int64_t)(v)})
+#define DB_NULL    ((struct db_value){.type = DB_T_NULL})
+#define DB_INT(v)  ((struct db_value){.type = DB_T_INT, .i = (int64_t)(v)})
 #define DB_REAL(v) ((struct db_value){.type = DB_T_REAL, .r = (double)(v)})
-/* A NULL pointer binds SQL NULL. */
-#define DB_TEXT(v) ((struct db_value){.type = (v) ? DB_T_TEXT : DB_T_NULL, .s = (v)})
+/* A NULL pointer binds SQL NULL. The cast keeps -Waddress quiet for char arrays. */
+#define DB_TEXT(v)                                                                                 \
+    ((struct db_value){.type = (const char *)(v) != NULL ? DB_T_TEXT : DB_T_NULL, .s = (v)})
 
 /* Called once per result row. Return 0 to continue, non-zero to stop (db_exec then returns 0).
  * The row and its strings are valid only during the call. */
@@ -55,12 +56,17 @@ double db_row_real(const struct db_row *row, int col);
 /* NULL for SQL NULL. */
 const char *db_row_text(const struct db_row *row, int col);
 const char *db_row_name(const struct db_row *row, int col);
+/* The value's SQL type in this row (SQLite types per value; PostgreSQL per column). */
+enum db_type db_row_type(const struct db_row *row, int col);
 
 /*
  * Open the database named by url ("sqlite:PATH"; "postgres://..." later) and
  * bring its schema up to date (see db_migrate). A missing SQLite file is
- * created; a file that is not a database is never overwritten (VEND_ECORRUPT).
- * On failure *out is NULL and errbuf names the problem and the subject.
+ * created, and so is its directory if only that one level is missing (mode 0750);
+ * a file that is not a database is never overwritten (VEND_ECORRUPT). VEND_ESCHEMA,
+ * with nothing written, also for a schema_version with a gap or a migration this build
+ * does not know, and for a non-empty database without schema_version (not ours).
+ * On failure *out is NULL and errbuf (may be NULL) names the problem and the subject.
  */
 int db_open(struct db **out, const char *url, char *errbuf, size_t errlen);
 /* NULL is fine. */
@@ -70,6 +76,10 @@ void db_close(struct db *db);
  * Run one statement with nparams parameters; fn (may be NULL) sees each row.
  * Returns the number of rows changed by INSERT/UPDATE/DELETE (0 for SELECT).
  * Statements are prepared once and cached by their text.
+ * The placeholders in sql must be exactly $1..$nparams, each used at least once, and
+ * sql a single statement, else VEND_EINVAL; over 100 parameters is VEND_ETOOBIG.
+ * An error while stepping can come after fn has seen some rows.
+ * fn may call db_exec on the same db, even with the same sql.
  */
 int db_exec(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
             db_row_fn *fn, void *arg);

@@ -1,1 +1,565 @@
-/* placeholder until the module lands */
+/*
+ * db_sqlite.c - the SQLite backend of db.h (URL "sqlite:PATH").
+ *
+ * One connection, used from the event loop thread only (hence SQLITE_OPEN_NOMUTEX).
+ * Statements are prepared once and kept in a cache keyed by their SQL text; db.h's
+ * "$1..$n" placeholders are SQLite named parameters, bound by name.
+ */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "db.h"
+#include "db_backend.h"
+#include "log.h"
+#include "vend/err.h"
+#include "xmalloc.h"
+
+/* The daemon has a few dozen distinct statements; the bound only stops a caller that
+ * builds SQL text dynamically from growing the cache without end. */
+#define CACHE_BUCKETS   256
+#define CACHE_MAX       512
+#define PATH_MAX_LEN    4096
+#define BUSY_TIMEOUT_MS 5000
+
+struct cached_stmt {
+    struct cached_stmt *next;
+    char *sql;
+    uint32_t hash;
+    sqlite3_stmt *stmt;
+    bool busy; /* stepping right now (a row callback may run the same SQL again) */
+};
+
+struct sqlite_state {
+    sqlite3 *conn;
+    char *path;
+    struct cached_stmt *buckets[CACHE_BUCKETS];
+    size_t ncached;
+    bool warned_full;
+};
+
+static struct sqlite_state *state(struct db *db)
+{
+    return db->be;
+}
+
+/* Maps an SQLite result code to the VEND_E* contract of db.h and records the detail. */
+static int fail(struct db *db, int rc, const char *what)
+{
+    struct sqlite_state *st = state(db);
+    const char *msg =
+        st != NULL && st->conn != NULL ? sqlite3_errmsg(st->conn) : sqlite3_errstr(rc);
+
+    db_set_error(db, "%s: %s", what, msg);
+    switch (rc) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+    case SQLITE_CONSTRAINT_ROWID:
+        return VEND_ECONFLICT;
+    default:
+        break;
+    }
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+        return VEND_ECONSTRAINT; /* CHECK, FOREIGNKEY, NOTNULL and the rest */
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return VEND_EBUSY;
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+        return VEND_ECORRUPT;
+    case SQLITE_NOMEM:
+        return VEND_ENOMEM;
+    case SQLITE_TOOBIG:
+        return VEND_ETOOBIG;
+    default:
+        return VEND_EDB;
+    }
+}
+
+static uint32_t hash_sql(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static bool only_space(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' && *s != ';')
+            return false;
+    }
+    return true;
+}
+
+static int prepare(struct db *db, const char *sql, unsigned int flags, sqlite3_stmt **out)
+{
+    struct sqlite_state *st = state(db);
+    const char *tail = NULL;
+    int rc;
+
+    *out = NULL;
+    rc = sqlite3_prepare_v3(st->conn, sql, -1, flags, out, &tail);
+    if (rc != SQLITE_OK)
+        return fail(db, rc, "prepare");
+    if (*out == NULL || (tail != NULL && !only_space(tail))) {
+        sqlite3_finalize(*out);
+        *out = NULL;
+        db_set_error(db, "db_exec takes exactly one statement: '%.80s'", sql);
+        return VEND_EINVAL;
+    }
+    return VEND_OK;
+}
+
+/*
+ * Finds or prepares the statement for sql. *entry is the cache entry to release after use,
+ * or NULL when *stmt is private and must be finalized (cache full, or the cached one busy).
+ */
+static int stmt_get(struct db *db, const char *sql, sqlite3_stmt **stmt, struct cached_stmt **entry)
+{
+    struct sqlite_state *st = state(db);
+    uint32_t h = hash_sql(sql);
+    struct cached_stmt **slot = &st->buckets[h % CACHE_BUCKETS];
+    struct cached_stmt *e;
+    int rc;
+
+    *entry = NULL;
+    for (e = *slot; e != NULL; e = e->next) {
+        if (e->hash == h && strcmp(e->sql, sql) == 0)
+            break;
+    }
+    if (e != NULL && !e->busy) {
+        e->busy = true;
+        *stmt = e->stmt;
+        *entry = e;
+        return VEND_OK;
+    }
+    if (e != NULL || st->ncached >= CACHE_MAX) {
+        if (e == NULL && !st->warned_full) {
+            log_warnx("statement cache of '%s' full at %d entries; preparing each time", st->path,
+                      CACHE_MAX);
+            st->warned_full = true;
+        }
+        return prepare(db, sql, 0, stmt);
+    }
+    rc = prepare(db, sql, SQLITE_PREPARE_PERSISTENT, stmt);
+    if (rc < 0)
+        return rc;
+    e = xcalloc(1, sizeof(*e));
+    e->sql = xstrdup(sql);
+    e->hash = h;
+    e->stmt = *stmt;
+    e->busy = true;
+    e->next = *slot;
+    *slot = e;
+    st->ncached++;
+    *entry = e;
+    return VEND_OK;
+}
+
+static void stmt_put(sqlite3_stmt *stmt, struct cached_stmt *entry)
+{
+    if (entry == NULL) {
+        sqlite3_finalize(stmt);
+        return;
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    entry->busy = false;
+}
+
+/* "$N" with 1 <= N <= nparams, or 0. */
+static size_t param_number(const char *name, size_t nparams)
+{
+    char *end = NULL;
+    long v;
+
+    if (name == NULL || name[0] != '$' || name[1] < '1' || name[1] > '9')
+        return 0;
+    errno = 0;
+    v = strtol(name + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 1 || (unsigned long)v > nparams)
+        return 0;
+    return (size_t)v;
+}
+
+static int bind_one(struct db *db, sqlite3_stmt *stmt, int idx, const struct db_value *v)
+{
+    int rc;
+
+    switch (v->type) {
+    case DB_T_NULL:
+        rc = sqlite3_bind_null(stmt, idx);
+        break;
+    case DB_T_INT:
+        rc = sqlite3_bind_int64(stmt, idx, v->i);
+        break;
+    case DB_T_REAL:
+        rc = sqlite3_bind_double(stmt, idx, v->r);
+        break;
+    case DB_T_TEXT:
+        /* Static is safe: bindings are cleared before db_exec returns. */
+        rc = v->s == NULL
+                 ? sqlite3_bind_null(stmt, idx)
+                 : sqlite3_bind_text64(stmt, idx, v->s, strlen(v->s), SQLITE_STATIC, SQLITE_UTF8);
+        break;
+    default:
+        db_set_error(db, "parameter %s has unknown type %d", sqlite3_bind_parameter_name(stmt, idx),
+                     (int)v->type);
+        return VEND_EINVAL;
+    }
+    return rc == SQLITE_OK ? VEND_OK : fail(db, rc, "bind");
+}
+
+/* Every parameter in the SQL must be one of $1..$nparams, and every one given must be used:
+ * a mismatch is a bug that would otherwise bind NULL silently. */
+static int bind_all(struct db *db, sqlite3_stmt *stmt, const char *sql,
+                    const struct db_value *params, size_t nparams)
+{
+    bool used[DB_MAX_PARAMS] = {false};
+    int count = sqlite3_bind_parameter_count(stmt);
+    int rc;
+
+    for (int i = 1; i <= count; i++) {
+        const char *name = sqlite3_bind_parameter_name(stmt, i);
+        size_t n = param_number(name, nparams);
+        if (n == 0) {
+            db_set_error(db, "sql parameter '%s' is not one of $1..$%zu: '%.80s'",
+                         name != NULL ? name : "?", nparams, sql);
+            return VEND_EINVAL;
+        }
+        rc = bind_one(db, stmt, i, &params[n - 1]);
+        if (rc < 0)
+            return rc;
+        used[n - 1] = true;
+    }
+    for (size_t i = 0; i < nparams; i++) {
+        if (!used[i]) {
+            db_set_error(db, "parameter $%zu is not used by '%.80s'", i + 1, sql);
+            return VEND_EINVAL;
+        }
+    }
+    return VEND_OK;
+}
+
+static int sq_exec(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
+                   db_row_fn *fn, void *arg)
+{
+    struct sqlite_state *st = state(db);
+    struct cached_stmt *entry = NULL;
+    sqlite3_stmt *stmt = NULL;
+    struct db_row row = {.ops = &db_backend_sqlite};
+    sqlite3_int64 before;
+    bool stopped = false;
+    int rc;
+
+    rc = stmt_get(db, sql, &stmt, &entry);
+    if (rc < 0)
+        return rc;
+    rc = bind_all(db, stmt, sql, params, nparams);
+    if (rc < 0)
+        goto out;
+    before = sqlite3_total_changes64(st->conn);
+    row.cur = stmt;
+    for (;;) {
+        int s = sqlite3_step(stmt);
+        if (s == SQLITE_DONE)
+            break;
+        if (s != SQLITE_ROW) {
+            rc = fail(db, s, "step");
+            goto out;
+        }
+        if (fn != NULL && fn(arg, &row) != 0) {
+            stopped = true;
+            break;
+        }
+    }
+    /* sqlite3_changes() keeps the count of the last INSERT/UPDATE/DELETE, so report it only
+     * if this statement changed something. */
+    if (!stopped && sqlite3_total_changes64(st->conn) != before)
+        rc = sqlite3_changes(st->conn);
+    else
+        rc = 0;
+out:
+    stmt_put(stmt, entry);
+    return rc;
+}
+
+static int sq_script(struct db *db, const char *sql)
+{
+    struct sqlite_state *st = state(db);
+    int rc;
+
+    /* sqlite3_errmsg() still holds the failing statement's message, which fail() reports. */
+    rc = sqlite3_exec(st->conn, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? VEND_OK : fail(db, sqlite3_extended_errcode(st->conn), "script");
+}
+
+static int sq_begin(struct db *db)
+{
+    /* IMMEDIATE takes the write lock now, so a transaction never fails half-way with BUSY
+     * when it first writes. */
+    int rc = sq_exec(db, "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+static int sq_commit(struct db *db)
+{
+    int rc = sq_exec(db, "COMMIT", NULL, 0, NULL, NULL);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+static int sq_rollback(struct db *db)
+{
+    int rc;
+
+    /* SQLite may have rolled back already (some errors do that); ROLLBACK would fail. */
+    if (sqlite3_get_autocommit(state(db)->conn))
+        return VEND_OK;
+    rc = sq_exec(db, "ROLLBACK", NULL, 0, NULL, NULL);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+/* Runs a one-row query (a PRAGMA) and copies its first column as text into out. */
+static int query_text(struct db *db, const char *sql, char *out, size_t outlen)
+{
+    struct sqlite_state *st = state(db);
+    sqlite3_stmt *stmt = NULL;
+    const unsigned char *t;
+    int rc;
+
+    out[0] = '\0';
+    rc = sqlite3_prepare_v2(st->conn, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        rc = fail(db, rc, sql);
+        goto out;
+    }
+    rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        rc = fail(db, rc, sql);
+        goto out;
+    }
+    t = rc == SQLITE_ROW ? sqlite3_column_text(stmt, 0) : NULL;
+    if (t != NULL)
+        snprintf(out, outlen, "%s", (const char *)t);
+    rc = VEND_OK;
+out:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/* The default URL is sqlite:var/vendd.db, so a fresh checkout or install would fail on the
+ * missing "var"; create the one directory that holds the file (0750: the database is not
+ * for other users), never a deeper chain, which would hide a mistyped path. */
+static int ensure_parent(struct db *db, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    struct stat sb;
+    char *dir;
+    int rc = VEND_OK;
+
+    if (slash == NULL || slash == path)
+        return VEND_OK;
+    dir = xstrndup(path, (size_t)(slash - path));
+    if (stat(dir, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode)) {
+            db_set_error(db, "cannot create database '%s': '%s' is not a directory", path, dir);
+            rc = VEND_EDB;
+        }
+        goto out;
+    }
+    if (errno != ENOENT || mkdir(dir, 0750) != 0) {
+        db_set_error(db, "cannot create directory '%s' for database '%s': %s", dir, path,
+                     strerror(errno));
+        rc = VEND_EDB;
+        goto out;
+    }
+    log_info("created directory '%s' for the database", dir);
+out:
+    free(dir);
+    return rc;
+}
+
+static int sq_open(struct db *db, const char *path)
+{
+    struct sqlite_state *st;
+    char text[16];
+    int rc;
+
+    if (path[0] == '\0' || strnlen(path, PATH_MAX_LEN + 1) > PATH_MAX_LEN) {
+        db_set_error(db, "database URL 'sqlite:PATH' needs a path of 1..%d bytes", PATH_MAX_LEN);
+        return VEND_EINVAL;
+    }
+    rc = ensure_parent(db, path);
+    if (rc < 0)
+        return rc;
+
+    st = xcalloc(1, sizeof(*st));
+    st->path = xstrdup(path);
+    db->be = st;
+    rc = sqlite3_open_v2(path, &st->conn,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        db_set_error(db, "cannot open database '%s': %s", path,
+                     st->conn != NULL ? sqlite3_errmsg(st->conn) : sqlite3_errstr(rc));
+        rc = VEND_EDB;
+        goto out;
+    }
+    sqlite3_extended_result_codes(st->conn, 1);
+    sqlite3_busy_timeout(st->conn, BUSY_TIMEOUT_MS);
+
+    /* Read before anything can write: a foreign or damaged file must stay as it is. */
+    rc = query_text(db, "SELECT count(*) FROM sqlite_master", text, sizeof(text));
+    if (rc == VEND_ECORRUPT) {
+        db_set_error(db, "'%s' is not a database or is damaged; left untouched", path);
+        goto out;
+    }
+    if (rc < 0)
+        goto out;
+    if (sqlite3_db_readonly(st->conn, "main") == 1) {
+        /* SQLite falls back to read-only when it may not write; we would fail later. */
+        db_set_error(db, "database '%s' is read-only (check the file and its directory)", path);
+        rc = VEND_EDB;
+        goto out;
+    }
+
+    rc = query_text(db, "PRAGMA journal_mode=WAL", text, sizeof(text));
+    if (rc < 0)
+        goto out;
+    if (strcmp(text, "wal") != 0) {
+        db_set_error(db, "database '%s': journal_mode=WAL not accepted (mode '%s')", path, text);
+        rc = VEND_EDB;
+        goto out;
+    }
+    /* FULL syncs the WAL at every commit. NORMAL, the usual WAL choice, can lose the last
+     * commits on power loss, and those are paid orders and dispenses: money. */
+    rc =
+        sqlite3_exec(st->conn, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = fail(db, rc, "pragma");
+        goto out;
+    }
+    rc = query_text(db, "PRAGMA foreign_keys", text, sizeof(text));
+    if (rc < 0)
+        goto out;
+    if (strcmp(text, "1") != 0) {
+        db_set_error(db, "database '%s': foreign_keys=ON not accepted", path);
+        rc = VEND_EDB;
+        goto out;
+    }
+    rc = VEND_OK;
+out:
+    if (rc < 0) {
+        char detail[DB_ERRMSG_MAX];
+        /* The error names the backend's subject; keep it but make sure the path is there. */
+        if (strstr(db->errmsg, path) == NULL) {
+            memcpy(detail, db->errmsg, sizeof(detail));
+            db_set_error(db, "database '%s': %s", path, detail);
+        }
+        db->ops->close(db);
+    }
+    return rc;
+}
+
+static void sq_close(struct db *db)
+{
+    struct sqlite_state *st = state(db);
+
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < CACHE_BUCKETS; i++) {
+        struct cached_stmt *e = st->buckets[i];
+        while (e != NULL) {
+            struct cached_stmt *next = e->next;
+            sqlite3_finalize(e->stmt);
+            free(e->sql);
+            free(e);
+            e = next;
+        }
+    }
+    if (st->conn != NULL && sqlite3_close(st->conn) != SQLITE_OK)
+        log_warnx("closing database '%s': %s", st->path, sqlite3_errmsg(st->conn));
+    free(st->path);
+    free(st);
+    db->be = NULL;
+}
+
+static sqlite3_stmt *cur(const struct db_row *row)
+{
+    return row->cur;
+}
+
+static int sq_row_count(const struct db_row *row)
+{
+    return sqlite3_data_count(cur(row));
+}
+
+static bool sq_row_is_null(const struct db_row *row, int col)
+{
+    return sqlite3_column_type(cur(row), col) == SQLITE_NULL;
+}
+
+static int64_t sq_row_int(const struct db_row *row, int col)
+{
+    return sqlite3_column_int64(cur(row), col);
+}
+
+static double sq_row_real(const struct db_row *row, int col)
+{
+    return sqlite3_column_double(cur(row), col);
+}
+
+static const char *sq_row_text(const struct db_row *row, int col)
+{
+    return (const char *)sqlite3_column_text(cur(row), col);
+}
+
+static const char *sq_row_name(const struct db_row *row, int col)
+{
+    return sqlite3_column_name(cur(row), col);
+}
+
+static enum db_type sq_row_type(const struct db_row *row, int col)
+{
+    switch (sqlite3_column_type(cur(row), col)) {
+    case SQLITE_INTEGER:
+        return DB_T_INT;
+    case SQLITE_FLOAT:
+        return DB_T_REAL;
+    case SQLITE_NULL:
+        return DB_T_NULL;
+    default:
+        return DB_T_TEXT; /* TEXT, and BLOB (the schema stores none) read as text */
+    }
+}
+
+const struct db_backend db_backend_sqlite = {
+    .name = "sqlite",
+    .migrations = schema_sqlite,
+    .nmigrations = &schema_sqlite_count,
+    .sql_tables = "SELECT name FROM sqlite_master WHERE type = 'table' "
+                  "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+    .open = sq_open,
+    .close = sq_close,
+    .exec = sq_exec,
+    .script = sq_script,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .row_count = sq_row_count,
+    .row_is_null = sq_row_is_null,
+    .row_int = sq_row_int,
+    .row_real = sq_row_real,
+    .row_text = sq_row_text,
+    .row_name = sq_row_name,
+    .row_type = sq_row_type,
+};

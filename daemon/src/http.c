@@ -1,1 +1,815 @@
-/* placeholder until the module lands */
+/*
+ * http.c - libmicrohttpd on the daemon's loop, the route table, JSON bodies
+ * and the operator auth policy. See http.h for the contract and
+ * docs/internals/http.md for the design.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "log.h"
+#include "loop.h"
+#include "vend/err.h"
+#include "xmalloc.h"
+
+/* Far above any connection the fleet's operators and Midtrans open at once,
+ * far below the default fd limit. */
+#define CONN_LIMIT 1000
+/* Idle keep-alive connections are closed after this. */
+#define CONN_TIMEOUT_S 30
+/* MHD's per-connection pool holds the request line and headers only (bodies
+ * go to our own buffer), so this bounds the header size. */
+#define CONN_MEMORY 32768
+/* A chunked body without Content-Length that outgrows body_max is read and
+ * dropped so the 413 can be sent; past this many dropped bytes the
+ * connection is closed instead. */
+#define DISCARD_FACTOR 16
+/* MHD_get_timeout can report "none"; we still run MHD at least this often. */
+#define TIMER_MAX_MS 60000
+#define MSG_MAX      256
+#define LOG_PATH_MAX 128
+
+struct http_server {
+    struct loop *loop;
+    struct MHD_Daemon *mhd;
+    int epoll_fd;
+    uint64_t timer_id; /* 0 = no timer armed */
+    const struct http_route *routes;
+    size_t nroutes;
+    void *ctx;
+    size_t body_max;
+    bool token_mode;
+    unsigned char token_digest[SHA256_DIGEST_LENGTH];
+    uint16_t port;
+};
+
+/* Per-request state, MHD's *con_cls: lives from the first handler call to
+ * the completion callback. */
+struct http_call {
+    struct timespec start;
+    const struct http_route *route;
+    enum http_method method;
+    char params[HTTP_PARAMS_MAX][HTTP_PARAM_MAX + 1];
+    size_t nparams;
+    char remote[INET6_ADDRSTRLEN];
+    bool loopback;
+    /* An error found before the body was read, answered on the last call. */
+    int err_status;
+    const char *err_code;
+    char err_msg[MSG_MAX];
+    const char *extra_header; /* Allow or WWW-Authenticate with err_status */
+    char extra_value[64];
+    char *body;
+    size_t body_len, body_cap;
+    bool too_large;
+    size_t discarded;
+};
+
+static const char *const s_method_names[] = {
+    [HTTP_GET] = "GET",     [HTTP_POST] = "POST",     [HTTP_PUT] = "PUT",
+    [HTTP_PATCH] = "PATCH", [HTTP_DELETE] = "DELETE",
+};
+#define NMETHODS (sizeof(s_method_names) / sizeof(s_method_names[0]))
+
+static int method_parse(const char *s)
+{
+    for (size_t i = 0; i < NMETHODS; i++) {
+        if (strcmp(s, s_method_names[i]) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static bool method_has_body(enum http_method m)
+{
+    return m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH;
+}
+
+static uint64_t elapsed_us(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t us =
+        (int64_t)(now.tv_sec - start->tv_sec) * 1000000 + (now.tv_nsec - start->tv_nsec) / 1000;
+    return us < 0 ? 0 : (uint64_t)us;
+}
+
+/* ---- loopback and auth ------------------------------------------------ */
+
+bool http_addr_is_loopback(const struct sockaddr *sa)
+{
+    static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (sa == NULL)
+        return false;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        const unsigned char *b = in6->sin6_addr.s6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+            return true;
+        return memcmp(b, v4mapped, sizeof(v4mapped)) == 0 && b[12] == 127;
+    }
+    return false;
+}
+
+static void client_address(struct MHD_Connection *c, struct http_call *call)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+    const void *addr = NULL;
+
+    memcpy(call->remote, "?", 2);
+    call->loopback = http_addr_is_loopback(sa);
+    if (sa == NULL)
+        return;
+    if (sa->sa_family == AF_INET)
+        addr = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    else if (sa->sa_family == AF_INET6)
+        addr = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    if (addr != NULL && inet_ntop(sa->sa_family, addr, call->remote, sizeof(call->remote)) == NULL)
+        memcpy(call->remote, "?", 2);
+}
+
+static void call_fail(struct http_call *call, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Records the first error of a request; it is answered on the last call. */
+static void call_fail(struct http_call *call, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    if (call->err_status != 0)
+        return;
+    call->err_status = status;
+    call->err_code = code;
+    va_start(ap, fmt);
+    vsnprintf(call->err_msg, sizeof(call->err_msg), fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * Development mode: loopback clients only (403 otherwise). Token mode: the
+ * bearer token must match; both sides are hashed first so the comparison is
+ * constant-time over equal lengths whatever the client sent.
+ */
+static void auth_check(const struct http_server *s, struct MHD_Connection *c,
+                       struct http_call *call)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    const char *v;
+
+    if (!s->token_mode) {
+        if (!call->loopback)
+            call_fail(call, 403, "FORBIDDEN",
+                      "operator endpoints answer only loopback clients in development mode");
+        return;
+    }
+    v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (v != NULL && strncasecmp(v, "Bearer ", 7) == 0) {
+        v += 7;
+        while (*v == ' ')
+            v++;
+        SHA256((const unsigned char *)v, strlen(v), digest);
+        if (CRYPTO_memcmp(digest, s->token_digest, sizeof(digest)) == 0)
+            return;
+        call_fail(call, 401, "UNAUTHORIZED", "invalid bearer token");
+    } else {
+        call_fail(call, 401, "UNAUTHORIZED", "missing 'Authorization: Bearer' header");
+    }
+    call->extra_header = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
+    memcpy(call->extra_value, "Bearer", sizeof("Bearer"));
+}
+
+/* ---- routes ----------------------------------------------------------- */
+
+static bool is_capture(const char *seg, size_t n)
+{
+    return n >= 2 && seg[0] == '{' && seg[n - 1] == '}';
+}
+
+/* The k-th {name} of pattern (without braces), or false if there is none. */
+static bool pattern_capture(const char *pattern, size_t k, const char **name, size_t *len)
+{
+    const char *p = pattern;
+    while (*p == '/') {
+        p++;
+        size_t n = strcspn(p, "/");
+        if (is_capture(p, n)) {
+            if (k == 0) {
+                *name = p + 1;
+                *len = n - 2;
+                return true;
+            }
+            k--;
+        }
+        p += n;
+    }
+    return false;
+}
+
+struct span {
+    const char *p;
+    size_t n;
+};
+
+/* Segment-by-segment match; a capture takes any non-empty segment. */
+static bool path_match(const char *pattern, const char *path, struct span caps[HTTP_PARAMS_MAX],
+                       size_t *ncaps)
+{
+    *ncaps = 0;
+    while (*pattern == '/' && *path == '/') {
+        pattern++;
+        path++;
+        size_t pn = strcspn(pattern, "/");
+        size_t sn = strcspn(path, "/");
+        if (is_capture(pattern, pn)) {
+            if (sn == 0 || *ncaps == HTTP_PARAMS_MAX)
+                return false;
+            caps[*ncaps].p = path;
+            caps[*ncaps].n = sn;
+            (*ncaps)++;
+        } else if (pn != sn || memcmp(pattern, path, pn) != 0) {
+            return false;
+        }
+        pattern += pn;
+        path += sn;
+    }
+    return *pattern == '\0' && *path == '\0';
+}
+
+static bool param_char_ok(unsigned char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '.' || ch == '~' || ch == '-';
+}
+
+static bool param_ok(const struct span *sp)
+{
+    if (sp->n == 0 || sp->n > HTTP_PARAM_MAX)
+        return false;
+    for (size_t i = 0; i < sp->n; i++) {
+        if (!param_char_ok((unsigned char)sp->p[i]))
+            return false;
+    }
+    return true;
+}
+
+/* Finds the route for method+path, or records 404/405/400 in call. */
+static void route_resolve(const struct http_server *s, const char *method_name, const char *path,
+                          struct http_call *call)
+{
+    int method = method_parse(method_name);
+    struct span caps[HTTP_PARAMS_MAX], found_caps[HTTP_PARAMS_MAX];
+    size_t ncaps, nfound = 0;
+    unsigned allow = 0;
+
+    for (size_t i = 0; i < s->nroutes; i++) {
+        const struct http_route *r = &s->routes[i];
+        if (!path_match(r->pattern, path, caps, &ncaps))
+            continue;
+        allow |= 1u << r->method;
+        if (call->route == NULL && method >= 0 && r->method == (enum http_method)method) {
+            call->route = r;
+            memcpy(found_caps, caps, sizeof(caps));
+            nfound = ncaps;
+        }
+    }
+    if (call->route == NULL) {
+        if (allow == 0) {
+            call_fail(call, 404, "NOT_FOUND", "no resource at '%.100s'", path);
+            return;
+        }
+        call_fail(call, 405, "METHOD_NOT_ALLOWED", "method '%.16s' not allowed on '%.100s'",
+                  method_name, path);
+        call->extra_header = MHD_HTTP_HEADER_ALLOW;
+        call->extra_value[0] = '\0';
+        for (size_t m = 0; m < NMETHODS; m++) {
+            size_t used = strlen(call->extra_value);
+            if ((allow & (1u << m)) != 0)
+                snprintf(call->extra_value + used, sizeof(call->extra_value) - used, "%s%s",
+                         used > 0 ? ", " : "", s_method_names[m]);
+        }
+        return;
+    }
+    call->method = (enum http_method)method;
+    for (size_t k = 0; k < nfound; k++) {
+        if (!param_ok(&found_caps[k])) {
+            const char *name = "?";
+            size_t len = 1;
+            pattern_capture(call->route->pattern, k, &name, &len);
+            call_fail(call, 400, "BAD_PARAM",
+                      "path parameter '%.*s' must be 1..%d characters of [A-Za-z0-9_.~-]", (int)len,
+                      name, HTTP_PARAM_MAX);
+            return;
+        }
+        memcpy(call->params[k], found_caps[k].p, found_caps[k].n);
+        call->params[k][found_caps[k].n] = '\0';
+    }
+    call->nparams = nfound;
+}
+
+/* A pattern is "/" or "/seg/seg...", each seg a literal without braces or
+ * a {name} of [A-Za-z0-9_]; at most HTTP_PARAMS_MAX captures. */
+static bool pattern_ok(const char *pattern)
+{
+    const char *p = pattern;
+    size_t ncaps = 0;
+    if (p == NULL || p[0] != '/')
+        return false;
+    if (strcmp(p, "/") == 0)
+        return true;
+    while (*p == '/') {
+        p++;
+        size_t n = strcspn(p, "/");
+        if (n == 0)
+            return false;
+        if (is_capture(p, n)) {
+            ncaps++;
+            if (n == 2 || ncaps > HTTP_PARAMS_MAX)
+                return false;
+            for (size_t i = 1; i + 1 < n; i++) {
+                unsigned char ch = (unsigned char)p[i];
+                if (!param_char_ok(ch) || ch == '.' || ch == '~' || ch == '-')
+                    return false;
+            }
+        } else if (memchr(p, '{', n) != NULL || memchr(p, '}', n) != NULL) {
+            return false;
+        }
+        p += n;
+    }
+    return *p == '\0';
+}
+
+/* ---- responses -------------------------------------------------------- */
+
+void http_reply_json(struct http_response *res, int status, json_t *body)
+{
+    size_t n;
+    char *buf;
+
+    /* A failed json_pack() in a handler (e.g. a string that is not UTF-8). */
+    if (body == NULL) {
+        log_warnx("HTTP handler built no JSON body for status %d", status);
+        http_reply_error(res, 500, "INTERNAL", "the handler could not build its response");
+        return;
+    }
+    n = json_dumpb(body, NULL, 0, JSON_COMPACT);
+    buf = xmalloc(n + 1);
+    if (json_dumpb(body, buf, n, JSON_COMPACT) != n)
+        fatalx("cannot serialise JSON response");
+    buf[n] = '\0';
+    json_decref(body);
+    free(res->body);
+    res->status = status;
+    res->body = buf;
+    res->content_type = NULL;
+}
+
+void http_reply_error(struct http_response *res, int status, const char *code, const char *fmt, ...)
+{
+    char msg[MSG_MAX];
+    va_list ap;
+    json_t *j;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* Messages quote client input (paths are percent-decoded to any byte);
+     * jansson refuses strings that are not UTF-8, so keep printable ASCII. */
+    for (char *p = msg; *p != '\0'; p++) {
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    }
+    j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+    if (j == NULL)
+        fatalx("cannot build JSON error response");
+    http_reply_json(res, status, j);
+}
+
+/* The path as it may appear in a log line: printable ASCII, truncated. */
+static void log_safe(char *dst, size_t size, const char *src)
+{
+    size_t i = 0;
+    for (; src[i] != '\0' && i + 1 < size; i++)
+        dst[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
+    dst[i] = '\0';
+}
+
+/* Queues res (taking its body) and writes the access log line. */
+static enum MHD_Result respond(struct MHD_Connection *c, struct http_call *call, const char *method,
+                               const char *url, struct http_response *res)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    char path[LOG_PATH_MAX];
+
+    if (res->body != NULL)
+        r = MHD_create_response_from_buffer_with_free_callback(strlen(res->body), res->body, free);
+    else
+        r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (r == NULL) {
+        free(res->body);
+        res->body = NULL;
+        log_warnx("cannot create HTTP response for '%s'", method);
+        return MHD_NO;
+    }
+    if (res->body != NULL)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                res->content_type != NULL ? res->content_type : "application/json");
+    res->body = NULL;
+    if (call->extra_header != NULL && res->status == call->err_status)
+        MHD_add_response_header(r, call->extra_header, call->extra_value);
+    ret = MHD_queue_response(c, (unsigned)res->status, r);
+    MHD_destroy_response(r);
+    log_safe(path, sizeof(path), url);
+    log_debug("http %s %s %s %d %lluus", call->remote, method, path, res->status,
+              (unsigned long long)elapsed_us(&call->start));
+    return ret;
+}
+
+/* ---- request processing ----------------------------------------------- */
+
+static bool content_type_is_json(const char *ct)
+{
+    static const char want[] = "application/json";
+    size_t n = sizeof(want) - 1;
+    if (ct == NULL)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, want, n) != 0)
+        return false;
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
+}
+
+/* Appends upload data to the body, or drops it once the request failed. */
+static enum MHD_Result body_append(const struct http_server *s, struct http_call *call,
+                                   const char *data, size_t n)
+{
+    if (call->err_status == 0 && !call->too_large && n > s->body_max - call->body_len)
+        call->too_large = true;
+    if (call->err_status != 0 || call->too_large) {
+        call->discarded += n;
+        if (call->discarded / DISCARD_FACTOR > s->body_max) {
+            log_warnx("closing HTTP connection from %s: request body far over %zu bytes",
+                      call->remote, s->body_max);
+            return MHD_NO;
+        }
+        return MHD_YES;
+    }
+    if (call->body_len + n + 1 > call->body_cap) {
+        size_t cap = call->body_cap != 0 ? call->body_cap : 1024;
+        while (cap < call->body_len + n + 1)
+            cap *= 2;
+        if (cap > s->body_max + 1)
+            cap = s->body_max + 1;
+        call->body = xrealloc(call->body, cap);
+        call->body_cap = cap;
+    }
+    memcpy(call->body + call->body_len, data, n);
+    call->body_len += n;
+    call->body[call->body_len] = '\0';
+    return MHD_YES;
+}
+
+/* Body checks for POST/PUT/PATCH; on success *json is the object or NULL. */
+static void body_parse(struct MHD_Connection *c, struct http_call *call, json_t **json)
+{
+    json_error_t jerr;
+    json_t *j;
+
+    *json = NULL;
+    if (call->body_len == 0) {
+        if ((call->route->flags & HTTP_BODY_OPTIONAL) == 0)
+            call_fail(call, 400, "MALFORMED", "request body is empty; expected a JSON object");
+        return;
+    }
+    if (!content_type_is_json(
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+        call_fail(call, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json");
+        return;
+    }
+    j = json_loadb(call->body, call->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (j == NULL) {
+        call_fail(call, 400, "MALFORMED", "invalid JSON body at line %d, column %d: %s", jerr.line,
+                  jerr.column, jerr.text);
+        return;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        call_fail(call, 400, "MALFORMED", "request body must be a JSON object");
+        return;
+    }
+    *json = j;
+}
+
+static void handler_run(struct http_server *s, struct MHD_Connection *c, struct http_call *call,
+                        const char *url, struct http_response *res)
+{
+    struct http_request req;
+    json_t *json = NULL;
+
+    if (method_has_body(call->method)) {
+        body_parse(c, call, &json);
+        if (call->err_status != 0)
+            return;
+    }
+    memset(&req, 0, sizeof(req));
+    req.method = call->method;
+    req.path = url;
+    for (size_t k = 0; k < call->nparams; k++)
+        req.params[k] = call->params[k];
+    req.nparams = call->nparams;
+    req.body = call->body != NULL ? call->body : "";
+    req.body_len = call->body_len;
+    req.json = json;
+    req.loopback = call->loopback;
+    req.remote_addr = call->remote;
+    req.pattern_ = call->route->pattern;
+    req.conn_ = c;
+
+    call->route->fn(s->ctx, &req, res);
+    json_decref(json);
+    if (res->status < 100 || res->status > 599) {
+        log_warnx("handler for '%s' %s set no valid response (status %d)", call->route->pattern,
+                  s_method_names[call->method], res->status);
+        http_reply_error(res, 500, "INTERNAL", "the handler produced no response");
+    }
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    struct http_server *s = cls;
+    struct http_call *call = *con_cls;
+    struct http_response res = {0};
+    (void)version;
+
+    if (call == NULL) {
+        const char *cl;
+        call = xcalloc(1, sizeof(*call));
+        clock_gettime(CLOCK_MONOTONIC, &call->start);
+        *con_cls = call;
+        client_address(c, call);
+        route_resolve(s, method, url, call);
+        if (call->route != NULL && (call->route->flags & HTTP_OPERATOR) != 0)
+            auth_check(s, c, call);
+        /* A declared body over the limit is refused before it is read: the
+         * only response queued on the first call, so MHD closes the
+         * connection instead of reading the rest. */
+        cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (errno != 0 || end == cl || v > s->body_max) {
+                http_reply_error(&res, 413, "TOO_LARGE", "request body exceeds %zu bytes",
+                                 s->body_max);
+                return respond(c, call, method, url, &res);
+            }
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        return body_append(s, call, upload_data, n);
+    }
+    if (call->err_status == 0 && call->too_large)
+        call_fail(call, 413, "TOO_LARGE", "request body exceeds %zu bytes", s->body_max);
+    if (call->err_status == 0)
+        handler_run(s, c, call, url, &res);
+    if (call->err_status != 0)
+        http_reply_error(&res, call->err_status, call->err_code, "%s", call->err_msg);
+    return respond(c, call, method, url, &res);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct http_call *call = *con_cls;
+    (void)cls;
+    (void)c;
+    (void)toe;
+    if (call == NULL)
+        return;
+    free(call->body);
+    free(call);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[MSG_MAX];
+    size_t n;
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '.'))
+        msg[--n] = '\0';
+    log_warnx("libmicrohttpd: %s", msg);
+}
+
+/* ---- the loop --------------------------------------------------------- */
+
+static void on_timer(void *arg);
+
+/*
+ * MHD's timeout only changes when MHD runs, so it is re-read after every
+ * MHD_run instead of in a prepare hook: loop.h has no way to remove a
+ * prepare hook, and the server must be freeable while the loop lives on.
+ */
+static void mhd_run(struct http_server *s)
+{
+    MHD_UNSIGNED_LONG_LONG ms = TIMER_MAX_MS;
+
+    if (MHD_run(s->mhd) != MHD_YES)
+        log_warnx("libmicrohttpd: MHD_run failed");
+    loop_timer_del(s->loop, s->timer_id);
+    if (MHD_get_timeout(s->mhd, &ms) != MHD_YES || ms > TIMER_MAX_MS)
+        ms = TIMER_MAX_MS;
+    s->timer_id = loop_timer_add(s->loop, ms, on_timer, s);
+}
+
+static void on_timer(void *arg)
+{
+    struct http_server *s = arg;
+    s->timer_id = 0;
+    mhd_run(s);
+}
+
+static void on_epoll(void *arg, int fd, unsigned events)
+{
+    (void)fd;
+    (void)events;
+    mhd_run(arg);
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static int routes_check(const struct http_route *routes, size_t nroutes)
+{
+    for (size_t i = 0; i < nroutes; i++) {
+        const struct http_route *r = &routes[i];
+        if ((unsigned)r->method >= NMETHODS || r->fn == NULL || !pattern_ok(r->pattern)) {
+            log_warnx("bad HTTP route %zu '%s': needs a method, a handler and a pattern like "
+                      "/api/x/{id}",
+                      i, r->pattern != NULL ? r->pattern : "(null)");
+            return VEND_EINVAL;
+        }
+    }
+    return VEND_OK;
+}
+
+int http_server_start(struct http_server **out, struct loop *loop, const struct http_config *cfg,
+                      const struct http_route *routes, size_t nroutes, void *ctx)
+{
+    struct http_server *s = NULL;
+    struct addrinfo hints, *ai = NULL;
+    const union MHD_DaemonInfo *info;
+    char port[8];
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    int rc, gai;
+
+    *out = NULL;
+    if (cfg == NULL || cfg->host == NULL || cfg->host[0] == '\0') {
+        log_warnx("bad HTTP config: host is empty");
+        return VEND_EINVAL;
+    }
+    if (cfg->api_token != NULL && cfg->api_token[0] == '\0') {
+        log_warnx("bad HTTP config: api_token is empty (unset it for development mode)");
+        return VEND_EINVAL;
+    }
+    if (cfg->body_max > (size_t)INT_MAX) {
+        log_warnx("bad HTTP config: body_max %zu is too large", cfg->body_max);
+        return VEND_EINVAL;
+    }
+    rc = routes_check(routes, nroutes);
+    if (rc < 0)
+        return rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%u", (unsigned)cfg->port);
+    gai = getaddrinfo(cfg->host, port, &hints, &ai);
+    if (gai != 0) {
+        log_warnx("cannot resolve HTTP host '%s': %s", cfg->host, gai_strerror(gai));
+        return VEND_EIO;
+    }
+
+    s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->routes = routes;
+    s->nroutes = nroutes;
+    s->ctx = ctx;
+    s->epoll_fd = -1;
+    s->body_max = cfg->body_max != 0 ? cfg->body_max : HTTP_BODY_MAX_DEFAULT;
+    if (cfg->api_token != NULL) {
+        s->token_mode = true;
+        SHA256((const unsigned char *)cfg->api_token, strlen(cfg->api_token), s->token_digest);
+    }
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_DUAL_STACK;
+
+    s->mhd = MHD_start_daemon(
+        flags, cfg->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    if (s->mhd == NULL) {
+        log_warnx("cannot listen for HTTP on '%s' port %u", cfg->host, (unsigned)cfg->port);
+        rc = VEND_EIO;
+        goto out;
+    }
+    info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (info == NULL || info->epoll_fd < 0) {
+        log_warnx("cannot get libmicrohttpd's epoll fd");
+        rc = VEND_EIO;
+        goto out;
+    }
+    if (loop_io_add(loop, info->epoll_fd, LOOP_READ, on_epoll, s) < 0) {
+        log_warnx("cannot watch libmicrohttpd's epoll fd %d", info->epoll_fd);
+        rc = VEND_EIO;
+        goto out;
+    }
+    s->epoll_fd = info->epoll_fd;
+    info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info != NULL ? info->port : cfg->port;
+    s->timer_id = loop_timer_add(loop, TIMER_MAX_MS, on_timer, s);
+    log_info("HTTP listening on %s port %u%s", cfg->host, (unsigned)s->port,
+             s->token_mode ? "" : " (development mode: operator API for loopback only)");
+    *out = s;
+    s = NULL;
+    rc = VEND_OK;
+out:
+    freeaddrinfo(ai);
+    http_server_free(s);
+    return rc;
+}
+
+uint16_t http_server_port(const struct http_server *s)
+{
+    return s->port;
+}
+
+void http_server_free(struct http_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->epoll_fd >= 0)
+        loop_io_del(s->loop, s->epoll_fd);
+    loop_timer_del(s->loop, s->timer_id);
+    if (s->mhd != NULL)
+        MHD_stop_daemon(s->mhd);
+    OPENSSL_cleanse(s->token_digest, sizeof(s->token_digest));
+    free(s);
+}
+
+/* ---- accessors -------------------------------------------------------- */
+
+const char *http_query(const struct http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn_, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_header(const struct http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn_, MHD_HEADER_KIND, name);
+}
+
+const char *http_param(const struct http_request *req, const char *name)
+{
+    const char *cap;
+    size_t len;
+    for (size_t k = 0; k < req->nparams; k++) {
+        if (!pattern_capture(req->pattern_, k, &cap, &len))
+            break;
+        if (strlen(name) == len && memcmp(cap, name, len) == 0)
+            return req->params[k];
+    }
+    return NULL;
+}

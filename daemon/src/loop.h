@@ -22,7 +22,9 @@ enum loop_events {
     LOOP_WRITE = 1u << 1,
 };
 
-/* events: the LOOP_* bits that are ready (errors and hang-ups report as LOOP_READ). */
+/* events: the LOOP_* bits that are ready, never outside the watched ones. Errors and
+ * hang-ups report as every watched event (LOOP_READ for a reader), so the callback's
+ * read() or write() sees the error. */
 typedef void loop_io_fn(void *arg, int fd, unsigned events);
 typedef void loop_timer_fn(void *arg);
 typedef void loop_signal_fn(void *arg, int signo);
@@ -30,33 +32,48 @@ typedef void loop_signal_fn(void *arg, int signo);
  * write interest (mosquitto_want_write) or recompute a library's timeout. */
 typedef void loop_prepare_fn(void *arg);
 
-/* Returns a new loop, or NULL with errno set. SIGTERM and SIGINT stop it by default. */
+/* Returns a new loop, or NULL with errno set. SIGTERM and SIGINT stop it by default.
+ * Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (they are read through a
+ * signalfd) and ignores SIGPIPE: create the loop before any thread so threads inherit
+ * the mask. */
 struct loop *loop_new(void);
-/* Frees the loop; pending timers are dropped without being called. NULL is fine. */
+/* Frees the loop; pending timers are dropped without being called. Discards pending
+ * handled signals, then restores the signal mask and SIGPIPE disposition loop_new found.
+ * NULL is fine. */
 void loop_free(struct loop *loop);
 
-/* Watch fd for events. VEND_EINVAL if fd is negative or already watched. */
+/* Watch fd for events (0 is allowed: watched but not polled). VEND_EINVAL if fd is
+ * negative, too large (>= 2^20), already watched, fn is NULL or events has unknown bits. */
 int loop_io_add(struct loop *loop, int fd, unsigned events, loop_io_fn *fn, void *arg);
 /* Change the events watched for fd. VEND_ENOTFOUND if fd is not watched. */
 int loop_io_set(struct loop *loop, int fd, unsigned events);
 /* Stop watching fd; unknown fds are ignored. Safe inside that fd's callback. */
 void loop_io_del(struct loop *loop, int fd);
 
-/* Call fn(arg) once after delay_ms. Returns an id > 0 for loop_timer_del. */
+/* Call fn(arg) once after delay_ms, counted from loop_now_ms(). Equal deadlines fire in
+ * the order added; a timer added by a timer callback fires in a later iteration at the
+ * earliest. Returns an id > 0 for loop_timer_del (never reused), or 0 if fn is NULL or
+ * 2^20 timers are pending. */
 uint64_t loop_timer_add(struct loop *loop, uint64_t delay_ms, loop_timer_fn *fn, void *arg);
 /* Cancel a pending timer; unknown or fired ids are ignored. */
 void loop_timer_del(struct loop *loop, uint64_t id);
 
-/* Add a prepare hook (see loop_prepare_fn). */
+/* Add a prepare hook (see loop_prepare_fn); hooks run in the order added.
+ * VEND_EINVAL if fn is NULL, VEND_ENOSPACE beyond 32 hooks. */
 int loop_prepare_add(struct loop *loop, loop_prepare_fn *fn, void *arg);
 
-/* Handle signo through fn instead of the default (SIGTERM/SIGINT: stop; others: ignored). */
+/* Handle signo through fn instead of the default (SIGTERM/SIGINT: stop; others: ignored);
+ * fn NULL restores the default. A signal not yet handled is blocked and added to the
+ * signalfd. VEND_EINVAL for KILL, STOP, synchronous signals (SEGV, BUS, FPE, ILL, TRAP,
+ * ABRT) and out-of-range numbers; VEND_EIO if the signalfd cannot be updated. */
 int loop_signal_set(struct loop *loop, int signo, loop_signal_fn *fn, void *arg);
 
 /* Monotonic milliseconds, read once per iteration (cheap, consistent within a callback). */
 uint64_t loop_now_ms(const struct loop *loop);
 
-/* Run until loop_stop() or a stopping signal. Returns 0, or a negative VEND_E* on a poll failure. */
+/* Run until loop_stop() or a stopping signal; each iteration fires due timers, runs the
+ * prepare hooks, polls and dispatches fds. Clears an earlier stop on entry, so a loop can
+ * be run again. Returns 0, or VEND_EIO on a poll failure (EINTR is not one). */
 int loop_run(struct loop *loop);
 /* Make loop_run return after the current iteration. */
 void loop_stop(struct loop *loop);

@@ -181,7 +181,7 @@ CREATE TABLE refunds (
     refund_key  TEXT NOT NULL UNIQUE,
     amount      INTEGER NOT NULL CHECK (amount >= 0),
     reason      TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN ('QUEUED', 'SENT', 'DONE', 'FAILED')),
+    status      TEXT NOT NULL CHECK (status IN ('QUEUED', 'SENT', 'DONE', 'FAILED', 'CANCELLED')),
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );

@@ -1,0 +1,69 @@
+# The two commands of the README: `make run` and `make test`. Everything else is plumbing.
+# Each build flavour has its own CMake tree under build/.
+
+JOBS        ?= 2
+FUZZ_SECONDS ?= 10
+B           := build
+CMAKE_Q     := cmake -Wno-dev --log-level=WARNING
+
+.PHONY: all bootstrap build run test test-release test-asan test-m32 build-rv32 fuzz bench \
+        format check-format clean
+
+all: build
+
+bootstrap:
+	@tools/bootstrap
+
+$(B)/release/CMakeCache.txt: | bootstrap
+	@$(CMAKE_Q) -S . -B $(B)/release -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: bootstrap $(B)/release/CMakeCache.txt
+	@cmake --build $(B)/release -j$(JOBS)
+
+run: build
+	@tools/run-dev
+
+test: bootstrap check-format test-release test-asan test-m32 build-rv32
+	@echo "make test: all suites passed"
+
+test-release: build
+	@ctest --test-dir $(B)/release -j$(JOBS) --output-on-failure
+
+# ASan + UBSan with clang, which also builds the libFuzzer targets; each fuzzer runs
+# FUZZ_SECONDS inside this suite (longer: `make fuzz`).
+test-asan: bootstrap
+	@$(CMAKE_Q) -S . -B $(B)/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
+	    -DVEND_SANITIZE=ON -DVEND_FUZZ=ON -DVEND_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	@cmake --build $(B)/asan -j$(JOBS)
+	@ctest --test-dir $(B)/asan -j$(JOBS) --output-on-failure
+
+# The codec and its tests on ILP32, as on the ESP32.
+test-m32: bootstrap
+	@$(CMAKE_Q) -S . -B $(B)/m32 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-i386.cmake \
+	    -DVEND_PROTO_ONLY=ON
+	@cmake --build $(B)/m32 -j$(JOBS)
+	@ctest --test-dir $(B)/m32 -j$(JOBS) --output-on-failure
+
+# The codec freestanding for the ESP32-C3 (rv32imc, picolibc), warnings as errors.
+build-rv32: bootstrap
+	@$(CMAKE_Q) -S . -B $(B)/rv32 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-rv32imc.cmake \
+	    -DVEND_PROTO_ONLY=ON
+	@cmake --build $(B)/rv32 -j$(JOBS)
+	@echo "rv32imc: $$(ls $(B)/rv32/proto/libvendproto.a) built freestanding"
+
+fuzz:
+	@$(MAKE) --no-print-directory test-asan FUZZ_SECONDS=300 JOBS=$(JOBS)
+
+bench: build
+	@tools/run-bench $(B)/release
+
+SOURCES = $(shell git ls-files '*.c' '*.h')
+
+format:
+	@clang-format -i $(SOURCES)
+
+check-format: bootstrap
+	@clang-format --dry-run --Werror $(SOURCES)
+
+clean:
+	rm -rf $(B)

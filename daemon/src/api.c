@@ -1,0 +1,107 @@
+/* api.c - helpers shared by the handlers, and the health and metrics endpoints. */
+#include "api.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "metrics.h"
+#include "mqtt.h"
+#include "vend/err.h"
+#include "vendd.h"
+
+bool api_field_string(const json_t *body, const char *key, bool required, size_t max_len,
+                      char *out, size_t size, struct http_response *res)
+{
+    const json_t *val = json_object_get(body, key);
+    size_t len;
+
+    if (val == NULL || json_is_null(val)) {
+        if (required)
+            http_reply_error(res, 422, "INVALID_FIELD", "'%s' is required", key);
+        return !required;
+    }
+    if (!json_is_string(val)) {
+        http_reply_error(res, 422, "INVALID_FIELD", "'%s' must be a string", key);
+        return false;
+    }
+    len = json_string_length(val);
+    if (len == 0 || len > max_len || len >= size || strlen(json_string_value(val)) != len) {
+        http_reply_error(res, 422, "INVALID_FIELD", "'%s' must be 1 to %zu bytes, without NUL",
+                         key, max_len < size ? max_len : size - 1);
+        return false;
+    }
+    memcpy(out, json_string_value(val), len + 1);
+    return true;
+}
+
+bool api_field_int(const json_t *body, const char *key, bool required, int64_t min, int64_t max,
+                   int64_t *out, struct http_response *res)
+{
+    const json_t *val = json_object_get(body, key);
+
+    if (val == NULL || json_is_null(val)) {
+        if (required)
+            http_reply_error(res, 422, "INVALID_FIELD", "'%s' is required", key);
+        return !required;
+    }
+    if (!json_is_integer(val) || json_integer_value(val) < min ||
+        json_integer_value(val) > max) {
+        http_reply_error(res, 422, "INVALID_FIELD", "'%s' must be an integer from %lld to %lld",
+                         key, (long long)min, (long long)max);
+        return false;
+    }
+    *out = json_integer_value(val);
+    return true;
+}
+
+void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
+{
+    static const struct {
+        int err;
+        int status;
+        const char *code;
+    } map[] = {
+        {VEND_ENOTFOUND, 404, "NOT_FOUND"},     {VEND_ESTATE, 409, "WRONG_STATE"},
+        {VEND_ECONFLICT, 409, "CONFLICT"},      {VEND_EUNAVAILABLE, 503, "BROKER_UNAVAILABLE"},
+        {VEND_EINVAL, 422, "INVALID_FIELD"},    {VEND_ERANGE, 422, "INVALID_FIELD"},
+        {VEND_ECONSTRAINT, 422, "INVALID_FIELD"}, {VEND_EBUSY, 503, "BUSY"},
+    };
+    char msg[512];
+    va_list ap;
+    int status = 500;
+    const char *code = "INTERNAL";
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (map[i].err == err) {
+            status = map[i].status;
+            code = map[i].code;
+        }
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    http_reply_error(res, status, code, "%s", msg);
+}
+
+void api_health(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    bool mqtt_up = mqtt_client_connected(v->mqtt);
+
+    (void)req;
+    /* 200 while vendd can take orders; the broker's state is reported, not fatal. */
+    http_reply_json(res, 200,
+                    json_pack("{s:s, s:s, s:b}", "status", "ok", "version", VENDD_VERSION,
+                              "mqtt_connected", mqtt_up));
+}
+
+void api_metrics(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+
+    (void)req;
+    res->status = 200;
+    res->body = metrics_render(&v->metrics);
+    res->content_type = "text/plain; version=0.0.4";
+}

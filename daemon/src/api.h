@@ -1,0 +1,59 @@
+/*
+ * api.h - the HTTP API handlers (SPEC §5; docs/HTTP-API.md) and the helpers
+ * they share. The route table is in routes.c; each api_*.c file serves one
+ * resource. Handlers get the struct vendd as ctx.
+ */
+#ifndef VENDD_API_H
+#define VENDD_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "http.h"
+
+struct vendd;
+
+/* The route table, for app.c. */
+extern const struct http_route api_routes[];
+extern const size_t api_nroutes;
+
+/*
+ * Body field readers. On a missing (when required), mistyped or out-of-range field they
+ * answer 422 INVALID_FIELD naming the field and the rule, and return false; the handler
+ * then just returns. An absent optional field leaves *out untouched and returns true.
+ */
+bool api_field_string(const json_t *body, const char *key, bool required, size_t max_len,
+                      char *out, size_t size, struct http_response *res);
+bool api_field_int(const json_t *body, const char *key, bool required, int64_t min, int64_t max,
+                   int64_t *out, struct http_response *res);
+
+/* Answer a VEND_E* error with its HTTP status and code (404, 409, 503, 422, else 500). */
+void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* health.c-style endpoints */
+void api_health(void *ctx, const struct http_request *req, struct http_response *res);
+void api_metrics(void *ctx, const struct http_request *req, struct http_response *res);
+
+/* api_dispense.c */
+void api_dispense_trigger(void *ctx, const struct http_request *req, struct http_response *res);
+void api_dispense_status(void *ctx, const struct http_request *req, struct http_response *res);
+void api_dispense_logs(void *ctx, const struct http_request *req, struct http_response *res);
+
+/* api_orders.c */
+void api_orders_create(void *ctx, const struct http_request *req, struct http_response *res);
+void api_orders_get(void *ctx, const struct http_request *req, struct http_response *res);
+
+/* api_machines.c */
+void api_machines_create(void *ctx, const struct http_request *req, struct http_response *res);
+void api_machines_list(void *ctx, const struct http_request *req, struct http_response *res);
+void api_machines_get(void *ctx, const struct http_request *req, struct http_response *res);
+void api_machines_put_slot(void *ctx, const struct http_request *req, struct http_response *res);
+void api_machines_put_config(void *ctx, const struct http_request *req,
+                             struct http_response *res);
+void api_stock_get(void *ctx, const struct http_request *req, struct http_response *res);
+
+#endif

@@ -1,0 +1,110 @@
+/* api_dispense.c - POST /api/dispense/trigger and the dispense views (SPEC §4 rule 8). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "db.h"
+#include "dispense.h"
+#include "log.h"
+#include "orders.h"
+#include "store.h"
+#include "vend/err.h"
+#include "vend/msg.h"
+#include "vend/topic.h"
+#include "vendd.h"
+
+/* Dispense logs returned by GET /api/dispense/logs/{machine_id} unless ?limit= says less. */
+#define LOGS_LIMIT_DEFAULT 50
+#define LOGS_LIMIT_MAX 500
+
+void api_dispense_trigger(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    char order_id[VEND_ORDER_ID_MAX + 1];
+    char status[DISPENSE_STATUS_SIZE], msg[128];
+    bool sent = false;
+    int rc;
+
+    if (!api_field_string(req->json, "order_id", true, VEND_ORDER_ID_MAX, order_id,
+                          sizeof(order_id), res))
+        return;
+    if (!vend_order_id_valid(order_id)) {
+        http_reply_error(res, 422, "INVALID_FIELD", "'order_id' must match [A-Za-z0-9_.~-]{1,64}");
+        return;
+    }
+    rc = dispense_trigger(v, order_id, status, &sent);
+    switch (rc) {
+    case VEND_OK:
+        http_reply_json(res, 200,
+                        json_pack("{s:s, s:s, s:b}", "order_id", order_id, "status", status,
+                                  "command_sent", sent));
+        break;
+    case VEND_ESTATE:
+        snprintf(msg, sizeof(msg), "order '%s' is %s, not PAID", order_id, status);
+        http_reply_json(res, 409,
+                        json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "WRONG_STATE",
+                                  "message", msg, "status", status));
+        break;
+    case VEND_ENOTFOUND:
+        http_reply_error(res, 404, "NOT_FOUND", "no order '%s'", order_id);
+        break;
+    case VEND_EUNAVAILABLE:
+        http_reply_error(res, 503, "BROKER_UNAVAILABLE",
+                         "the MQTT broker is not connected; order '%s' stays PAID", order_id);
+        break;
+    default:
+        api_reply_err(res, rc, "cannot trigger order '%s'", order_id);
+        break;
+    }
+}
+
+void api_dispense_status(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    const char *id = http_param(req, "order_id");
+    json_t *order = orders_get_json(v, id);
+
+    if (order == NULL) {
+        http_reply_error(res, 404, "NOT_FOUND", "no order '%s'", id);
+        return;
+    }
+    http_reply_json(res, 200,
+                    json_pack("{s:s, s:O, s:O}", "order_id", id, "status",
+                              json_object_get(order, "status"), "units",
+                              json_object_get(order, "units")));
+    json_decref(order);
+}
+
+void api_dispense_logs(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    const char *machine_id = http_param(req, "machine_id");
+    const char *limit_arg = http_query(req, "limit");
+    long limit = LOGS_LIMIT_DEFAULT;
+    struct db_value p[2];
+    json_t *logs;
+    char *end = NULL;
+
+    if (limit_arg != NULL) {
+        limit = strtol(limit_arg, &end, 10);
+        if (end == limit_arg || *end != '\0' || limit < 1 || limit > LOGS_LIMIT_MAX) {
+            http_reply_error(res, 422, "INVALID_FIELD", "'limit' must be 1 to %d",
+                             LOGS_LIMIT_MAX);
+            return;
+        }
+    }
+    p[0] = DB_TEXT(machine_id);
+    p[1] = DB_INT(limit);
+    logs = store_query_json(v->db,
+                "SELECT id, order_id, unit, machine_id, slot_number, status, timeout_ms, "
+                "command_sent_at, deadline_at, completed_at, duration_ms, success, "
+                "drop_detected, error_message, late_result FROM dispense_logs "
+                "WHERE machine_id = $1 ORDER BY command_sent_at DESC, id DESC LIMIT $2",
+                p, 2);
+    if (logs == NULL) {
+        api_reply_err(res, VEND_EDB, "cannot read dispense logs");
+        return;
+    }
+    http_reply_json(res, 200, json_pack("{s:s, s:o}", "machine_id", machine_id, "logs", logs));
+}

@@ -1,0 +1,172 @@
+/*
+ * app.c - the running daemon: builds the one struct vendd (database, loop, MQTT, HTTP),
+ * resumes what the database says is in flight, runs the loop, and tears down in reverse.
+ */
+#include "app.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "db.h"
+#include "dispense.h"
+#include "http.h"
+#include "ingest.h"
+#include "log.h"
+#include "loop.h"
+#include "mqtt.h"
+#include "notify.h"
+#include "store.h"
+#include "vend/err.h"
+#include "vendd.h"
+
+/* How long the broker keeps our session, and the results queued for it, while we are away. */
+#define SESSION_EXPIRY_S (24 * 3600)
+
+int64_t vendd_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void vendd_now_iso(const struct vendd *v, char *buf, size_t size)
+{
+    db_iso_time(buf, size, v->now_ms());
+}
+
+/* SPEC §2: MACHINE_ID is registered at first start if missing. */
+static int register_default_machine(struct vendd *v)
+{
+    char now_iso[STORE_ISO_SIZE];
+    struct db_value p[2];
+    int rc;
+
+    vendd_now_iso(v, now_iso, sizeof(now_iso));
+    p[0] = DB_TEXT(v->conf->machine_id);
+    p[1] = DB_TEXT(now_iso);
+    rc = db_exec(v->db,
+                 "INSERT INTO machines (id, name, status, created_at, updated_at) "
+                 "VALUES ($1, $1, 'OFFLINE', $2, $2) ON CONFLICT (id) DO NOTHING",
+                 p, 2, NULL, NULL);
+    if (rc == 1)
+        log_info("registered default machine '%s'", v->conf->machine_id);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+static void on_mqtt_state(void *arg, bool connected)
+{
+    struct vendd *v = arg;
+
+    /* Units that waited for the broker go out now, one per idle machine. */
+    if (connected)
+        dispense_pump_all(v);
+}
+
+/* Created before the dispenses resume (they ask whether it is connected), started after. */
+static int create_mqtt(struct vendd *v)
+{
+    const struct vendd_conf *conf = v->conf;
+    char client_id[MQTT_MAX_CLIENT_ID], host[64] = "host";
+    struct mqtt_config mc = {0};
+
+    /* Stable across restarts, so the broker keeps our session; the HTTP port tells apart
+     * several instances on one host. */
+    gethostname(host, sizeof(host) - 1);
+    snprintf(client_id, sizeof(client_id), "vendd-%s-%u", host, conf->port);
+    mc.host = conf->mqtt_host;
+    mc.port = (uint16_t)conf->mqtt_port;
+    mc.tls = conf->mqtt_tls;
+    mc.ca_file = conf->mqtt_ca_file[0] ? conf->mqtt_ca_file : NULL;
+    mc.username = conf->mqtt_username[0] ? conf->mqtt_username : NULL;
+    mc.password = conf->mqtt_password[0] ? conf->mqtt_password : NULL;
+    mc.client_id = client_id;
+    mc.subscriptions = ingest_subscriptions;
+    mc.nsubscriptions = ingest_nsubscriptions;
+    mc.session_expiry_s = SESSION_EXPIRY_S;
+    return mqtt_client_new(&v->mqtt, v->loop, &mc, ingest_message, on_mqtt_state, v);
+}
+
+static int start_http(struct vendd *v)
+{
+    struct http_config hc = {
+        .host = v->conf->host,
+        .port = (uint16_t)v->conf->port,
+        .api_token = v->conf->dev_mode ? NULL : v->conf->api_token,
+    };
+    /* http.c logs where it listens. */
+    return http_server_start(&v->http, v->loop, &hc, api_routes, api_nroutes, v);
+}
+
+int app_run(const struct vendd_conf *conf)
+{
+    struct vendd v = {.conf = conf, .now_ms = vendd_wall_ms};
+    char errbuf[512];
+    int status = 1, rc;
+
+    log_init(conf->log_format, LOG_LEVEL_INFO, NULL);
+    log_info("vendd %s starting", VENDD_VERSION);
+    if (conf->dev_mode)
+        log_warnx("API_TOKEN is not set: development mode, the operator API answers loopback "
+                  "clients only");
+    if (conf->db_kind != CONF_DB_SQLITE) {
+        log_warnx("DATABASE_URL: PostgreSQL is not supported by this build yet; use sqlite:PATH");
+        return 78;
+    }
+    v.loop = loop_new();
+    if (v.loop == NULL) {
+        log_warn("cannot create the event loop");
+        goto out;
+    }
+    rc = db_open(&v.db, conf->database_url, errbuf, sizeof(errbuf));
+    if (rc < 0) {
+        log_warnx("cannot open the database: %s", errbuf);
+        goto out;
+    }
+    rc = register_default_machine(&v);
+    if (rc < 0) {
+        log_warnx("cannot register machine '%s': %s", conf->machine_id, db_errmsg(v.db));
+        goto out;
+    }
+    if (mqtt_lib_init() < 0)
+        goto out;
+    rc = start_http(&v);
+    if (rc < 0) {
+        log_warnx("cannot start the HTTP server on %s port %u: %s", conf->host, conf->port,
+                  vend_strerror(rc));
+        goto out;
+    }
+    rc = create_mqtt(&v);
+    if (rc < 0) {
+        log_warnx("cannot create the MQTT client: %s", vend_strerror(rc));
+        goto out;
+    }
+    rc = dispense_resume(&v);
+    if (rc < 0) {
+        log_warnx("cannot resume dispenses: %s", db_errmsg(v.db));
+        goto out;
+    }
+    rc = mqtt_client_start(v.mqtt);
+    if (rc < 0) {
+        log_warnx("cannot start the MQTT client: %s", vend_strerror(rc));
+        goto out;
+    }
+    notify_systemd("READY=1");
+    rc = loop_run(v.loop);
+    notify_systemd("STOPPING=1");
+    log_info("vendd stopping");
+    status = rc < 0 ? 1 : 0;
+out:
+    http_server_free(v.http);
+    mqtt_client_free(v.mqtt);
+    if (v.mqtt != NULL || status == 0)
+        mqtt_lib_cleanup();
+    if (v.deadline_timer != 0)
+        loop_timer_del(v.loop, v.deadline_timer);
+    db_close(v.db);
+    loop_free(v.loop);
+    return status;
+}

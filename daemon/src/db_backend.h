@@ -1,0 +1,92 @@
+/*
+ * db_backend.h - the seam under db.h: one struct of function pointers per backend
+ * (db_sqlite.c now, db_pg.c later). Internal to db*.c and the database tests; the rest
+ * of the daemon uses db.h only.
+ *
+ * db.c owns struct db, picks the backend from the URL, and implements everything that
+ * is the same for all backends (migrations, schema version, argument checks) on top of
+ * the ops below. A backend keeps its connection state in db->be and reports errors by
+ * returning a negative VEND_E* value after calling db_set_error().
+ */
+#ifndef VENDD_DB_BACKEND_H
+#define VENDD_DB_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "db.h"
+#include "schema.h"
+
+/* Longest detail message kept for db_errmsg(); longer ones are truncated. */
+#define DB_ERRMSG_MAX 512
+/* Most parameters one statement may take (db_exec returns VEND_ETOOBIG above). */
+#define DB_MAX_PARAMS 100
+
+struct db_backend {
+    const char *name;
+    /* Migrations compiled in for this backend, versions 1..*nmigrations in order. */
+    const struct schema_migration *migrations;
+    const int *nmigrations;
+    /* A query with one result column: the name of every table that belongs to the
+     * application (not the backend's own catalog tables). */
+    const char *sql_tables;
+
+    /* Connect to target (the URL without its scheme); sets db->be on success. On failure
+     * db->be is left NULL and the detail is in db->errmsg. */
+    int (*open)(struct db *db, const char *target);
+    /* Frees db->be and everything it holds. */
+    void (*close)(struct db *db);
+    /* As db_exec(); arguments are already checked by db.c. */
+    int (*exec)(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
+                db_row_fn *fn, void *arg);
+    /* Runs text that may hold several statements and no parameters (migrations). */
+    int (*script)(struct db *db, const char *sql);
+    int (*begin)(struct db *db);
+    int (*commit)(struct db *db);
+    /* Does nothing when no transaction is open. */
+    int (*rollback)(struct db *db);
+
+    /* Row accessors; col is already checked against row_count. */
+    int (*row_count)(const struct db_row *row);
+    bool (*row_is_null)(const struct db_row *row, int col);
+    int64_t (*row_int)(const struct db_row *row, int col);
+    double (*row_real)(const struct db_row *row, int col);
+    const char *(*row_text)(const struct db_row *row, int col);
+    const char *(*row_name)(const struct db_row *row, int col);
+    enum db_type (*row_type)(const struct db_row *row, int col);
+};
+
+struct db {
+    const struct db_backend *ops;
+    void *be; /* backend state, owned by ops */
+    char errmsg[DB_ERRMSG_MAX];
+};
+
+/* What a backend hands to a row callback: its ops and its cursor (a statement). */
+struct db_row {
+    const struct db_backend *ops;
+    void *cur;
+};
+
+extern const struct db_backend db_backend_sqlite;
+
+/* Records the detail of the last error on db (truncated to DB_ERRMSG_MAX). */
+void db_set_error(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * db_open() with an explicit migration list instead of the backend's compiled-in one,
+ * so tests can build a database "at an older migration" and bring it forward.
+ * list must hold versions 1..n in order.
+ */
+int db_open_with(struct db **out, const char *url, const struct schema_migration *list, int n,
+                 char *errbuf, size_t errlen);
+
+/*
+ * Brings db to version n of list: refuses (VEND_ESCHEMA, nothing written) a database
+ * whose schema_version is newer than n, has a gap, names a migration that list does not
+ * have under that version, or a non-empty database without schema_version; then applies
+ * each missing migration and its schema_version row in one transaction.
+ */
+int db_migrate_list(struct db *db, const struct schema_migration *list, int n);
+
+#endif

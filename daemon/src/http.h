@@ -1,0 +1,139 @@
+/*
+ * http.h - the HTTP server: libmicrohttpd (MHD) driven by the daemon's loop,
+ * a table of routes, JSON bodies in and out, and the operator auth policy
+ * (SPEC §5, §7). docs/internals/http.md explains the design.
+ *
+ * Invariants:
+ * - Everything runs on the loop's thread; MHD has no thread of its own.
+ * - A handler sees only requests that matched its route, passed auth and,
+ *   for POST/PUT/PATCH, carried a JSON object (or, with HTTP_BODY_OPTIONAL,
+ *   no body at all). Everything else is answered by the server itself with
+ *   {"error":{"code":"...","message":"..."}} and the fitting status.
+ * - Every response is sent on the handler's second MHD call, never the first,
+ *   so keep-alive works (limits.md pitfall 3).
+ */
+#ifndef VENDD_HTTP_H
+#define VENDD_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct loop;
+struct sockaddr;
+struct MHD_Connection;
+struct http_server;
+
+/* At most this many {name} captures per pattern; each is 1..HTTP_PARAM_MAX bytes. */
+#define HTTP_PARAMS_MAX 4
+#define HTTP_PARAM_MAX  64
+/* Default for http_config.body_max when it is 0. */
+#define HTTP_BODY_MAX_DEFAULT (64u * 1024u)
+
+enum http_method {
+    HTTP_GET,
+    HTTP_POST,
+    HTTP_PUT,
+    HTTP_PATCH,
+    HTTP_DELETE,
+};
+
+enum http_route_flags {
+    HTTP_PUBLIC = 0,
+    /* Operator endpoint: loopback only in development mode, else a bearer token. */
+    HTTP_OPERATOR = 1u << 0,
+    /* POST/PUT/PATCH may come without a body (req->json is then NULL). */
+    HTTP_BODY_OPTIONAL = 1u << 1,
+};
+
+/* Everything here is valid during the handler call only. */
+struct http_request {
+    enum http_method method;
+    const char *path; /* URL-decoded by MHD, without the query string */
+    /* {name} captures in pattern order: non-empty, <= HTTP_PARAM_MAX bytes,
+     * only [A-Za-z0-9_.~-]. */
+    const char *params[HTTP_PARAMS_MAX];
+    size_t nparams;
+    const char *body; /* NUL-terminated raw body, "" when there is none */
+    size_t body_len;
+    json_t *json; /* the parsed body (an object) for POST/PUT/PATCH, else NULL; borrowed */
+    bool loopback;
+    const char *remote_addr; /* numeric address of the client */
+    /* Private to http.c: use the accessors below. */
+    const char *pattern_;
+    struct MHD_Connection *conn_;
+};
+
+/*
+ * What a handler answers. The server zeroes it before the call. body is a
+ * NUL-terminated string allocated with xmalloc (or malloc); the server frees
+ * it. content_type is a static string; NULL means "application/json".
+ * status 0 after the handler returns means it forgot to answer: 500.
+ */
+struct http_response {
+    int status;
+    char *body;
+    const char *content_type;
+};
+
+typedef void http_handler_fn(void *ctx, const struct http_request *req, struct http_response *res);
+
+/*
+ * One row of the route table. pattern is an absolute path whose segments are
+ * literals or "{name}" captures, e.g. "/api/orders/{id}". Routes are tried in
+ * table order and the first match wins, so put "/api/orders/summary" before
+ * "/api/orders/{id}". The table and its strings must outlive the server.
+ */
+struct http_route {
+    enum http_method method;
+    const char *pattern;
+    unsigned flags; /* enum http_route_flags */
+    http_handler_fn *fn;
+};
+
+struct http_config {
+    const char *host;      /* IPv4/IPv6 literal or a name ("localhost"), resolved once */
+    uint16_t port;         /* 0 = ephemeral, see http_server_port() */
+    const char *api_token; /* NULL = development mode; copied */
+    size_t body_max;       /* largest accepted request body; 0 = HTTP_BODY_MAX_DEFAULT */
+};
+
+/*
+ * Binds cfg->host:cfg->port and starts serving on loop. ctx is passed to
+ * every handler. routes are validated (patterns, capture count, methods).
+ * On success *out owns the server; on failure *out is NULL and the return is
+ * VEND_EINVAL (bad config or route table, logged with the subject) or
+ * VEND_EIO (cannot resolve, bind or hook into the loop, logged).
+ */
+int http_server_start(struct http_server **out, struct loop *loop, const struct http_config *cfg,
+                      const struct http_route *routes, size_t nroutes, void *ctx);
+
+/* The port actually bound (useful with port 0). */
+uint16_t http_server_port(const struct http_server *s);
+
+/* Closes all connections and frees s. NULL is fine. Not from inside a handler. */
+void http_server_free(struct http_server *s);
+
+/* Query argument name (URL-decoded, so any bytes: check before putting it in
+ * JSON) or NULL. Borrowed, valid during the handler. */
+const char *http_query(const struct http_request *req, const char *name);
+/* Request header name (case-insensitive) or NULL. Borrowed, valid during the handler. */
+const char *http_header(const struct http_request *req, const char *name);
+/* The capture named name in the route's pattern (without braces) or NULL. */
+const char *http_param(const struct http_request *req, const char *name);
+
+/* Sets status and body = the compact JSON of body; body is stolen (decref'd).
+ * body NULL (a failed json_pack) becomes a 500 INTERNAL error. */
+void http_reply_json(struct http_response *res, int status, json_t *body);
+/* Sets status and {"error":{"code":code,"message":...}}; the message is
+ * truncated at 255 bytes and bytes outside printable ASCII become '?'.
+ * Never put secrets in it. */
+void http_reply_error(struct http_response *res, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. NULL or other families: false. */
+bool http_addr_is_loopback(const struct sockaddr *sa);
+
+#endif

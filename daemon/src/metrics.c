@@ -1,0 +1,69 @@
+#include "metrics.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "xmalloc.h"
+
+void metrics_reject(struct metrics *m, enum vend_topic_kind kind, int err)
+{
+    int slot = -err;
+
+    if ((int)kind < 0 || kind >= VEND_TOPIC_KIND_COUNT)
+        return;
+    if (slot <= 0 || slot >= METRICS_ERR_SLOTS)
+        slot = METRICS_ERR_SLOTS - 1; /* unexpected codes share the last slot */
+    m->mqtt_rejected[kind][slot]++;
+}
+
+/* A growable text buffer for the exposition; metrics text is a few KiB. */
+struct text {
+    char *buf;
+    size_t len, cap;
+};
+
+static void __attribute__((format(printf, 2, 3))) text_add(struct text *t, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        t->cap = t->cap * 2 + (n > 0 ? (size_t)n : 0);
+        t->buf = xrealloc(t->buf, t->cap);
+    }
+}
+
+char *metrics_render(const struct metrics *m)
+{
+    struct text t = {.buf = xmalloc(4096), .cap = 4096};
+
+#define METRICS_RENDER(name, help)                                                                 \
+    text_add(&t, "# HELP vendd_" #name "_total " help "\n# TYPE vendd_" #name "_total counter\n"  \
+                 "vendd_" #name "_total %" PRIu64 "\n",                                            \
+             m->name);
+    METRICS_COUNTERS(METRICS_RENDER)
+#undef METRICS_RENDER
+
+    text_add(&t, "# HELP vendd_mqtt_rejected_total MQTT messages rejected, by topic kind and "
+                 "reason\n# TYPE vendd_mqtt_rejected_total counter\n");
+    for (int k = 0; k < VEND_TOPIC_KIND_COUNT; k++) {
+        for (int e = 1; e < METRICS_ERR_SLOTS; e++) {
+            if (m->mqtt_rejected[k][e] == 0)
+                continue;
+            text_add(&t, "vendd_mqtt_rejected_total{topic=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
+                     vend_topic_kind_name((enum vend_topic_kind)k),
+                     e == METRICS_ERR_SLOTS - 1 ? "OTHER" : vend_errname(-e),
+                     m->mqtt_rejected[k][e]);
+        }
+    }
+    return t.buf;
+}

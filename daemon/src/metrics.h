@@ -1,0 +1,44 @@
+/*
+ * metrics.h - counters exported at GET /metrics (Prometheus text format).
+ * Plain integers in struct vendd: one thread, no atomics needed.
+ */
+#ifndef VENDD_METRICS_H
+#define VENDD_METRICS_H
+
+#include <stdint.h>
+
+#include "vend/err.h"
+#include "vend/topic.h"
+
+/* VEND_E* codes are 0..-N; rejections are counted per topic kind and error code. */
+#define METRICS_ERR_SLOTS 32
+
+/* X(name, help) for plain counters. */
+#define METRICS_COUNTERS(X)                                                                        \
+    X(mqtt_messages_received, "MQTT messages received on subscribed topics")                       \
+    X(mqtt_messages_unknown_topic, "MQTT messages on topics vendd does not handle")                \
+    X(commands_published, "dispense commands handed to the broker")                                \
+    X(dispense_succeeded, "dispensed units confirmed with a drop")                                 \
+    X(dispense_failed, "dispensed units that failed or had no drop")                               \
+    X(dispense_no_result, "dispensed units failed for lack of a result")                           \
+    X(dispense_late_results, "results that arrived after their unit had timed out")                \
+    X(dispense_duplicate_results, "repeated results answered from the journal")                    \
+    X(telemetry_stored, "telemetry messages stored")                                               \
+    X(status_updates, "machine status messages applied")                                           \
+    X(http_requests, "HTTP requests answered")
+
+struct metrics {
+#define METRICS_FIELD(name, help) uint64_t name;
+    METRICS_COUNTERS(METRICS_FIELD)
+#undef METRICS_FIELD
+    /* rejected[kind][-err]: bad input per topic kind and error code. */
+    uint64_t mqtt_rejected[VEND_TOPIC_KIND_COUNT][METRICS_ERR_SLOTS];
+};
+
+/* Count one rejected message on a topic of kind with error err (negative VEND_E*). */
+void metrics_reject(struct metrics *m, enum vend_topic_kind kind, int err);
+
+/* Prometheus text exposition of every counter; returns an xmalloc'd string. */
+char *metrics_render(const struct metrics *m);
+
+#endif

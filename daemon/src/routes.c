@@ -1,0 +1,28 @@
+/*
+ * routes.c - every HTTP route of vendd in one table (docs/HTTP-API.md lists the same).
+ * Specific literal paths come before patterns that could capture them.
+ */
+#include "api.h"
+
+#define OP HTTP_OPERATOR
+
+const struct http_route api_routes[] = {
+    {HTTP_GET, "/health", HTTP_PUBLIC, api_health},
+    {HTTP_GET, "/metrics", OP, api_metrics},
+
+    {HTTP_POST, "/api/dispense/trigger", OP, api_dispense_trigger},
+    {HTTP_GET, "/api/dispense/status/{order_id}", OP, api_dispense_status},
+    {HTTP_GET, "/api/dispense/logs/{machine_id}", OP, api_dispense_logs},
+
+    {HTTP_POST, "/api/orders", OP, api_orders_create},
+    {HTTP_GET, "/api/orders/{id}", OP, api_orders_get},
+
+    {HTTP_POST, "/api/machines", OP, api_machines_create},
+    {HTTP_GET, "/api/machines", OP, api_machines_list},
+    {HTTP_GET, "/api/machines/{id}", OP, api_machines_get},
+    {HTTP_PUT, "/api/machines/{id}/slots/{slot}", OP, api_machines_put_slot},
+    {HTTP_PUT, "/api/machines/{id}/config", OP, api_machines_put_config},
+    {HTTP_GET, "/api/stock/{machine_id}", OP, api_stock_get},
+};
+
+const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

@@ -1,0 +1,998 @@
+/*
+ * test_db.c - the database layer (db.h, db_sqlite.c, migrations) against real SQLite
+ * files in a fresh temporary directory, removed at the end.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "db.h"
+#include "db_backend.h"
+#include "vend/err.h"
+
+#define T0 "2026-11-27T09:30:00.000Z"
+
+/* Runs sql with the given parameters and no row callback. */
+#define EXEC(db, sql, ...)                                                                         \
+    db_exec((db), (sql), (const struct db_value[]){__VA_ARGS__},                                   \
+            sizeof((const struct db_value[]){__VA_ARGS__}) / sizeof(struct db_value), NULL, NULL)
+#define EXEC0(db, sql) db_exec((db), (sql), NULL, 0, NULL, NULL)
+
+static char s_dir[256]; /* the test run's temporary directory, set by group setup */
+
+static void path_of(char *buf, size_t size, const char *name)
+{
+    int n = snprintf(buf, size, "%s/%s", s_dir, name);
+    assert_true(n > 0 && (size_t)n < size);
+}
+
+static void url_of(char *buf, size_t size, const char *name)
+{
+    int n = snprintf(buf, size, "sqlite:%s/%s", s_dir, name);
+    assert_true(n > 0 && (size_t)n < size);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    chmod(path, 0700); /* a test may leave a read-only directory behind on failure */
+    return remove(path);
+}
+
+static int group_setup(void **state)
+{
+    const char *tmp = getenv("TMPDIR");
+    int n;
+
+    (void)state;
+    n = snprintf(s_dir, sizeof(s_dir), "%s/vendd-dbtest-XXXXXX",
+                 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    if (n < 0 || (size_t)n >= sizeof(s_dir) || mkdtemp(s_dir) == NULL)
+        return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    return nftw(s_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Reads a whole (small) file; the caller frees. */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long size;
+
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    size = ftell(f);
+    assert_true(size >= 0);
+    rewind(f);
+    buf = malloc((size_t)size + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    *len = (size_t)size;
+    return buf;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static struct db *open_ok(const char *name)
+{
+    char url[512];
+    char err[256] = "";
+    struct db *db = NULL;
+    int rc;
+
+    url_of(url, sizeof(url), name);
+    rc = db_open(&db, url, err, sizeof(err));
+    if (rc != VEND_OK)
+        print_error("db_open %s: %s (%s)\n", url, vend_errname(rc), err);
+    assert_int_equal(rc, VEND_OK);
+    assert_non_null(db);
+    return db;
+}
+
+/* Row callbacks. */
+static int count_rows(void *arg, const struct db_row *row)
+{
+    (void)row;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static int first_int(void *arg, const struct db_row *row)
+{
+    *(int64_t *)arg = db_row_int(row, 0);
+    return 1;
+}
+
+struct text_out {
+    char buf[256];
+    bool null;
+};
+
+static int first_text(void *arg, const struct db_row *row)
+{
+    struct text_out *t = arg;
+    const char *s = db_row_text(row, 0);
+
+    t->null = s == NULL;
+    snprintf(t->buf, sizeof(t->buf), "%s", s != NULL ? s : "");
+    return 1;
+}
+
+static int64_t query_int(struct db *db, const char *sql)
+{
+    int64_t v = -12345;
+    assert_true(db_exec(db, sql, NULL, 0, first_int, &v) >= 0);
+    return v;
+}
+
+static bool table_exists(struct db *db, const char *name)
+{
+    int64_t n = -1;
+    struct db_value p = DB_TEXT(name);
+
+    assert_true(db_exec(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+                        &p, 1, first_int, &n) >= 0);
+    return n == 1;
+}
+
+/* Machines M1, M2; product 1; slot 1 in M1 (capacity 10, stock 5), slot 2 in M2;
+ * orders O1, O2 on M1 and O3 on M2. */
+static void seed(struct db *db)
+{
+    static const char *const sql[] = {
+        "INSERT INTO machines (id, name, created_at, updated_at) VALUES ('M1', 'one', $1, $1)",
+        "INSERT INTO machines (id, name, created_at, updated_at) VALUES ('M2', 'two', $1, $1)",
+        "INSERT INTO products (id, name, price, created_at, updated_at) "
+        "VALUES (1, 'Kopi', 8000, $1, $1)",
+        "INSERT INTO slots (id, machine_id, slot_number, product_id, capacity, current_stock, "
+        "created_at, updated_at) VALUES (1, 'M1', 1, 1, 10, 5, $1, $1)",
+        "INSERT INTO slots (id, machine_id, slot_number, product_id, capacity, current_stock, "
+        "created_at, updated_at) VALUES (2, 'M2', 1, 1, 10, 5, $1, $1)",
+        "INSERT INTO orders (id, machine_id, slot_id, product_id, total_amount, origin, "
+        "payment_method, created_at, updated_at) VALUES ('O1', 'M1', 1, 1, 8000, 'customer', "
+        "'qris', $1, $1)",
+        "INSERT INTO orders (id, machine_id, slot_id, product_id, total_amount, origin, "
+        "payment_method, created_at, updated_at) VALUES ('O2', 'M1', 1, 1, 8000, 'customer', "
+        "'qris', $1, $1)",
+        "INSERT INTO orders (id, machine_id, slot_id, product_id, total_amount, origin, "
+        "payment_method, created_at, updated_at) VALUES ('O3', 'M2', 2, 1, 8000, 'operator', "
+        "'manual', $1, $1)",
+    };
+    for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+        int rc = EXEC(db, sql[i], DB_TEXT(T0));
+        if (rc != 1)
+            print_error("seed %zu: %s\n", i, db_errmsg(db));
+        assert_int_equal(rc, 1);
+    }
+}
+
+/* ---- opening and migrating ---- */
+
+static void test_fresh_open_migrates(void **state)
+{
+    static const char *const tables[] = {
+        "machines", "products",       "slots",          "orders",     "order_items",
+        "payments", "payment_events", "dispense_logs",  "stock_logs", "telemetry",
+        "refunds",  "alerts",         "schema_version",
+    };
+    struct db *db;
+    struct text_out t;
+    char path[512];
+    int version = -1;
+    int n = 0;
+    struct stat sb;
+
+    (void)state;
+    db = open_ok("fresh.db");
+    assert_int_equal(db_schema_version(db, &version), VEND_OK);
+    assert_int_equal(version, db_schema_latest());
+    assert_true(db_schema_latest() >= 1);
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        if (!table_exists(db, tables[i]))
+            print_error("missing table %s\n", tables[i]);
+        assert_true(table_exists(db, tables[i]));
+    }
+    /* The integration guide's checks, verbatim. */
+    assert_int_equal(EXEC0(db, "SELECT * FROM dispense_logs ORDER BY command_sent_at DESC LIMIT 5"),
+                     0);
+    assert_int_equal(
+        EXEC0(db, "SELECT id, status, dispensed_at FROM orders WHERE id = 'test-order-123'"), 0);
+    assert_int_equal(EXEC0(db, "SELECT * FROM stock_logs ORDER BY created_at DESC LIMIT 5"), 0);
+
+    assert_true(db_exec(db, "PRAGMA journal_mode", NULL, 0, first_text, &t) >= 0);
+    assert_string_equal(t.buf, "wal");
+    assert_int_equal(query_int(db, "PRAGMA foreign_keys"), 1);
+    assert_int_equal(query_int(db, "PRAGMA synchronous"), 2); /* FULL */
+    assert_int_equal(query_int(db, "PRAGMA busy_timeout"), 5000);
+    assert_true(
+        db_exec(db, "SELECT name, applied_at FROM schema_version", NULL, 0, count_rows, &n) >= 0);
+    assert_int_equal(n, db_schema_latest());
+    assert_true(db_exec(db, "SELECT applied_at FROM schema_version WHERE version = 1", NULL, 0,
+                        first_text, &t) >= 0);
+    assert_int_equal(strlen(t.buf), 24);
+    path_of(path, sizeof(path), "fresh.db-wal");
+    assert_int_equal(stat(path, &sb), 0);
+    db_close(db);
+}
+
+static void test_reopen_idempotent(void **state)
+{
+    struct db *db;
+    int64_t rows;
+    int version = -1;
+
+    (void)state;
+    db = open_ok("reopen.db");
+    seed(db);
+    db_close(db);
+    for (int i = 0; i < 2; i++) {
+        db = open_ok("reopen.db");
+        assert_int_equal(db_schema_version(db, &version), VEND_OK);
+        assert_int_equal(version, db_schema_latest());
+        assert_int_equal(db_migrate(db), VEND_OK);
+        rows = query_int(db, "SELECT count(*) FROM schema_version");
+        assert_int_equal(rows, db_schema_latest());
+        assert_int_equal(query_int(db, "SELECT count(*) FROM orders"), 3);
+        db_close(db);
+    }
+}
+
+static const struct schema_migration s_two_step[] = {
+    {1, "0001_t", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL);\n"},
+    {2, "0002_w",
+     "ALTER TABLE t ADD COLUMN w INTEGER NOT NULL DEFAULT 7;\n"
+     "CREATE TABLE u (x INTEGER);\n"},
+    {3, "0003_broken", "CREATE TABLE z (a INTEGER);\nINSERT INTO no_such_table VALUES (1);\n"},
+};
+
+static void test_older_database_brought_forward(void **state)
+{
+    char url[512];
+    char err[256] = "";
+    struct db *db = NULL;
+    int version = -1;
+
+    (void)state;
+    url_of(url, sizeof(url), "older.db");
+    assert_int_equal(db_open_with(&db, url, s_two_step, 1, err, sizeof(err)), VEND_OK);
+    assert_int_equal(db_schema_version(db, &version), VEND_OK);
+    assert_int_equal(version, 1);
+    assert_int_equal(EXEC(db, "INSERT INTO t (id, v) VALUES ($1, $2)", DB_INT(1), DB_TEXT("kept")),
+                     1);
+    assert_false(table_exists(db, "u"));
+    db_close(db);
+
+    assert_int_equal(db_open_with(&db, url, s_two_step, 2, err, sizeof(err)), VEND_OK);
+    assert_int_equal(db_schema_version(db, &version), VEND_OK);
+    assert_int_equal(version, 2);
+    assert_int_equal(query_int(db, "SELECT w FROM t WHERE v = 'kept'"), 7);
+    assert_true(table_exists(db, "u"));
+    db_close(db);
+
+    /* A failing migration leaves neither its tables nor its version row behind. */
+    assert_int_equal(db_open_with(&db, url, s_two_step, 3, err, sizeof(err)), VEND_EDB);
+    assert_null(db);
+    assert_non_null(strstr(err, "0003_broken"));
+    assert_non_null(strstr(err, "no_such_table"));
+    assert_int_equal(db_open_with(&db, url, s_two_step, 2, err, sizeof(err)), VEND_OK);
+    assert_false(table_exists(db, "z"));
+    assert_int_equal(query_int(db, "SELECT max(version) FROM schema_version"), 2);
+    db_close(db);
+
+    /* The build that knows only version 1 refuses the version-2 database. */
+    assert_int_equal(db_open_with(&db, url, s_two_step, 1, err, sizeof(err)), VEND_ESCHEMA);
+    assert_null(db);
+    assert_non_null(strstr(err, "newer"));
+}
+
+static void test_unknown_or_gapped_versions_refused(void **state)
+{
+    static const struct schema_migration other[] = {
+        {1, "0001_other", "CREATE TABLE t (id INTEGER PRIMARY KEY);\n"},
+        {2, "0002_w", "SELECT 1;\n"},
+    };
+    char url[512];
+    char err[256] = "";
+    struct db *db = NULL;
+
+    (void)state;
+    url_of(url, sizeof(url), "unknown.db");
+    assert_int_equal(db_open_with(&db, url, s_two_step, 2, err, sizeof(err)), VEND_OK);
+    db_close(db);
+    assert_int_equal(db_open_with(&db, url, other, 2, err, sizeof(err)), VEND_ESCHEMA);
+    assert_null(db);
+    assert_non_null(strstr(err, "0001_other"));
+
+    assert_int_equal(db_open_with(&db, url, s_two_step, 2, err, sizeof(err)), VEND_OK);
+    assert_int_equal(EXEC0(db, "DELETE FROM schema_version WHERE version = 1"), 1);
+    db_close(db);
+    assert_int_equal(db_open_with(&db, url, s_two_step, 2, err, sizeof(err)), VEND_ESCHEMA);
+    assert_null(db);
+    assert_non_null(strstr(err, "version 1"));
+
+    /* A list that is not 1..n is refused before anything is opened. */
+    assert_int_equal(db_open_with(&db, url, &s_two_step[1], 1, err, sizeof(err)), VEND_EINVAL);
+    assert_null(db);
+}
+
+static void test_newer_schema_refused_untouched(void **state)
+{
+    char url[512];
+    char path[512];
+    char err[256] = "";
+    struct db *db;
+    char *before;
+    char *after;
+    size_t blen;
+    size_t alen;
+
+    (void)state;
+    db = open_ok("newer.db");
+    assert_int_equal(EXEC(db,
+                          "INSERT INTO schema_version (version, name, applied_at) "
+                          "VALUES ($1, '9999_future', $2)",
+                          DB_INT(db_schema_latest() + 1), DB_TEXT(T0)),
+                     1);
+    db_close(db);
+
+    path_of(path, sizeof(path), "newer.db");
+    url_of(url, sizeof(url), "newer.db");
+    before = slurp(path, &blen);
+    /* db still holds the closed handle: a failed db_open must set it to NULL. */
+    assert_int_equal(db_open(&db, url, err, sizeof(err)), VEND_ESCHEMA);
+    assert_null(db);
+    assert_non_null(strstr(err, "newer than this build"));
+    after = slurp(path, &alen);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(before, after, blen);
+    free(before);
+    free(after);
+}
+
+static void test_foreign_database_refused(void **state)
+{
+    char url[512];
+    char path[512];
+    char err[256] = "";
+    struct db *db = NULL;
+    char *before;
+    char *after;
+    size_t blen;
+    size_t alen;
+
+    (void)state;
+    /* A valid SQLite database of some other program: no schema_version, other tables. */
+    url_of(url, sizeof(url), "foreign.db");
+    {
+        static const struct schema_migration theirs[] = {
+            {1, "0001_theirs", "CREATE TABLE accounts (id INTEGER PRIMARY KEY);\n"}};
+        assert_int_equal(db_open_with(&db, url, theirs, 1, err, sizeof(err)), VEND_OK);
+        assert_int_equal(EXEC0(db, "DROP TABLE schema_version"), 0);
+        db_close(db);
+    }
+    path_of(path, sizeof(path), "foreign.db");
+    before = slurp(path, &blen);
+    assert_int_equal(db_open(&db, url, err, sizeof(err)), VEND_ESCHEMA);
+    assert_null(db);
+    assert_non_null(strstr(err, "not a vendd database"));
+    after = slurp(path, &alen);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(before, after, blen);
+    free(before);
+    free(after);
+}
+
+static void expect_corrupt_untouched(const char *name)
+{
+    char url[512];
+    char path[512];
+    char err[512] = "";
+    struct db *db = NULL;
+    char *before;
+    char *after;
+    size_t blen;
+    size_t alen;
+
+    path_of(path, sizeof(path), name);
+    url_of(url, sizeof(url), name);
+    before = slurp(path, &blen);
+    assert_int_equal(db_open(&db, url, err, sizeof(err)), VEND_ECORRUPT);
+    assert_null(db);
+    assert_non_null(strstr(err, path));
+    after = slurp(path, &alen);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(before, after, blen);
+    free(before);
+    free(after);
+}
+
+static void test_corrupt_random_bytes_refused(void **state)
+{
+    unsigned char junk[8192];
+    uint32_t x = 0x2545f491u;
+    char path[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(junk); i++) { /* xorshift: the same bytes every run */
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        junk[i] = (unsigned char)x;
+    }
+    path_of(path, sizeof(path), "random.db");
+    write_file(path, junk, sizeof(junk));
+    expect_corrupt_untouched("random.db");
+
+    path_of(path, sizeof(path), "text.db");
+    write_file(path, "DATABASE_URL=sqlite:var/vendd.db\n", 33);
+    expect_corrupt_untouched("text.db");
+}
+
+static void test_corrupt_truncated_refused(void **state)
+{
+    struct db *db;
+    char path[512];
+    char *bytes;
+    size_t len;
+
+    (void)state;
+    db = open_ok("truncated.db");
+    seed(db);
+    db_close(db); /* checkpoints the WAL into the file */
+    path_of(path, sizeof(path), "truncated.db");
+    bytes = slurp(path, &len);
+    assert_true(len >= 4 * 4096);
+    /* Half the pages, and the first page alone: both are cut-short databases. */
+    write_file(path, bytes, len / 2);
+    expect_corrupt_untouched("truncated.db");
+    write_file(path, bytes, 4096);
+    expect_corrupt_untouched("truncated.db");
+    free(bytes);
+}
+
+static void test_unusable_directory(void **state)
+{
+    char url[512];
+    char path[512];
+    char err[512] = "";
+    struct db *db = NULL;
+    struct stat sb;
+
+    (void)state;
+    /* Parent is a regular file: fails even for root. */
+    path_of(path, sizeof(path), "plainfile");
+    write_file(path, "x", 1);
+    url_of(url, sizeof(url), "plainfile/vendd.db");
+    assert_int_equal(db_open(&db, url, err, sizeof(err)), VEND_EDB);
+    assert_null(db);
+    assert_non_null(strstr(err, "not a directory"));
+    assert_non_null(strstr(err, "plainfile"));
+
+    /* Two missing levels: only one is created, so this is an error naming the directory. */
+    url_of(url, sizeof(url), "no/such/vendd.db");
+    assert_int_equal(db_open(&db, url, err, sizeof(err)), VEND_EDB);
+    assert_non_null(strstr(err, "cannot create directory"));
+    assert_non_null(strstr(err, "no/such"));
+    path_of(path, sizeof(path), "no");
+    assert_int_equal(stat(path, &sb), -1);
+
+    /* One missing level is created, mode 0750. */
+    db = open_ok("var/vendd.db");
+    db_close(db);
+    path_of(path, sizeof(path), "var");
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+    assert_int_equal(sb.st_mode & 0027, 0);
+
+    /* A directory we may not write to (root may write anywhere, so only as non-root). */
+    if (geteuid() != 0) {
+        path_of(path, sizeof(path), "ro");
+        assert_int_equal(mkdir(path, 0500), 0);
+        url_of(url, sizeof(url), "ro/vendd.db");
+        assert_int_equal(db_open(&db, url, err, sizeof(err)), VEND_EDB);
+        assert_null(db);
+        assert_non_null(strstr(err, "ro/vendd.db"));
+        chmod(path, 0700);
+    }
+}
+
+static void test_urls(void **state)
+{
+    char err[256] = "";
+    struct db *db = NULL;
+
+    (void)state;
+    assert_int_equal(db_open(&db, "postgres://vendd:secret@localhost/vendd", err, sizeof(err)),
+                     VEND_EINVAL);
+    assert_null(db);
+    assert_non_null(strstr(err, "PostgreSQL support is not built yet"));
+    assert_null(strstr(err, "secret"));
+    assert_int_equal(db_open(&db, "mysql://u:secret@h/db", err, sizeof(err)), VEND_EINVAL);
+    assert_null(strstr(err, "secret"));
+    assert_non_null(strstr(err, "mysql"));
+    assert_int_equal(db_open(&db, "sqlite:", err, sizeof(err)), VEND_EINVAL);
+    assert_int_equal(db_open(&db, NULL, err, sizeof(err)), VEND_EINVAL);
+    assert_int_equal(db_open(&db, "", NULL, 0), VEND_EINVAL);
+    assert_null(db);
+    db_close(NULL);
+}
+
+/* ---- keys and constraints ---- */
+
+#define DISPENSE_SQL                                                                               \
+    "INSERT INTO dispense_logs (order_id, unit, machine_id, slot_id, slot_number, timeout_ms, "    \
+    "status, created_at) VALUES ($1, $2, $3, $4, 1, 5000, $5, $6)"
+
+static void test_unique_keys(void **state)
+{
+    struct db *db;
+
+    (void)state;
+    db = open_ok("unique.db");
+    seed(db);
+
+    /* At most one dispense per (order, unit). */
+    assert_int_equal(EXEC(db, DISPENSE_SQL, DB_TEXT("O1"), DB_INT(1), DB_TEXT("M1"), DB_INT(1),
+                          DB_TEXT("SUCCEEDED"), DB_TEXT(T0)),
+                     1);
+    assert_int_equal(EXEC(db, DISPENSE_SQL, DB_TEXT("O1"), DB_INT(1), DB_TEXT("M1"), DB_INT(1),
+                          DB_TEXT("FAILED"), DB_TEXT(T0)),
+                     VEND_ECONFLICT);
+    assert_non_null(strstr(db_errmsg(db), "UNIQUE"));
+    /* At most one SENT dispense per machine; other states do not count. */
+    assert_int_equal(EXEC(db, DISPENSE_SQL, DB_TEXT("O1"), DB_INT(2), DB_TEXT("M1"), DB_INT(1),
+                          DB_TEXT("SENT"), DB_TEXT(T0)),
+                     1);
+    assert_int_equal(EXEC(db, DISPENSE_SQL, DB_TEXT("O2"), DB_INT(1), DB_TEXT("M1"), DB_INT(1),
+                          DB_TEXT("SENT"), DB_TEXT(T0)),
+                     VEND_ECONFLICT);
+    assert_int_equal(EXEC(db, DISPENSE_SQL, DB_TEXT("O2"), DB_INT(1), DB_TEXT("M1"), DB_INT(1),
+                          DB_TEXT("QUEUED"), DB_TEXT(T0)),
+                     1);
+    assert_int_equal(EXEC(db, DISPENSE_SQL, DB_TEXT("O3"), DB_INT(1), DB_TEXT("M2"), DB_INT(2),
+                          DB_TEXT("SENT"), DB_TEXT(T0)),
+                     1);
+    /* ... and once that one is done, the machine may have the next in flight. */
+    assert_int_equal(EXEC(db,
+                          "UPDATE dispense_logs SET status = $1 WHERE order_id = $2 AND unit = 2",
+                          DB_TEXT("SUCCEEDED"), DB_TEXT("O1")),
+                     1);
+    assert_int_equal(EXEC(db, "UPDATE dispense_logs SET status = $1 WHERE order_id = $2",
+                          DB_TEXT("SENT"), DB_TEXT("O2")),
+                     1);
+
+    /* A unit leaves the stock once; other change types may repeat. */
+    {
+        const char *sl = "INSERT INTO stock_logs (machine_id, slot_id, change_type, "
+                         "quantity_before, quantity_after, quantity_change, order_id, unit, "
+                         "created_at) VALUES ('M1', 1, $1, 5, 4, -1, $2, 1, $3)";
+        assert_int_equal(EXEC(db, sl, DB_TEXT("DISPENSE"), DB_TEXT("O1"), DB_TEXT(T0)), 1);
+        assert_int_equal(EXEC(db, sl, DB_TEXT("DISPENSE"), DB_TEXT("O1"), DB_TEXT(T0)),
+                         VEND_ECONFLICT);
+        assert_int_equal(EXEC(db, sl, DB_TEXT("MANUAL_ADJUST"), DB_TEXT("O1"), DB_TEXT(T0)), 1);
+        assert_int_equal(EXEC(db, sl, DB_TEXT("MANUAL_ADJUST"), DB_TEXT("O1"), DB_TEXT(T0)), 1);
+    }
+
+    /* One payment per gateway transaction. */
+    {
+        const char *pay = "INSERT INTO payments (order_id, gateway_name, gateway_transaction_id, "
+                          "amount, created_at, updated_at) VALUES ($1, 'midtrans', $2, 8000, $3, "
+                          "$3)";
+        assert_int_equal(EXEC(db, pay, DB_TEXT("O1"), DB_TEXT("tx-1"), DB_TEXT(T0)), 1);
+        assert_int_equal(EXEC(db, pay, DB_TEXT("O2"), DB_TEXT("tx-1"), DB_TEXT(T0)),
+                         VEND_ECONFLICT);
+        assert_int_equal(EXEC(db, pay, DB_TEXT("O2"), DB_TEXT("tx-2"), DB_TEXT(T0)), 1);
+    }
+
+    /* A replayed notification is one row. */
+    {
+        const char *ev = "INSERT INTO payment_events (order_id, signature_ok, outcome, raw, "
+                         "dedupe_key, received_at) VALUES ('O1', 1, 'paid', '{}', $1, $2)";
+        assert_int_equal(EXEC(db, ev, DB_TEXT("sha256:abc"), DB_TEXT(T0)), 1);
+        assert_int_equal(EXEC(db, ev, DB_TEXT("sha256:abc"), DB_TEXT(T0)), VEND_ECONFLICT);
+    }
+
+    /* Primary keys too. */
+    assert_int_equal(EXEC(db,
+                          "INSERT INTO machines (id, name, created_at, updated_at) "
+                          "VALUES ('M1', 'again', $1, $1)",
+                          DB_TEXT(T0)),
+                     VEND_ECONFLICT);
+    db_close(db);
+}
+
+static void test_checks_and_foreign_keys(void **state)
+{
+    struct db *db;
+    const char *stock = "UPDATE slots SET current_stock = $1 WHERE id = 1";
+    const char *sl =
+        "INSERT INTO stock_logs (machine_id, slot_id, change_type, quantity_before, "
+        "quantity_after, quantity_change, created_at) VALUES ('M1', 1, $1, $2, $3, $4, "
+        "$5)";
+
+    (void)state;
+    db = open_ok("checks.db");
+    seed(db);
+
+    assert_int_equal(EXEC(db, stock, DB_INT(-1)), VEND_ECONSTRAINT);
+    assert_non_null(strstr(db_errmsg(db), "CHECK"));
+    assert_int_equal(EXEC(db, stock, DB_INT(11)), VEND_ECONSTRAINT); /* capacity is 10 */
+    assert_int_equal(EXEC(db, stock, DB_INT(10)), 1);
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 1"), 10);
+
+    assert_int_equal(EXEC(db, "UPDATE orders SET status = $1 WHERE id = 'O1'", DB_TEXT("SHIPPED")),
+                     VEND_ECONSTRAINT);
+    assert_int_equal(EXEC(db, "UPDATE orders SET status = $1 WHERE id = 'O1'", DB_TEXT("paid")),
+                     VEND_ECONSTRAINT);
+    assert_int_equal(EXEC(db, "UPDATE orders SET status = $1 WHERE id = 'O1'", DB_TEXT("PAID")), 1);
+
+    assert_int_equal(EXEC(db, sl, DB_TEXT("THEFT"), DB_INT(5), DB_INT(4), DB_INT(-1), DB_TEXT(T0)),
+                     VEND_ECONSTRAINT);
+    assert_int_equal(
+        EXEC(db, sl, DB_TEXT("RESTOCK"), DB_INT(4), DB_INT(10), DB_INT(5), DB_TEXT(T0)),
+        VEND_ECONSTRAINT);
+    assert_int_equal(
+        EXEC(db, sl, DB_TEXT("RESTOCK"), DB_INT(4), DB_INT(10), DB_INT(6), DB_TEXT(T0)), 1);
+    assert_int_equal(EXEC(db, sl, DB_TEXT("AUDIT"), DB_INT(0), DB_INT(-1), DB_INT(-1), DB_TEXT(T0)),
+                     VEND_ECONSTRAINT);
+
+    /* NOT NULL */
+    assert_int_equal(EXEC(db,
+                          "INSERT INTO machines (id, name, created_at, updated_at) "
+                          "VALUES ('M9', $1, $2, $2)",
+                          DB_NULL, DB_TEXT(T0)),
+                     VEND_ECONSTRAINT);
+
+    /* Foreign keys are enforced. */
+    assert_int_equal(EXEC(db,
+                          "INSERT INTO slots (machine_id, slot_number, capacity, created_at, "
+                          "updated_at) VALUES ($1, 3, 10, $2, $2)",
+                          DB_TEXT("NOPE"), DB_TEXT(T0)),
+                     VEND_ECONSTRAINT);
+    assert_non_null(strstr(db_errmsg(db), "FOREIGN KEY"));
+    assert_int_equal(EXEC(db, DISPENSE_SQL, DB_TEXT("O-missing"), DB_INT(1), DB_TEXT("M1"),
+                          DB_INT(1), DB_TEXT("QUEUED"), DB_TEXT(T0)),
+                     VEND_ECONSTRAINT);
+    assert_int_equal(EXEC0(db, "DELETE FROM machines WHERE id = 'M2'"), VEND_ECONSTRAINT);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM machines"), 2);
+    db_close(db);
+}
+
+/* ---- statements, parameters, rows ---- */
+
+struct typed_row {
+    int64_t i;
+    double r;
+    char s[128];
+    bool s_null;
+    bool n_null;
+    int cols;
+    char name0[16];
+    bool bad_col_null;
+};
+
+static int read_typed(void *arg, const struct db_row *row)
+{
+    struct typed_row *t = arg;
+    const char *s = db_row_text(row, 2);
+
+    t->cols = db_row_count(row);
+    t->i = db_row_int(row, 0);
+    t->r = db_row_real(row, 1);
+    t->s_null = s == NULL;
+    snprintf(t->s, sizeof(t->s), "%s", s != NULL ? s : "");
+    t->n_null = db_row_is_null(row, 3);
+    snprintf(t->name0, sizeof(t->name0), "%s", db_row_name(row, 0));
+    t->bad_col_null = db_row_is_null(row, 99) && db_row_text(row, -1) == NULL &&
+                      db_row_name(row, 4) == NULL && db_row_int(row, 7) == 0;
+    return 0;
+}
+
+static void test_parameters_of_every_type(void **state)
+{
+    static const char *const texts[] = {
+        "O'Brien said \"hi\"; DROP TABLE v; --",
+        "Kopi susu \xe2\x98\x95 \xe2\x80\x93 caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87",
+        "",
+        "$1 ? :x @y",
+    };
+    struct db *db;
+    struct typed_row t;
+
+    (void)state;
+    db = open_ok("params.db");
+    assert_int_equal(
+        EXEC0(db, "CREATE TABLE v (id INTEGER PRIMARY KEY, i INTEGER, r REAL, s TEXT, n TEXT)"), 0);
+    for (size_t k = 0; k < sizeof(texts) / sizeof(texts[0]); k++) {
+        assert_int_equal(EXEC(db, "INSERT INTO v (id, i, r, s, n) VALUES ($1, $2, $3, $4, $5)",
+                              DB_INT(k), DB_INT(INT64_MIN + (int64_t)k), DB_REAL(0.25 + (double)k),
+                              DB_TEXT(texts[k]), DB_NULL),
+                         1);
+        memset(&t, 0, sizeof(t));
+        assert_int_equal(db_exec(db, "SELECT i AS first, r, s, n FROM v WHERE id = $1",
+                                 (const struct db_value[]){DB_INT(k)}, 1, read_typed, &t),
+                         0);
+        assert_int_equal(t.cols, 4);
+        assert_true(t.i == INT64_MIN + (int64_t)k);
+        assert_true(t.r == 0.25 + (double)k);
+        assert_false(t.s_null);
+        assert_string_equal(t.s, texts[k]);
+        assert_true(t.n_null);
+        assert_string_equal(t.name0, "first");
+        assert_true(t.bad_col_null);
+    }
+    /* INT64_MAX and a NULL pointer bound through DB_TEXT. */
+    assert_int_equal(EXEC(db, "INSERT INTO v (id, i, s) VALUES (100, $1, $2)", DB_INT(INT64_MAX),
+                          DB_TEXT((const char *)NULL)),
+                     1);
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(
+        db_exec(db, "SELECT i, r, s, n FROM v WHERE id = 100", NULL, 0, read_typed, &t), 0);
+    assert_true(t.i == INT64_MAX);
+    assert_true(t.s_null);
+    /* A parameter used twice is bound once; numbering need not follow order of use. */
+    assert_int_equal(query_int(db, "SELECT count(*) FROM v"), 5);
+    {
+        int64_t v = 0;
+        assert_int_equal(db_exec(db, "SELECT $2 * 10 + $1 + $2",
+                                 (const struct db_value[]){DB_INT(1), DB_INT(3)}, 2, first_int, &v),
+                         0);
+        assert_int_equal(v, 34);
+    }
+    db_close(db);
+}
+
+static void test_bad_statements(void **state)
+{
+    struct db *db;
+
+    (void)state;
+    db = open_ok("badsql.db");
+    /* Placeholders must be exactly $1..$n, each given one used. */
+    assert_int_equal(EXEC(db, "SELECT $1, $3", DB_INT(1), DB_INT(2)), VEND_EINVAL);
+    assert_non_null(strstr(db_errmsg(db), "$3"));
+    assert_int_equal(EXEC(db, "SELECT $1", DB_INT(1), DB_INT(2)), VEND_EINVAL);
+    assert_non_null(strstr(db_errmsg(db), "$2"));
+    assert_int_equal(EXEC(db, "SELECT ?", DB_INT(1)), VEND_EINVAL);
+    assert_int_equal(EXEC(db, "SELECT :x", DB_INT(1)), VEND_EINVAL);
+    assert_int_equal(EXEC0(db, "SELECT $1"), VEND_EINVAL);
+    assert_int_equal(EXEC(db, "SELECT $1", ((struct db_value){.type = (enum db_type)42})),
+                     VEND_EINVAL);
+    /* One statement per call. */
+    assert_int_equal(EXEC0(db, "SELECT 1; SELECT 2"), VEND_EINVAL);
+    assert_int_equal(EXEC0(db, "SELECT 1;  \n"), 0);
+    assert_int_equal(EXEC0(db, ""), VEND_EINVAL);
+    assert_int_equal(EXEC0(db, "SELECT * FROM no_such_table"), VEND_EDB);
+    assert_non_null(strstr(db_errmsg(db), "no_such_table"));
+    assert_int_equal(db_exec(db, NULL, NULL, 0, NULL, NULL), VEND_EINVAL);
+    assert_int_equal(db_exec(db, "SELECT 1", NULL, 1, NULL, NULL), VEND_EINVAL);
+    assert_int_equal(db_exec(NULL, "SELECT 1", NULL, 0, NULL, NULL), VEND_EINVAL);
+    /* And the connection is still fine afterwards. */
+    assert_int_equal(query_int(db, "SELECT 7"), 7);
+    db_close(db);
+}
+
+static void test_changes_count(void **state)
+{
+    struct db *db;
+
+    (void)state;
+    db = open_ok("changes.db");
+    assert_int_equal(EXEC0(db, "CREATE TABLE c (x INTEGER)"), 0);
+    assert_int_equal(EXEC0(db, "INSERT INTO c VALUES (1), (2), (3)"), 3);
+    assert_int_equal(EXEC(db, "UPDATE c SET x = x + $1", DB_INT(10)), 3);
+    /* No match: 0, not the 3 of the last statement that changed something. */
+    assert_int_equal(EXEC(db, "UPDATE c SET x = 0 WHERE x = $1", DB_INT(99)), 0);
+    assert_int_equal(EXEC0(db, "SELECT * FROM c"), 0);
+    assert_int_equal(EXEC0(db, "CREATE INDEX c_x ON c (x)"), 0);
+    assert_int_equal(EXEC(db, "DELETE FROM c WHERE x > $1", DB_INT(11)), 2);
+    db_close(db);
+}
+
+static void test_transactions(void **state)
+{
+    struct db *db;
+
+    (void)state;
+    db = open_ok("txn.db");
+    seed(db);
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(0)), 1);
+    assert_int_equal(EXEC0(db, "DELETE FROM orders WHERE id = 'O2'"), 1);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM orders"), 2);
+    db_rollback(db);
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 1"), 5);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM orders"), 3);
+
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_true(db_begin(db) < 0); /* no nesting */
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(3)), 1);
+    assert_int_equal(db_commit(db), VEND_OK);
+    db_rollback(db); /* nothing open: a no-op */
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 1"), 3);
+    assert_true(db_commit(db) < 0); /* nothing open */
+    db_close(db);
+
+    /* Committed means on disk: a new connection sees it. */
+    db = open_ok("txn.db");
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 1"), 3);
+    db_close(db);
+}
+
+struct stopper {
+    int seen;
+    int stop_after;
+};
+
+static int stop_early(void *arg, const struct db_row *row)
+{
+    struct stopper *s = arg;
+
+    (void)row;
+    s->seen++;
+    return s->seen >= s->stop_after;
+}
+
+static void test_row_callback_stop(void **state)
+{
+    struct db *db;
+    struct stopper s = {0, 2};
+    const char *sql = "SELECT x FROM r ORDER BY x";
+
+    (void)state;
+    db = open_ok("stop.db");
+    assert_int_equal(EXEC0(db, "CREATE TABLE r (x INTEGER)"), 0);
+    assert_int_equal(EXEC0(db, "INSERT INTO r VALUES (1), (2), (3), (4), (5)"), 5);
+    assert_int_equal(db_exec(db, sql, NULL, 0, stop_early, &s), 0);
+    assert_int_equal(s.seen, 2);
+    /* The stopped statement was reset: it runs again from the start, and it does not hold a
+     * read transaction that would keep a writer waiting. */
+    s = (struct stopper){0, 100};
+    assert_int_equal(db_exec(db, sql, NULL, 0, stop_early, &s), 0);
+    assert_int_equal(s.seen, 5);
+    s = (struct stopper){0, 1};
+    assert_int_equal(db_exec(db, sql, NULL, 0, stop_early, &s), 0);
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC0(db, "DELETE FROM r"), 5);
+    assert_int_equal(db_commit(db), VEND_OK);
+    db_close(db);
+}
+
+#define NESTED_SQL "SELECT x FROM k WHERE x >= $1 ORDER BY x"
+
+struct nested {
+    struct db *db;
+    int64_t inner_sum;
+    int rows;
+};
+
+static int nested_row(void *arg, const struct db_row *row)
+{
+    struct nested *n = arg;
+    int64_t v = 0;
+    struct db_value p = DB_INT(db_row_int(row, 0));
+
+    /* The same SQL while its cached statement is still stepping (the caller's). */
+    assert_int_equal(db_exec(n->db, NESTED_SQL, &p, 1, first_int, &v), 0);
+    n->inner_sum += v;
+    n->rows++;
+    return 0;
+}
+
+static void test_statement_cache(void **state)
+{
+    struct db *db;
+    struct nested n = {0};
+    const char *sql = "SELECT x FROM k WHERE x = $1";
+    char text[64];
+
+    (void)state;
+    db = open_ok("cache.db");
+    assert_int_equal(EXEC0(db, "CREATE TABLE k (x INTEGER)"), 0);
+    assert_int_equal(EXEC0(db, "INSERT INTO k VALUES (1), (2), (3)"), 3);
+    /* Same SQL twice, different parameters: each run sees its own. */
+    for (int64_t i = 1; i <= 3; i++) {
+        int64_t v = 0;
+        struct db_value p = DB_INT(i);
+        assert_int_equal(db_exec(db, sql, &p, 1, first_int, &v), 0);
+        assert_int_equal(v, i);
+    }
+    {
+        int64_t v = -1;
+        struct db_value p = DB_INT(9);
+        assert_int_equal(db_exec(db, sql, &p, 1, first_int, &v), 0);
+        assert_int_equal(v, -1); /* no row: no stale one from the last run */
+    }
+    n.db = db;
+    {
+        struct db_value p = DB_INT(2);
+        assert_int_equal(db_exec(db, NESTED_SQL, &p, 1, nested_row, &n), 0);
+    }
+    assert_int_equal(n.rows, 2);
+    assert_int_equal(n.inner_sum, 5);
+    /* More distinct statements than the cache holds still run. */
+    for (int i = 0; i < 600; i++) {
+        snprintf(text, sizeof(text), "SELECT %d + $1", i);
+        {
+            int64_t v = 0;
+            struct db_value p = DB_INT(1);
+            assert_int_equal(db_exec(db, text, &p, 1, first_int, &v), 0);
+            assert_int_equal(v, i + 1);
+        }
+    }
+    db_close(db);
+}
+
+static void test_iso_time(void **state)
+{
+    char buf[32];
+
+    (void)state;
+    db_iso_time(buf, sizeof(buf), 0);
+    assert_string_equal(buf, "1970-01-01T00:00:00.000Z");
+    db_iso_time(buf, sizeof(buf), INT64_C(1795771800123));
+    assert_string_equal(buf, "2026-11-27T09:30:00.123Z");
+    db_iso_time(buf, sizeof(buf), INT64_C(951782400007)); /* leap day */
+    assert_string_equal(buf, "2000-02-29T00:00:00.007Z");
+    db_iso_time(buf, sizeof(buf), -5);
+    assert_string_equal(buf, "1970-01-01T00:00:00.000Z");
+    db_iso_time(buf, sizeof(buf), INT64_MAX);
+    assert_string_equal(buf, "9999-12-31T23:59:59.999Z");
+    db_iso_time(buf, 25, INT64_C(1795771800123));
+    assert_int_equal(strlen(buf), 24);
+    memset(buf, 'x', sizeof(buf));
+    db_iso_time(buf, 24, 0); /* too small: empty, not truncated */
+    assert_string_equal(buf, "");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fresh_open_migrates),
+        cmocka_unit_test(test_reopen_idempotent),
+        cmocka_unit_test(test_older_database_brought_forward),
+        cmocka_unit_test(test_unknown_or_gapped_versions_refused),
+        cmocka_unit_test(test_newer_schema_refused_untouched),
+        cmocka_unit_test(test_foreign_database_refused),
+        cmocka_unit_test(test_corrupt_random_bytes_refused),
+        cmocka_unit_test(test_corrupt_truncated_refused),
+        cmocka_unit_test(test_unusable_directory),
+        cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_unique_keys),
+        cmocka_unit_test(test_checks_and_foreign_keys),
+        cmocka_unit_test(test_parameters_of_every_type),
+        cmocka_unit_test(test_bad_statements),
+        cmocka_unit_test(test_changes_count),
+        cmocka_unit_test(test_transactions),
+        cmocka_unit_test(test_row_callback_stop),
+        cmocka_unit_test(test_statement_cache),
+        cmocka_unit_test(test_iso_time),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,37 @@
+/*
+ * broker.h - a real mosquitto on 127.0.0.1 and a random free port, for tests.
+ *
+ * test_broker_start() writes a config into a fresh mkdtemp directory
+ * ($TMPDIR or /tmp), runs `mosquitto -c` (from PATH, else /usr/sbin) and
+ * returns once the broker accepts TCP connections. The broker log is
+ * <dir>/mosquitto.log. Config: anonymous, no persistence, set_tcp_nodelay,
+ * max_inflight_messages 0 (reference/limits.md pitfalls 1-2).
+ *
+ * Cleanup is guaranteed three ways: test_broker_stop() (call it from a
+ * cmocka teardown), an atexit handler that stops every broker still running,
+ * and PR_SET_PDEATHSIG so the broker dies with a crashed test process.
+ *
+ * All functions return 0 on success, -1 on failure with a line on stderr.
+ */
+#ifndef VEND_TEST_BROKER_H
+#define VEND_TEST_BROKER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct test_broker {
+    uint16_t port; /* loopback port, stable across test_broker_restart() */
+    pid_t pid;     /* 0 while not running */
+    char dir[256]; /* the temporary directory; "" once removed */
+};
+
+/* Pick a free port, write the config, start and wait (up to 5 s) for it. */
+int test_broker_start(struct test_broker *b);
+/* SIGTERM + waitpid, keeping the port and directory (a broker outage). */
+int test_broker_kill(struct test_broker *b);
+/* Kill if running, then start again on the SAME port (retrying while it is in use). */
+int test_broker_restart(struct test_broker *b);
+/* Kill if running and remove the directory. Safe to call twice. */
+void test_broker_stop(struct test_broker *b);
+
+#endif
