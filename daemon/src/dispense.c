@@ -558,6 +558,26 @@ static int apply_late_result_locked(struct vendd *v, const struct unit_row *u,
 
 static void pump(struct vendd *v, const char *machine_id);
 
+/* No such unit: say whether the order is unknown or just was never sent (e.g. still PAID). */
+static int reject_unknown_unit(struct vendd *v, const char *machine_id, const char *order_id,
+                               int64_t unit)
+{
+    struct db_value p[2] = {DB_TEXT(order_id), DB_TEXT(machine_id)};
+    char status[DISPENSE_STATUS_SIZE];
+    int rc = store_query_text(v->db, "SELECT status FROM orders WHERE id = $1 AND machine_id = $2",
+                              p, 2, status, sizeof(status));
+
+    if (rc == 1) {
+        log_warnx("rejected dispense_result from '%s': order '%s' is %s, no command was sent "
+                  "for unit %" PRId64,
+                  machine_id, order_id, status, unit);
+        return VEND_ESTATE;
+    }
+    log_warnx("rejected dispense_result from '%s': unknown order '%s' unit %" PRId64, machine_id,
+              order_id, unit);
+    return rc < 0 ? rc : VEND_ENOTFOUND;
+}
+
 int dispense_handle_result(struct vendd *v, const char *machine_id,
                            const struct vend_dispense_result *r)
 {
@@ -579,9 +599,13 @@ int dispense_handle_result(struct vendd *v, const char *machine_id,
                  p, 2, take_unit_row, &u);
     if (rc < 0)
         goto out;
-    if (!u.found || strcmp(u.machine_id, machine_id) != 0) {
-        log_warnx("rejected dispense_result from '%s': unknown order '%s' unit %" PRId64,
-                  machine_id, r->order_id, unit);
+    if (!u.found) {
+        rc = reject_unknown_unit(v, machine_id, r->order_id, unit);
+        goto out;
+    }
+    if (strcmp(u.machine_id, machine_id) != 0) {
+        log_warnx("rejected dispense_result from '%s': order '%s' was sent to '%s'", machine_id,
+                  r->order_id, u.machine_id);
         rc = VEND_ENOTFOUND;
         goto out;
     }

@@ -32,7 +32,7 @@
 #include <time.h>
 
 /* Longest message text, marker included; longer ones are cut at a UTF-8 boundary. */
-#define LOG_MSG_MAX 2048
+#define LOG_MSG_MAX      2048
 #define LOG_TRUNC_MARKER "...[truncated]"
 /* Room for ": <strerror>" after the message. */
 #define LOG_ERRSTR_MAX 128

@@ -40,11 +40,11 @@
 /* fds at or above this are refused: the side table is indexed by fd. */
 #define LOOP_FD_MAX (1 << 20)
 /* Pending timers; far above thousands of open orders, low enough to bound memory (~40 MiB). */
-#define TIMER_SLOT_BITS 20
-#define LOOP_TIMERS_MAX (1u << TIMER_SLOT_BITS)
-#define TIMER_SLOT_MASK ((uint64_t)LOOP_TIMERS_MAX - 1)
+#define TIMER_SLOT_BITS  20
+#define LOOP_TIMERS_MAX  (1u << TIMER_SLOT_BITS)
+#define TIMER_SLOT_MASK  ((uint64_t)LOOP_TIMERS_MAX - 1)
 #define LOOP_PREPARE_MAX 32
-#define SLOT_NONE UINT32_MAX
+#define SLOT_NONE        UINT32_MAX
 
 struct watch {
     loop_io_fn *fn; /* NULL: not watched */
@@ -94,8 +94,9 @@ struct loop {
     uint32_t nheap;
     uint64_t next_seq;
 
-    struct prepare *prepares;
+    struct prepare *prepares; /* fn == NULL: deleted, compacted after the prepare phase */
     size_t nprepares;
+    bool in_prepare;
 
     int sfd;
     sigset_t sigs;     /* the set read through sfd */
@@ -507,18 +508,44 @@ void loop_timer_del(struct loop *loop, uint64_t id)
     timer_release(loop, (uint32_t)slot);
 }
 
+/* Drops deleted hooks; never while the hooks run, so their indices stay put. */
+static void prepare_compact(struct loop *loop)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < loop->nprepares; i++) {
+        if (loop->prepares[i].fn != NULL)
+            loop->prepares[n++] = loop->prepares[i];
+    }
+    loop->nprepares = n;
+}
+
 int loop_prepare_add(struct loop *loop, loop_prepare_fn *fn, void *arg)
 {
     if (fn == NULL)
         return VEND_EINVAL;
+    if (!loop->in_prepare)
+        prepare_compact(loop);
     if (loop->nprepares >= LOOP_PREPARE_MAX)
         return VEND_ENOSPACE;
-    loop->prepares =
-        xrealloc(loop->prepares, (loop->nprepares + 1) * sizeof(*loop->prepares));
+    loop->prepares = xrealloc(loop->prepares, (loop->nprepares + 1) * sizeof(*loop->prepares));
     loop->prepares[loop->nprepares].fn = fn;
     loop->prepares[loop->nprepares].arg = arg;
     loop->nprepares++;
     return VEND_OK;
+}
+
+void loop_prepare_del(struct loop *loop, loop_prepare_fn *fn, void *arg)
+{
+    for (size_t i = 0; i < loop->nprepares; i++) {
+        if (loop->prepares[i].fn == fn && loop->prepares[i].arg == arg && fn != NULL) {
+            loop->prepares[i].fn = NULL;
+            loop->prepares[i].arg = NULL;
+            break;
+        }
+    }
+    if (!loop->in_prepare)
+        prepare_compact(loop);
 }
 
 int loop_signal_set(struct loop *loop, int signo, loop_signal_fn *fn, void *arg)
@@ -555,11 +582,15 @@ int loop_run(struct loop *loop)
         timer_run(loop);
         if (loop->stop)
             break;
-        /* By index with the count re-read: a hook may add another hook. */
+        /* By index with the count re-read: a hook may add or delete hooks. */
+        loop->in_prepare = true;
         for (size_t i = 0; i < loop->nprepares; i++) {
             struct prepare p = loop->prepares[i];
-            p.fn(p.arg);
+            if (p.fn != NULL)
+                p.fn(p.arg);
         }
+        loop->in_prepare = false;
+        prepare_compact(loop);
         if (loop->stop)
             break;
         if (loop->pfds_dirty)

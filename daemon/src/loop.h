@@ -61,6 +61,9 @@ void loop_timer_del(struct loop *loop, uint64_t id);
 /* Add a prepare hook (see loop_prepare_fn); hooks run in the order added.
  * VEND_EINVAL if fn is NULL, VEND_ENOSPACE beyond 32 hooks. */
 int loop_prepare_add(struct loop *loop, loop_prepare_fn *fn, void *arg);
+/* Remove the hook added with this fn and arg (the oldest, if added twice); unknown pairs
+ * are ignored. Safe inside any hook, including the one removed. */
+void loop_prepare_del(struct loop *loop, loop_prepare_fn *fn, void *arg);
 
 /* Handle signo through fn instead of the default (SIGTERM/SIGINT: stop; others: ignored);
  * fn NULL restores the default. A signal not yet handled is blocked and added to the

@@ -24,8 +24,7 @@
     X(dispense_late_results, "results that arrived after their unit had timed out")                \
     X(dispense_duplicate_results, "repeated results answered from the journal")                    \
     X(telemetry_stored, "telemetry messages stored")                                               \
-    X(status_updates, "machine status messages applied")                                           \
-    X(http_requests, "HTTP requests answered")
+    X(status_updates, "machine status messages applied")
 
 struct metrics {
 #define METRICS_FIELD(name, help) uint64_t name;

@@ -92,12 +92,12 @@ struct mqtt_client {
     uint64_t misc_timer;
 
     uint32_t backoff_ms;
-    bool refused;       /* last CONNACK refused us: retry at the maximum interval */
-    bool lost;          /* set by on_disconnect; acted on after the library call returns */
-    bool ever_up;       /* for stats.reconnects */
-    unsigned in_lib;    /* > 0 while inside a mosquitto_loop_* call (callbacks may run) */
+    bool refused;    /* last CONNACK refused us: retry at the maximum interval */
+    bool lost;       /* set by on_disconnect; acted on after the library call returns */
+    bool ever_up;    /* for stats.reconnects */
+    unsigned in_lib; /* > 0 while inside a mosquitto_loop_* call (callbacks may run) */
     char lost_reason[REASON_MAX];
-    uint64_t rng;       /* jitter only; no need for quality */
+    uint64_t rng; /* jitter only; no need for quality */
     struct mqtt_stats stats;
 };
 
@@ -211,8 +211,7 @@ static void teardown(struct mqtt_client *c, const char *reason)
         return;
     }
     delay = schedule_retry(c);
-    log_warnx("MQTT connection to broker lost: %s; reconnecting in %u ms", reason,
-              (unsigned)delay);
+    log_warnx("MQTT connection to broker lost: %s; reconnecting in %u ms", reason, (unsigned)delay);
     if (c->on_state)
         c->on_state(c->arg, false);
 }
@@ -275,13 +274,19 @@ static void on_connect(struct mosquitto *m, void *arg, int rc, int flags,
 static void on_disconnect(struct mosquitto *m, void *arg, int rc, const mosquitto_property *props)
 {
     struct mqtt_client *c = arg;
+    size_t n;
 
     (void)m;
     (void)props;
     if (c->lost)
         return; /* keep the first reason (e.g. CONNACK refused) */
+
     c->lost = true;
     snprintf(c->lost_reason, sizeof(c->lost_reason), "%s", disconnect_reason(rc));
+    /* libmosquitto's texts end in a full stop; ours go mid-sentence. */
+    n = strlen(c->lost_reason);
+    if (n > 0 && c->lost_reason[n - 1] == '.')
+        c->lost_reason[n - 1] = '\0';
 }
 
 static void on_subscribe(struct mosquitto *m, void *arg, int mid, int count, const int *granted,
@@ -377,12 +382,12 @@ static int connect_props(const struct mqtt_client *c, mosquitto_property **props
     int rc;
 
     *props = NULL;
-    rc = mosquitto_property_add_int32(props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
-                                      c->session_expiry_s);
+    rc =
+        mosquitto_property_add_int32(props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, c->session_expiry_s);
     if (rc != MOSQ_ERR_SUCCESS)
         goto out;
-    rc = mosquitto_property_add_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE,
-                                      MQTT_MAX_INBOUND_PACKET);
+    rc =
+        mosquitto_property_add_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE, MQTT_MAX_INBOUND_PACKET);
 out:
     if (rc != MOSQ_ERR_SUCCESS)
         mosquitto_property_free_all(props);
@@ -400,9 +405,8 @@ static void mosq_connect(struct mqtt_client *c)
 
     /* Plain TCP: the address we just probed, so libmosquitto resolves
      * nothing. TLS: the name, because the certificate is checked against it. */
-    if (!c->tls && getnameinfo((struct sockaddr *)&c->addrs[c->addr_idx],
-                               c->addrlens[c->addr_idx], numeric, sizeof(numeric), NULL, 0,
-                               NI_NUMERICHOST) == 0)
+    if (!c->tls && getnameinfo((struct sockaddr *)&c->addrs[c->addr_idx], c->addrlens[c->addr_idx],
+                               numeric, sizeof(numeric), NULL, 0, NI_NUMERICHOST) == 0)
         host = numeric;
     rc = handle_new(c, &m);
     if (rc != MOSQ_ERR_SUCCESS)
@@ -559,7 +563,10 @@ static void mosq_io(void *arg, int fd, unsigned events)
     c->in_lib++;
     if (events & LOOP_READ)
         mosquitto_loop_read(c->mosq, 1);
-    if ((events & LOOP_WRITE) && !c->lost && mosquitto_socket(c->mosq) >= 0)
+    /* Also flush what callbacks just queued (SUBSCRIBEs after CONNACK,
+     * replies from on_message) instead of waiting one more poll. */
+    if (!c->lost && mosquitto_socket(c->mosq) >= 0 &&
+        ((events & LOOP_WRITE) || mosquitto_want_write(c->mosq)))
         mosquitto_loop_write(c->mosq, 1);
     c->in_lib--;
     after_call(c);
@@ -605,8 +612,7 @@ static int check_config(const struct mqtt_config *cfg)
     rc = check_str("client_id", cfg->client_id, MQTT_MAX_CLIENT_ID, true);
     if (rc < 0)
         return rc;
-    if (mosquitto_validate_utf8(cfg->client_id, (int)strlen(cfg->client_id)) !=
-        MOSQ_ERR_SUCCESS) {
+    if (mosquitto_validate_utf8(cfg->client_id, (int)strlen(cfg->client_id)) != MOSQ_ERR_SUCCESS) {
         log_warnx("invalid MQTT configuration: 'client_id' is not UTF-8");
         return VEND_EINVAL;
     }

@@ -29,21 +29,21 @@ struct mqtt_client;
 #define MQTT_MAX_CLIENT_ID     128
 #define MQTT_MAX_HOST          253
 /* Largest outbound payload; backend messages are a few hundred bytes. */
-#define MQTT_MAX_PUBLISH       65536
+#define MQTT_MAX_PUBLISH 65536
 /* Sent as the CONNECT Maximum-Packet-Size: the broker drops bigger inbound packets. */
 #define MQTT_MAX_INBOUND_PACKET 65536
 
 struct mqtt_config {
-    const char *host;     /* required; name or address, resolved once on the first attempt */
-    uint16_t port;        /* required, > 0 */
-    bool tls;             /* mqtts: verify the broker with ca_file, or the system CAs */
-    const char *ca_file;  /* NULL: system CAs (MOSQ_OPT_TLS_USE_OS_CERTS) */
-    const char *username; /* NULL: anonymous */
-    const char *password; /* NULL: none; requires username */
-    const char *client_id;                /* required: the persistent session is keyed on it */
-    const char *const *subscriptions;     /* topic filters, subscribed at QoS 1 */
-    size_t nsubscriptions;                /* <= MQTT_MAX_SUBSCRIPTIONS */
-    uint32_t session_expiry_s;            /* broker keeps our session (and QoS1 queue) this long */
+    const char *host;      /* required; name or address, resolved once on the first attempt */
+    uint16_t port;         /* required, > 0 */
+    bool tls;              /* mqtts: verify the broker with ca_file, or the system CAs */
+    const char *ca_file;   /* NULL: system CAs (MOSQ_OPT_TLS_USE_OS_CERTS) */
+    const char *username;  /* NULL: anonymous */
+    const char *password;  /* NULL: none; requires username */
+    const char *client_id; /* required: the persistent session is keyed on it */
+    const char *const *subscriptions; /* topic filters, subscribed at QoS 1 */
+    size_t nsubscriptions;            /* <= MQTT_MAX_SUBSCRIPTIONS */
+    uint32_t session_expiry_s;        /* broker keeps our session (and QoS1 queue) this long */
 };
 
 struct mqtt_stats {

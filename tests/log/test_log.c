@@ -123,7 +123,10 @@ static void test_json_escaping(void **state)
     struct capture *c = *state;
 
     log_init(LOG_FORMAT_JSON, LOG_LEVEL_INFO, c->f);
-    log_info("q\"b\\s/n\nr\rt\te\x01" "f\x1f" "d\x7f" "!");
+    log_info("q\"b\\s/n\nr\rt\te\x01"
+             "f\x1f"
+             "d\x7f"
+             "!");
     assert_json_line(captured(c), "\",\"level\":\"info\",\"msg\":"
                                   "\"q\\\"b\\\\s/n\\nr\\rt\\te\\u0001f\\u001fd\\u007f!\"}\n");
 }

@@ -364,8 +364,9 @@ static void selfdel_cb(void *arg, int fd, unsigned events)
     s->del_iteration = s->iteration;
     loop_io_del(s->loop, fd);
     loop_io_del(s->loop, s->other_fd);
-    /* Same fd number, new watch: must not be called for the poll result just dispatched. */
-    assert_int_equal(loop_io_add(s->loop, fd, LOOP_READ, readd_cb, s), VEND_OK);
+    /* Same fd number as a ready entry still ahead in this dispatch, but a new watch: it must
+     * wait for a poll result of its own. */
+    assert_int_equal(loop_io_add(s->loop, s->other_fd, LOOP_READ, readd_cb, s), VEND_OK);
 }
 
 static void other_cb(void *arg, int fd, unsigned events)
@@ -645,6 +646,67 @@ static void test_prepare_hook_runs_each_iteration(void **state)
     loop_free(loop);
 }
 
+struct hooks {
+    struct loop *loop;
+    int h1, h2, h3;
+};
+
+static void hook2(void *arg)
+{
+    ((struct hooks *)arg)->h2++;
+}
+
+static void hook3(void *arg)
+{
+    ((struct hooks *)arg)->h3++;
+}
+
+static void hook1(void *arg)
+{
+    struct hooks *h = arg;
+
+    if (++h->h1 == 2) {
+        loop_prepare_del(h->loop, hook1, h); /* itself */
+        loop_prepare_del(h->loop, hook2, h); /* a later hook of this same phase */
+    }
+}
+
+static void hooks_write_cb(void *arg, int fd, unsigned events)
+{
+    struct hooks *h = arg;
+
+    (void)fd;
+    (void)events;
+    if (h->h3 == 4)
+        loop_stop(h->loop);
+}
+
+static void test_prepare_hook_deleted_inside_a_hook(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    struct guard g;
+    struct hooks h = {.loop = loop};
+    int fds[2];
+
+    assert_non_null(loop);
+    guard_arm(&g, loop);
+    assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(loop_prepare_add(loop, hook1, &h), VEND_OK);
+    assert_int_equal(loop_prepare_add(loop, hook2, &h), VEND_OK);
+    assert_int_equal(loop_prepare_add(loop, hook3, &h), VEND_OK);
+    loop_prepare_del(loop, hook3, NULL); /* wrong arg: ignored */
+    assert_int_equal(loop_io_add(loop, fds[1], LOOP_WRITE, hooks_write_cb, &h), VEND_OK);
+    assert_int_equal(loop_run(loop), VEND_OK);
+    assert_int_equal(g.fired, 0);
+    assert_int_equal(h.h1, 2);
+    assert_int_equal(h.h2, 1);
+    assert_int_equal(h.h3, 4);
+    close(fds[0]);
+    close(fds[1]);
+    loop_free(loop);
+}
+
 /* ---- signals ---- */
 
 static int signal_blocked(int signo)
@@ -743,10 +805,13 @@ static void test_sigpipe_ignored_then_restored(void **state)
     struct sigaction sa;
     int fds[2];
 
+    /* The disposition we inherited (a shell may already ignore SIGPIPE). */
     assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
-    assert_ptr_equal((void *)sa.sa_handler, (void *)SIG_DFL);
+    void (*before)(int) = sa.sa_handler;
     struct loop *loop = loop_new();
     assert_non_null(loop);
+    assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
+    assert_true(sa.sa_handler == SIG_IGN);
     assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
     close(fds[0]);
     errno = 0;
@@ -755,7 +820,7 @@ static void test_sigpipe_ignored_then_restored(void **state)
     close(fds[1]);
     loop_free(loop);
     assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
-    assert_ptr_equal((void *)sa.sa_handler, (void *)SIG_DFL);
+    assert_true(sa.sa_handler == before);
 }
 
 int main(void)
@@ -773,6 +838,7 @@ int main(void)
         cmocka_unit_test(test_interest_dropped_during_dispatch_is_honoured),
         cmocka_unit_test(test_invalid_arguments),
         cmocka_unit_test(test_prepare_hook_runs_each_iteration),
+        cmocka_unit_test(test_prepare_hook_deleted_inside_a_hook),
         cmocka_unit_test(test_sigterm_stops_loop),
         cmocka_unit_test(test_sighup_handler_via_signal_set),
         cmocka_unit_test(test_sigpipe_ignored_then_restored),

@@ -83,8 +83,8 @@ static void raw_on_message(struct mosquitto *m, void *arg, const struct mosquitt
         len = sizeof(r->payload) - 1;
     memcpy(r->payload, msg->payload ? msg->payload : "", len);
     r->payload[len] = '\0';
-    r->has_expiry = mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
-                                                  &expiry, false) != NULL;
+    r->has_expiry = mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &expiry,
+                                                  false) != NULL;
     r->expiry = expiry;
     pthread_mutex_unlock(&r->mu);
 }
@@ -355,9 +355,8 @@ static void test_connect_subscribe_receive(void **state)
     assert_int_equal(mqtt_client_start(fx->client), VEND_ESTATE);
 
     raw_start(&fx->raw, &fx->broker, "peer", NULL);
-    assert_int_equal(mosquitto_publish(fx->raw.m, NULL, "vm/VM01/status", (int)strlen(msg), msg,
-                                       1, false),
-                     0);
+    assert_int_equal(
+        mosquitto_publish(fx->raw.m, NULL, "vm/VM01/status", (int)strlen(msg), msg, 1, false), 0);
     assert_true(run_until(fx, got_one, 2000));
     assert_string_equal(fx->topic, "vm/VM01/status");
     assert_int_equal(fx->len, strlen(msg));
@@ -404,9 +403,9 @@ static void test_publish_with_expiry(void **state)
                      VEND_EINVAL);
     assert_int_equal(mqtt_client_publish(fx->client, "vm/VM01/command", "x", 1, 2, false, 0),
                      VEND_EINVAL);
-    assert_int_equal(mqtt_client_publish(fx->client, "vm/VM01/command", "x",
-                                         MQTT_MAX_PUBLISH + 1, 1, false, 0),
-                     VEND_ETOOBIG);
+    assert_int_equal(
+        mqtt_client_publish(fx->client, "vm/VM01/command", "x", MQTT_MAX_PUBLISH + 1, 1, false, 0),
+        VEND_ETOOBIG);
     assert_int_equal(mqtt_client_stats(fx->client)->published, 2);
 }
 
@@ -487,8 +486,8 @@ static void test_broker_restart_reconnects(void **state)
 
     /* The broker lost its state (no persistence): receiving proves we resubscribed. */
     raw_start(&fx->raw, &fx->broker, "machine", NULL);
-    assert_int_equal(mosquitto_publish(fx->raw.m, NULL, "vm/VM07/telemetry",
-                                       (int)strlen(telemetry), telemetry, 0, false),
+    assert_int_equal(mosquitto_publish(fx->raw.m, NULL, "vm/VM07/telemetry", (int)strlen(telemetry),
+                                       telemetry, 0, false),
                      0);
     assert_true(run_until(fx, got_one, 2000));
     assert_string_equal(fx->topic, "vm/VM07/telemetry");

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -129,6 +130,7 @@ static bool tcp_ready(uint16_t port)
 static int write_config(const struct test_broker *b)
 {
     char path[300];
+    struct passwd *pw;
     FILE *f;
     int n;
 
@@ -140,6 +142,11 @@ static int write_config(const struct test_broker *b)
         fprintf(stderr, "test_broker: cannot write '%s': %s\n", path, strerror(errno));
         return -1;
     }
+    /* As root, mosquitto would switch to user "mosquitto": it could not
+     * write the log here, and the change of credentials clears
+     * PR_SET_PDEATHSIG. Name ourselves so it stays who we are. */
+    pw = getpwuid(geteuid());
+    fprintf(f, "user %s\n", pw ? pw->pw_name : "root");
     fprintf(f,
             "listener %u 127.0.0.1\n"
             "allow_anonymous true\n"
@@ -155,16 +162,24 @@ static int write_config(const struct test_broker *b)
 
 static pid_t spawn(const struct test_broker *b)
 {
-    char conf[300];
+    char conf[300], errlog[300];
     pid_t parent = getpid();
+    sigset_t none;
     pid_t pid;
     int fd;
 
     snprintf(conf, sizeof(conf), "%s/mosquitto.conf", b->dir);
+    snprintf(errlog, sizeof(errlog), "%s/stderr.log", b->dir);
     pid = fork();
     if (pid != 0)
         return pid;
-    /* Child: die with the test process even if it crashes. */
+    /* Child. The test process blocks SIGTERM/SIGINT for the loop's
+     * signalfd and libmosquitto ignores SIGPIPE: both would be inherited
+     * across exec, and a broker with SIGTERM blocked cannot be stopped. */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    /* Die with the test process even if it crashes. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent)
         _exit(1);
@@ -172,6 +187,12 @@ static pid_t spawn(const struct test_broker *b)
     if (fd >= 0) {
         dup2(fd, 0);
         dup2(fd, 1);
+        close(fd);
+    }
+    /* Startup errors (bad config, port in use) land next to the log. */
+    fd = open(errlog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        dup2(fd, 2);
         close(fd);
     }
     execlp("mosquitto", "mosquitto", "-c", conf, (char *)NULL);
@@ -232,13 +253,24 @@ int test_broker_start(struct test_broker *b)
 
 int test_broker_kill(struct test_broker *b)
 {
+    uint64_t deadline = now_ms() + 3000;
     int status;
+    pid_t r;
 
     if (b->pid <= 0)
         return 0;
     kill(b->pid, SIGTERM);
-    while (waitpid(b->pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    /* Bounded: a broker that ignores SIGTERM gets SIGKILL, never a hung test. */
+    for (;;) {
+        r = waitpid(b->pid, &status, WNOHANG);
+        if (r == b->pid || (r < 0 && errno != EINTR))
+            break;
+        if (now_ms() >= deadline) {
+            kill(b->pid, SIGKILL);
+            deadline = UINT64_MAX;
+        }
+        sleep_ms(5);
+    }
     b->pid = 0;
     return 0;
 }

@@ -192,7 +192,11 @@ CREATE TABLE alerts (
     kind        TEXT NOT NULL,
     message     TEXT NOT NULL,
     order_id    TEXT,
+    slot_id     INTEGER REFERENCES slots (id),  -- alerts about one slot (STOCK_SENSOR_MISMATCH)
     created_at  TEXT NOT NULL,
     resolved_at TEXT
 );
 CREATE INDEX alerts_open ON alerts (created_at) WHERE resolved_at IS NULL;
+-- At most one open alert of a kind per slot, so a repeated reading does not pile them up.
+CREATE UNIQUE INDEX alerts_open_slot ON alerts (slot_id, kind)
+    WHERE resolved_at IS NULL AND slot_id IS NOT NULL;

@@ -1,0 +1,165 @@
+/*
+ * harness.h - black-box integration harness: a real mosquitto (tests/support/broker.h), the
+ * real vendd binary as a child process on a fresh SQLite file, an HTTP client (libcurl +
+ * jansson), a raw MQTT v5 client (libmosquitto, own thread) and read-only SQL on the file.
+ *
+ * The vendd binary comes from the environment variable VENDD (ctest sets it to
+ * $<TARGET_FILE:vendd>). Its working directory is a fresh mkdtemp directory holding
+ * vendd.db and vendd.log (its stderr+stdout); the directory goes away in harness_stop().
+ * vendd gets `env -i`-style: PATH, PORT (a free loopback port, kept across restarts so the
+ * MQTT client id and session stay the same), HOST=127.0.0.1, DATABASE_URL, MQTT_BROKER_URL,
+ * MACHINE_ID=VM01, the sanitizer options if set, and the caller's extra "KEY=VALUE"s.
+ *
+ * No cmocka here (the benchmark links it too): functions return 0 / a count on success and
+ * -1 on failure after one line on stderr naming what failed. Every wait is bounded.
+ * Not thread-safe except where said (the MQTT client's callbacks run on its own thread).
+ */
+#ifndef VEND_TEST_HARNESS_H
+#define VEND_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+#include <mosquitto.h>
+#include <pthread.h>
+
+#include "broker.h"
+
+#define HARNESS_ENV_MAX      16
+#define HARNESS_PATH_MAX     320
+#define HARNESS_MSG_MAX      256  /* messages kept by one MQTT client */
+#define HARNESS_PAYLOAD_MAX  4200 /* bytes kept per message: VEND_PAYLOAD_MAX and a bit */
+#define HARNESS_START_MS     15000
+#define HARNESS_HTTP_TIMEOUT 10 /* seconds per HTTP request */
+
+struct harness {
+    struct test_broker broker;
+    char vendd[HARNESS_PATH_MAX];        /* absolute path of the binary (from $VENDD) */
+    char dir[256];                       /* working directory; "" when removed */
+    char db_path[HARNESS_PATH_MAX];      /* dir/vendd.db */
+    char log_path[HARNESS_PATH_MAX];     /* dir/vendd.log */
+    char extra_env[HARNESS_ENV_MAX][96]; /* caller's KEY=VALUE */
+    size_t nextra_env;
+    uint16_t http_port;
+    pid_t pid;  /* vendd, 0 while not running */
+    int starts; /* successful harness_vendd_start() calls */
+};
+
+/*
+ * Start the broker, make the directory and start vendd with extra_env (NULL-terminated
+ * "KEY=VALUE" list, or NULL). On failure everything started is stopped again.
+ */
+int harness_start(struct harness *h, const char *const *extra_env);
+/* Stop vendd (SIGKILL if still running), the broker, remove the directory. Safe twice. */
+void harness_stop(struct harness *h);
+
+/* Start vendd; returns once /health answers 200, MQTT is connected and subscribed. */
+int harness_vendd_start(struct harness *h);
+/* Start vendd without waiting for the broker (for a broker that is down). */
+int harness_vendd_start_nobroker(struct harness *h);
+/* SIGTERM and wait (bounded); returns vendd's exit status, or -1 (killed or no exit). */
+int harness_vendd_term(struct harness *h);
+/* SIGKILL and reap: a crash. */
+void harness_vendd_kill(struct harness *h);
+/* true while the child is running (reaps it if it died). */
+bool harness_vendd_alive(struct harness *h);
+
+/* ---- vendd's log ------------------------------------------------------------------------ */
+
+/* Lines of vendd.log containing needle. */
+int harness_log_count(const struct harness *h, const char *needle);
+/* Wait until harness_log_count() >= n; returns the count, or -1 on timeout. */
+int harness_log_wait(const struct harness *h, const char *needle, int n, int timeout_ms);
+
+/* ---- HTTP ------------------------------------------------------------------------------- */
+
+struct harness_reply {
+    long status;  /* HTTP status, 0 if no answer */
+    char *body;   /* malloc'd, NUL-terminated; NULL if none */
+    json_t *json; /* parsed body or NULL (not JSON) */
+};
+
+/*
+ * method path with body (NULL: none) of len bytes and Content-Type content_type (NULL:
+ * application/json). Returns the HTTP status or -1; r (if not NULL) gets the reply and must
+ * be released with harness_reply_free().
+ */
+long harness_http(struct harness *h, const char *method, const char *path, const char *content_type,
+                  const char *body, size_t len, struct harness_reply *r);
+/* JSON convenience: body is a NUL-terminated JSON text (or NULL). */
+long harness_call(struct harness *h, const char *method, const char *path, const char *body,
+                  struct harness_reply *r);
+void harness_reply_free(struct harness_reply *r);
+/* A string member at a dotted path ("error.status") of r->json, or NULL. */
+const char *harness_reply_str(const struct harness_reply *r, const char *dotted);
+
+/* The value of the /metrics sample whose line starts with series ("name{labels}"); 0 if
+ * absent; -1 if /metrics does not answer. */
+long long harness_metric(struct harness *h, const char *series);
+
+/* PUT slot of VM01: "Coca Cola", price 8000, capacity max(stock, 10). Expects 200/201. */
+int harness_put_slot(struct harness *h, int slot, int stock, int motor_ms);
+/* POST /api/orders (manual, PAID). Expects 201. */
+int harness_order(struct harness *h, const char *id, int slot, int quantity);
+/* POST /api/dispense/trigger; returns the HTTP status (r optional, as harness_http). */
+long harness_trigger(struct harness *h, const char *order_id, struct harness_reply *r);
+
+/* ---- SQLite, read-only ----------------------------------------------------------------- */
+
+/* The first column of the first row of sql as text into buf ("" for NULL); 1 if a row,
+ * 0 if none, -1 on error. */
+int harness_sql_text(const struct harness *h, const char *sql, char *buf, size_t size);
+/* Same, as an integer. */
+int harness_sql_int(const struct harness *h, const char *sql, long long *out);
+/* Wait until harness_sql_text(sql) equals want; 0, or -1 on timeout (last value on stderr). */
+int harness_sql_wait(const struct harness *h, const char *sql, const char *want, int timeout_ms);
+/* Every row of every table (by name, rows by rowid) as text; malloc'd, NULL on error. */
+char *harness_db_dump(const struct harness *h);
+
+/* ---- MQTT client ------------------------------------------------------------------------ */
+
+struct harness_mqtt;
+/* Called on the client's thread for every message received (after it is recorded). */
+typedef void harness_mqtt_fn(struct harness_mqtt *c, const char *topic, const char *payload,
+                             size_t len, void *arg);
+
+struct harness_mqtt {
+    struct mosquitto *m;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int connects; /* CONNACKs with success */
+    int subacks;
+    int pubacks;
+    size_t n; /* messages received (only the first HARNESS_MSG_MAX are kept) */
+    char *topics[HARNESS_MSG_MAX];
+    char *payloads[HARNESS_MSG_MAX];
+    harness_mqtt_fn *on_message;
+    void *arg;
+};
+
+/*
+ * Connect (MQTT v5, clean start) to the harness's broker as client_id; subscribe to
+ * filter at QoS 1 if not NULL and wait for the SUBACK. on_message may be NULL.
+ */
+int harness_mqtt_open(struct harness_mqtt *c, uint16_t port, const char *client_id,
+                      const char *filter, harness_mqtt_fn *on_message, void *arg);
+void harness_mqtt_close(struct harness_mqtt *c);
+/* Publish at QoS 1 and wait for the PUBACK. Thread-safe. */
+int harness_mqtt_publish(struct harness_mqtt *c, const char *topic, const void *payload,
+                         size_t len);
+/* Publish at QoS 1 without waiting (for use inside on_message). */
+int harness_mqtt_publish_nowait(struct harness_mqtt *c, const char *topic, const void *payload,
+                                size_t len);
+/* Wait until at least n messages arrived or timeout_ms passed; returns the count. */
+size_t harness_mqtt_wait(struct harness_mqtt *c, size_t n, int timeout_ms);
+/* Message i's payload ("" if not kept). Valid until close. */
+const char *harness_mqtt_payload(struct harness_mqtt *c, size_t i);
+
+/* Monotonic milliseconds, and a sleep. */
+uint64_t harness_now_ms(void);
+void harness_sleep_ms(unsigned ms);
+
+#endif

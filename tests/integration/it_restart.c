@@ -1,0 +1,138 @@
+/*
+ * it_restart.c - restarts of vendd (SPEC §4 rules 1 and 3, §8).
+ *
+ * 1. Trigger, SIGKILL vendd before any result, start it again: the unit's deadline is
+ *    resumed from the database and fires (FAILED / NO_RESULT, refund queued), and no
+ *    second command is ever published for it.
+ * 2. Trigger, SIGTERM vendd (clean exit 0), the machine's result arrives while vendd is
+ *    down (the broker queues it in vendd's persistent session), start vendd: the result is
+ *    applied and the order is COMPLETED, again with one command in all.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define MOTOR1_MS 2000  /* deadline 2.3 s: passes after the restart, not before it */
+#define MOTOR2_MS 10000 /* deadline 10.3 s: never reached in part 2 */
+#define GRACE_MS  300
+#define SLACK_MS  2000
+
+struct fixture {
+    struct harness h;
+    struct harness_mqtt machine; /* subscribed to VM01's commands */
+};
+
+static int setup(void **state)
+{
+    static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=300", NULL};
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    if (f == NULL || harness_start(&f->h, env) < 0) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    if (harness_put_slot(&f->h, 1, 5, MOTOR1_MS) < 0 ||
+        harness_put_slot(&f->h, 2, 5, MOTOR2_MS) < 0)
+        return -1;
+    return harness_mqtt_open(&f->machine, f->h.broker.port, "it-restart", "vm/VM01/command", NULL,
+                             NULL);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    if (f != NULL) {
+        harness_mqtt_close(&f->machine);
+        harness_stop(&f->h);
+        free(f);
+    }
+    return 0;
+}
+
+static void deadline_survives_sigkill(void **state)
+{
+    struct fixture *f = *state;
+    struct harness *h = &f->h;
+    uint64_t sent, restarted, failed;
+
+    assert_int_equal(harness_order(h, "kill-1", 1, 1), 0);
+    assert_int_equal(harness_trigger(h, "kill-1", NULL), 200);
+    sent = harness_now_ms();
+    assert_int_equal(harness_mqtt_wait(&f->machine, 1, 5000), 1);
+    harness_vendd_kill(h);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'kill-1'", "DISPENSING", 0), 0);
+
+    assert_int_equal(harness_vendd_start(h), 0);
+    restarted = harness_now_ms();
+    if (restarted - sent >= MOTOR1_MS + GRACE_MS)
+        print_message("note: restart took until past the deadline; resume fails it at start\n");
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT status || ' ' || failure_reason FROM orders "
+                                      "WHERE id = 'kill-1'",
+                                      "FAILED NO_RESULT", MOTOR1_MS + GRACE_MS + SLACK_MS),
+                     0);
+    failed = harness_now_ms();
+    if (failed - sent + 50 < MOTOR1_MS + GRACE_MS)
+        fail_msg("failed after %llu ms, before the deadline", (unsigned long long)(failed - sent));
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM refunds WHERE order_id = 'kill-1'", "QUEUED", 0),
+        0);
+    /* The unit was SENT before the crash: it must not go out again. */
+    assert_int_equal(harness_mqtt_wait(&f->machine, 2, 1000), 1);
+}
+
+static void result_queued_while_down_is_applied(void **state)
+{
+    static const char ok[] = "{\"orderId\":\"term-1\",\"slot\":2,\"success\":true,"
+                             "\"dropDetected\":true,\"durationMs\":1850,\"error\":null}";
+    struct fixture *f = *state;
+    struct harness *h = &f->h;
+    long long stock;
+
+    assert_int_equal(harness_order(h, "term-1", 2, 1), 0);
+    assert_int_equal(harness_trigger(h, "term-1", NULL), 200);
+    assert_int_equal(harness_mqtt_wait(&f->machine, 2, 5000), 2);
+    assert_non_null(strstr(harness_mqtt_payload(&f->machine, 1), "\"orderId\":\"term-1\""));
+    assert_int_equal(harness_vendd_term(h), 0);
+
+    assert_int_equal(harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", ok, strlen(ok)),
+                     0);
+    harness_sleep_ms(200);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'term-1'", "DISPENSING", 0), 0);
+
+    assert_int_equal(harness_vendd_start(h), 0);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'term-1'", "COMPLETED", 5000), 0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT status || ' ' || late_result FROM dispense_logs "
+                                      "WHERE order_id = 'term-1'",
+                                      "SUCCEEDED 0", 0),
+                     0);
+    assert_int_equal(
+        harness_sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = 2", &stock), 1);
+    assert_int_equal(stock, 4);
+    assert_int_equal(harness_mqtt_wait(&f->machine, 3, 1000), 2);
+    assert_int_equal(harness_vendd_term(h), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(deadline_survives_sigkill),
+        cmocka_unit_test(result_queued_while_down_is_applied),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
