@@ -10,8 +10,8 @@
 #include "vend/err.h"
 #include "vendd.h"
 
-bool api_field_string(const json_t *body, const char *key, bool required, size_t max_len,
-                      char *out, size_t size, struct http_response *res)
+bool api_field_string(const json_t *body, const char *key, bool required, size_t max_len, char *out,
+                      size_t size, struct http_response *res)
 {
     const json_t *val = json_object_get(body, key);
     size_t len;
@@ -27,8 +27,8 @@ bool api_field_string(const json_t *body, const char *key, bool required, size_t
     }
     len = json_string_length(val);
     if (len == 0 || len > max_len || len >= size || strlen(json_string_value(val)) != len) {
-        http_reply_error(res, 422, "INVALID_FIELD", "'%s' must be 1 to %zu bytes, without NUL",
-                         key, max_len < size ? max_len : size - 1);
+        http_reply_error(res, 422, "INVALID_FIELD", "'%s' must be 1 to %zu bytes, without NUL", key,
+                         max_len < size ? max_len : size - 1);
         return false;
     }
     memcpy(out, json_string_value(val), len + 1);
@@ -45,8 +45,7 @@ bool api_field_int(const json_t *body, const char *key, bool required, int64_t m
             http_reply_error(res, 422, "INVALID_FIELD", "'%s' is required", key);
         return !required;
     }
-    if (!json_is_integer(val) || json_integer_value(val) < min ||
-        json_integer_value(val) > max) {
+    if (!json_is_integer(val) || json_integer_value(val) < min || json_integer_value(val) > max) {
         http_reply_error(res, 422, "INVALID_FIELD", "'%s' must be an integer from %lld to %lld",
                          key, (long long)min, (long long)max);
         return false;
@@ -62,9 +61,9 @@ void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
         int status;
         const char *code;
     } map[] = {
-        {VEND_ENOTFOUND, 404, "NOT_FOUND"},     {VEND_ESTATE, 409, "WRONG_STATE"},
-        {VEND_ECONFLICT, 409, "CONFLICT"},      {VEND_EUNAVAILABLE, 503, "BROKER_UNAVAILABLE"},
-        {VEND_EINVAL, 422, "INVALID_FIELD"},    {VEND_ERANGE, 422, "INVALID_FIELD"},
+        {VEND_ENOTFOUND, 404, "NOT_FOUND"},       {VEND_ESTATE, 409, "WRONG_STATE"},
+        {VEND_ECONFLICT, 409, "CONFLICT"},        {VEND_EUNAVAILABLE, 503, "BROKER_UNAVAILABLE"},
+        {VEND_EINVAL, 422, "INVALID_FIELD"},      {VEND_ERANGE, 422, "INVALID_FIELD"},
         {VEND_ECONSTRAINT, 422, "INVALID_FIELD"}, {VEND_EBUSY, 503, "BUSY"},
     };
     char msg[512];

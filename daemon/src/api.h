@@ -25,8 +25,8 @@ extern const size_t api_nroutes;
  * answer 422 INVALID_FIELD naming the field and the rule, and return false; the handler
  * then just returns. An absent optional field leaves *out untouched and returns true.
  */
-bool api_field_string(const json_t *body, const char *key, bool required, size_t max_len,
-                      char *out, size_t size, struct http_response *res);
+bool api_field_string(const json_t *body, const char *key, bool required, size_t max_len, char *out,
+                      size_t size, struct http_response *res);
 bool api_field_int(const json_t *body, const char *key, bool required, int64_t min, int64_t max,
                    int64_t *out, struct http_response *res);
 
@@ -52,8 +52,7 @@ void api_machines_create(void *ctx, const struct http_request *req, struct http_
 void api_machines_list(void *ctx, const struct http_request *req, struct http_response *res);
 void api_machines_get(void *ctx, const struct http_request *req, struct http_response *res);
 void api_machines_put_slot(void *ctx, const struct http_request *req, struct http_response *res);
-void api_machines_put_config(void *ctx, const struct http_request *req,
-                             struct http_response *res);
+void api_machines_put_config(void *ctx, const struct http_request *req, struct http_response *res);
 void api_stock_get(void *ctx, const struct http_request *req, struct http_response *res);
 
 #endif

@@ -16,7 +16,7 @@
 
 /* Dispense logs returned by GET /api/dispense/logs/{machine_id} unless ?limit= says less. */
 #define LOGS_LIMIT_DEFAULT 50
-#define LOGS_LIMIT_MAX 500
+#define LOGS_LIMIT_MAX     500
 
 void api_dispense_trigger(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -43,8 +43,8 @@ void api_dispense_trigger(void *ctx, const struct http_request *req, struct http
     case VEND_ESTATE:
         snprintf(msg, sizeof(msg), "order '%s' is %s, not PAID", order_id, status);
         http_reply_json(res, 409,
-                        json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "WRONG_STATE",
-                                  "message", msg, "status", status));
+                        json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "WRONG_STATE", "message",
+                                  msg, "status", status));
         break;
     case VEND_ENOTFOUND:
         http_reply_error(res, 404, "NOT_FOUND", "no order '%s'", order_id);
@@ -89,19 +89,19 @@ void api_dispense_logs(void *ctx, const struct http_request *req, struct http_re
     if (limit_arg != NULL) {
         limit = strtol(limit_arg, &end, 10);
         if (end == limit_arg || *end != '\0' || limit < 1 || limit > LOGS_LIMIT_MAX) {
-            http_reply_error(res, 422, "INVALID_FIELD", "'limit' must be 1 to %d",
-                             LOGS_LIMIT_MAX);
+            http_reply_error(res, 422, "INVALID_FIELD", "'limit' must be 1 to %d", LOGS_LIMIT_MAX);
             return;
         }
     }
     p[0] = DB_TEXT(machine_id);
     p[1] = DB_INT(limit);
-    logs = store_query_json(v->db,
-                "SELECT id, order_id, unit, machine_id, slot_number, status, timeout_ms, "
-                "command_sent_at, deadline_at, completed_at, duration_ms, success, "
-                "drop_detected, error_message, late_result FROM dispense_logs "
-                "WHERE machine_id = $1 ORDER BY command_sent_at DESC, id DESC LIMIT $2",
-                p, 2);
+    logs =
+        store_query_json(v->db,
+                         "SELECT id, order_id, unit, machine_id, slot_number, status, timeout_ms, "
+                         "command_sent_at, deadline_at, completed_at, duration_ms, success, "
+                         "drop_detected, error_message, late_result FROM dispense_logs "
+                         "WHERE machine_id = $1 ORDER BY command_sent_at DESC, id DESC LIMIT $2",
+                         p, 2);
     if (logs == NULL) {
         api_reply_err(res, VEND_EDB, "cannot read dispense logs");
         return;

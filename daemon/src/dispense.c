@@ -92,8 +92,7 @@ static int take_next_unit(void *arg, const struct db_row *row)
  * Inside an open transaction: if machine_id has nothing in flight, mark its oldest QUEUED
  * unit SENT and describe the command in *pc (published by the caller after COMMIT).
  */
-static int pump_locked(struct vendd *v, const char *machine_id, int64_t now,
-                       struct pending_cmd *pc)
+static int pump_locked(struct vendd *v, const char *machine_id, int64_t now, struct pending_cmd *pc)
 {
     struct db_value p[3] = {DB_TEXT(machine_id)};
     struct next_unit nu = {0};
@@ -186,8 +185,8 @@ static bool publish_pending(struct vendd *v, const struct pending_cmd *pc)
         return false;
     }
     if (rc < 0) {
-        log_warnx("cannot publish the command for order '%s' to '%s': %s", pc->cmd.order_id,
-                  topic, vend_strerror(rc));
+        log_warnx("cannot publish the command for order '%s' to '%s': %s", pc->cmd.order_id, topic,
+                  vend_strerror(rc));
         return false;
     }
     v->metrics.commands_published++;
@@ -256,8 +255,8 @@ static int dispensed_value(struct vendd *v, const char *order_id, int64_t *value
 static int raise_alert(struct vendd *v, const char *machine_id, const char *kind,
                        const char *order_id, const char *message, const char *now_iso)
 {
-    struct db_value p[5] = {DB_TEXT(machine_id), DB_TEXT(kind), DB_TEXT(message),
-                            DB_TEXT(order_id), DB_TEXT(now_iso)};
+    struct db_value p[5] = {DB_TEXT(machine_id), DB_TEXT(kind), DB_TEXT(message), DB_TEXT(order_id),
+                            DB_TEXT(now_iso)};
 
     log_warnx("alert %s: %s", kind, message);
     return db_exec(v->db,
@@ -442,8 +441,8 @@ static int apply_result_locked(struct vendd *v, const struct unit_row *u,
             p[0] = DB_INT(u->slot_id);
             p[1] = DB_TEXT(now_iso);
             rc = db_exec(v->db,
-                         "UPDATE slots SET needs_inspection = 1, updated_at = $2 WHERE id = $1",
-                         p, 2, NULL, NULL);
+                         "UPDATE slots SET needs_inspection = 1, updated_at = $2 WHERE id = $1", p,
+                         2, NULL, NULL);
             if (rc < 0)
                 return rc;
         }
@@ -516,10 +515,9 @@ static int apply_late_result_locked(struct vendd *v, const struct unit_row *u,
     if (rc < 0)
         return rc;
     if (strcmp(u->order_status, "FAILED") != 0 || (rc == 1 && strcmp(refund, "QUEUED") != 0)) {
-        snprintf(msg, sizeof(msg), "order '%s' (%s, refund %s) dispensed after all",
-                 r->order_id, u->order_status, rc == 1 ? refund : "none");
-        return raise_alert(v, u->machine_id, "REFUNDED_ORDER_DISPENSED", r->order_id, msg,
-                           now_iso);
+        snprintf(msg, sizeof(msg), "order '%s' (%s, refund %s) dispensed after all", r->order_id,
+                 u->order_status, rc == 1 ? refund : "none");
+        return raise_alert(v, u->machine_id, "REFUNDED_ORDER_DISPENSED", r->order_id, msg, now_iso);
     }
     rc = store_query_int(v->db,
                          "SELECT count(*) FROM dispense_logs WHERE order_id = $1 AND NOT "
@@ -679,8 +677,8 @@ static void pump(struct vendd *v, const char *machine_id)
     arm_deadline(v);
 out:
     if (rc < 0)
-        log_warnx("cannot send the next dispense to '%s': %s (%s)", machine_id,
-                  vend_strerror(rc), db_errmsg(v->db));
+        log_warnx("cannot send the next dispense to '%s': %s (%s)", machine_id, vend_strerror(rc),
+                  db_errmsg(v->db));
     rollback_on_error(v, rc);
 }
 
@@ -747,8 +745,8 @@ static int queue_units_locked(struct vendd *v, const char *order_id, const char 
         }
     }
     if (items.overflow || units != quantity) {
-        log_warnx("order '%s' has %" PRId64 " units in its items but quantity %" PRId64,
-                  order_id, units, quantity);
+        log_warnx("order '%s' has %" PRId64 " units in its items but quantity %" PRId64, order_id,
+                  units, quantity);
         return VEND_ECORRUPT;
     }
     return VEND_OK;
@@ -863,8 +861,8 @@ static int take_overdue(void *arg, const struct db_row *row)
     od->rows[od->n].timeout_ms = db_row_int(row, 4);
     if (copy_text(od->rows[od->n].order_id, sizeof(od->rows[0].order_id), db_row_text(row, 1)) <
             0 ||
-        copy_text(od->rows[od->n].machine_id, sizeof(od->rows[0].machine_id),
-                  db_row_text(row, 2)) < 0)
+        copy_text(od->rows[od->n].machine_id, sizeof(od->rows[0].machine_id), db_row_text(row, 2)) <
+            0)
         return 0; /* an unusable row: skip it rather than stop the sweep */
     od->n++;
     return 0;
@@ -913,8 +911,8 @@ static void expire_overdue(struct vendd *v)
             break;
         }
         for (size_t i = 0; i < od->n; i++) {
-            rc = expire_unit(v, od->rows[i].log_id, od->rows[i].order_id,
-                             od->rows[i].machine_id, now_iso);
+            rc = expire_unit(v, od->rows[i].log_id, od->rows[i].order_id, od->rows[i].machine_id,
+                             now_iso);
             if (rc < 0) {
                 log_warnx("cannot fail overdue order '%s': %s (%s)", od->rows[i].order_id,
                           vend_strerror(rc), db_errmsg(v->db));
@@ -977,14 +975,13 @@ int dispense_resume(struct vendd *v)
 {
     int64_t sent = 0, queued = 0;
 
-    if (store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'SENT'", NULL,
-                        0, &sent) < 0 ||
-        store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'QUEUED'",
-                        NULL, 0, &queued) < 0)
+    if (store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'SENT'", NULL, 0,
+                        &sent) < 0 ||
+        store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'QUEUED'", NULL,
+                        0, &queued) < 0)
         return VEND_EDB;
     if (sent > 0 || queued > 0)
-        log_info("resuming %" PRId64 " dispense(s) in flight and %" PRId64 " queued", sent,
-                 queued);
+        log_info("resuming %" PRId64 " dispense(s) in flight and %" PRId64 " queued", sent, queued);
     expire_overdue(v);
     arm_deadline(v);
     dispense_pump_all(v);

@@ -22,8 +22,7 @@ extern const char *const ingest_subscriptions[];
 extern const size_t ingest_nsubscriptions;
 
 /* mqtt_message_fn: arg is the struct vendd. */
-void ingest_message(void *arg, const char *topic, const void *payload, size_t len,
-                    bool retained);
+void ingest_message(void *arg, const char *topic, const void *payload, size_t len, bool retained);
 
 /*
  * Handlers: payload is NOT NUL-terminated; machine_id is registered. They return VEND_OK

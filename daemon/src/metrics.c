@@ -47,8 +47,9 @@ char *metrics_render(const struct metrics *m)
     struct text t = {.buf = xmalloc(4096), .cap = 4096};
 
 #define METRICS_RENDER(name, help)                                                                 \
-    text_add(&t, "# HELP vendd_" #name "_total " help "\n# TYPE vendd_" #name "_total counter\n"  \
-                 "vendd_" #name "_total %" PRIu64 "\n",                                            \
+    text_add(&t,                                                                                   \
+             "# HELP vendd_" #name "_total " help "\n# TYPE vendd_" #name "_total counter\n"       \
+             "vendd_" #name "_total %" PRIu64 "\n",                                                \
              m->name);
     METRICS_COUNTERS(METRICS_RENDER)
 #undef METRICS_RENDER

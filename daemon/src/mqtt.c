@@ -401,7 +401,7 @@ static void mosq_connect(struct mqtt_client *c)
     const char *host = c->host;
     mosquitto_property *props = NULL;
     struct mosquitto *m = NULL;
-    int rc;
+    int rc, saved_errno = 0;
 
     /* Plain TCP: the address we just probed, so libmosquitto resolves
      * nothing. TLS: the name, because the certificate is checked against it. */
@@ -415,6 +415,7 @@ static void mosq_connect(struct mqtt_client *c)
     if (rc != MOSQ_ERR_SUCCESS)
         goto out;
     rc = mosquitto_connect_bind_v5(m, host, c->port, KEEPALIVE_S, NULL, props);
+    saved_errno = errno; /* the cleanup below may clobber it */
     if (rc != MOSQ_ERR_SUCCESS)
         goto out;
     c->mosq = m;
@@ -427,7 +428,7 @@ out:
     mosquitto_property_free_all(&props);
     mosquitto_destroy(m);
     if (rc != MOSQ_ERR_SUCCESS)
-        connect_failed(c, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        connect_failed(c, rc == MOSQ_ERR_ERRNO ? strerror(saved_errno) : mosquitto_strerror(rc));
 }
 
 static void probe_close(struct mqtt_client *c)

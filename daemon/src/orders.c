@@ -149,10 +149,11 @@ int orders_create_manual(struct vendd *v, struct order_manual *in, char *why, si
     p[4] = DB_INT(in->quantity);
     p[5] = DB_INT(s.price);
     p[6] = DB_INT(s.price * in->quantity);
-    rc = db_exec(v->db,
-                 "INSERT INTO order_items (order_id, position, slot_id, product_id, product_name, "
-                 "quantity, unit_price, total, first_unit) VALUES ($1, 1, $2, $3, $4, $5, $6, $7, 1)",
-                 p, 7, NULL, NULL);
+    rc = db_exec(
+        v->db,
+        "INSERT INTO order_items (order_id, position, slot_id, product_id, product_name, "
+        "quantity, unit_price, total, first_unit) VALUES ($1, 1, $2, $3, $4, $5, $6, $7, 1)",
+        p, 7, NULL, NULL);
     if (rc < 0)
         goto out;
     p[1] = DB_INT(s.price * in->quantity);
@@ -186,11 +187,12 @@ out:
 json_t *orders_units_json(struct vendd *v, const char *id)
 {
     struct db_value p[1] = {DB_TEXT(id)};
-    json_t *units = store_query_json(v->db,
-                "SELECT unit, machine_id, slot_number, status, timeout_ms, command_sent_at, "
-                "deadline_at, completed_at, duration_ms, success, drop_detected, "
-                "error_message, late_result FROM dispense_logs WHERE order_id = $1 ORDER BY unit",
-                p, 1);
+    json_t *units = store_query_json(
+        v->db,
+        "SELECT unit, machine_id, slot_number, status, timeout_ms, command_sent_at, "
+        "deadline_at, completed_at, duration_ms, success, drop_detected, "
+        "error_message, late_result FROM dispense_logs WHERE order_id = $1 ORDER BY unit",
+        p, 1);
 
     if (units == NULL) {
         log_warnx("cannot read dispense units of '%s': %s", id, db_errmsg(v->db));
@@ -204,11 +206,12 @@ json_t *orders_get_json(struct vendd *v, const char *id)
     struct db_value p[1] = {DB_TEXT(id)};
     json_t *rows, *order = NULL, *items;
 
-    rows = store_query_json(v->db,
-                "SELECT id, machine_id, status, origin, payment_method, quantity, total_amount, "
-                "failure_reason, paid_at, dispensed_at, expires_at, created_at, updated_at "
-                "FROM orders WHERE id = $1",
-                p, 1);
+    rows = store_query_json(
+        v->db,
+        "SELECT id, machine_id, status, origin, payment_method, quantity, total_amount, "
+        "failure_reason, paid_at, dispensed_at, expires_at, created_at, updated_at "
+        "FROM orders WHERE id = $1",
+        p, 1);
     if (rows == NULL) {
         log_warnx("cannot read order '%s': %s", id, db_errmsg(v->db));
         goto out;
@@ -216,11 +219,12 @@ json_t *orders_get_json(struct vendd *v, const char *id)
     if (json_array_size(rows) == 0)
         goto out;
     order = json_incref(json_array_get(rows, 0));
-    items = store_query_json(v->db,
-            "SELECT i.position, s.slot_number AS slot, i.product_name, i.quantity, i.unit_price, "
-            "i.total FROM order_items i JOIN slots s ON s.id = i.slot_id "
-            "WHERE i.order_id = $1 ORDER BY i.position",
-            p, 1);
+    items = store_query_json(
+        v->db,
+        "SELECT i.position, s.slot_number AS slot, i.product_name, i.quantity, i.unit_price, "
+        "i.total FROM order_items i JOIN slots s ON s.id = i.slot_id "
+        "WHERE i.order_id = $1 ORDER BY i.position",
+        p, 1);
     json_object_set_new(order, "items", items != NULL ? items : json_array());
     json_object_set_new(order, "units", orders_units_json(v, id));
 out:

@@ -143,7 +143,7 @@ int store_iso_parse(const char *iso, int64_t *epoch_ms)
     static const struct {
         int at, len, min, max;
     } fields[] = {
-        {0, 4, 1970, 9999}, {5, 2, 1, 12}, {8, 2, 1, 31}, {11, 2, 0, 23},
+        {0, 4, 1970, 9999}, {5, 2, 1, 12},  {8, 2, 1, 31},   {11, 2, 0, 23},
         {14, 2, 0, 59},     {17, 2, 0, 60}, {20, 3, 0, 999},
     };
     int v[7];
