@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Everything else is plumbing.
 # Each build flavour has its own CMake tree under build/.
 
+MAKEFLAGS   += --no-print-directory
 JOBS        ?= 2
 FUZZ_SECONDS ?= 10
 B           := build
@@ -20,7 +21,8 @@ $(B)/release/CMakeCache.txt: | bootstrap
 build: bootstrap $(B)/release/CMakeCache.txt
 	@cmake --build $(B)/release -j$(JOBS)
 
-run: build
+run: bootstrap $(B)/release/CMakeCache.txt
+	@cmake --build $(B)/release -j$(JOBS) --target vendd
 	@tools/run-dev
 
 test: bootstrap check-format test-release test-asan test-m32 build-rv32

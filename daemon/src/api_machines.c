@@ -106,8 +106,8 @@ out:
 static json_t *slots_json(struct vendd *v, const char *machine_id)
 {
     struct db_value p[1] = {DB_TEXT(machine_id)};
-    json_t *slots =
-        store_query_json(v->db, SLOT_SELECT " WHERE s.machine_id = $1 ORDER BY s.slot_number", p, 1);
+    json_t *slots = store_query_json(
+        v->db, SLOT_SELECT " WHERE s.machine_id = $1 ORDER BY s.slot_number", p, 1);
 
     if (slots == NULL)
         log_warnx("cannot read the slots of machine '%s': %s", machine_id, db_errmsg(v->db));
@@ -191,7 +191,6 @@ void api_machines_list(void *ctx, const struct http_request *req, struct http_re
     struct vendd *v = ctx;
     json_t *machines = store_query_json(v->db, MACHINE_SELECT " ORDER BY id", NULL, 0);
     size_t i;
-    json_t *m;
 
     (void)req;
     if (machines == NULL) {
@@ -199,8 +198,8 @@ void api_machines_list(void *ctx, const struct http_request *req, struct http_re
         api_reply_err(res, VEND_EDB, "cannot list machines");
         return;
     }
-    json_array_foreach(machines, i, m)
-        config_as_object(m);
+    for (i = 0; i < json_array_size(machines); i++)
+        config_as_object(json_array_get(machines, i));
     http_reply_json(res, 200, json_pack("{s:o}", "machines", machines));
 }
 
@@ -299,8 +298,8 @@ static bool read_slot_input(const json_t *body, struct slot_input *in, struct ht
            api_field_int(body, "price", false, 0, PRICE_MAX, &in->price, res) &&
            api_field_int(body, "capacity", false, 0, CAPACITY_MAX, &in->capacity, res) &&
            api_field_int(body, "current_stock", false, 0, CAPACITY_MAX, &in->stock, res) &&
-           api_field_int(body, "motor_duration_ms", false, VEND_TIMEOUT_MS_MIN,
-                         VEND_TIMEOUT_MS_MAX, &in->motor_ms, res) &&
+           api_field_int(body, "motor_duration_ms", false, VEND_TIMEOUT_MS_MIN, VEND_TIMEOUT_MS_MAX,
+                         &in->motor_ms, res) &&
            api_field_int(body, "version", false, 1, INT64_MAX, &in->version, res);
 }
 
@@ -358,8 +357,8 @@ static int stock_log_locked(struct vendd *v, const char *machine_id, int64_t slo
 }
 
 static int slot_insert_locked(struct vendd *v, const char *machine_id, int64_t slot_number,
-                              int64_t product_id, int64_t capacity, int64_t stock,
-                              int64_t motor_ms, const char *now_iso)
+                              int64_t product_id, int64_t capacity, int64_t stock, int64_t motor_ms,
+                              const char *now_iso)
 {
     struct db_value p[7] = {DB_TEXT(machine_id), DB_INT(slot_number), DB_INT(product_id),
                             DB_INT(capacity),    DB_INT(stock),       DB_INT(motor_ms),
@@ -418,7 +417,9 @@ static int slot_put(struct vendd *v, const char *machine_id, int64_t slot_number
     }
     if (!cur.found && (!in->has_name || !in->has_price || !in->has_capacity)) {
         snprintf(out->why, sizeof(out->why), "'%s' is required for a new slot",
-                 !in->has_name ? "product_name" : !in->has_price ? "price" : "capacity");
+                 !in->has_name    ? "product_name"
+                 : !in->has_price ? "price"
+                                  : "capacity");
         rc = VEND_EINVAL;
         goto out;
     }
@@ -549,8 +550,7 @@ void api_machines_put_slot(void *ctx, const struct http_request *req, struct htt
 
 /* ---- PUT /api/machines/{id}/config -------------------------------------------------------- */
 
-void api_machines_put_config(void *ctx, const struct http_request *req,
-                             struct http_response *res)
+void api_machines_put_config(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct vendd *v = ctx;
     const char *id = path_machine_id(req, "id", res);
@@ -564,8 +564,7 @@ void api_machines_put_config(void *ctx, const struct http_request *req,
         return;
     if (!api_field_int(req->json, "motorTimeout", true, VEND_MOTOR_TIMEOUT_MS_MIN,
                        VEND_MOTOR_TIMEOUT_MS_MAX, &motor, res) ||
-        !api_field_int(req->json, "dropSensorDelay", true, 0, VEND_DROP_DELAY_MS_MAX, &drop,
-                       res) ||
+        !api_field_int(req->json, "dropSensorDelay", true, 0, VEND_DROP_DELAY_MS_MAX, &drop, res) ||
         !api_field_int(req->json, "telemetryInterval", true, VEND_TELEMETRY_INTERVAL_MIN,
                        VEND_TELEMETRY_INTERVAL_MAX, &interval, res))
         return;
@@ -576,8 +575,8 @@ void api_machines_put_config(void *ctx, const struct http_request *req,
     len = vend_encode_config(payload, sizeof(payload), &cfg);
     rc = vend_topic_format(topic, sizeof(topic), id, VEND_TOPIC_CONFIG);
     if (len < 0 || rc < 0) {
-        http_reply_error(res, 422, "INVALID_FIELD", "config for '%s' rejected by the codec: %s",
-                         id, vend_strerror(len < 0 ? len : rc));
+        http_reply_error(res, 422, "INVALID_FIELD", "config for '%s' rejected by the codec: %s", id,
+                         vend_strerror(len < 0 ? len : rc));
         return;
     }
     rc = machine_exists(v, id);
@@ -615,8 +614,7 @@ void api_machines_put_config(void *ctx, const struct http_request *req,
         goto out;
     rc = db_commit(v->db);
     if (rc < 0) {
-        log_warnx("config of '%s' published to %s but not stored: %s", id, topic,
-                  db_errmsg(v->db));
+        log_warnx("config of '%s' published to %s but not stored: %s", id, topic, db_errmsg(v->db));
         goto out;
     }
     log_info("config of '%s' published to %s: %s", id, topic, payload);

@@ -711,7 +711,7 @@ int mqtt_client_start(struct mqtt_client *c)
 
 bool mqtt_client_connected(const struct mqtt_client *c)
 {
-    return c->state == ST_UP && !c->lost;
+    return c != NULL && c->state == ST_UP && !c->lost;
 }
 
 const struct mqtt_stats *mqtt_client_stats(const struct mqtt_client *c)

@@ -86,7 +86,7 @@ int mqtt_client_new(struct mqtt_client **out, struct loop *loop, const struct mq
  */
 int mqtt_client_start(struct mqtt_client *c);
 
-/* True between CONNACK success and the loss of that connection. */
+/* True between CONNACK success and the loss of that connection; false for NULL (no client yet). */
 bool mqtt_client_connected(const struct mqtt_client *c);
 
 /*

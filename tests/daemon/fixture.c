@@ -120,7 +120,7 @@ void dfx_text(struct db *db, const char *sql, char *buf, size_t size)
 
 char *dfx_snapshot(struct db *db)
 {
-    static const char *const tables[] = {"machines", "products", "slots",
+    static const char *const tables[] = {"machines",   "products",  "slots",
                                          "stock_logs", "telemetry", "alerts"};
     json_t *all = json_object();
     char sql[128], *out;

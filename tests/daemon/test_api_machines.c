@@ -88,9 +88,9 @@ static struct hfx *hfx_start(bool with_broker)
         h->has_broker = true;
         mc.port = h->broker.port;
         /* Created and started before the loop thread exists: only that thread runs it after. */
-        assert_int_equal(mqtt_client_new(&h->d.v.mqtt, h->d.v.loop, &mc, on_mqtt_message, NULL,
-                                         &h->d.v),
-                         VEND_OK);
+        assert_int_equal(
+            mqtt_client_new(&h->d.v.mqtt, h->d.v.loop, &mc, on_mqtt_message, NULL, &h->d.v),
+            VEND_OK);
         assert_int_equal(mqtt_client_start(h->d.v.mqtt), VEND_OK);
     }
     assert_int_equal(pipe(h->pipefd), 0);
@@ -187,8 +187,8 @@ static void call_err(struct hfx *h, const char *method, const char *path, const 
     const char *got = json_string_value(json_object_get(json_object_get(r, "error"), "code"));
 
     if (got == NULL || strcmp(got, code) != 0)
-        fail_msg("%s %s %s: code %s, want %s", method, path, json ? json : "",
-                 got ? got : "(none)", code);
+        fail_msg("%s %s %s: code %s, want %s", method, path, json ? json : "", got ? got : "(none)",
+                 code);
     json_decref(r);
 }
 
@@ -264,8 +264,8 @@ static void test_machines(void **state)
     call_rejected(h, "POST", "/api/machines", "{\"id\":\"bad id!\"}", 422, "INVALID_FIELD");
     call_rejected(h, "POST", "/api/machines", "{\"id\":\"a.b\"}", 422, "INVALID_FIELD");
     call_rejected(h, "POST", "/api/machines", "{\"id\":\"\"}", 422, "INVALID_FIELD");
-    call_rejected(h, "POST", "/api/machines", "{\"id\":\"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456\"}",
-                  422, "INVALID_FIELD");
+    call_rejected(h, "POST", "/api/machines", "{\"id\":\"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456\"}", 422,
+                  "INVALID_FIELD");
     call_rejected(h, "POST", "/api/machines", "{\"id\":7}", 422, "INVALID_FIELD");
     call_rejected(h, "POST", "/api/machines", "{\"name\":\"x\"}", 422, "INVALID_FIELD");
     call_rejected(h, "POST", "/api/machines", "{\"id\":\"VM03\",\"name\":\"\"}", 422,
@@ -329,8 +329,7 @@ static void test_slots_and_stock(void **state)
 
     /* A new slot with stock: one RESTOCK row 0 -> 8. */
     r = call(h, "PUT", "/api/machines/VM01/slots/1",
-             "{\"product_name\":\"Cola\",\"price\":5000,\"capacity\":10,\"current_stock\":8}",
-             201);
+             "{\"product_name\":\"Cola\",\"price\":5000,\"capacity\":10,\"current_stock\":8}", 201);
     assert_int_equal(jint(r, "slot_number"), 1);
     assert_string_equal(jstr(r, "product_name"), "Cola");
     assert_int_equal(jint(r, "price"), 5000);
@@ -384,8 +383,8 @@ static void test_slots_and_stock(void **state)
     json_decref(r);
 
     /* Without a version the update applies; capacity, motor: no stock log, version bumps. */
-    r = call(h, "PUT", "/api/machines/VM01/slots/1",
-             "{\"capacity\":12,\"motor_duration_ms\":2000}", 200);
+    r = call(h, "PUT", "/api/machines/VM01/slots/1", "{\"capacity\":12,\"motor_duration_ms\":2000}",
+             200);
     assert_int_equal(jint(r, "capacity"), 12);
     assert_int_equal(jint(r, "current_stock"), 3);
     assert_int_equal(jint(r, "version"), 3);
@@ -407,8 +406,8 @@ static void test_slots_and_stock(void **state)
     assert_int_equal(jint(r, "version"), 1);
     json_decref(r);
     /* A new product by name for an existing slot. */
-    r = call(h, "PUT", "/api/machines/VM01/slots/2",
-             "{\"product_name\":\"Tea\",\"price\":4000}", 200);
+    r = call(h, "PUT", "/api/machines/VM01/slots/2", "{\"product_name\":\"Tea\",\"price\":4000}",
+             200);
     assert_string_equal(jstr(r, "product_name"), "Tea");
     assert_int_equal(jint(r, "price"), 4000);
     assert_int_equal(jint(r, "version"), 2);
@@ -420,12 +419,10 @@ static void test_slots_and_stock(void **state)
                   "INVALID_FIELD"); /* below the stock of 12 */
     call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"current_stock\":13}", 422,
                   "INVALID_FIELD");
-    call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"price\":-1}", 422,
-                  "INVALID_FIELD");
+    call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"price\":-1}", 422, "INVALID_FIELD");
     call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"price\":100000001}", 422,
                   "INVALID_FIELD");
-    call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"price\":1.5}", 422,
-                  "INVALID_FIELD");
+    call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"price\":1.5}", 422, "INVALID_FIELD");
     call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"capacity\":1001}", 422,
                   "INVALID_FIELD");
     call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"current_stock\":\"3\"}", 422,
@@ -438,8 +435,7 @@ static void test_slots_and_stock(void **state)
                   "INVALID_FIELD");
     call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"product_name\":\"\"}", 422,
                   "INVALID_FIELD");
-    call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"version\":0}", 422,
-                  "INVALID_FIELD");
+    call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"version\":0}", 422, "INVALID_FIELD");
     call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"product_name\":\"Chips\"}", 422,
                   "INVALID_FIELD"); /* a new product needs a price */
     call_rejected(h, "PUT", "/api/machines/VM01/slots/3", "{\"product_name\":\"Chips\"}", 422,
@@ -483,8 +479,8 @@ static void test_slots_and_stock(void **state)
 
 /* ---- config ------------------------------------------------------------------------------- */
 
-#define CONFIG_BODY  "{\"motorTimeout\":3000,\"dropSensorDelay\":50,\"telemetryInterval\":60000}"
-#define CONFIG_WIRE  CONFIG_BODY
+#define CONFIG_BODY "{\"motorTimeout\":3000,\"dropSensorDelay\":50,\"telemetryInterval\":60000}"
+#define CONFIG_WIRE CONFIG_BODY
 
 static void test_config_without_broker(void **state)
 {

@@ -18,10 +18,10 @@
 #include "vend/err.h"
 #include "vend/msg.h"
 
-#define T0      1764235800000 /* 2025-11-27T09:30:00.000Z */
-#define T0_ISO  "2025-11-27T09:30:00.000Z"
-#define T1      (T0 + 61500)
-#define T1_ISO  "2025-11-27T09:31:01.500Z"
+#define T0     1764235800000 /* 2025-11-27T09:30:00.000Z */
+#define T0_ISO "2025-11-27T09:30:00.000Z"
+#define T1     (T0 + 61500)
+#define T1_ISO "2025-11-27T09:31:01.500Z"
 
 static int setup(void **state)
 {
@@ -79,22 +79,26 @@ static void test_telemetry_stored(void **state)
     assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM telemetry"), 1);
     dfx_text(f->v.db, "SELECT data FROM telemetry", buf, sizeof(buf));
     assert_string_equal(buf, msg);
-    dfx_text(f->v.db, "SELECT device_time || '|' || door || '|' || received_at || '|' || "
-                      "machine_id FROM telemetry", buf, sizeof(buf));
+    dfx_text(f->v.db,
+             "SELECT device_time || '|' || door || '|' || received_at || '|' || "
+             "machine_id FROM telemetry",
+             buf, sizeof(buf));
     assert_string_equal(buf, "2025-11-04T10:30:00Z|CLOSED|" T0_ISO "|VM01");
     assert_int_equal(dfx_int(f->v.db, "SELECT temperature * 100 FROM telemetry"), 2550);
 
-    dfx_text(f->v.db, "SELECT door || '|' || last_seen || '|' || updated_at FROM machines",
-             buf, sizeof(buf));
+    dfx_text(f->v.db, "SELECT door || '|' || last_seen || '|' || updated_at FROM machines", buf,
+             sizeof(buf));
     assert_string_equal(buf, "CLOSED|" T0_ISO "|" T0_ISO);
     assert_int_equal(dfx_int(f->v.db, "SELECT temperature * 100 FROM machines"), 2550);
 
-    dfx_text(f->v.db, "SELECT group_concat(slot_number || ':' || sensor_level || '@' || sensor_at "
-                      "|| '=' || current_stock || 'v' || version, ' ') FROM "
-                      "(SELECT * FROM slots ORDER BY slot_number)", buf, sizeof(buf));
+    dfx_text(f->v.db,
+             "SELECT group_concat(slot_number || ':' || sensor_level || '@' || sensor_at "
+             "|| '=' || current_stock || 'v' || version, ' ') FROM "
+             "(SELECT * FROM slots ORDER BY slot_number)",
+             buf, sizeof(buf));
     /* Levels and times stored; counts and versions untouched. */
-    assert_string_equal(buf, "1:EMPTY@" T0_ISO "=5v1 2:FULL@" T0_ISO "=0v1 3:MEDIUM@" T0_ISO
-                             "=3v1");
+    assert_string_equal(buf,
+                        "1:EMPTY@" T0_ISO "=5v1 2:FULL@" T0_ISO "=0v1 3:MEDIUM@" T0_ISO "=3v1");
     assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM stock_logs"), 0);
 
     /* Slot 1 reads EMPTY with 5 counted, slot 2 FULL with 0: two alerts, one per slot. */
@@ -144,16 +148,19 @@ static void test_status_online_offline(void **state)
                           "{\"status\":\"ONLINE\",\"door\":\"CLOSED\",\"rssi\":-65,"
                           "\"fw\":\"1.0.0\"}"),
                      VEND_OK);
-    dfx_text(f->v.db, "SELECT status || '|' || door || '|' || rssi || '|' || fw || '|' || "
-                      "last_seen || '|' || updated_at FROM machines", buf, sizeof(buf));
+    dfx_text(f->v.db,
+             "SELECT status || '|' || door || '|' || rssi || '|' || fw || '|' || "
+             "last_seen || '|' || updated_at FROM machines",
+             buf, sizeof(buf));
     assert_string_equal(buf, "ONLINE|CLOSED|-65|1.0.0|" T0_ISO "|" T0_ISO);
 
     /* The will: OFFLINE, rssi unknown, the rest kept; last_seen stays the machine's. */
     dfx_clock_set(T1);
     assert_int_equal(send(f, handle_status, "VM01", "{\"status\":\"OFFLINE\"}"), VEND_OK);
-    dfx_text(f->v.db, "SELECT status || '|' || door || '|' || coalesce(rssi, 'null') || '|' || "
-                      "fw || '|' || last_seen || '|' || updated_at FROM machines", buf,
-             sizeof(buf));
+    dfx_text(f->v.db,
+             "SELECT status || '|' || door || '|' || coalesce(rssi, 'null') || '|' || "
+             "fw || '|' || last_seen || '|' || updated_at FROM machines",
+             buf, sizeof(buf));
     assert_string_equal(buf, "OFFLINE|CLOSED|null|1.0.0|" T0_ISO "|" T1_ISO);
 
     assert_int_equal(send(f, handle_status, "VM01", "{\"status\":\"ONLINE\",\"door\":\"OPEN\"}"),
@@ -187,15 +194,13 @@ static void test_bad_input_changes_nothing(void **state)
         {handle_telemetry, "VM01", "{\"slots\":[{\"id\":1,\"level\":\"HALF\"}]}", VEND_EENUM},
         {handle_telemetry, "VM01", "{\"slots\":[{\"id\":0,\"level\":\"FULL\"}]}", VEND_ERANGE},
         {handle_telemetry, "VM01",
-         "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":1,\"level\":\"LOW\"}]}",
-         VEND_EDUPKEY},
+         "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":1,\"level\":\"LOW\"}]}", VEND_EDUPKEY},
         {handle_telemetry, "VM01", "{\"slots\":[],\"temperature\":\"hot\"}", VEND_ETYPE},
         {handle_telemetry, "VM01", "{\"slots\":[],\"temperature\":999}", VEND_ERANGE},
         {handle_telemetry, "VM01", "{\"slots\":[],\"door\":\"AJAR\"}", VEND_EENUM},
         {handle_telemetry, "VM01", "{\"slots\":[],\"timestamp\":\"yesterday\"}", VEND_ERANGE},
         {handle_telemetry, "VM01", NULL, VEND_ETOOBIG},
-        {handle_telemetry, "NOPE", "{\"slots\":[{\"id\":1,\"level\":\"EMPTY\"}]}",
-         VEND_ENOTFOUND},
+        {handle_telemetry, "NOPE", "{\"slots\":[{\"id\":1,\"level\":\"EMPTY\"}]}", VEND_ENOTFOUND},
         {handle_status, "VM01", "{}", VEND_EMISSING},
         {handle_status, "VM01", "{\"status\":\"SLEEPING\"}", VEND_EENUM},
         {handle_status, "VM01", "{\"status\":1}", VEND_ETYPE},
