@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alerts.h"
 #include "conf.h"
 #include "db.h"
 #include "log.h"
@@ -252,19 +253,6 @@ static int dispensed_value(struct vendd *v, const char *order_id, int64_t *value
     return rc < 0 ? rc : VEND_OK;
 }
 
-static int raise_alert(struct vendd *v, const char *machine_id, const char *kind,
-                       const char *order_id, const char *message, const char *now_iso)
-{
-    struct db_value p[5] = {DB_TEXT(machine_id), DB_TEXT(kind), DB_TEXT(message), DB_TEXT(order_id),
-                            DB_TEXT(now_iso)};
-
-    log_warnx("alert %s: %s", kind, message);
-    return db_exec(v->db,
-                   "INSERT INTO alerts (machine_id, kind, message, order_id, created_at) "
-                   "VALUES ($1, $2, $3, $4, $5)",
-                   p, 5, NULL, NULL);
-}
-
 /*
  * Inside a transaction: DISPENSING -> FAILED with reason, cancel the units not yet sent,
  * and queue the refund of what was not dispensed (SPEC §4 rule 9: the operator or the
@@ -314,7 +302,12 @@ static int fail_order_locked(struct vendd *v, const char *order_id, const char *
         return rc;
     snprintf(msg, sizeof(msg), "order '%s' failed (%s): refund of %" PRId64 " due", order_id,
              reason, total - dispensed);
-    return raise_alert(v, machine_id, "DISPENSE_FAILED", order_id, msg, now_iso);
+    return alerts_raise_locked(v,
+                               &(struct alert){.machine_id = machine_id,
+                                               .kind = "DISPENSE_FAILED",
+                                               .message = msg,
+                                               .order_id = order_id},
+                               now_iso);
 }
 
 /* ---- stock --------------------------------------------------------------------------- */
@@ -333,10 +326,19 @@ static int take_stock_locked(struct vendd *v, int64_t slot_id, const char *machi
     if (rc <= 0)
         return rc < 0 ? rc : VEND_ENOTFOUND;
     if (before <= 0) {
-        /* Stock never goes below zero; the count was wrong, so say so. */
+        /* Stock never goes below zero; the count was wrong, so say so (alert + log). */
+        log_warnx("order '%s' unit %" PRId64 " dropped from slot %" PRId64
+                  " of '%s', which was counted empty",
+                  order_id, unit, slot_id, machine_id);
         snprintf(reason, sizeof(reason), "order '%s' dispensed from a slot counted empty",
                  order_id);
-        return raise_alert(v, machine_id, "STOCK_MISMATCH", order_id, reason, now_iso);
+        return alerts_raise_locked(v,
+                                   &(struct alert){.machine_id = machine_id,
+                                                   .kind = "STOCK_MISMATCH",
+                                                   .message = reason,
+                                                   .order_id = order_id,
+                                                   .slot_id = slot_id},
+                                   now_iso);
     }
     p[1] = DB_INT(before - 1);
     p[2] = DB_TEXT(now_iso);
@@ -517,7 +519,13 @@ static int apply_late_result_locked(struct vendd *v, const struct unit_row *u,
     if (strcmp(u->order_status, "FAILED") != 0 || (rc == 1 && strcmp(refund, "QUEUED") != 0)) {
         snprintf(msg, sizeof(msg), "order '%s' (%s, refund %s) dispensed after all", r->order_id,
                  u->order_status, rc == 1 ? refund : "none");
-        return raise_alert(v, u->machine_id, "REFUNDED_ORDER_DISPENSED", r->order_id, msg, now_iso);
+        log_warnx("alert REFUNDED_ORDER_DISPENSED: %s", msg);
+        return alerts_raise_locked(v,
+                                   &(struct alert){.machine_id = u->machine_id,
+                                                   .kind = "REFUNDED_ORDER_DISPENSED",
+                                                   .message = msg,
+                                                   .order_id = r->order_id},
+                                   now_iso);
     }
     rc = store_query_int(v->db,
                          "SELECT count(*) FROM dispense_logs WHERE order_id = $1 AND NOT "

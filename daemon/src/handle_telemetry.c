@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alerts.h"
 #include "db.h"
 #include "ingest.h"
 #include "log.h"
@@ -95,16 +96,12 @@ static int raise_mismatch_locked(struct vendd *v, const char *machine_id, uint16
         return rc < 0 ? rc : VEND_OK;
     snprintf(msg, sizeof(msg), "machine '%s' slot %u: sensor reads %s but the count is %lld",
              machine_id, (unsigned)slot_number, vend_level_name(level), (long long)s->stock);
-    p[0] = DB_TEXT(machine_id);
-    p[1] = DB_TEXT(MISMATCH_KIND);
-    p[2] = DB_TEXT(msg);
-    p[3] = DB_INT(s->id);
-    p[4] = DB_TEXT(now_iso);
-    rc = db_exec(v->db,
-                 "INSERT INTO alerts (machine_id, kind, message, slot_id, created_at) "
-                 "VALUES ($1, $2, $3, $4, $5)",
-                 p, 5, NULL, NULL);
-    *raised = rc == 1;
+    rc = alerts_raise_locked(
+        v,
+        &(struct alert){
+            .machine_id = machine_id, .kind = MISMATCH_KIND, .message = msg, .slot_id = s->id},
+        now_iso);
+    *raised = rc == VEND_OK;
     return rc < 0 ? rc : VEND_OK;
 }
 

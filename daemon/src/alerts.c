@@ -1,0 +1,23 @@
+#include "alerts.h"
+
+#include "db.h"
+#include "vend/err.h"
+#include "vendd.h"
+
+int alerts_raise_locked(struct vendd *v, const struct alert *a, const char *now_iso)
+{
+    struct db_value p[6] = {
+        DB_TEXT(a->machine_id),
+        DB_TEXT(a->kind),
+        DB_TEXT(a->message),
+        DB_TEXT(a->order_id),
+        a->slot_id > 0 ? DB_INT(a->slot_id) : DB_NULL,
+        DB_TEXT(now_iso),
+    };
+    int rc = db_exec(v->db,
+                     "INSERT INTO alerts (machine_id, kind, message, order_id, slot_id, "
+                     "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                     p, 6, NULL, NULL);
+
+    return rc < 0 ? rc : VEND_OK;
+}

@@ -1,0 +1,26 @@
+/*
+ * alerts.h - operator alerts (SPEC §8: offline machine, low stock, stuck or failed dispense,
+ * refund due, sensor/count mismatch). A row in `alerts` until an operator resolves it.
+ */
+#ifndef VENDD_ALERTS_H
+#define VENDD_ALERTS_H
+
+#include <stdint.h>
+
+struct vendd;
+
+struct alert {
+    const char *machine_id; /* NULL if not about one machine */
+    const char *kind;       /* e.g. "DISPENSE_FAILED", "STOCK_MISMATCH" */
+    const char *message;    /* for people; names the subject */
+    const char *order_id;   /* NULL if none */
+    int64_t slot_id;        /* slots.id, 0 if none */
+};
+
+/*
+ * Insert the alert inside the caller's transaction, so it commits or rolls back with the
+ * change that caused it. The caller logs it once committed. Returns VEND_OK or a VEND_E*.
+ */
+int alerts_raise_locked(struct vendd *v, const struct alert *a, const char *now_iso);
+
+#endif
