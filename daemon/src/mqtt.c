@@ -357,12 +357,12 @@ static int handle_new(struct mqtt_client *c, struct mosquitto **out)
             goto out;
     }
     if (c->tls) {
-        if (!c->ca_file) {
+        /* TLS is on with either; mosquitto_tls_set() refuses a NULL CA file and path, so it
+         * is only for an explicit MQTT_CA_FILE. The broker is verified in both cases. */
+        if (c->ca_file)
+            rc = mosquitto_tls_set(m, c->ca_file, NULL, NULL, NULL, NULL);
+        else
             rc = mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
-            if (rc != MOSQ_ERR_SUCCESS)
-                goto out;
-        }
-        rc = mosquitto_tls_set(m, c->ca_file, NULL, NULL, NULL, NULL);
         if (rc != MOSQ_ERR_SUCCESS)
             goto out;
     }
@@ -404,7 +404,11 @@ static void mosq_connect(struct mqtt_client *c)
     int rc, saved_errno = 0;
 
     /* Plain TCP: the address we just probed, so libmosquitto resolves
-     * nothing. TLS: the name, because the certificate is checked against it. */
+     * nothing. TLS: the name, because the certificate is checked against it.
+     * NEEDSWORK: with TLS, libmosquitto resolves again and connects in blocking mode to
+     * each address in turn; a dead first address (a broken IPv6 record) stalls the loop
+     * up to the kernel's connect timeout. Fix: our own SSL_CTX (MOSQ_OPT_SSL_CTX) with the
+     * host name checked by X509_VERIFY_PARAM_set1_host, connecting to the probed address. */
     if (!c->tls && getnameinfo((struct sockaddr *)&c->addrs[c->addr_idx], c->addrlens[c->addr_idx],
                                numeric, sizeof(numeric), NULL, 0, NI_NUMERICHOST) == 0)
         host = numeric;
@@ -506,10 +510,16 @@ static void probe_next(struct mqtt_client *c)
         c->state = ST_PROBE;
         return;
     }
+    /* Every address failed: the broker may have moved, so resolve again next time. */
+    c->naddrs = 0;
     connect_failed(c, strerror(c->last_errno));
 }
 
-/* Resolve once; a deployed broker address rarely moves, and getaddrinfo blocks. */
+/*
+ * Resolve the broker's name: at the first attempt and after every address failed.
+ * NEEDSWORK: getaddrinfo blocks the loop while the resolver is slow or down (bounded by
+ * the resolver's timeout, once per backoff step); a resolver thread would remove that.
+ */
 static int resolve(struct mqtt_client *c, const char **reason)
 {
     struct addrinfo hints, *res = NULL, *ai;
