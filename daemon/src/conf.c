@@ -58,7 +58,9 @@ static const struct conf_opt s_opts[] = {
     {"MIDTRANS_IS_PRODUCTION", OPT_BOOL, 0, 0, "false", FIELD(midtrans_is_production), false},
     {"MIDTRANS_API_BASE", OPT_HTTPURL, 0, 0, NULL, FIELD(midtrans_api_base), false},
     {"MIDTRANS_SNAP_BASE", OPT_HTTPURL, 0, 0, NULL, FIELD(midtrans_snap_base), false},
-    {"DISPENSE_RESULT_GRACE_MS", OPT_UINT, 0, 600000, "5000", FIELD(dispense_result_grace_ms),
+    /* >= 1 s: the command's MQTT message expiry is this grace in whole seconds, and a
+     * command must never outlive its deadline (SPEC §3). */
+    {"DISPENSE_RESULT_GRACE_MS", OPT_UINT, 1000, 600000, "5000", FIELD(dispense_result_grace_ms),
      false},
     {"DISPENSE_DISPATCH_TTL_S", OPT_UINT, 1, 86400, "60", FIELD(dispense_dispatch_ttl_s), false},
     {"ORDER_PAYMENT_TTL_S", OPT_UINT, 60, 86400, "900", FIELD(order_payment_ttl_s), false},
@@ -456,17 +458,14 @@ static int opt_parse(struct vendd_conf *conf, const struct conf_opt *o, const ch
 static void redact_url(const char *url, char *out, size_t size)
 {
     const char *auth = strstr(url, "://");
-    const char *auth_end;
     const char *at = NULL;
     const char *colon;
 
+    /* The last '@' ends the credentials: a password may itself hold '/', '?', '#' or '@'
+     * unencoded (libpq accepts them). A '@' later in a path over-redacts; never leaks. */
     if (auth != NULL) {
         auth += 3;
-        auth_end = auth + strcspn(auth, "/?#");
-        for (const char *p = auth; p < auth_end; p++) {
-            if (*p == '@')
-                at = p;
-        }
+        at = strrchr(auth, '@');
     }
     if (at == NULL) {
         snprintf(out, size, "%s", url);
