@@ -16,8 +16,8 @@ int alerts_raise_locked(struct vendd *v, const struct alert *a, const char *now_
     };
     int rc = db_exec(v->db,
                      "INSERT INTO alerts (machine_id, kind, message, order_id, slot_id, "
-                     "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                     "created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                      p, 6, NULL, NULL);
 
-    return rc < 0 ? rc : VEND_OK;
+    return rc < 0 ? rc : rc > 0;
 }

@@ -82,6 +82,7 @@ void api_dispense_logs(void *ctx, const struct http_request *req, struct http_re
     const char *machine_id = http_param(req, "machine_id");
     const char *limit_arg = http_query(req, "limit");
     long limit = LOGS_LIMIT_DEFAULT;
+    int64_t known = 0;
     struct db_value p[2];
     json_t *logs;
     char *end = NULL;
@@ -94,6 +95,14 @@ void api_dispense_logs(void *ctx, const struct http_request *req, struct http_re
         }
     }
     p[0] = DB_TEXT(machine_id);
+    if (store_query_int(v->db, "SELECT count(*) FROM machines WHERE id = $1", p, 1, &known) < 0) {
+        api_reply_err(res, VEND_EDB, "cannot read machine '%s'", machine_id);
+        return;
+    }
+    if (known == 0) {
+        http_reply_error(res, 404, "NOT_FOUND", "no machine '%s'", machine_id);
+        return;
+    }
     p[1] = DB_INT(limit);
     logs =
         store_query_json(v->db,

@@ -89,6 +89,28 @@ static int take_next_unit(void *arg, const struct db_row *row)
     return 1;
 }
 
+static int fail_order_locked(struct vendd *v, const char *order_id, const char *machine_id,
+                             const char *reason, const char *now_iso);
+
+/* A unit row vendd cannot send (damaged data): fail it and its order rather than block the
+ * machine's queue behind it for good. */
+static int fail_unusable_unit_locked(struct vendd *v, int64_t log_id, const char *order_id,
+                                     const char *machine_id, const char *now_iso)
+{
+    struct db_value p[2] = {DB_INT(log_id), DB_TEXT(now_iso)};
+    int rc;
+
+    log_warnx("dispense_logs row %" PRId64 " for '%s' is out of range; its order fails", log_id,
+              machine_id);
+    rc = db_exec(v->db,
+                 "UPDATE dispense_logs SET status = 'FAILED', error_message = 'INVALID_UNIT', "
+                 "completed_at = $2 WHERE id = $1 AND status = 'QUEUED'",
+                 p, 2, NULL, NULL);
+    if (rc < 0 || order_id == NULL)
+        return rc < 0 ? rc : VEND_OK;
+    return fail_order_locked(v, order_id, machine_id, "INVALID_UNIT", now_iso);
+}
+
 /*
  * Inside an open transaction: if machine_id has nothing in flight, mark its oldest QUEUED
  * unit SENT and describe the command in *pc (published by the caller after COMMIT).
@@ -97,33 +119,33 @@ static int pump_locked(struct vendd *v, const char *machine_id, int64_t now, str
 {
     struct db_value p[3] = {DB_TEXT(machine_id)};
     struct next_unit nu = {0};
-    char sent_at[STORE_ISO_SIZE], deadline[STORE_ISO_SIZE];
+    char sent_at[STORE_ISO_SIZE], deadline[STORE_ISO_SIZE], limit[STORE_ISO_SIZE];
     int64_t busy = 0;
     int rc;
 
     pc->ready = false;
+    db_iso_time(sent_at, sizeof(sent_at), now);
     rc = store_query_int(v->db,
                          "SELECT count(*) FROM dispense_logs WHERE machine_id = $1 AND status = "
                          "'SENT'",
                          p, 1, &busy);
     if (rc < 0 || busy > 0)
         return rc < 0 ? rc : VEND_OK; /* busy: its result or deadline pumps again */
+    p[1] = DB_TEXT(sent_at);
 
     rc = db_exec(v->db,
                  "SELECT l.id, l.order_id, l.unit, l.slot_number, l.timeout_ms, o.quantity "
                  "FROM dispense_logs l JOIN orders o ON o.id = l.order_id "
                  "WHERE l.machine_id = $1 AND l.status = 'QUEUED' AND o.status = 'DISPENSING' "
-                 "ORDER BY l.id LIMIT 1",
-                 p, 1, take_next_unit, &nu);
+                 "AND l.dispatch_by >= $2 ORDER BY l.id LIMIT 1",
+                 p, 2, take_next_unit, &nu);
     if (rc < 0 || !nu.found)
-        return rc < 0 ? rc : VEND_OK;
+        return rc < 0 ? rc : VEND_OK; /* units past their dispatch limit are the sweep's */
     if (nu.err < 0 || nu.slot_number < 1 || nu.slot_number > 255 || nu.timeout_ms < 1 ||
-        nu.timeout_ms > 600000 || nu.unit < 1 || nu.unit > 100) {
-        log_warnx("dispense_logs row %" PRId64 " is out of range; not sent", nu.log_id);
-        return VEND_ECORRUPT;
-    }
+        nu.timeout_ms > 600000 || nu.unit < 1 || nu.unit > 100)
+        return fail_unusable_unit_locked(v, nu.log_id, nu.err < 0 ? NULL : nu.order_id, machine_id,
+                                         sent_at);
 
-    db_iso_time(sent_at, sizeof(sent_at), now);
     db_iso_time(deadline, sizeof(deadline),
                 now + nu.timeout_ms + (int64_t)v->conf->dispense_result_grace_ms);
     p[0] = DB_INT(nu.log_id);
@@ -135,6 +157,18 @@ static int pump_locked(struct vendd *v, const char *machine_id, int64_t now, str
                  p, 3, NULL, NULL);
     if (rc != 1)
         return rc < 0 ? rc : VEND_EINTERNAL;
+    /* The units behind it wait at most DISPENSE_DISPATCH_TTL_S past this one's deadline. */
+    db_iso_time(limit, sizeof(limit),
+                now + nu.timeout_ms + (int64_t)v->conf->dispense_result_grace_ms +
+                    (int64_t)v->conf->dispense_dispatch_ttl_s * 1000);
+    p[0] = DB_TEXT(machine_id);
+    p[1] = DB_TEXT(limit);
+    rc = db_exec(v->db,
+                 "UPDATE dispense_logs SET dispatch_by = $2 "
+                 "WHERE machine_id = $1 AND status = 'QUEUED' AND dispatch_by < $2",
+                 p, 2, NULL, NULL);
+    if (rc < 0)
+        return rc;
 
     pc->ready = true;
     pc->log_id = nu.log_id;
@@ -156,7 +190,7 @@ static int pump_locked(struct vendd *v, const char *machine_id, int64_t now, str
  */
 static bool publish_pending(struct vendd *v, const struct pending_cmd *pc)
 {
-    char topic[80], payload[256];
+    char topic[80], payload[256], unit_note[16] = "";
     uint32_t expiry_s = v->conf->dispense_result_grace_ms / 1000;
     struct db_value p[1];
     int len, rc;
@@ -191,8 +225,10 @@ static bool publish_pending(struct vendd *v, const struct pending_cmd *pc)
         return false;
     }
     v->metrics.commands_published++;
+    if (pc->cmd.unit)
+        snprintf(unit_note, sizeof(unit_note), " unit %u", (unsigned)pc->cmd.unit);
     log_info("dispense command sent to %s: order '%s' slot %u%s", topic, pc->cmd.order_id,
-             (unsigned)pc->cmd.slot, pc->cmd.unit ? " (multi-unit)" : "");
+             (unsigned)pc->cmd.slot, unit_note);
     return true;
 }
 
@@ -200,14 +236,20 @@ static bool publish_pending(struct vendd *v, const struct pending_cmd *pc)
 
 static void on_deadline(void *arg);
 
-/* (Re)arm the one deadline timer for the earliest SENT unit; disarm when there is none. */
+/*
+ * (Re)arm the one deadline timer for the earliest limit: a SENT unit's result deadline or a
+ * QUEUED unit's dispatch limit. Disarm when there is none.
+ */
 static void arm_deadline(struct vendd *v)
 {
     char next[STORE_ISO_SIZE];
     int64_t at = 0, now = v->now_ms();
     int rc;
 
-    rc = store_query_text(v->db, "SELECT min(deadline_at) FROM dispense_logs WHERE status = 'SENT'",
+    rc = store_query_text(v->db,
+                          "SELECT min(t) FROM (SELECT min(deadline_at) AS t FROM dispense_logs "
+                          "WHERE status = 'SENT' UNION ALL SELECT min(dispatch_by) AS t "
+                          "FROM dispense_logs WHERE status = 'QUEUED') AS limits",
                           NULL, 0, next, sizeof(next));
     if (rc == 1 && v->deadline_timer != 0 && strcmp(next, v->deadline_next) == 0)
         return; /* already armed for it */
@@ -224,9 +266,11 @@ static void arm_deadline(struct vendd *v)
     if (rc == 0)
         return;
     if (store_iso_parse(next, &at) < 0) {
-        log_warnx("dispense_logs.deadline_at '%s' is not a timestamp; checking again in 1 s", next);
+        log_warnx("dispense deadline '%s' is not a timestamp; checking again in 1 s", next);
         at = now + 1000;
     }
+    if (at < v->sweep_not_before_ms)
+        at = v->sweep_not_before_ms;
     /* +1 ms: the sweep compares deadline_at < now as text, so fire strictly after it. */
     v->deadline_timer =
         loop_timer_add(v->loop, at >= now ? (uint64_t)(at - now) + 1 : 0, on_deadline, v);
@@ -327,7 +371,7 @@ static int take_stock_locked(struct vendd *v, int64_t slot_id, const char *machi
         return rc < 0 ? rc : VEND_ENOTFOUND;
     if (before <= 0) {
         /* Stock never goes below zero; the count was wrong, so say so (alert + log). */
-        log_warnx("order '%s' unit %" PRId64 " dropped from slot %" PRId64
+        log_warnx("order '%s' unit %" PRId64 " dropped from slot id %" PRId64
                   " of '%s', which was counted empty",
                   order_id, unit, slot_id, machine_id);
         snprintf(reason, sizeof(reason), "order '%s' dispensed from a slot counted empty",
@@ -410,6 +454,33 @@ static const char *failure_code(const struct vend_dispense_result *r)
     return "FAILED";
 }
 
+/* Inside a transaction: the slot needs inspection; a drop without success also alerts. */
+static int flag_slot_locked(struct vendd *v, const struct unit_row *u,
+                            const struct vend_dispense_result *r, int64_t unit, const char *now_iso)
+{
+    struct db_value p[2] = {DB_INT(u->slot_id), DB_TEXT(now_iso)};
+    char msg[256];
+    int rc;
+
+    rc = db_exec(v->db, "UPDATE slots SET needs_inspection = 1, updated_at = $2 WHERE id = $1", p,
+                 2, NULL, NULL);
+    if (rc < 0 || !r->drop_detected)
+        return rc < 0 ? rc : VEND_OK;
+    snprintf(msg, sizeof(msg),
+             "order '%s' unit %" PRId64 ": slot %" PRId64 " of '%s' dropped without success "
+             "(%s); its count may be one too high",
+             r->order_id, unit, u->slot_number, u->machine_id, failure_code(r));
+    log_warnx("alert DROP_WITHOUT_SUCCESS: %s", msg);
+    rc = alerts_raise_locked(v,
+                             &(struct alert){.machine_id = u->machine_id,
+                                             .kind = "DROP_WITHOUT_SUCCESS",
+                                             .message = msg,
+                                             .order_id = r->order_id,
+                                             .slot_id = u->slot_id},
+                             now_iso);
+    return rc < 0 ? rc : VEND_OK;
+}
+
 /* Inside a transaction: a result for a SENT unit. */
 static int apply_result_locked(struct vendd *v, const struct unit_row *u,
                                const struct vend_dispense_result *r, int64_t unit,
@@ -438,13 +509,10 @@ static int apply_result_locked(struct vendd *v, const struct unit_row *u,
 
     if (!ok) {
         v->metrics.dispense_failed++;
-        if (strcmp(err, "NO_DROP") == 0) {
-            /* A motor cycle without a drop: something is stuck; flag the slot for a look. */
-            p[0] = DB_INT(u->slot_id);
-            p[1] = DB_TEXT(now_iso);
-            rc = db_exec(v->db,
-                         "UPDATE slots SET needs_inspection = 1, updated_at = $2 WHERE id = $1", p,
-                         2, NULL, NULL);
+        /* A motor cycle without a drop (something is stuck), or a drop the machine did not
+         * call a success (the count may now be one too high): have someone look. */
+        if (r->success != r->drop_detected) {
+            rc = flag_slot_locked(v, u, r, unit, now_iso);
             if (rc < 0)
                 return rc;
         }
@@ -591,20 +659,21 @@ int dispense_handle_result(struct vendd *v, const char *machine_id,
     struct db_value p[2] = {DB_TEXT(r->order_id), DB_INT(unit)};
     struct unit_row u = {0};
     char now_iso[STORE_ISO_SIZE];
-    bool order_done = false, same;
+    bool order_done = false, same, rejected = false;
     int rc;
 
     vendd_now_iso(v, now_iso, sizeof(now_iso));
     rc = db_begin(v->db);
-    if (rc < 0)
+    if (rc >= 0)
+        rc = db_exec(v->db,
+                     "SELECT l.id, l.status, l.machine_id, l.slot_id, l.slot_number, l.success, "
+                     "l.drop_detected, l.late_result, o.status FROM dispense_logs l "
+                     "JOIN orders o ON o.id = l.order_id WHERE l.order_id = $1 AND l.unit = $2",
+                     p, 2, take_unit_row, &u);
+    if (rc < 0) {
         goto out;
-    rc = db_exec(v->db,
-                 "SELECT l.id, l.status, l.machine_id, l.slot_id, l.slot_number, l.success, "
-                 "l.drop_detected, l.late_result, o.status FROM dispense_logs l "
-                 "JOIN orders o ON o.id = l.order_id WHERE l.order_id = $1 AND l.unit = $2",
-                 p, 2, take_unit_row, &u);
-    if (rc < 0)
-        goto out;
+    }
+    rejected = !u.found || strcmp(u.machine_id, machine_id) != 0 || u.slot_number != r->slot;
     if (!u.found) {
         rc = reject_unknown_unit(v, machine_id, r->order_id, unit);
         goto out;
@@ -632,10 +701,12 @@ int dispense_handle_result(struct vendd *v, const char *machine_id,
     } else if (strcmp(u.status, "NO_RESULT") == 0 && !u.late_result) {
         rc = apply_late_result_locked(v, &u, r, unit, now_iso);
     } else if (strcmp(u.status, "QUEUED") == 0) {
+        rejected = true;
         log_warnx("rejected dispense_result for order '%s' unit %" PRId64 ": never sent",
                   r->order_id, unit);
         rc = VEND_ESTATE;
     } else {
+        rejected = true;
         same = u.success == r->success && u.drop_detected == r->drop_detected;
         log_warnx("rejected dispense_result for order '%s' unit %" PRId64 ": %s %s", r->order_id,
                   unit, same ? "duplicate of the recorded" : "contradicts the recorded",
@@ -655,7 +726,8 @@ int dispense_handle_result(struct vendd *v, const char *machine_id,
     pump(v, machine_id);
     arm_deadline(v);
 out:
-    if (rc < 0 && rc != VEND_ENOTFOUND && rc != VEND_ESTATE && rc != VEND_ECONFLICT)
+    /* Rejections were logged where they were found; anything else is a failure to apply. */
+    if (rc < 0 && !rejected)
         log_warnx("dispense_result for order '%s' not applied: %s (%s)", r->order_id,
                   vend_strerror(rc), db_errmsg(v->db));
     rollback_on_error(v, rc);
@@ -718,20 +790,49 @@ static int take_item_row(void *arg, const struct db_row *row)
     return 0;
 }
 
+/*
+ * When a unit queued now must have been sent (SPEC §4 rule 3): DISPENSE_DISPATCH_TTL_S after
+ * the machine's current dispense ends (its deadline), or after now if the machine is idle.
+ */
+static int dispatch_limit(struct vendd *v, const char *machine_id, int64_t now,
+                          char limit[STORE_ISO_SIZE])
+{
+    struct db_value p[1] = {DB_TEXT(machine_id)};
+    char busy_until[STORE_ISO_SIZE];
+    int64_t base = now, until = 0;
+    int rc;
+
+    rc = store_query_text(v->db,
+                          "SELECT max(deadline_at) FROM dispense_logs "
+                          "WHERE machine_id = $1 AND status = 'SENT'",
+                          p, 1, busy_until, sizeof(busy_until));
+    if (rc < 0)
+        return rc;
+    if (rc == 1 && store_iso_parse(busy_until, &until) == VEND_OK && until > base)
+        base = until;
+    db_iso_time(limit, STORE_ISO_SIZE, base + (int64_t)v->conf->dispense_dispatch_ttl_s * 1000);
+    return VEND_OK;
+}
+
 /* Inside a transaction: one QUEUED dispense_logs row per ordered unit. */
 static int queue_units_locked(struct vendd *v, const char *order_id, const char *machine_id,
-                              int64_t quantity, const char *now_iso)
+                              int64_t quantity, int64_t now, const char *now_iso)
 {
-    struct db_value p[7] = {DB_TEXT(order_id)};
+    struct db_value p[8] = {DB_TEXT(order_id), DB_TEXT(machine_id)};
     struct item_rows items = {0};
+    char limit[STORE_ISO_SIZE];
     int64_t units = 0;
     int rc;
 
+    rc = dispatch_limit(v, machine_id, now, limit);
+    if (rc < 0)
+        return rc;
+    /* An item whose slot is not on the order's machine yields no units: caught below. */
     rc = db_exec(v->db,
                  "SELECT s.id, s.slot_number, s.motor_duration_ms, i.first_unit, i.quantity "
                  "FROM order_items i JOIN slots s ON s.id = i.slot_id "
-                 "WHERE i.order_id = $1 ORDER BY i.position",
-                 p, 1, take_item_row, &items);
+                 "WHERE i.order_id = $1 AND s.machine_id = $2 ORDER BY i.position",
+                 p, 2, take_item_row, &items);
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < items.n; i++) {
@@ -742,11 +843,12 @@ static int queue_units_locked(struct vendd *v, const char *order_id, const char 
             p[4] = DB_INT(items.rows[i].slot_number);
             p[5] = DB_INT(items.rows[i].motor_ms);
             p[6] = DB_TEXT(now_iso);
+            p[7] = DB_TEXT(limit);
             rc = db_exec(v->db,
                          "INSERT INTO dispense_logs (order_id, unit, machine_id, slot_id, "
-                         "slot_number, timeout_ms, status, created_at) "
-                         "VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7)",
-                         p, 7, NULL, NULL);
+                         "slot_number, timeout_ms, status, created_at, dispatch_by) "
+                         "VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8)",
+                         p, 8, NULL, NULL);
             if (rc < 0)
                 return rc;
             units++;
@@ -825,7 +927,7 @@ int dispense_trigger(struct vendd *v, const char *order_id, char status[DISPENSE
         rc = rc < 0 ? rc : VEND_ESTATE;
         goto out;
     }
-    rc = queue_units_locked(v, order_id, o.machine_id, o.quantity, now_iso);
+    rc = queue_units_locked(v, order_id, o.machine_id, o.quantity, now, now_iso);
     if (rc < 0)
         goto out;
     rc = pump_locked(v, o.machine_id, now, &pc);
@@ -876,9 +978,27 @@ static int take_overdue(void *arg, const struct db_row *row)
     return 0;
 }
 
+/* The two limits a unit can miss; each fails the unit and its order. */
+static const struct overdue_kind {
+    const char *select; /* $1 = now */
+    const char *update; /* $1 = unit id, $2 = now; compare-and-set on the status */
+    const char *reason;
+} overdue_kinds[] = {
+    {"SELECT id, order_id, machine_id, unit, timeout_ms FROM dispense_logs "
+     "WHERE status = 'SENT' AND deadline_at < $1 ORDER BY deadline_at LIMIT 64",
+     "UPDATE dispense_logs SET status = 'NO_RESULT', completed_at = $2, "
+     "error_message = 'NO_RESULT' WHERE id = $1 AND status = 'SENT'",
+     "NO_RESULT"},
+    {"SELECT id, order_id, machine_id, unit, timeout_ms FROM dispense_logs "
+     "WHERE status = 'QUEUED' AND dispatch_by < $1 ORDER BY dispatch_by LIMIT 64",
+     "UPDATE dispense_logs SET status = 'FAILED', completed_at = $2, "
+     "error_message = 'MACHINE_UNREACHABLE' WHERE id = $1 AND status = 'QUEUED'",
+     "MACHINE_UNREACHABLE"},
+};
+
 /* Fail one overdue unit and its order in one transaction. */
-static int expire_unit(struct vendd *v, int64_t log_id, const char *order_id,
-                       const char *machine_id, const char *now_iso)
+static int expire_unit(struct vendd *v, const struct overdue_kind *k, int64_t log_id,
+                       const char *order_id, const char *machine_id, const char *now_iso)
 {
     struct db_value p[2] = {DB_INT(log_id), DB_TEXT(now_iso)};
     int rc;
@@ -886,54 +1006,62 @@ static int expire_unit(struct vendd *v, int64_t log_id, const char *order_id,
     rc = db_begin(v->db);
     if (rc < 0)
         return rc;
-    rc = db_exec(v->db,
-                 "UPDATE dispense_logs SET status = 'NO_RESULT', completed_at = $2, "
-                 "error_message = 'NO_RESULT' WHERE id = $1 AND status = 'SENT'",
-                 p, 2, NULL, NULL);
+    rc = db_exec(v->db, k->update, p, 2, NULL, NULL);
     if (rc == 1)
-        rc = fail_order_locked(v, order_id, machine_id, "NO_RESULT", now_iso);
+        rc = fail_order_locked(v, order_id, machine_id, k->reason, now_iso);
     if (rc >= 0)
         rc = db_commit(v->db);
     rollback_on_error(v, rc);
     return rc;
 }
 
-/* Fail every SENT unit whose deadline has passed (SPEC §4 rule 3), then send what waits. */
+static void log_expired(struct vendd *v, const struct overdue_kind *k, const struct overdue *od,
+                        size_t i)
+{
+    if (strcmp(k->reason, "NO_RESULT") == 0) {
+        v->metrics.dispense_no_result++;
+        log_warnx("order '%s' unit %" PRId64 " FAILED: no result from '%s' within %" PRId64
+                  " ms + %u ms grace",
+                  od->rows[i].order_id, od->rows[i].unit, od->rows[i].machine_id,
+                  od->rows[i].timeout_ms, v->conf->dispense_result_grace_ms);
+    } else {
+        v->metrics.dispense_unreachable++;
+        log_warnx("order '%s' unit %" PRId64 " FAILED: could not be sent to '%s' within %u s",
+                  od->rows[i].order_id, od->rows[i].unit, od->rows[i].machine_id,
+                  v->conf->dispense_dispatch_ttl_s);
+    }
+}
+
+/*
+ * Fail every unit past its limit (SPEC §4 rule 3), then send what waits behind it. A
+ * database error ends the sweep; the deadline timer retries it shortly.
+ */
 static void expire_overdue(struct vendd *v)
 {
     char now_iso[STORE_ISO_SIZE];
     struct db_value p[1];
     struct overdue *od = xcalloc(1, sizeof(*od));
-    int rc;
+    int rc = 0;
 
     vendd_now_iso(v, now_iso, sizeof(now_iso));
     p[0] = DB_TEXT(now_iso);
-    do {
-        od->n = 0;
-        rc = db_exec(v->db,
-                     "SELECT id, order_id, machine_id, unit, timeout_ms FROM dispense_logs "
-                     "WHERE status = 'SENT' AND deadline_at < $1 ORDER BY deadline_at LIMIT 64",
-                     p, 1, take_overdue, od);
-        if (rc < 0) {
-            log_warnx("cannot read overdue dispenses: %s", db_errmsg(v->db));
-            break;
-        }
-        for (size_t i = 0; i < od->n; i++) {
-            rc = expire_unit(v, od->rows[i].log_id, od->rows[i].order_id, od->rows[i].machine_id,
-                             now_iso);
-            if (rc < 0) {
-                log_warnx("cannot fail overdue order '%s': %s (%s)", od->rows[i].order_id,
-                          vend_strerror(rc), db_errmsg(v->db));
-                continue;
+    for (size_t k = 0; k < ARRAY_SIZE(overdue_kinds) && rc >= 0; k++) {
+        do {
+            od->n = 0;
+            rc = db_exec(v->db, overdue_kinds[k].select, p, 1, take_overdue, od);
+            for (size_t i = 0; rc >= 0 && i < od->n; i++) {
+                rc = expire_unit(v, &overdue_kinds[k], od->rows[i].log_id, od->rows[i].order_id,
+                                 od->rows[i].machine_id, now_iso);
+                if (rc >= 0) {
+                    log_expired(v, &overdue_kinds[k], od, i);
+                    pump(v, od->rows[i].machine_id);
+                }
             }
-            v->metrics.dispense_no_result++;
-            log_warnx("order '%s' unit %" PRId64 " FAILED: no result from '%s' within %" PRId64
-                      " ms + %u ms grace",
-                      od->rows[i].order_id, od->rows[i].unit, od->rows[i].machine_id,
-                      od->rows[i].timeout_ms, v->conf->dispense_result_grace_ms);
-            pump(v, od->rows[i].machine_id);
-        }
-    } while (od->n == EXPIRE_BATCH);
+        } while (rc >= 0 && od->n == EXPIRE_BATCH);
+    }
+    if (rc < 0)
+        log_warnx("dispense deadline sweep stopped: %s (%s); retrying", vend_strerror(rc),
+                  db_errmsg(v->db));
     free(od);
 }
 
@@ -990,7 +1118,9 @@ int dispense_resume(struct vendd *v)
         return VEND_EDB;
     if (sent > 0 || queued > 0)
         log_info("resuming %" PRId64 " dispense(s) in flight and %" PRId64 " queued", sent, queued);
-    expire_overdue(v);
+    /* Results the machines published while we were down wait in our broker session; give
+     * them one grace period to arrive before anything is failed for want of one. */
+    v->sweep_not_before_ms = v->now_ms() + (int64_t)v->conf->dispense_result_grace_ms;
     arm_deadline(v);
     dispense_pump_all(v);
     return VEND_OK;

@@ -10,8 +10,9 @@
  * unique index enforces it); the next one goes out when the previous ends.
  *
  * A SENT unit with no result by its deadline_at (timeoutMs +
- * DISPENSE_RESULT_GRACE_MS after the command) fails with NO_RESULT; one loop
- * timer, armed for the earliest deadline, does that for all of them.
+ * DISPENSE_RESULT_GRACE_MS after the command) fails with NO_RESULT; a QUEUED
+ * unit not sent by its dispatch_by fails with MACHINE_UNREACHABLE. One loop
+ * timer, armed for the earliest of these limits, does that for all of them.
  */
 #ifndef VENDD_DISPENSE_H
 #define VENDD_DISPENSE_H
@@ -26,11 +27,14 @@ struct vend_dispense_result;
 #define DISPENSE_STATUS_SIZE 16
 
 /*
- * Move a PAID order to DISPENSING with its dispense_logs rows and send the first unit
- * (or queue it behind the machine's current dispense; *sent tells which).
+ * Move a PAID order to DISPENSING with its dispense_logs rows and send the first unit, or
+ * queue it behind the machine's current dispense (*sent tells which). A queued unit must go
+ * out within DISPENSE_DISPATCH_TTL_S after the dispense ahead of it ends, or it fails with
+ * MACHINE_UNREACHABLE and the order is refunded; the same happens if the broker drops
+ * between the check here and the publish.
  * Returns VEND_OK; VEND_ENOTFOUND for an unknown order; VEND_ESTATE when the order is not
- * PAID (status then holds its current status); VEND_EUNAVAILABLE when the broker is away
- * (nothing changed: the order stays PAID); another VEND_E* on a database failure.
+ * PAID (status then holds its current status); VEND_EUNAVAILABLE when the broker is not
+ * connected (nothing changed: the order stays PAID); another VEND_E* on a database failure.
  */
 int dispense_trigger(struct vendd *v, const char *order_id, char status[DISPENSE_STATUS_SIZE],
                      bool *sent);

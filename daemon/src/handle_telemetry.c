@@ -77,23 +77,14 @@ static int take_slot_state(void *arg, const struct db_row *row)
     return 1;
 }
 
-/* Inside the transaction: one alert per slot until it is resolved. Sets *raised. */
+/* Inside the transaction: one open alert per slot (alerts_raise_locked skips repeats). */
 static int raise_mismatch_locked(struct vendd *v, const char *machine_id, uint16_t slot_number,
                                  const struct slot_state *s, enum vend_level level,
                                  const char *now_iso, bool *raised)
 {
-    struct db_value p[5] = {DB_INT(s->id), DB_TEXT(MISMATCH_KIND)};
     char msg[160];
-    int64_t open = 0;
     int rc;
 
-    *raised = false;
-    rc = store_query_int(v->db,
-                         "SELECT count(*) FROM alerts WHERE slot_id = $1 AND kind = $2 "
-                         "AND resolved_at IS NULL",
-                         p, 2, &open);
-    if (rc < 0 || open > 0)
-        return rc < 0 ? rc : VEND_OK;
     snprintf(msg, sizeof(msg), "machine '%s' slot %u: sensor reads %s but the count is %lld",
              machine_id, (unsigned)slot_number, vend_level_name(level), (long long)s->stock);
     rc = alerts_raise_locked(
@@ -101,7 +92,7 @@ static int raise_mismatch_locked(struct vendd *v, const char *machine_id, uint16
         &(struct alert){
             .machine_id = machine_id, .kind = MISMATCH_KIND, .message = msg, .slot_id = s->id},
         now_iso);
-    *raised = rc == VEND_OK;
+    *raised = rc == 1;
     return rc < 0 ? rc : VEND_OK;
 }
 

@@ -21,6 +21,7 @@
     X(dispense_succeeded, "dispensed units confirmed with a drop")                                 \
     X(dispense_failed, "dispensed units that failed or had no drop")                               \
     X(dispense_no_result, "dispensed units failed for lack of a result")                           \
+    X(dispense_unreachable, "queued units failed because they could not be sent in time")          \
     X(dispense_late_results, "results that arrived after their unit had timed out")                \
     X(dispense_duplicate_results, "repeated results answered from the journal")                    \
     X(telemetry_stored, "telemetry messages stored")                                               \

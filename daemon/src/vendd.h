@@ -25,6 +25,9 @@ struct vendd {
     /* The one timer that fails SENT dispenses past their deadline (dispense.c). */
     uint64_t deadline_timer;
     char deadline_next[32]; /* ISO time the timer is armed for; "" when none */
+    /* No unit fails before this (epoch ms): after a restart, results the broker held in
+     * our session arrive before the first sweep (dispense_resume). */
+    int64_t sweep_not_before_ms;
     /* Wall clock in epoch milliseconds; a seam so tests can pin time. */
     int64_t (*now_ms)(void);
 };

@@ -1,6 +1,6 @@
 /*
  * it_deadline.c - the NO_RESULT deadline and the late result (SPEC §4 rules 3 and 6).
- * DISPENSE_RESULT_GRACE_MS=300 and motor_duration_ms 100: a command nobody answers fails
+ * DISPENSE_RESULT_GRACE_MS=1000 and motor_duration_ms 100: a command nobody answers fails
  * its order with NO_RESULT within timeout + grace (+ slack) and queues a refund; a success
  * result that comes after that completes the order, cancels the refund and takes the unit
  * off the stock.
@@ -18,7 +18,7 @@
 #include "harness.h"
 
 #define MOTOR_MS 100
-#define GRACE_MS 300
+#define GRACE_MS 1000
 #define SLACK_MS 1500 /* scheduling, sanitizers, a loaded CI machine */
 
 struct fixture {
@@ -28,7 +28,7 @@ struct fixture {
 
 static int setup(void **state)
 {
-    static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=300", NULL};
+    static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=1000", NULL};
     struct fixture *f = calloc(1, sizeof(*f));
 
     if (f == NULL || harness_start(&f->h, env) < 0) {
@@ -124,10 +124,66 @@ static void no_result_fails_then_late_result_completes(void **state)
     assert_int_equal(harness_vendd_term(h), 0);
 }
 
+/*
+ * SPEC §4 rule 4: COMPLETED means success && dropDetected. A motor cycle without a drop
+ * fails with NO_DROP; a drop the machine does not call a success fails too, with an alert
+ * that the count may be one too high. Both flag the slot; neither touches the stock.
+ */
+static void failed_results_flag_the_slot(void **state)
+{
+    static const char no_drop[] = "{\"orderId\":\"nodrop-1\",\"slot\":2,\"success\":true,"
+                                  "\"dropDetected\":false,\"durationMs\":90,\"error\":null}";
+    static const char jammed[] = "{\"orderId\":\"jam-1\",\"slot\":2,\"success\":false,"
+                                 "\"dropDetected\":true,\"durationMs\":90,\"error\":\"JAMMED\"}";
+    struct fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen;
+
+    assert_int_equal(harness_vendd_start(h), 0); /* the case before stopped it */
+    assert_int_equal(harness_put_slot(h, 2, 5, MOTOR_MS), 0);
+    seen = harness_mqtt_wait(&f->machine, 0, 0);
+    assert_int_equal(harness_order(h, "nodrop-1", 2, 1), 0);
+    assert_int_equal(harness_trigger(h, "nodrop-1", NULL), 200);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 5000), seen + 1);
+    assert_int_equal(
+        harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", no_drop, strlen(no_drop)), 0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT status || ' ' || failure_reason FROM orders "
+                                      "WHERE id = 'nodrop-1'",
+                                      "FAILED NO_DROP", 5000),
+                     0);
+
+    assert_int_equal(harness_order(h, "jam-1", 2, 1), 0);
+    assert_int_equal(harness_trigger(h, "jam-1", NULL), 200);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 5000), seen + 2);
+    assert_int_equal(
+        harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", jammed, strlen(jammed)), 0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT status || ' ' || failure_reason FROM orders "
+                                      "WHERE id = 'jam-1'",
+                                      "FAILED JAMMED", 5000),
+                     0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT current_stock || ' ' || needs_inspection FROM slots "
+                                      "WHERE slot_number = 2",
+                                      "5 1", 0),
+                     0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT group_concat(kind || ':' || order_id, ',') FROM "
+                                      "(SELECT kind, order_id FROM alerts WHERE order_id IN "
+                                      "('nodrop-1', 'jam-1') ORDER BY id)",
+                                      "DISPENSE_FAILED:nodrop-1,DROP_WITHOUT_SUCCESS:jam-1,"
+                                      "DISPENSE_FAILED:jam-1",
+                                      0),
+                     0);
+    assert_int_equal(harness_vendd_term(h), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(no_result_fails_then_late_result_completes),
+        cmocka_unit_test(failed_results_flag_the_slot),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -20,9 +20,9 @@
 
 #include "harness.h"
 
-#define MOTOR1_MS 2000  /* deadline 2.3 s: passes after the restart, not before it */
-#define MOTOR2_MS 10000 /* deadline 10.3 s: never reached in part 2 */
-#define GRACE_MS  300
+#define MOTOR1_MS 2000  /* deadline 3 s: passes after the restart, not before it */
+#define MOTOR2_MS 10000 /* deadline 11 s: never reached in part 2 */
+#define GRACE_MS  1000
 #define SLACK_MS  2000
 
 struct fixture {
@@ -32,7 +32,7 @@ struct fixture {
 
 static int setup(void **state)
 {
-    static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=300", NULL};
+    static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=1000", NULL};
     struct fixture *f = calloc(1, sizeof(*f));
 
     if (f == NULL || harness_start(&f->h, env) < 0) {
@@ -127,11 +127,51 @@ static void result_queued_while_down_is_applied(void **state)
     assert_int_equal(harness_vendd_term(h), 0);
 }
 
+/*
+ * vendd is down past the unit's deadline while the machine's result waits in vendd's broker
+ * session. On restart the result must be applied as it is, not after a NO_RESULT failure,
+ * an alert and a refund: the first deadline sweep waits one grace period for it.
+ */
+static void result_held_past_deadline_is_applied_first(void **state)
+{
+    static const char ok[] = "{\"orderId\":\"held-1\",\"slot\":1,\"success\":true,"
+                             "\"dropDetected\":true,\"durationMs\":900,\"error\":null}";
+    struct fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+
+    assert_int_equal(harness_vendd_start(h), 0); /* the case before stopped it */
+    assert_int_equal(harness_order(h, "held-1", 1, 1), 0);
+    assert_int_equal(harness_trigger(h, "held-1", NULL), 200);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 5000), seen + 1);
+    assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", ok, strlen(ok)),
+                     0);
+    harness_sleep_ms(MOTOR1_MS + GRACE_MS + 500); /* well past the unit's deadline */
+
+    assert_int_equal(harness_vendd_start(h), 0);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'held-1'", "COMPLETED", 5000), 0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT status || ' ' || late_result FROM dispense_logs "
+                                      "WHERE order_id = 'held-1'",
+                                      "SUCCEEDED 0", 0),
+                     0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT (SELECT count(*) FROM refunds WHERE order_id = "
+                                      "'held-1') + (SELECT count(*) FROM alerts WHERE order_id = "
+                                      "'held-1')",
+                                      "0", 0),
+                     0);
+    assert_int_equal(harness_vendd_term(h), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(deadline_survives_sigkill),
         cmocka_unit_test(result_queued_while_down_is_applied),
+        cmocka_unit_test(result_held_past_deadline_is_applied_first),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -67,7 +67,6 @@ CREATE TABLE orders (
     payment_token   TEXT,
     expires_at      TEXT,
     paid_at         TEXT,
-    dispatch_by     TEXT,        -- customer orders: fail MACHINE_UNREACHABLE if not sent by then
     dispensed_at    TEXT,
     created_at      TEXT NOT NULL,
     updated_at      TEXT NOT NULL
@@ -130,6 +129,7 @@ CREATE TABLE dispense_logs (
     timeout_ms      INTEGER NOT NULL CHECK (timeout_ms > 0),
     status          TEXT NOT NULL
                     CHECK (status IN ('QUEUED', 'SENT', 'SUCCEEDED', 'FAILED', 'NO_RESULT')),
+    dispatch_by     TEXT,        -- QUEUED: fail MACHINE_UNREACHABLE if not sent by then
     command_sent_at TEXT,
     deadline_at     TEXT,        -- SENT: fail with NO_RESULT after this
     completed_at    TEXT,
