@@ -44,6 +44,9 @@
 #define CONNACK_TIMEOUT_MS 10000
 #define BACKOFF_MIN_MS     500
 #define BACKOFF_MAX_MS     30000
+/* A connection must last this long before the backoff starts again from the minimum, so a
+ * flapping one (another client with our id, a broker that drops us) backs off too. */
+#define STABLE_MS 10000
 /* A burst of inbound QoS1 (a fleet reconnecting) must not be throttled to 20 in flight. */
 #define RECEIVE_MAXIMUM 1000
 #define MAX_ADDRS       4
@@ -92,10 +95,11 @@ struct mqtt_client {
     uint64_t misc_timer;
 
     uint32_t backoff_ms;
-    bool refused;    /* last CONNACK refused us: retry at the maximum interval */
-    bool lost;       /* set by on_disconnect; acted on after the library call returns */
-    bool ever_up;    /* for stats.reconnects */
-    unsigned in_lib; /* > 0 while inside a mosquitto_loop_* call (callbacks may run) */
+    uint64_t up_since_ms; /* loop time of the last CONNACK success */
+    bool refused;         /* last CONNACK refused us: retry at the maximum interval */
+    bool lost;            /* set by on_disconnect; acted on after the library call returns */
+    bool ever_up;         /* for stats.reconnects */
+    unsigned in_lib;      /* > 0 while inside a mosquitto_loop_* call (callbacks may run) */
     char lost_reason[REASON_MAX];
     uint64_t rng; /* jitter only; no need for quality */
     struct mqtt_stats stats;
@@ -210,6 +214,8 @@ static void teardown(struct mqtt_client *c, const char *reason)
         connect_failed(c, reason);
         return;
     }
+    if (loop_now_ms(c->loop) - c->up_since_ms >= STABLE_MS)
+        c->backoff_ms = BACKOFF_MIN_MS;
     delay = schedule_retry(c);
     log_warnx("MQTT connection to broker lost: %s; reconnecting in %u ms", reason, (unsigned)delay);
     if (c->on_state)
@@ -226,6 +232,21 @@ static void after_call(struct mqtt_client *c)
         return;
     }
     sync_events(c);
+}
+
+/*
+ * Inside a callback: a connection vendd cannot use as it is (a subscription missing makes
+ * it deaf to a topic while it looks healthy). Drop it and retry at the maximum interval, as
+ * for a refused CONNACK, so the log says why every 30 s until the broker is fixed.
+ */
+static void give_up_connection(struct mqtt_client *c, const char *what, const char *topic,
+                               const char *why)
+{
+    if (c->lost)
+        return;
+    c->refused = true;
+    c->lost = true;
+    snprintf(c->lost_reason, sizeof(c->lost_reason), "%s '%s': %s", what, topic, why);
 }
 
 static void on_connect(struct mosquitto *m, void *arg, int rc, int flags,
@@ -249,7 +270,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc, int flags,
         return;
     }
     c->refused = false;
-    c->backoff_ms = BACKOFF_MIN_MS;
+    c->up_since_ms = loop_now_ms(c->loop);
     c->state = ST_UP;
     if (c->ever_up)
         c->stats.reconnects++;
@@ -264,8 +285,10 @@ static void on_connect(struct mosquitto *m, void *arg, int rc, int flags,
         c->sub_mids[i] = 0;
         mrc = mosquitto_subscribe_v5(m, &c->sub_mids[i], c->subs[i], 1,
                                      MQTT_SUB_OPT_SEND_RETAIN_NEW, NULL);
-        if (mrc != MOSQ_ERR_SUCCESS)
-            log_warnx("cannot subscribe to '%s': %s", c->subs[i], mosquitto_strerror(mrc));
+        if (mrc != MOSQ_ERR_SUCCESS) {
+            give_up_connection(c, "cannot subscribe to", c->subs[i], mosquitto_strerror(mrc));
+            return;
+        }
     }
     if (c->on_state)
         c->on_state(c->arg, true);
@@ -303,8 +326,8 @@ static void on_subscribe(struct mosquitto *m, void *arg, int mid, int count, con
         if (count >= 1 && granted[0] < 0x80)
             log_info("Subscribed to %s", c->subs[i]);
         else
-            log_warnx("subscription to '%s' refused by broker: %s", c->subs[i],
-                      count >= 1 ? mosquitto_reason_string(granted[0]) : "no reason code");
+            give_up_connection(c, "broker refused the subscription to", c->subs[i],
+                               count >= 1 ? mosquitto_reason_string(granted[0]) : "no reason code");
         return;
     }
 }

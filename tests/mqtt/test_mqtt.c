@@ -534,9 +534,30 @@ static void test_dead_host_does_not_block(void **state)
     assert_true(fx->tick_max_gap < 200);
 }
 
+/*
+ * Another client with our client id kicks us off each time it reconnects (every second
+ * here); mosquitto 2.0.11 just closes our socket. Without a growing backoff the two would
+ * take the session from each other twice a second forever; with it, our reconnects thin
+ * out (0.5, 1, 2, 4 s ... with jitter) because no connection lasts STABLE_MS.
+ */
+static void test_flapping_connection_backs_off(void **state)
+{
+    struct fx *fx = *state;
+
+    start_connected(fx);
+    raw_start(&fx->raw, &fx->broker, "vendd-test", NULL);
+    run_until(fx, NULL, 6000);
+    /* A reset to 0.5 s on every CONNACK gives about 6 connections here; backoff <= 4. */
+    if (count_in_log(fx, "MQTT connected to broker") > 4)
+        fail_msg("%zu connections in 6 s: no backoff\n%s",
+                 count_in_log(fx, "MQTT connected to broker"), fx->logbuf);
+    assert_true(count_in_log(fx, "MQTT connection to broker lost") >= 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_flapping_connection_backs_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_subscribe_receive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_with_expiry, setup, teardown),
