@@ -158,12 +158,20 @@ static uint32_t schedule_retry(struct mqtt_client *c)
     return delay;
 }
 
+/* libmosquitto's texts end in a full stop; ours put them mid-sentence. */
+static int text_len(const char *s)
+{
+    size_t n = strlen(s);
+
+    return (int)(n > 0 && s[n - 1] == '.' ? n - 1 : n);
+}
+
 static void connect_failed(struct mqtt_client *c, const char *reason)
 {
     uint32_t delay = schedule_retry(c);
 
-    log_warnx("MQTT connect to %s:%u failed: %s; retrying in %u ms", c->host, (unsigned)c->port,
-              reason, (unsigned)delay);
+    log_warnx("MQTT connect to %s:%u failed: %.*s; retrying in %u ms", c->host, (unsigned)c->port,
+              text_len(reason), reason, (unsigned)delay);
 }
 
 /* Keep the loop's interest in the libmosquitto socket in step with the library. */
@@ -297,7 +305,6 @@ static void on_connect(struct mosquitto *m, void *arg, int rc, int flags,
 static void on_disconnect(struct mosquitto *m, void *arg, int rc, const mosquitto_property *props)
 {
     struct mqtt_client *c = arg;
-    size_t n;
 
     (void)m;
     (void)props;
@@ -305,11 +312,8 @@ static void on_disconnect(struct mosquitto *m, void *arg, int rc, const mosquitt
         return; /* keep the first reason (e.g. CONNACK refused) */
 
     c->lost = true;
-    snprintf(c->lost_reason, sizeof(c->lost_reason), "%s", disconnect_reason(rc));
-    /* libmosquitto's texts end in a full stop; ours go mid-sentence. */
-    n = strlen(c->lost_reason);
-    if (n > 0 && c->lost_reason[n - 1] == '.')
-        c->lost_reason[n - 1] = '\0';
+    snprintf(c->lost_reason, sizeof(c->lost_reason), "%.*s", text_len(disconnect_reason(rc)),
+             disconnect_reason(rc));
 }
 
 static void on_subscribe(struct mosquitto *m, void *arg, int mid, int count, const int *granted,
@@ -811,7 +815,8 @@ int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *pa
         c->stats.published++;
     } else {
         c->stats.publish_failed++;
-        log_warnx("cannot publish to '%s': %s", topic, mosquitto_strerror(mrc));
+        log_warnx("cannot publish to '%s': %.*s", topic, text_len(mosquitto_strerror(mrc)),
+                  mosquitto_strerror(mrc));
     }
     /* Inside a libmosquitto callback the packet is only queued; the io
      * callback that is running syncs write interest when it returns. */
