@@ -142,7 +142,10 @@ CREATE TABLE dispense_logs (
     UNIQUE (order_id, unit)      -- at most one dispense per ordered unit
 );
 CREATE INDEX dispense_logs_machine ON dispense_logs (machine_id, command_sent_at);
-CREATE INDEX dispense_logs_open ON dispense_logs (status) WHERE status IN ('QUEUED', 'SENT');
+-- The open units, small however long the history: the next unit to send per machine, the
+-- dispatch limits, and the machines with work waiting. (SQLite uses a partial index only for
+-- a query that repeats its WHERE term, so it is status = 'QUEUED', not an IN list.)
+CREATE INDEX dispense_logs_queued ON dispense_logs (machine_id, id) WHERE status = 'QUEUED';
 -- One dispense in flight per machine.
 CREATE UNIQUE INDEX dispense_logs_one_in_flight ON dispense_logs (machine_id) WHERE status = 'SENT';
 
