@@ -54,6 +54,25 @@ bool api_field_int(const json_t *body, const char *key, bool required, int64_t m
     return true;
 }
 
+bool api_fields_allowed(const json_t *body, const char *const *allowed, struct http_response *res)
+{
+    const char *key;
+    json_t *val;
+
+    json_object_foreach((json_t *)body, key, val)
+    {
+        const char *const *a = allowed;
+
+        while (*a != NULL && strcmp(*a, key) != 0)
+            a++;
+        if (*a == NULL) {
+            http_reply_error(res, 422, "INVALID_FIELD", "unknown field '%.64s'", key);
+            return false;
+        }
+    }
+    return true;
+}
+
 void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
 {
     static const struct {

@@ -30,6 +30,12 @@ bool api_field_string(const json_t *body, const char *key, bool required, size_t
 bool api_field_int(const json_t *body, const char *key, bool required, int64_t min, int64_t max,
                    int64_t *out, struct http_response *res);
 
+/*
+ * Every key of body must be in allowed (NULL-terminated): a typo such as "stock" for
+ * "current_stock" is answered 422 naming the key, never a silent 200. Returns false then.
+ */
+bool api_fields_allowed(const json_t *body, const char *const *allowed, struct http_response *res);
+
 /* Answer a VEND_E* error with its HTTP status and code (404, 409, 503, 422, else 500). */
 void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -23,10 +23,12 @@ void api_dispense_trigger(void *ctx, const struct http_request *req, struct http
     struct vendd *v = ctx;
     char order_id[VEND_ORDER_ID_MAX + 1];
     char status[DISPENSE_STATUS_SIZE], msg[128];
+    static const char *const fields[] = {"order_id", NULL};
     bool sent = false;
     int rc;
 
-    if (!api_field_string(req->json, "order_id", true, VEND_ORDER_ID_MAX, order_id,
+    if (!api_fields_allowed(req->json, fields, res) ||
+        !api_field_string(req->json, "order_id", true, VEND_ORDER_ID_MAX, order_id,
                           sizeof(order_id), res))
         return;
     if (!vend_order_id_valid(order_id)) {
@@ -63,10 +65,12 @@ void api_dispense_status(void *ctx, const struct http_request *req, struct http_
 {
     struct vendd *v = ctx;
     const char *id = http_param(req, "order_id");
-    json_t *order = orders_get_json(v, id);
+    json_t *order = NULL;
+    int rc = orders_get_json(v, id, &order);
 
-    if (order == NULL) {
-        http_reply_error(res, 404, "NOT_FOUND", "no order '%s'", id);
+    if (rc < 0) {
+        api_reply_err(res, rc, rc == VEND_ENOTFOUND ? "no order '%s'" : "cannot read order '%s'",
+                      id);
         return;
     }
     http_reply_json(res, 200,

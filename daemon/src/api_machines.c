@@ -15,6 +15,7 @@
 #include "api.h"
 #include "db.h"
 #include "log.h"
+#include "orders.h"
 #include "mqtt.h"
 #include "store.h"
 #include "vend/codec.h"
@@ -143,10 +144,12 @@ void api_machines_create(void *ctx, const struct http_request *req, struct http_
     char location[MACHINE_LOCATION_MAX + 1], now_iso[STORE_ISO_SIZE];
     bool has_location = has_field(req->json, "location");
     struct db_value p[4];
+    static const char *const fields[] = {"id", "name", "location", NULL};
     json_t *machine;
     int rc;
 
-    if (!api_field_string(req->json, "id", true, VEND_MACHINE_ID_MAX, id, sizeof(id), res))
+    if (!api_fields_allowed(req->json, fields, res) ||
+        !api_field_string(req->json, "id", true, VEND_MACHINE_ID_MAX, id, sizeof(id), res))
         return;
     if (!vend_machine_id_valid(id)) {
         http_reply_error(res, 422, "INVALID_FIELD", "'id' must match [A-Za-z0-9_-]{1,32}");
@@ -253,21 +256,24 @@ void api_stock_get(void *ctx, const struct http_request *req, struct http_respon
 
 /* The body; has_* says which fields were given. */
 struct slot_input {
-    bool has_name, has_price, has_capacity, has_stock, has_motor, has_version;
+    bool has_name, has_price, has_capacity, has_stock, has_motor, has_version, has_inspection;
     char product_name[PRODUCT_NAME_MAX + 1];
     int64_t price, capacity, stock, motor_ms, version;
+    bool needs_inspection;
 };
 
 struct slot_outcome {
     bool created;
-    bool has_version; /* for a conflict: the slot exists and has this version */
+    bool has_version;   /* for a conflict: the slot exists and has this version */
+    bool price_changed; /* every slot showing the product changes with it */
     int64_t version;
-    char why[160]; /* the rule broken, for VEND_EINVAL */
+    char why[160]; /* the rule broken, for VEND_EINVAL and VEND_ESTATE */
 };
 
 struct slot_row {
     bool found;
     int64_t id, product_id, capacity, stock, motor_ms, version;
+    bool needs_inspection;
 };
 
 static int take_slot_row(void *arg, const struct db_row *row)
@@ -281,18 +287,31 @@ static int take_slot_row(void *arg, const struct db_row *row)
     s->stock = db_row_int(row, 3);
     s->motor_ms = db_row_int(row, 4);
     s->version = db_row_int(row, 5);
+    s->needs_inspection = db_row_int(row, 6) != 0;
     return 1;
 }
 
 static bool read_slot_input(const json_t *body, struct slot_input *in, struct http_response *res)
 {
+    static const char *const fields[] = {"product_name",      "price",   "capacity",
+                                         "current_stock",     "version", "needs_inspection",
+                                         "motor_duration_ms", NULL};
+
     memset(in, 0, sizeof(*in));
+    if (!api_fields_allowed(body, fields, res))
+        return false;
     in->has_name = has_field(body, "product_name");
     in->has_price = has_field(body, "price");
     in->has_capacity = has_field(body, "capacity");
     in->has_stock = has_field(body, "current_stock");
     in->has_motor = has_field(body, "motor_duration_ms");
     in->has_version = has_field(body, "version");
+    in->has_inspection = has_field(body, "needs_inspection");
+    if (in->has_inspection && !json_is_boolean(json_object_get(body, "needs_inspection"))) {
+        http_reply_error(res, 422, "INVALID_FIELD", "'needs_inspection' must be true or false");
+        return false;
+    }
+    in->needs_inspection = json_is_true(json_object_get(body, "needs_inspection"));
     return api_field_string(body, "product_name", false, PRODUCT_NAME_MAX, in->product_name,
                             sizeof(in->product_name), res) &&
            api_field_int(body, "price", false, 0, PRICE_MAX, &in->price, res) &&
@@ -338,6 +357,7 @@ static int product_upsert_locked(struct vendd *v, const struct slot_input *in, c
     p[2] = DB_TEXT(now_iso);
     rc = db_exec(v->db, "UPDATE products SET price = $2, updated_at = $3 WHERE id = $1", p, 3, NULL,
                  NULL);
+    out->price_changed = rc == 1;
     return rc < 0 ? rc : VEND_OK;
 }
 
@@ -379,6 +399,30 @@ static int slot_insert_locked(struct vendd *v, const char *machine_id, int64_t s
 }
 
 /*
+ * Inside the transaction: the operator's word on an existing slot settles what it answers.
+ * A stated count (an audit or restock) resolves the open stock mismatch alerts; clearing
+ * needs_inspection resolves the alerts that asked for the inspection.
+ */
+static int resolve_alerts_locked(struct vendd *v, int64_t slot_id, const struct slot_input *in,
+                                 const char *now_iso)
+{
+    struct db_value p[2] = {DB_INT(slot_id), DB_TEXT(now_iso)};
+    int rc = 0;
+
+    if (in->has_stock)
+        rc = db_exec(v->db,
+                     "UPDATE alerts SET resolved_at = $2 WHERE slot_id = $1 AND resolved_at IS "
+                     "NULL AND kind IN ('STOCK_SENSOR_MISMATCH', 'STOCK_MISMATCH')",
+                     p, 2, NULL, NULL);
+    if (rc >= 0 && in->has_inspection && !in->needs_inspection)
+        rc = db_exec(v->db,
+                     "UPDATE alerts SET resolved_at = $2 WHERE slot_id = $1 AND resolved_at IS "
+                     "NULL AND kind = 'DROP_WITHOUT_SUCCESS'",
+                     p, 2, NULL, NULL);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+/*
  * Create or update slot_number of machine_id from in, in one transaction. Returns
  * VEND_OK; VEND_ENOTFOUND for an unknown machine; VEND_ECONFLICT when in->version is
  * not the slot's version (out->version tells it); VEND_EINVAL with out->why when the
@@ -390,7 +434,8 @@ static int slot_put(struct vendd *v, const char *machine_id, int64_t slot_number
     struct db_value p[7] = {DB_TEXT(machine_id), DB_INT(slot_number)};
     struct slot_row cur = {0};
     char now_iso[STORE_ISO_SIZE];
-    int64_t product_id, capacity, stock, motor_ms;
+    int64_t product_id, capacity, stock, motor_ms, reserved = 0;
+    bool inspect;
     int rc;
 
     vendd_now_iso(v, now_iso, sizeof(now_iso));
@@ -403,8 +448,8 @@ static int slot_put(struct vendd *v, const char *machine_id, int64_t slot_number
         goto out;
     }
     rc = db_exec(v->db,
-                 "SELECT id, product_id, capacity, current_stock, motor_duration_ms, version "
-                 "FROM slots WHERE machine_id = $1 AND slot_number = $2",
+                 "SELECT id, product_id, capacity, current_stock, motor_duration_ms, version, "
+                 "needs_inspection FROM slots WHERE machine_id = $1 AND slot_number = $2",
                  p, 2, take_slot_row, &cur);
     if (rc < 0)
         goto out;
@@ -413,6 +458,16 @@ static int slot_put(struct vendd *v, const char *machine_id, int64_t slot_number
     out->version = cur.version;
     if (in->has_version && (!cur.found || cur.version != in->version)) {
         rc = VEND_ECONFLICT;
+        goto out;
+    }
+    /* SPEC §4 rule 5: restocks and audits use optimistic concurrency. Without the version
+     * the operator saw, a dispense in between would be silently overwritten. */
+    if (cur.found && in->has_stock && in->stock != cur.stock && !in->has_version) {
+        snprintf(out->why, sizeof(out->why),
+                 "'version' is required to change the stock of slot %" PRId64
+                 " (its version is %" PRId64 ")",
+                 slot_number, cur.version);
+        rc = VEND_EINVAL;
         goto out;
     }
     if (!cur.found && (!in->has_name || !in->has_price || !in->has_capacity)) {
@@ -426,6 +481,7 @@ static int slot_put(struct vendd *v, const char *machine_id, int64_t slot_number
     capacity = in->has_capacity ? in->capacity : cur.capacity;
     stock = in->has_stock ? in->stock : cur.stock; /* 0 for a new slot */
     motor_ms = in->has_motor ? in->motor_ms : cur.found ? cur.motor_ms : MOTOR_MS_DEFAULT;
+    inspect = in->has_inspection ? in->needs_inspection : cur.needs_inspection;
     if (stock > capacity) {
         snprintf(out->why, sizeof(out->why),
                  "'current_stock' %" PRId64 " exceeds the slot's 'capacity' %" PRId64, stock,
@@ -449,9 +505,23 @@ static int slot_put(struct vendd *v, const char *machine_id, int64_t slot_number
                      "UPDATE products SET price = $2, updated_at = $3 "
                      "WHERE id = $1 AND price <> $2",
                      p, 3, NULL, NULL);
+        out->price_changed = rc == 1;
     }
     if (rc < 0)
         goto out;
+    if (cur.found && product_id != cur.product_id) {
+        rc = orders_reserved_units(v, cur.id, &reserved);
+        if (rc < 0)
+            goto out;
+        if (reserved > 0) {
+            snprintf(out->why, sizeof(out->why),
+                     "slot %" PRId64 " has %" PRId64 " unit(s) promised to paid orders: its "
+                     "product cannot change until they are dispensed",
+                     slot_number, reserved);
+            rc = VEND_ESTATE;
+            goto out;
+        }
+    }
 
     if (!cur.found) {
         rc = slot_insert_locked(v, machine_id, slot_number, product_id, capacity, stock, motor_ms,
@@ -460,19 +530,16 @@ static int slot_put(struct vendd *v, const char *machine_id, int64_t slot_number
             goto out;
         out->version = 1;
     } else if (product_id != cur.product_id || capacity != cur.capacity || stock != cur.stock ||
-               motor_ms != cur.motor_ms) {
-        p[0] = DB_INT(cur.id);
-        p[1] = DB_INT(product_id);
-        p[2] = DB_INT(capacity);
-        p[3] = DB_INT(stock);
-        p[4] = DB_INT(motor_ms);
-        p[5] = DB_TEXT(now_iso);
-        p[6] = DB_INT(cur.version);
+               motor_ms != cur.motor_ms || inspect != cur.needs_inspection) {
+        struct db_value q[8] = {DB_INT(cur.id),      DB_INT(product_id), DB_INT(capacity),
+                                DB_INT(stock),       DB_INT(motor_ms),   DB_TEXT(now_iso),
+                                DB_INT(cur.version), DB_INT(inspect)};
+
         rc = db_exec(v->db,
                      "UPDATE slots SET product_id = $2, capacity = $3, current_stock = $4, "
-                     "motor_duration_ms = $5, version = version + 1, updated_at = $6 "
-                     "WHERE id = $1 AND version = $7",
-                     p, 7, NULL, NULL);
+                     "motor_duration_ms = $5, needs_inspection = $8, version = version + 1, "
+                     "updated_at = $6 WHERE id = $1 AND version = $7",
+                     q, 8, NULL, NULL);
         if (rc != 1) {
             rc = rc < 0 ? rc : VEND_ECONFLICT;
             goto out;
@@ -484,6 +551,29 @@ static int slot_put(struct vendd *v, const char *machine_id, int64_t slot_number
             if (rc < 0)
                 goto out;
         }
+    }
+    if (cur.found) {
+        rc = resolve_alerts_locked(v, cur.id, in, now_iso);
+        if (rc < 0)
+            goto out;
+    }
+    if (out->price_changed) {
+        /* The price shows on every slot of the product: a stale version must not win. */
+        p[0] = DB_INT(product_id);
+        p[1] = DB_TEXT(now_iso);
+        rc = db_exec(v->db,
+                     "UPDATE slots SET version = version + 1, updated_at = $2 "
+                     "WHERE product_id = $1",
+                     p, 2, NULL, NULL);
+        if (rc < 0)
+            goto out;
+        p[0] = DB_TEXT(machine_id);
+        p[1] = DB_INT(slot_number);
+        rc = store_query_int(v->db,
+                             "SELECT version FROM slots WHERE machine_id = $1 AND slot_number = $2",
+                             p, 2, &out->version);
+        if (rc < 0)
+            goto out;
     }
     rc = db_commit(v->db);
 out:
@@ -540,6 +630,9 @@ void api_machines_put_slot(void *ctx, const struct http_request *req, struct htt
     case VEND_EINVAL:
         http_reply_error(res, 422, "INVALID_FIELD", "%s", out.why);
         break;
+    case VEND_ESTATE:
+        http_reply_error(res, 409, "WRONG_STATE", "%s", out.why);
+        break;
     default:
         log_warnx("cannot update slot %ld of machine '%s': %s (%s)", slot, id, vend_strerror(rc),
                   db_errmsg(v->db));
@@ -558,11 +651,14 @@ void api_machines_put_config(void *ctx, const struct http_request *req, struct h
     int64_t motor = 0, drop = 0, interval = 0;
     char topic[VEND_TOPIC_MAX + 1], payload[VEND_PAYLOAD_MAX + 1], now_iso[STORE_ISO_SIZE];
     struct db_value p[3];
+    static const char *const fields[] = {"motorTimeout", "dropSensorDelay", "telemetryInterval",
+                                         NULL};
     int len, rc;
 
     if (id == NULL)
         return;
-    if (!api_field_int(req->json, "motorTimeout", true, VEND_MOTOR_TIMEOUT_MS_MIN,
+    if (!api_fields_allowed(req->json, fields, res) ||
+        !api_field_int(req->json, "motorTimeout", true, VEND_MOTOR_TIMEOUT_MS_MIN,
                        VEND_MOTOR_TIMEOUT_MS_MAX, &motor, res) ||
         !api_field_int(req->json, "dropSensorDelay", true, 0, VEND_DROP_DELAY_MS_MAX, &drop, res) ||
         !api_field_int(req->json, "telemetryInterval", true, VEND_TELEMETRY_INTERVAL_MIN,
@@ -610,6 +706,16 @@ void api_machines_put_config(void *ctx, const struct http_request *req, struct h
         goto out;
     }
     rc = mqtt_client_publish(v->mqtt, topic, payload, (size_t)len, 1, true, 0);
+    if (rc == VEND_EIO) {
+        /* The broker may hold it already (retained): keep the stored copy in step with what
+         * machines may receive, and have the operator repeat the idempotent PUT. */
+        if (db_commit(v->db) < 0)
+            db_rollback(v->db);
+        log_warnx("config of '%s' stored, but its publish to %s may have failed", id, topic);
+        http_reply_error(res, 503, "BROKER_UNAVAILABLE",
+                         "config of '%s' stored, but the broker may not have it: PUT it again", id);
+        return;
+    }
     if (rc < 0)
         goto out;
     rc = db_commit(v->db);

@@ -13,10 +13,13 @@ void api_orders_create(void *ctx, const struct http_request *req, struct http_re
     struct vendd *v = ctx;
     struct order_manual in = {.quantity = 1};
     char method[16] = "", why[256];
+    static const char *const fields[] = {"id",       "machine_id",     "slot",
+                                         "quantity", "payment_method", NULL};
     json_t *order;
     int rc;
 
-    if (!api_field_string(req->json, "id", false, VEND_ORDER_ID_MAX, in.id, sizeof(in.id), res) ||
+    if (!api_fields_allowed(req->json, fields, res) ||
+        !api_field_string(req->json, "id", false, VEND_ORDER_ID_MAX, in.id, sizeof(in.id), res) ||
         !api_field_string(req->json, "machine_id", false, VEND_MACHINE_ID_MAX, in.machine_id,
                           sizeof(in.machine_id), res) ||
         !api_field_int(req->json, "slot", true, VEND_SLOT_MIN, VEND_SLOT_MAX, &in.slot, res) ||
@@ -43,8 +46,7 @@ void api_orders_create(void *ctx, const struct http_request *req, struct http_re
         api_reply_err(res, rc, "%s", why);
         return;
     }
-    order = orders_get_json(v, in.id);
-    if (order == NULL) {
+    if (orders_get_json(v, in.id, &order) < 0) {
         api_reply_err(res, VEND_EDB, "order '%s' was recorded but cannot be read back", in.id);
         return;
     }
@@ -55,10 +57,12 @@ void api_orders_get(void *ctx, const struct http_request *req, struct http_respo
 {
     struct vendd *v = ctx;
     const char *id = http_param(req, "id");
-    json_t *order = orders_get_json(v, id);
+    json_t *order = NULL;
+    int rc = orders_get_json(v, id, &order);
 
-    if (order == NULL) {
-        http_reply_error(res, 404, "NOT_FOUND", "no order '%s'", id);
+    if (rc < 0) {
+        api_reply_err(res, rc, rc == VEND_ENOTFOUND ? "no order '%s'" : "cannot read order '%s'",
+                      id);
         return;
     }
     http_reply_json(res, 200, order);

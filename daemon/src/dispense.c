@@ -462,8 +462,10 @@ static int flag_slot_locked(struct vendd *v, const struct unit_row *u,
     char msg[256];
     int rc;
 
-    rc = db_exec(v->db, "UPDATE slots SET needs_inspection = 1, updated_at = $2 WHERE id = $1", p,
-                 2, NULL, NULL);
+    rc = db_exec(v->db,
+                 "UPDATE slots SET needs_inspection = 1, version = version + 1, updated_at = $2 "
+                 "WHERE id = $1",
+                 p, 2, NULL, NULL);
     if (rc < 0 || !r->drop_detected)
         return rc < 0 ? rc : VEND_OK;
     snprintf(msg, sizeof(msg),

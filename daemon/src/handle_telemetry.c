@@ -5,8 +5,9 @@
  *
  * The sensor level is a reading, never a count: slots.current_stock is not touched
  * here (SPEC §4 rule 5). When a reading contradicts the count (mismatch_rules below)
- * an alert STOCK_SENSOR_MISMATCH is raised, at most one open per slot; the operator
- * resolves it (after an audit through PUT .../slots/{slot}).
+ * an alert STOCK_SENSOR_MISMATCH is raised, at most one open per slot; the operator's
+ * audit (PUT .../slots/{slot} with current_stock) resolves it, and the next mismatch
+ * alerts again.
  *
  * Slots the machine reports but vendd does not know (not configured through the API
  * yet) are skipped and counted in one debug line: a machine with more slots than are

@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "conf.h"
 #include "db.h"
@@ -40,24 +41,35 @@ static int take_slot_offer(void *arg, const struct db_row *row)
     return 1;
 }
 
-/* ORD + epoch ms + a per-process counter: unique enough for one daemon, readable by people. */
+/*
+ * ORD + epoch ms + 8 hex digits: readable by people, and unique across daemons through the
+ * random part. Should the kernel's generator fail, a per-daemon sequence keeps ids made in
+ * the same millisecond apart (the INSERT's primary key still refuses any clash).
+ */
 static void generate_order_id(struct vendd *v, char *buf, size_t size)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    unsigned char rnd[4];
-    FILE *f = fopen("/dev/urandom", "rb");
-    char tail[9];
+    uint32_t tail;
 
-    if (f == NULL || fread(rnd, 1, sizeof(rnd), f) != sizeof(rnd))
-        memset(rnd, 0, sizeof(rnd)); /* the timestamp alone still orders; the INSERT checks */
-    if (f != NULL)
-        fclose(f);
-    for (size_t i = 0; i < sizeof(rnd); i++) {
-        tail[2 * i] = hex[rnd[i] >> 4];
-        tail[2 * i + 1] = hex[rnd[i] & 15];
-    }
-    tail[8] = '\0';
-    snprintf(buf, size, "ORD%" PRId64 "%s", v->now_ms(), tail);
+    if (getrandom(&tail, sizeof(tail), GRND_NONBLOCK) != (ssize_t)sizeof(tail))
+        tail = ++v->order_seq;
+    snprintf(buf, size, "ORD%" PRId64 "%08" PRIX32, v->now_ms(), tail);
+}
+
+int orders_reserved_units(struct vendd *v, int64_t slot_id, int64_t *units)
+{
+    struct db_value p[1] = {DB_INT(slot_id)};
+    int rc;
+
+    *units = 0;
+    rc = store_query_int(
+        v->db,
+        "SELECT COALESCE(sum(i.quantity), 0) - (SELECT count(*) FROM dispense_logs l "
+        "JOIN orders o2 ON o2.id = l.order_id WHERE l.slot_id = $1 AND l.status = 'SUCCEEDED' "
+        "AND o2.status IN ('PAID', 'DISPENSING')) "
+        "FROM order_items i JOIN orders o ON o.id = i.order_id "
+        "WHERE i.slot_id = $1 AND o.status IN ('PAID', 'DISPENSING')",
+        p, 1, units);
+    return rc < 0 ? rc : VEND_OK;
 }
 
 int orders_create_manual(struct vendd *v, struct order_manual *in, char *why, size_t why_size)
@@ -107,15 +119,7 @@ int orders_create_manual(struct vendd *v, struct order_manual *in, char *why, si
         goto out;
     }
     /* Units already promised to paid orders but not yet dispensed are not for sale. */
-    p[0] = DB_INT(s.slot_id);
-    rc = store_query_int(
-        v->db,
-        "SELECT COALESCE(sum(i.quantity), 0) - (SELECT count(*) FROM dispense_logs l "
-        "JOIN orders o2 ON o2.id = l.order_id WHERE l.slot_id = $1 AND l.status = 'SUCCEEDED' "
-        "AND o2.status IN ('PAID', 'DISPENSING')) "
-        "FROM order_items i JOIN orders o ON o.id = i.order_id "
-        "WHERE i.slot_id = $1 AND o.status IN ('PAID', 'DISPENSING')",
-        p, 1, &reserved);
+    rc = orders_reserved_units(v, s.slot_id, &reserved);
     if (rc < 0)
         goto out;
     if (s.stock - reserved < in->quantity) {
@@ -184,50 +188,52 @@ out:
 
 /* ---- JSON views ------------------------------------------------------------------------ */
 
-json_t *orders_units_json(struct vendd *v, const char *id)
+/*
+ * The order as JSON: the row, its items and its units, or the reason there is none.
+ * A failure to read any part is a failure of the whole: never a partial order.
+ */
+int orders_get_json(struct vendd *v, const char *id, json_t **out)
 {
     struct db_value p[1] = {DB_TEXT(id)};
-    json_t *units = store_query_json(
-        v->db,
-        "SELECT unit, machine_id, slot_number, status, timeout_ms, command_sent_at, "
-        "deadline_at, completed_at, duration_ms, success, drop_detected, "
-        "error_message, late_result FROM dispense_logs WHERE order_id = $1 ORDER BY unit",
-        p, 1);
+    json_t *rows, *items = NULL, *units = NULL;
+    int rc = VEND_EDB;
 
-    if (units == NULL) {
-        log_warnx("cannot read dispense units of '%s': %s", id, db_errmsg(v->db));
-        units = json_array();
-    }
-    return units;
-}
-
-json_t *orders_get_json(struct vendd *v, const char *id)
-{
-    struct db_value p[1] = {DB_TEXT(id)};
-    json_t *rows, *order = NULL, *items;
-
+    *out = NULL;
     rows = store_query_json(
         v->db,
         "SELECT id, machine_id, status, origin, payment_method, quantity, total_amount, "
         "failure_reason, paid_at, dispensed_at, expires_at, created_at, updated_at "
         "FROM orders WHERE id = $1",
         p, 1);
-    if (rows == NULL) {
-        log_warnx("cannot read order '%s': %s", id, db_errmsg(v->db));
+    if (rows == NULL)
+        goto out;
+    if (json_array_size(rows) == 0) {
+        rc = VEND_ENOTFOUND;
         goto out;
     }
-    if (json_array_size(rows) == 0)
-        goto out;
-    order = json_incref(json_array_get(rows, 0));
     items = store_query_json(
         v->db,
         "SELECT i.position, s.slot_number AS slot, i.product_name, i.quantity, i.unit_price, "
         "i.total FROM order_items i JOIN slots s ON s.id = i.slot_id "
         "WHERE i.order_id = $1 ORDER BY i.position",
         p, 1);
-    json_object_set_new(order, "items", items != NULL ? items : json_array());
-    json_object_set_new(order, "units", orders_units_json(v, id));
+    units = store_query_json(
+        v->db,
+        "SELECT unit, machine_id, slot_number, status, timeout_ms, command_sent_at, "
+        "deadline_at, completed_at, duration_ms, success, drop_detected, "
+        "error_message, late_result FROM dispense_logs WHERE order_id = $1 ORDER BY unit",
+        p, 1);
+    if (items == NULL || units == NULL)
+        goto out;
+    *out = json_incref(json_array_get(rows, 0));
+    json_object_set(*out, "items", items);
+    json_object_set(*out, "units", units);
+    rc = VEND_OK;
 out:
+    if (rc == VEND_EDB)
+        log_warnx("cannot read order '%s': %s", id, db_errmsg(v->db));
     json_decref(rows);
-    return order;
+    json_decref(items);
+    json_decref(units);
+    return rc;
 }

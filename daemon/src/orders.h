@@ -30,10 +30,17 @@ struct order_manual {
  */
 int orders_create_manual(struct vendd *v, struct order_manual *in, char *why, size_t why_size);
 
-/* The order as JSON (items, units, payment), or NULL when there is no such order. */
-json_t *orders_get_json(struct vendd *v, const char *id);
+/*
+ * Units of slot_id promised to PAID or DISPENSING orders and not dispensed yet: they are
+ * not for sale, and the slot's product must not change under them.
+ */
+int orders_reserved_units(struct vendd *v, int64_t slot_id, int64_t *units);
 
-/* The dispense_logs rows of an order, oldest unit first, as a JSON array. */
-json_t *orders_units_json(struct vendd *v, const char *id);
+/*
+ * The order as JSON in *out (the caller's reference): its columns, its "items" and its
+ * "units" (the dispense_logs rows, oldest unit first). Returns VEND_OK, VEND_ENOTFOUND, or
+ * VEND_EDB when any part cannot be read (*out is then NULL: never a partial order).
+ */
+int orders_get_json(struct vendd *v, const char *id, json_t **out);
 
 #endif

@@ -28,6 +28,8 @@ struct vendd {
     /* No unit fails before this (epoch ms): after a restart, results the broker held in
      * our session arrive before the first sweep (dispense_resume). */
     int64_t sweep_not_before_ms;
+    /* Order ids made when the kernel's random generator fails (orders.c). */
+    uint32_t order_seq;
     /* Wall clock in epoch milliseconds; a seam so tests can pin time. */
     int64_t (*now_ms)(void);
 };

@@ -353,11 +353,17 @@ static void test_slots_and_stock(void **state)
     assert_int_equal(dfx_int(h->check, "SELECT count(*) FROM products"), 1);
     assert_int_equal(dfx_int(h->check, "SELECT price FROM products WHERE name = 'Cola'"), 6000);
     assert_stock_logs(h, "RESTOCK:1:0>8:8:operator");
+    /* Slot 1 shows that price too, so its version moved: a stale version must not win. */
+    assert_int_equal(dfx_int(h->check, "SELECT version FROM slots WHERE slot_number = 1"), 2);
 
-    /* An adjustment with the right version: MANUAL_ADJUST 8 -> 3, version 2. */
-    r = call(h, "PUT", "/api/machines/VM01/slots/1", "{\"current_stock\":3,\"version\":1}", 200);
+    /* A stock change without the version the operator saw is refused, nothing changed. */
+    call_rejected(h, "PUT", "/api/machines/VM01/slots/1", "{\"current_stock\":5}", 422,
+                  "INVALID_FIELD");
+
+    /* An adjustment with the right version: MANUAL_ADJUST 8 -> 3, version 3. */
+    r = call(h, "PUT", "/api/machines/VM01/slots/1", "{\"current_stock\":3,\"version\":2}", 200);
     assert_int_equal(jint(r, "current_stock"), 3);
-    assert_int_equal(jint(r, "version"), 2);
+    assert_int_equal(jint(r, "version"), 3);
     json_decref(r);
     assert_stock_logs(h, "RESTOCK:1:0>8:8:operator MANUAL_ADJUST:1:8>3:-5:operator");
 
@@ -365,11 +371,11 @@ static void test_slots_and_stock(void **state)
     {
         char *before = dfx_snapshot(h->check), *after;
 
-        r = call(h, "PUT", "/api/machines/VM01/slots/1", "{\"current_stock\":4,\"version\":1}",
+        r = call(h, "PUT", "/api/machines/VM01/slots/1", "{\"current_stock\":4,\"version\":2}",
                  409);
         err = json_object_get(r, "error");
         assert_string_equal(jstr(err, "code"), "CONFLICT");
-        assert_int_equal(jint(err, "version"), 2);
+        assert_int_equal(jint(err, "version"), 3);
         json_decref(r);
         after = dfx_snapshot(h->check);
         assert_string_equal(after, before);
@@ -387,15 +393,15 @@ static void test_slots_and_stock(void **state)
              200);
     assert_int_equal(jint(r, "capacity"), 12);
     assert_int_equal(jint(r, "current_stock"), 3);
-    assert_int_equal(jint(r, "version"), 3);
+    assert_int_equal(jint(r, "version"), 4);
     json_decref(r);
     /* Nothing to change: same version. */
     r = call(h, "PUT", "/api/machines/VM01/slots/1", "{}", 200);
-    assert_int_equal(jint(r, "version"), 3);
+    assert_int_equal(jint(r, "version"), 4);
     json_decref(r);
     /* A stock increase by hand is a MANUAL_ADJUST too. */
-    r = call(h, "PUT", "/api/machines/VM01/slots/1", "{\"current_stock\":12,\"version\":3}", 200);
-    assert_int_equal(jint(r, "version"), 4);
+    r = call(h, "PUT", "/api/machines/VM01/slots/1", "{\"current_stock\":12,\"version\":4}", 200);
+    assert_int_equal(jint(r, "version"), 5);
     json_decref(r);
     assert_stock_logs(h, "RESTOCK:1:0>8:8:operator MANUAL_ADJUST:1:8>3:-5:operator "
                          "MANUAL_ADJUST:1:3>12:9:operator");
@@ -403,14 +409,15 @@ static void test_slots_and_stock(void **state)
     /* Price alone changes the slot's product. */
     r = call(h, "PUT", "/api/machines/VM01/slots/2", "{\"price\":7000}", 200);
     assert_int_equal(jint(r, "price"), 7000);
-    assert_int_equal(jint(r, "version"), 1);
+    assert_int_equal(jint(r, "version"), 3);
+    assert_int_equal(dfx_int(h->check, "SELECT version FROM slots WHERE slot_number = 1"), 6);
     json_decref(r);
     /* A new product by name for an existing slot. */
     r = call(h, "PUT", "/api/machines/VM01/slots/2", "{\"product_name\":\"Tea\",\"price\":4000}",
              200);
     assert_string_equal(jstr(r, "product_name"), "Tea");
     assert_int_equal(jint(r, "price"), 4000);
-    assert_int_equal(jint(r, "version"), 2);
+    assert_int_equal(jint(r, "version"), 4);
     json_decref(r);
     assert_int_equal(dfx_int(h->check, "SELECT price FROM products WHERE name = 'Cola'"), 7000);
 
@@ -463,7 +470,7 @@ static void test_slots_and_stock(void **state)
     assert_string_equal(jstr(json_array_get(slots, 0), "product_name"), "Cola");
     assert_int_equal(jint(json_array_get(slots, 0), "price"), 7000);
     assert_int_equal(jint(json_array_get(slots, 0), "current_stock"), 12);
-    assert_int_equal(jint(json_array_get(slots, 0), "version"), 4);
+    assert_int_equal(jint(json_array_get(slots, 0), "version"), 6);
     assert_true(json_is_null(json_object_get(json_array_get(slots, 0), "sensor_level")));
     assert_true(json_is_null(json_object_get(json_array_get(slots, 0), "sensor_at")));
     assert_true(json_is_false(json_object_get(json_array_get(slots, 0), "needs_inspection")));

@@ -495,11 +495,19 @@ int harness_put_slot(struct harness *h, int slot, int stock, int motor_ms)
     struct harness_reply r;
     long st;
 
+    char sql[128], version[32] = "";
+    long long v = 0;
+
+    /* Like an operator: an existing slot is changed against the version last seen. */
+    snprintf(sql, sizeof(sql),
+             "SELECT version FROM slots WHERE machine_id = 'VM01' AND slot_number = %d", slot);
+    if (harness_sql_int(h, sql, &v) == 1)
+        snprintf(version, sizeof(version), ",\"version\":%lld", v);
     snprintf(path, sizeof(path), "/api/machines/VM01/slots/%d", slot);
     snprintf(body, sizeof(body),
              "{\"product_name\":\"Coca Cola\",\"price\":8000,\"capacity\":%d,"
-             "\"current_stock\":%d,\"motor_duration_ms\":%d}",
-             stock > 10 ? stock : 10, stock, motor_ms);
+             "\"current_stock\":%d,\"motor_duration_ms\":%d%s}",
+             stock > 10 ? stock : 10, stock, motor_ms, version);
     st = harness_call(h, "PUT", path, body, &r);
     if (st != 200 && st != 201)
         fail("PUT %s: HTTP %ld: %s", path, st, r.body ? r.body : "");

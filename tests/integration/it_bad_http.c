@@ -99,6 +99,12 @@ static void wrong_types_are_422(void **state)
                 "{\"product_name\":\"Coca Cola\",\"price\":\"8000\",\"capacity\":10,"
                 "\"current_stock\":8,\"motor_duration_ms\":2150}",
                 422, "INVALID_FIELD");
+    /* A typo is never a silent success: unknown fields are named and refused. */
+    json_expect(h, "POST", "/api/dispense/trigger", "{\"order_id\":\"paid-1\",\"force\":true}", 422,
+                "INVALID_FIELD");
+    json_expect(h, "PUT", "/api/machines/VM01/slots/1", "{\"stock\":5}", 422, "INVALID_FIELD");
+    json_expect(h, "POST", "/api/machines", "{\"id\":\"VM09\",\"nmae\":\"x\"}", 422,
+                "INVALID_FIELD");
 }
 
 static void oversize_is_413(void **state)

@@ -170,7 +170,7 @@ CREATE UNIQUE INDEX stock_logs_dispense_once ON stock_logs (order_id, unit) WHER
 CREATE TABLE telemetry (
     id          INTEGER PRIMARY KEY,
     machine_id  TEXT NOT NULL REFERENCES machines (id),
-    device_time TEXT,
+    device_time TEXT,            -- the machine's own timestamp, as it sent it (RFC 3339, UTC)
     temperature REAL,
     door        TEXT,
     data        TEXT NOT NULL,
