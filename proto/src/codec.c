@@ -265,11 +265,6 @@ static bool is_alnum(char c)
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
 
-static bool order_id_char(char c)
-{
-    return is_alnum(c) || c == '_' || c == '-' || c == '.' || c == '~';
-}
-
 static bool error_code_char(char c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
@@ -364,7 +359,7 @@ static int command_fields(const struct dec *d, struct vend_command *out)
         get_str(d, 0, NULL, "orderId", true, false, out->order_id, VEND_ORDER_ID_MAX, &n, &present);
     if (rc < 0)
         return rc;
-    if (!charset_ok(out->order_id, n, VEND_ORDER_ID_MAX, order_id_char))
+    if (!vend_order_id_valid_len(out->order_id, n))
         return fail(d, VEND_ERANGE, NULL, "orderId");
     rc = get_int(d, 0, NULL, "timeoutMs", true, VEND_TIMEOUT_MS_MIN, VEND_TIMEOUT_MS_MAX, &v,
                  &present);
@@ -389,7 +384,7 @@ static int result_fields(const struct dec *d, struct vend_dispense_result *out)
         get_str(d, 0, NULL, "orderId", true, false, out->order_id, VEND_ORDER_ID_MAX, &n, &present);
     if (rc < 0)
         return rc;
-    if (!charset_ok(out->order_id, n, VEND_ORDER_ID_MAX, order_id_char))
+    if (!vend_order_id_valid_len(out->order_id, n))
         return fail(d, VEND_ERANGE, NULL, "orderId");
     rc = get_int(d, 0, NULL, "slot", true, VEND_SLOT_MIN, VEND_SLOT_MAX, &v, &present);
     if (rc < 0)
@@ -709,9 +704,10 @@ static bool in_range(int64_t v, int64_t min, int64_t max)
     return v >= min && v <= max;
 }
 
+/* s is an array of VEND_ORDER_ID_MAX + 1: unterminated fails the length. */
 static bool order_id_ok(const char *s)
 {
-    return charset_ok(s, arr_len(s, VEND_ORDER_ID_MAX + 1), VEND_ORDER_ID_MAX, order_id_char);
+    return vend_order_id_valid_len(s, arr_len(s, VEND_ORDER_ID_MAX + 1));
 }
 
 static bool unit_ok(uint16_t unit)

@@ -1,3 +1,4 @@
+/* err.c - the names and messages of the VEND_E* codes, from the X-macro in err.h. */
 #include "vend/err.h"
 
 const char *vend_strerror(int err)

@@ -1,11 +1,22 @@
-/* topic.c - vm/{machine_id}/{kind} topics and the identifier character sets. */
+/*
+ * topic.c - vm/{machine_id}/{kind} topics, the filters that match them, and the identifier
+ * rules (VEND_MACHINE_ID_PATTERN, VEND_ORDER_ID_PATTERN) that everyone else calls.
+ */
 #include <string.h>
 
 #include "vend/err.h"
 #include "vend/topic.h"
 
+/* The first topic level of the contract; the wildcard level stands for every machine. */
+#define ROOT     "vm/"
+#define ROOT_LEN 3
+#define ANY_ID   "+/"
+
+/* The wire names: the one place a kind's last topic level is spelt. */
 static const char *const kind_names[VEND_TOPIC_KIND_COUNT] = {
-    "command", "dispense_result", "telemetry", "status", "config",
+    [VEND_TOPIC_COMMAND] = "command",     [VEND_TOPIC_DISPENSE_RESULT] = "dispense_result",
+    [VEND_TOPIC_TELEMETRY] = "telemetry", [VEND_TOPIC_STATUS] = "status",
+    [VEND_TOPIC_CONFIG] = "config",
 };
 
 static bool is_alnum(char c)
@@ -47,19 +58,24 @@ static size_t bounded_len(const char *s, size_t max)
     return n;
 }
 
+bool vend_machine_id_valid_len(const char *s, size_t len)
+{
+    return s != NULL && charset_valid(s, len, VEND_MACHINE_ID_MAX, machine_id_char);
+}
+
 bool vend_machine_id_valid(const char *s)
 {
-    if (s == NULL)
-        return false;
-    return charset_valid(s, bounded_len(s, VEND_MACHINE_ID_MAX), VEND_MACHINE_ID_MAX,
-                         machine_id_char);
+    return s != NULL && vend_machine_id_valid_len(s, bounded_len(s, VEND_MACHINE_ID_MAX));
+}
+
+bool vend_order_id_valid_len(const char *s, size_t len)
+{
+    return s != NULL && charset_valid(s, len, VEND_ORDER_ID_MAX, order_id_char);
 }
 
 bool vend_order_id_valid(const char *s)
 {
-    if (s == NULL)
-        return false;
-    return charset_valid(s, bounded_len(s, VEND_ORDER_ID_MAX), VEND_ORDER_ID_MAX, order_id_char);
+    return s != NULL && vend_order_id_valid_len(s, bounded_len(s, VEND_ORDER_ID_MAX));
 }
 
 const char *vend_topic_kind_name(enum vend_topic_kind k)
@@ -71,20 +87,20 @@ const char *vend_topic_kind_name(enum vend_topic_kind k)
 
 int vend_topic_parse(const char *topic, size_t len, struct vend_topic *out)
 {
-    size_t id_end = 3;
+    size_t id_end = ROOT_LEN;
     size_t rest;
     unsigned k;
 
     if (topic == NULL || out == NULL)
         return VEND_EINVAL;
-    if (len < 3 || memcmp(topic, "vm/", 3) != 0)
+    if (len < ROOT_LEN || memcmp(topic, ROOT, ROOT_LEN) != 0)
         return VEND_ETOPIC;
     while (id_end < len && topic[id_end] != '/')
         id_end++;
     if (id_end == len)
         return VEND_ETOPIC;
     /* Wildcards '+' and '#' and an empty level fail the character set here. */
-    if (!charset_valid(topic + 3, id_end - 3, VEND_MACHINE_ID_MAX, machine_id_char))
+    if (!vend_machine_id_valid_len(topic + ROOT_LEN, id_end - ROOT_LEN))
         return VEND_ETOPIC;
     rest = len - id_end - 1;
     for (k = 0; k < VEND_TOPIC_KIND_COUNT; k++) {
@@ -93,8 +109,8 @@ int vend_topic_parse(const char *topic, size_t len, struct vend_topic *out)
     }
     if (k == VEND_TOPIC_KIND_COUNT)
         return VEND_ETOPIC;
-    memcpy(out->machine_id, topic + 3, id_end - 3);
-    out->machine_id[id_end - 3] = '\0';
+    memcpy(out->machine_id, topic + ROOT_LEN, id_end - ROOT_LEN);
+    out->machine_id[id_end - ROOT_LEN] = '\0';
     out->kind = (enum vend_topic_kind)k;
     return VEND_OK;
 }
@@ -108,13 +124,30 @@ int vend_topic_format(char *buf, size_t size, const char *machine_id, enum vend_
         return VEND_ETOPIC;
     idlen = strlen(machine_id);
     kindlen = strlen(kind);
-    total = 3 + idlen + 1 + kindlen;
+    total = ROOT_LEN + idlen + 1 + kindlen;
     if (buf == NULL || size < total + 1)
         return VEND_ENOSPACE;
-    memcpy(buf, "vm/", 3);
-    memcpy(buf + 3, machine_id, idlen);
-    buf[3 + idlen] = '/';
-    memcpy(buf + 4 + idlen, kind, kindlen);
+    memcpy(buf, ROOT, ROOT_LEN);
+    memcpy(buf + ROOT_LEN, machine_id, idlen);
+    buf[ROOT_LEN + idlen] = '/';
+    memcpy(buf + ROOT_LEN + 1 + idlen, kind, kindlen);
+    buf[total] = '\0';
+    return (int)total;
+}
+
+int vend_topic_filter(char *buf, size_t size, enum vend_topic_kind k)
+{
+    const char *kind = vend_topic_kind_name(k);
+    size_t kindlen, total;
+
+    if (kind == NULL)
+        return VEND_ETOPIC;
+    kindlen = strlen(kind);
+    total = ROOT_LEN + sizeof(ANY_ID) - 1 + kindlen;
+    if (buf == NULL || size < total + 1)
+        return VEND_ENOSPACE;
+    memcpy(buf, ROOT ANY_ID, total - kindlen);
+    memcpy(buf + total - kindlen, kind, kindlen);
     buf[total] = '\0';
     return (int)total;
 }

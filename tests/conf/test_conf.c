@@ -126,6 +126,8 @@ static void test_defaults(void **state)
     assert_int_equal(l.conf.mqtt_port, 1883);
     assert_false(l.conf.mqtt_tls);
     assert_string_equal(l.conf.mqtt_username, "");
+    /* Not derived from the host name or PORT: the broker session survives both changing. */
+    assert_string_equal(l.conf.mqtt_client_id, "vendd");
     assert_string_equal(l.conf.machine_id, "VM01");
     assert_true(l.conf.dev_mode);
     assert_false(l.conf.midtrans_is_production);
@@ -319,6 +321,14 @@ static void test_strings(void **state)
         {"MIDTRANS_API_BASE=https://api.example/a b", false},
         {"MQTT_CA_FILE=/etc/ssl/certs/ca-certificates.crt", true},
         {"MQTT_USERNAME=tab\there", false},
+        {"MQTT_CLIENT_ID=vendd-prod_2.jkt", true},
+        {"MQTT_CLIENT_ID=a", true},
+        {"MQTT_CLIENT_ID=vendd/1", false},
+        {"MQTT_CLIENT_ID=vendd+", false},
+        {"MQTT_CLIENT_ID=vendd#", false},
+        {"MQTT_CLIENT_ID=vendd 1", false},
+        {"MQTT_CLIENT_ID=vendd:1", false},
+        {"MQTT_CLIENT_ID=v\xc3\xa9ndd", false},
     };
     struct loaded l;
 
@@ -376,6 +386,7 @@ static void test_lengths(void **state)
         {"MQTT_CA_FILE", "/", CONF_PATH_MAX},
         {"DATABASE_URL", "sqlite:", CONF_DBURL_MAX},
         {"MIDTRANS_API_BASE", "https://h/", CONF_URL_MAX},
+        {"MQTT_CLIENT_ID", "", CONF_CLIENT_ID_MAX},
     };
     char kv[2048];
     char user[] = "MQTT_USERNAME=u";
@@ -680,7 +691,7 @@ static void test_print_secrets(void **state)
     assert_null(strstr(text, "pgpw"));
     assert_non_null(strstr(text, "MQTT_PASSWORD=(set)\nMQTT_CA_FILE=\n"));
     assert_non_null(strstr(text, "DATABASE_URL=postgresql://vendd:***@db:5432/vendd\n"));
-    assert_int_equal(count_lines(text), 17);
+    assert_int_equal(count_lines(text), 18);
     free(text);
     loaded_clear(&l);
 }

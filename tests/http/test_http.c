@@ -386,6 +386,56 @@ static void test_params(void **state)
     fixture_stop(f);
 }
 
+/*
+ * A percent-encoded NUL must not cut the path short ("/api/orders/N1%00x" is not order N1,
+ * "/api/ping%00" is not /api/ping), and no other control character gets into a path either:
+ * 400 BAD_PATH, before any route, auth or handler sees it.
+ */
+static void test_control_characters_in_path(void **state)
+{
+    static const char *const bad[] = {
+        "/api/orders/N1%00x",
+        "/api/orders/N1%00",
+        "/api/orders/%00",
+        "/api/ping%00",
+        "/api/ping%00/x",
+        "/api/orders/a%0Ab",
+        "/api/pi%09ng",
+        "/api/orders/a%7Fb",
+        "/api/orders/a%1fb",
+        "/api/admin%00",
+        "/%00",
+    };
+    struct fixture *f = fixture_start("127.0.0.1", TOKEN, 0);
+    struct reply *r;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        r = request(f, "GET", bad[i], NULL, NULL);
+        if (r->status != 400)
+            fail_msg("GET %s: HTTP %ld, expected 400: %s", bad[i], r->status, r->body);
+        assert_error(r, 400, "BAD_PATH");
+        assert_non_null(strstr(json_str(r->json, "error", "message"), "control character"));
+        reply_free(r);
+    }
+    assert_int_equal(f->admin_calls, 0);
+    /* A NUL in a query value is not cut either: the handler sees that something is there. */
+    r = request(f, "GET", "/api/orders/N1?q=a%00b", NULL, NULL);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(json_str(r->json, "id", NULL), "N1");
+    assert_int_not_equal(strcmp(json_str(r->json, "q", NULL), "a"), 0);
+    assert_int_equal(strlen(json_str(r->json, "q", NULL)), 3);
+    reply_free(r);
+    /* Neighbours of the control range are ordinary (404 or 400 BAD_PARAM, not BAD_PATH). */
+    r = request(f, "GET", "/api/orders/a%20b", NULL, NULL);
+    assert_error(r, 400, "BAD_PARAM");
+    reply_free(r);
+    r = request(f, "GET", "/api/orders/N1", NULL, NULL);
+    assert_int_equal(r->status, 200);
+    reply_free(r);
+    fixture_stop(f);
+}
+
 static void test_not_found_and_method(void **state)
 {
     struct fixture *f = fixture_start("127.0.0.1", NULL, 0);
@@ -402,9 +452,9 @@ static void test_not_found_and_method(void **state)
     assert_error(r, 404, "NOT_FOUND");
     reply_free(r);
     /* The message quotes the path; bytes that are not UTF-8 must not break the JSON. */
-    r = request(f, "GET", "/api/%FF%FE%0A", NULL, NULL);
+    r = request(f, "GET", "/api/%FF%FE", NULL, NULL);
     assert_error(r, 404, "NOT_FOUND");
-    assert_string_equal(json_str(r->json, "error", "message"), "no resource at '/api/??"
+    assert_string_equal(json_str(r->json, "error", "message"), "no resource at '/api/?"
                                                                "?'");
     reply_free(r);
     r = request(f, "PATCH", "/api/nope", NULL, NULL);
@@ -803,6 +853,7 @@ int main(void)
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_not_found_and_method),
+        cmocka_unit_test(test_control_characters_in_path),
         cmocka_unit_test(test_body_limits),
         cmocka_unit_test(test_small_body_max),
         cmocka_unit_test(test_content_type),

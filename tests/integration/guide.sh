@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # guide.sh VENDD - the integration guide's "Testing MQTT Integration", verbatim.
 #
-# Starts mosquitto on a random loopback port and VENDD on a fresh SQLite file in a
-# temporary directory (HTTP port chosen by the kernel: PORT=0), creates slot 1 and the
-# manual order test-order-123 through the API, then runs the guide's three terminals and
-# its three SQL checks byte-for-byte as the guide prints them (docs/GUIDE-TEST.md).
+# Starts mosquitto with `make run`'s config (deploy/mosquitto/dev.conf, persistence on) on
+# a random loopback port and VENDD on a fresh SQLite file in a temporary directory (HTTP
+# port chosen by the kernel: PORT=0), creates slot 1 and the manual order test-order-123
+# through the API, then runs the guide's three terminals and its three SQL checks
+# byte-for-byte as the guide prints them (docs/GUIDE-TEST.md).
 #
 # The guide's commands name localhost:1883 and localhost:3001. They stay unedited; the
 # clients' own option files point them at the test's ports instead:
@@ -14,6 +15,8 @@
 # Every process started here is stopped and the directory removed on any exit.
 # Every wait is bounded. Exit status 0 = the guide works as written.
 set -euo pipefail
+# shellcheck source=tests/integration/dev-broker.sh
+source "$(dirname "${BASH_SOURCE[0]}")/dev-broker.sh"
 
 if [[ $# -ne 1 || ! -x $1 ]]; then
     echo "usage: guide.sh VENDD" >&2
@@ -77,10 +80,11 @@ for attempt in 1 2 3 4 5 6 7 8; do
     if tcp_open "$port"; then
         continue
     fi
-    # log_dest stderr (unbuffered): a root mosquitto drops privileges and could not open a file here.
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type all\n' \
-        "$port" >"$work/mosquitto.conf"
-    "$mosquitto" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+    # dev.conf logs to stderr (unbuffered: a root mosquitto drops privileges and could not
+    # open a file here); log_type all adds the subscriptions the wait below looks for.
+    dev_broker_conf "$port" "$work/mosquitto.conf" "log_type all" || fail "cannot derive the broker config"
+    mkdir -p "$work/var"
+    (cd "$work" && exec "$mosquitto" -c mosquitto.conf) >"$work/mosquitto.log" 2>&1 &
     broker_pid=$!
     for ((i = 0; i < 50; i++)); do
         if tcp_open "$port" || ! kill -0 "$broker_pid" 2>/dev/null; then
@@ -127,6 +131,9 @@ for topic in telemetry dispense_result status; do
     n=$(grep -c "Subscribed to vm/+/$topic\$" "$work/vendd.log" || true)
     [[ $n -eq 1 ]] || fail "vendd log: expected one 'Subscribed to vm/+/$topic', saw $n"
 done
+order=$(sed -n 's|.*Subscribed to vm/+/\([a-z_]*\)$|\1|p' "$work/vendd.log" | paste -sd, -)
+[[ $order == telemetry,dispense_result,status ]] ||
+    fail "vendd log: subscriptions in the order $order, not as the guide shows them"
 
 # ---- setup through the API (-q: ignore any user .curlrc) ---------------------------------
 # api_call METHOD PATH BODY EXPECTED_STATUS_PATTERN

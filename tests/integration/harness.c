@@ -1,5 +1,6 @@
 /*
- * harness.c - see harness.h.
+ * harness.c - the black-box integration harness (harness.h): processes, vendd's log, HTTP,
+ * read-only SQL on vendd's file, a raw MQTT client and the fixture most tests share.
  */
 #include "harness.h"
 
@@ -252,6 +253,41 @@ void harness_vendd_kill(struct harness *h)
     h->pid = 0;
 }
 
+int harness_new_http_port(struct harness *h)
+{
+    uint16_t port;
+
+    /* The kernel may hand back the port vendd just closed: insist on another. */
+    for (int i = 0; i < 16; i++) {
+        if (free_port(&port) < 0)
+            return fail("no free loopback port");
+        if (port != h->http_port) {
+            h->http_port = port;
+            return 0;
+        }
+    }
+    return fail("no loopback port other than %u", (unsigned)h->http_port);
+}
+
+int harness_env_set(struct harness *h, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    size_t i;
+
+    if (eq == NULL || strlen(kv) >= sizeof(h->extra_env[0]))
+        return fail("extra environment: '%s' is not a short KEY=VALUE", kv);
+    for (i = 0; i < h->nextra_env; i++) {
+        if (strncmp(h->extra_env[i], kv, (size_t)(eq - kv) + 1) == 0)
+            break;
+    }
+    if (i == HARNESS_ENV_MAX)
+        return fail("extra environment: more than %d variables", HARNESS_ENV_MAX);
+    memcpy(h->extra_env[i], kv, strlen(kv) + 1);
+    if (i == h->nextra_env)
+        h->nextra_env++;
+    return 0;
+}
+
 int harness_start(struct harness *h, const char *const *extra_env)
 {
     const char *tmp = getenv("TMPDIR");
@@ -320,10 +356,10 @@ void harness_stop(struct harness *h)
 
 /* ---- log ------------------------------------------------------------------------------ */
 
-int harness_log_count(const struct harness *h, const char *needle)
+static int file_count(const char *path, const char *needle)
 {
     char *line = malloc(LOG_LINE_MAX);
-    FILE *f = fopen(h->log_path, "r");
+    FILE *f = fopen(path, "r");
     int n = 0;
 
     if (line == NULL || f == NULL) {
@@ -339,6 +375,19 @@ int harness_log_count(const struct harness *h, const char *needle)
     fclose(f);
     free(line);
     return n;
+}
+
+int harness_log_count(const struct harness *h, const char *needle)
+{
+    return file_count(h->log_path, needle);
+}
+
+int harness_broker_log_count(const struct harness *h, const char *needle)
+{
+    char path[sizeof(h->broker.dir) + 16];
+
+    snprintf(path, sizeof(path), "%s/mosquitto.log", h->broker.dir);
+    return file_count(path, needle);
 }
 
 int harness_log_wait(const struct harness *h, const char *needle, int n, int timeout_ms)
@@ -462,13 +511,15 @@ const char *harness_reply_str(const struct harness_reply *r, const char *dotted)
     return json_is_string(j) ? json_string_value(j) : NULL;
 }
 
-long long harness_metric(struct harness *h, const char *series)
+/* Finds the sample of series in /metrics: 1 with *val, 0 if absent, -1 on error. */
+static int metric_find(struct harness *h, const char *series, long long *val)
 {
     struct harness_reply r;
     size_t n = strlen(series);
-    long long val = 0;
     char *line, *end;
+    int found = 0;
 
+    *val = 0;
     if (harness_call(h, "GET", "/metrics", NULL, &r) != 200 || r.body == NULL) {
         harness_reply_free(&r);
         return fail("GET /metrics failed");
@@ -479,14 +530,27 @@ long long harness_metric(struct harness *h, const char *series)
             *end++ = '\0';
         if (strncmp(line, series, n) == 0 && line[n] == ' ') {
             errno = 0;
-            val = strtoll(line + n + 1, NULL, 10);
-            if (errno != 0)
-                val = -1;
+            *val = strtoll(line + n + 1, NULL, 10);
+            found = errno != 0 ? fail("/metrics: '%s' is not a number", line) : 1;
             break;
         }
     }
     harness_reply_free(&r);
-    return val;
+    return found;
+}
+
+long long harness_metric(struct harness *h, const char *series)
+{
+    long long val;
+
+    return metric_find(h, series, &val) < 0 ? -1 : val;
+}
+
+int harness_metric_present(struct harness *h, const char *series)
+{
+    long long val;
+
+    return metric_find(h, series, &val);
 }
 
 int harness_put_slot(struct harness *h, int slot, int stock, int motor_ms)
@@ -872,4 +936,66 @@ const char *harness_mqtt_payload(struct harness_mqtt *c, size_t i)
         p = c->payloads[i];
     pthread_mutex_unlock(&c->mu);
     return p != NULL ? p : "";
+}
+
+int harness_answer_ex(struct harness_mqtt *machine, const char *order_id, int slot, int unit,
+                      bool success, bool drop, const char *error)
+{
+    char res[320], unit_key[24] = "", err[48] = "null";
+
+    if (unit > 0)
+        snprintf(unit_key, sizeof(unit_key), ",\"unit\":%d", unit);
+    if (error != NULL)
+        snprintf(err, sizeof(err), "\"%s\"", error);
+    snprintf(res, sizeof(res),
+             "{\"orderId\":\"%s\",\"slot\":%d%s,\"success\":%s,\"dropDetected\":%s,"
+             "\"durationMs\":1850,\"error\":%s}",
+             order_id, slot, unit_key, success ? "true" : "false", drop ? "true" : "false", err);
+    return harness_mqtt_publish(machine, "vm/VM01/dispense_result", res, strlen(res));
+}
+
+int harness_answer(struct harness_mqtt *machine, const char *order_id, int slot, int unit)
+{
+    return harness_answer_ex(machine, order_id, slot, unit, true, true, NULL);
+}
+
+/* ---- the usual fixture ---------------------------------------------------------------- */
+
+struct harness_fixture *harness_fixture_new(const char *const *extra_env,
+                                            const struct harness_slot *slots,
+                                            const char *machine_client_id)
+{
+    struct harness_fixture *f = calloc(1, sizeof(*f));
+
+    if (f == NULL) {
+        fail("out of memory");
+        return NULL;
+    }
+    if (harness_start(&f->h, extra_env) < 0) {
+        free(f);
+        return NULL;
+    }
+    for (size_t i = 0; slots != NULL && slots[i].slot != 0; i++) {
+        if (harness_put_slot(&f->h, slots[i].slot, slots[i].stock, slots[i].motor_ms) < 0)
+            goto undo;
+    }
+    if (machine_client_id != NULL &&
+        harness_mqtt_open(&f->machine, f->h.broker.port, machine_client_id, "vm/VM01/command", NULL,
+                          NULL) < 0)
+        goto undo;
+    return f;
+undo:
+    harness_stop(&f->h);
+    free(f);
+    return NULL;
+}
+
+void harness_fixture_free(struct harness_fixture *f)
+{
+    if (f == NULL)
+        return;
+    if (f->machine.m != NULL)
+        harness_mqtt_close(&f->machine);
+    harness_stop(&f->h);
+    free(f);
 }

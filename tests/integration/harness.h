@@ -6,9 +6,12 @@
  * The vendd binary comes from the environment variable VENDD (ctest sets it to
  * $<TARGET_FILE:vendd>). Its working directory is a fresh mkdtemp directory holding
  * vendd.db and vendd.log (its stderr+stdout); the directory goes away in harness_stop().
- * vendd gets `env -i`-style: PATH, PORT (a free loopback port, kept across restarts so the
- * MQTT client id and session stay the same), HOST=127.0.0.1, DATABASE_URL, MQTT_BROKER_URL,
+ * vendd gets `env -i`-style: PATH, PORT (a free loopback port, kept across restarts unless
+ * harness_new_http_port() picks another), HOST=127.0.0.1, DATABASE_URL, MQTT_BROKER_URL,
  * MACHINE_ID=VM01, the sanitizer options if set, and the caller's extra "KEY=VALUE"s.
+ *
+ * Most tests want the same start: harness_fixture_new() brings up all of that, creates VM01's
+ * slots and connects a client playing machine VM01 (harness_answer() sends its results).
  *
  * No cmocka here (the benchmark links it too): functions return 0 / a count on success and
  * -1 on failure after one line on stderr naming what failed. Every wait is bounded.
@@ -64,6 +67,10 @@ int harness_vendd_start_nobroker(struct harness *h);
 int harness_vendd_term(struct harness *h);
 /* SIGKILL and reap: a crash. */
 void harness_vendd_kill(struct harness *h);
+/* Another free loopback port for the HTTP API from the next harness_vendd_start() on. */
+int harness_new_http_port(struct harness *h);
+/* Set (or replace) an extra "KEY=VALUE" for vendd from the next harness_vendd_start() on. */
+int harness_env_set(struct harness *h, const char *kv);
 /* true while the child is running (reaps it if it died). */
 bool harness_vendd_alive(struct harness *h);
 
@@ -71,6 +78,8 @@ bool harness_vendd_alive(struct harness *h);
 
 /* Lines of vendd.log containing needle. */
 int harness_log_count(const struct harness *h, const char *needle);
+/* Lines of the broker's log containing needle ("... as <client id> (p5, c0, k60).") */
+int harness_broker_log_count(const struct harness *h, const char *needle);
 /* Wait until harness_log_count() >= n; returns the count, or -1 on timeout. */
 int harness_log_wait(const struct harness *h, const char *needle, int n, int timeout_ms);
 
@@ -99,6 +108,8 @@ const char *harness_reply_str(const struct harness_reply *r, const char *dotted)
 /* The value of the /metrics sample whose line starts with series ("name{labels}"); 0 if
  * absent; -1 if /metrics does not answer. */
 long long harness_metric(struct harness *h, const char *series);
+/* 1 if /metrics has a sample of series, 0 if not, -1 if /metrics does not answer. */
+int harness_metric_present(struct harness *h, const char *series);
 
 /* PUT slot of VM01: "Coca Cola", price 8000, capacity max(stock, 10). Expects 200/201. */
 int harness_put_slot(struct harness *h, int slot, int stock, int motor_ms);
@@ -157,6 +168,42 @@ int harness_mqtt_publish_nowait(struct harness_mqtt *c, const char *topic, const
 size_t harness_mqtt_wait(struct harness_mqtt *c, size_t n, int timeout_ms);
 /* Message i's payload ("" if not kept). Valid until close. */
 const char *harness_mqtt_payload(struct harness_mqtt *c, size_t i);
+
+/*
+ * VM01 answers a dispense command: the dispense_result for order_id's unit (0: no "unit"
+ * key, a single-unit order as in the guide) from slot, with success and dropDetected true,
+ * durationMs 1850 and error null. Published at QoS 1; waits for the PUBACK.
+ */
+int harness_answer(struct harness_mqtt *machine, const char *order_id, int slot, int unit);
+/* The same with success, dropDetected and error (NULL: null) as given. */
+int harness_answer_ex(struct harness_mqtt *machine, const char *order_id, int slot, int unit,
+                      bool success, bool drop, const char *error);
+
+/* ---- the usual fixture ------------------------------------------------------------------ */
+
+/* A slot of VM01 to create before the test: "Coca Cola", price 8000 (harness_put_slot()). */
+struct harness_slot {
+    int slot;
+    int stock;
+    int motor_ms;
+};
+
+struct harness_fixture {
+    struct harness h;
+    struct harness_mqtt machine; /* plays VM01, subscribed to vm/VM01/command; m NULL if none */
+};
+
+/*
+ * The setup most black-box tests share: harness_start() with extra_env (NULL-terminated or
+ * NULL), each of slots (ended by a row with slot 0; NULL: none), then the machine client
+ * connected as machine_client_id (NULL: no machine). NULL (everything stopped and freed)
+ * on failure.
+ */
+struct harness_fixture *harness_fixture_new(const char *const *extra_env,
+                                            const struct harness_slot *slots,
+                                            const char *machine_client_id);
+/* Closes the machine client, harness_stop(), frees f. NULL is fine. */
+void harness_fixture_free(struct harness_fixture *f);
 
 /* Monotonic milliseconds, and a sleep. */
 uint64_t harness_now_ms(void);

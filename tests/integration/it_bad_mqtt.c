@@ -16,11 +16,6 @@
 
 #include "harness.h"
 
-struct fixture {
-    struct harness h;
-    struct harness_mqtt machine; /* plays VM01 and strangers */
-};
-
 struct bad_case {
     const char *name;
     const char *topic;
@@ -106,22 +101,17 @@ static int log_count2(const struct harness *h, const char *a, const char *b)
 
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-
-    if (f == NULL || harness_start(&f->h, NULL) < 0) {
-        free(f);
-        return -1;
-    }
-    *state = f;
     /* Slot 2's long motor time keeps disp-1 DISPENSING for the whole test (no deadline). */
-    if (harness_put_slot(&f->h, 1, 8, 2150) < 0 || harness_put_slot(&f->h, 2, 8, 60000) < 0 ||
-        harness_mqtt_open(&f->machine, f->h.broker.port, "it-bad-machine", NULL, NULL, NULL) < 0)
+    static const struct harness_slot slots[] = {{1, 8, 2150}, {2, 8, 60000}, {0, 0, 0}};
+    /* The machine client plays VM01 and strangers. */
+    struct harness_fixture *f = harness_fixture_new(NULL, slots, "it-bad-machine");
+
+    *state = f;
+    if (f == NULL)
         return -1;
     /* done-1: COMPLETED; paid-1: PAID; disp-1: DISPENSING (unit 1 SENT). */
     if (harness_order(&f->h, "done-1", 1, 1) < 0 || harness_trigger(&f->h, "done-1", NULL) != 200 ||
-        harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result",
-                             RESULT("done-1", 1, true, true),
-                             strlen(RESULT("done-1", 1, true, true))) < 0 ||
+        harness_answer(&f->machine, "done-1", 1, 0) < 0 ||
         harness_sql_wait(&f->h, "SELECT status FROM orders WHERE id = 'done-1'", "COMPLETED",
                          5000) < 0 ||
         harness_order(&f->h, "paid-1", 1, 1) < 0 || harness_order(&f->h, "disp-1", 2, 1) < 0 ||
@@ -132,19 +122,13 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-
-    if (f == NULL)
-        return 0;
-    harness_mqtt_close(&f->machine);
-    harness_stop(&f->h);
-    free(f);
+    harness_fixture_free(*state);
     return 0;
 }
 
 static void bad_input_is_rejected_without_a_trace(void **state)
 {
-    struct fixture *f = *state;
+    struct harness_fixture *f = *state;
     char series[160], *big, *before, *after;
     long long was, now;
     int lines;

@@ -1,7 +1,8 @@
 /*
  * it_broker_down.c - the broker goes away (SPEC §4 rule 3, §5 503, §8 reconnect): a
  * trigger while it is down answers 503 and leaves the order PAID with no dispense row;
- * when the broker is back vendd reconnects by itself (logged) and the trigger works.
+ * when the broker is back vendd reconnects by itself (logged, counted in /metrics) and the
+ * trigger works.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,24 +18,16 @@
 
 static int setup(void **state)
 {
-    struct harness *h = calloc(1, sizeof(*h));
+    static const struct harness_slot slots[] = {{1, 5, 2150}, {0, 0, 0}};
+    struct harness_fixture *f = harness_fixture_new(NULL, slots, NULL);
 
-    if (h == NULL || harness_start(h, NULL) < 0) {
-        free(h);
-        return -1;
-    }
-    *state = h;
-    return harness_put_slot(h, 1, 5, 2150) < 0 || harness_order(h, "down-1", 1, 1) < 0 ? -1 : 0;
+    *state = f;
+    return f == NULL || harness_order(&f->h, "down-1", 1, 1) < 0 ? -1 : 0;
 }
 
 static int teardown(void **state)
 {
-    struct harness *h = *state;
-
-    if (h != NULL) {
-        harness_stop(h);
-        free(h);
-    }
+    harness_fixture_free(*state);
     return 0;
 }
 
@@ -58,7 +51,8 @@ static bool health_mqtt(struct harness *h, bool want, int timeout_ms)
 
 static void trigger_waits_for_the_broker(void **state)
 {
-    struct harness *h = *state;
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
     struct harness_mqtt sub;
     struct harness_reply r;
     int connects = harness_log_count(h, "MQTT connected to broker");
@@ -80,6 +74,9 @@ static void trigger_waits_for_the_broker(void **state)
     assert_true(harness_log_wait(h, "MQTT connected to broker", 2, 15000) >= 2);
     assert_true(harness_log_wait(h, "Subscribed to vm/+/status", 2, 5000) >= 2);
     assert_true(health_mqtt(h, true, 5000));
+    /* The operator sees the flap in /metrics, not only in the log. */
+    assert_int_equal(harness_metric(h, "vendd_mqtt_reconnects_total"), 1);
+    assert_int_equal(harness_metric_present(h, "vendd_mqtt_publish_failed_total"), 1);
 
     assert_int_equal(
         harness_mqtt_open(&sub, h->broker.port, "it-down-sub", "vm/VM01/command", NULL, NULL), 0);

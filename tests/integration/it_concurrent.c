@@ -26,31 +26,23 @@ static size_t discard(char *data, size_t size, size_t nmemb, void *arg)
 
 static int setup(void **state)
 {
-    struct harness *h = calloc(1, sizeof(*h));
+    static const struct harness_slot slots[] = {{1, 8, 2150}, {0, 0, 0}};
 
-    if (h == NULL || harness_start(h, NULL) < 0) {
-        free(h);
-        return -1;
-    }
-    *state = h;
-    return 0;
+    *state = harness_fixture_new(NULL, slots, NULL);
+    return *state != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct harness *h = *state;
-
-    if (h != NULL) {
-        harness_stop(h);
-        free(h);
-    }
+    harness_fixture_free(*state);
     return 0;
 }
 
 static void fifty_triggers_send_one_command(void **state)
 {
     static const char body[] = "{\"order_id\":\"race-1\"}";
-    struct harness *h = *state;
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
     struct harness_mqtt sub;
     CURL *easy[N_TRIGGERS];
     CURLM *multi;
@@ -60,7 +52,6 @@ static void fifty_triggers_send_one_command(void **state)
     uint64_t deadline;
     long st;
 
-    assert_int_equal(harness_put_slot(h, 1, 8, 2150), 0);
     assert_int_equal(harness_order(h, "race-1", 1, 1), 0);
     assert_int_equal(
         harness_mqtt_open(&sub, h->broker.port, "it-race-sub", "vm/VM01/command", NULL, NULL), 0);

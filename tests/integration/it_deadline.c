@@ -21,48 +21,29 @@
 #define GRACE_MS 1000
 #define SLACK_MS 1500 /* scheduling, sanitizers, a loaded CI machine */
 
-struct fixture {
-    struct harness h;
-    struct harness_mqtt machine;
-};
-
 static int setup(void **state)
 {
     static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=1000", NULL};
-    struct fixture *f = calloc(1, sizeof(*f));
+    static const struct harness_slot slots[] = {{1, 5, MOTOR_MS}, {2, 5, MOTOR_MS}, {0, 0, 0}};
 
-    if (f == NULL || harness_start(&f->h, env) < 0) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return harness_mqtt_open(&f->machine, f->h.broker.port, "it-deadline", "vm/VM01/command", NULL,
-                             NULL);
+    *state = harness_fixture_new(env, slots, "it-deadline");
+    return *state != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-
-    if (f != NULL) {
-        harness_mqtt_close(&f->machine);
-        harness_stop(&f->h);
-        free(f);
-    }
+    harness_fixture_free(*state);
     return 0;
 }
 
 static void no_result_fails_then_late_result_completes(void **state)
 {
-    static const char late[] = "{\"orderId\":\"late-1\",\"slot\":1,\"success\":true,"
-                               "\"dropDetected\":true,\"durationMs\":90,\"error\":null}";
-    struct fixture *f = *state;
+    struct harness_fixture *f = *state;
     struct harness *h = &f->h;
     char reason[64];
     long long stock;
     uint64_t sent, failed;
 
-    assert_int_equal(harness_put_slot(h, 1, 5, MOTOR_MS), 0);
     assert_int_equal(harness_order(h, "late-1", 1, 1), 0);
     assert_int_equal(harness_trigger(h, "late-1", NULL), 200);
     sent = harness_now_ms();
@@ -94,8 +75,7 @@ static void no_result_fails_then_late_result_completes(void **state)
     assert_int_equal(stock, 5);
 
     /* The machine did drop it, and says so late. */
-    assert_int_equal(
-        harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", late, strlen(late)), 0);
+    assert_int_equal(harness_answer(&f->machine, "late-1", 1, 0), 0);
     assert_int_equal(
         harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'late-1'", "COMPLETED", 5000), 0);
     assert_int_equal(
@@ -131,22 +111,16 @@ static void no_result_fails_then_late_result_completes(void **state)
  */
 static void failed_results_flag_the_slot(void **state)
 {
-    static const char no_drop[] = "{\"orderId\":\"nodrop-1\",\"slot\":2,\"success\":true,"
-                                  "\"dropDetected\":false,\"durationMs\":90,\"error\":null}";
-    static const char jammed[] = "{\"orderId\":\"jam-1\",\"slot\":2,\"success\":false,"
-                                 "\"dropDetected\":true,\"durationMs\":90,\"error\":\"JAMMED\"}";
-    struct fixture *f = *state;
+    struct harness_fixture *f = *state;
     struct harness *h = &f->h;
     size_t seen;
 
     assert_int_equal(harness_vendd_start(h), 0); /* the case before stopped it */
-    assert_int_equal(harness_put_slot(h, 2, 5, MOTOR_MS), 0);
     seen = harness_mqtt_wait(&f->machine, 0, 0);
     assert_int_equal(harness_order(h, "nodrop-1", 2, 1), 0);
     assert_int_equal(harness_trigger(h, "nodrop-1", NULL), 200);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 5000), seen + 1);
-    assert_int_equal(
-        harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", no_drop, strlen(no_drop)), 0);
+    assert_int_equal(harness_answer_ex(&f->machine, "nodrop-1", 2, 0, true, false, NULL), 0);
     assert_int_equal(harness_sql_wait(h,
                                       "SELECT status || ' ' || failure_reason FROM orders "
                                       "WHERE id = 'nodrop-1'",
@@ -156,8 +130,7 @@ static void failed_results_flag_the_slot(void **state)
     assert_int_equal(harness_order(h, "jam-1", 2, 1), 0);
     assert_int_equal(harness_trigger(h, "jam-1", NULL), 200);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 5000), seen + 2);
-    assert_int_equal(
-        harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", jammed, strlen(jammed)), 0);
+    assert_int_equal(harness_answer_ex(&f->machine, "jam-1", 2, 0, false, true, "JAMMED"), 0);
     assert_int_equal(harness_sql_wait(h,
                                       "SELECT status || ' ' || failure_reason FROM orders "
                                       "WHERE id = 'jam-1'",

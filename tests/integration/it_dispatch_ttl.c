@@ -30,30 +30,22 @@ static int setup(void **state)
 {
     static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=1000", "DISPENSE_DISPATCH_TTL_S=1",
                                       NULL};
-    struct harness *h = calloc(1, sizeof(*h));
+    static const struct harness_slot slots[] = {{1, 5, MOTOR_MS}, {0, 0, 0}};
 
-    if (h == NULL || harness_start(h, env) < 0) {
-        free(h);
-        return -1;
-    }
-    *state = h;
-    return harness_put_slot(h, 1, 5, MOTOR_MS);
+    *state = harness_fixture_new(env, slots, NULL);
+    return *state != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct harness *h = *state;
-
-    if (h != NULL) {
-        harness_stop(h);
-        free(h);
-    }
+    harness_fixture_free(*state);
     return 0;
 }
 
 static void queued_unit_does_not_wait_forever_for_the_broker(void **state)
 {
-    struct harness *h = *state;
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
     struct harness_reply r;
     char st[64];
 

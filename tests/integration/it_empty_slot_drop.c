@@ -23,54 +23,24 @@
 
 #define MOTOR_MS 2000 /* deadline 2.3 s: ample time to answer both units */
 
-struct fixture {
-    struct harness h;
-    struct harness_mqtt machine;
-};
-
 static int setup(void **state)
 {
     static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=1000", NULL};
-    struct fixture *f = calloc(1, sizeof(*f));
+    static const struct harness_slot slots[] = {{1, 2, MOTOR_MS}, {0, 0, 0}};
 
-    if (f == NULL || harness_start(&f->h, env) < 0) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    if (harness_put_slot(&f->h, 1, 2, MOTOR_MS) < 0)
-        return -1;
-    return harness_mqtt_open(&f->machine, f->h.broker.port, "it-review-alert", "vm/VM01/command",
-                             NULL, NULL);
+    *state = harness_fixture_new(env, slots, "it-review-alert");
+    return *state != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-
-    if (f != NULL) {
-        harness_mqtt_close(&f->machine);
-        harness_stop(&f->h);
-        free(f);
-    }
+    harness_fixture_free(*state);
     return 0;
-}
-
-static void answer(struct fixture *f, int unit)
-{
-    char res[256];
-
-    snprintf(res, sizeof(res),
-             "{\"orderId\":\"empty-1\",\"slot\":1,\"unit\":%d,\"success\":true,"
-             "\"dropDetected\":true,\"durationMs\":900,\"error\":null}",
-             unit);
-    assert_int_equal(harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", res, strlen(res)),
-                     0);
 }
 
 static void second_drop_from_empty_slot_is_not_lost(void **state)
 {
-    struct fixture *f = *state;
+    struct harness_fixture *f = *state;
     struct harness *h = &f->h;
     char units[64];
 
@@ -81,9 +51,9 @@ static void second_drop_from_empty_slot_is_not_lost(void **state)
     /* The operator's audit: the slot is counted empty (the count was wrong). */
     assert_int_equal(harness_put_slot(h, 1, 0, MOTOR_MS), 0);
 
-    answer(f, 1);
+    assert_int_equal(harness_answer(&f->machine, "empty-1", 1, 1), 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, 2, 5000), 2);
-    answer(f, 2);
+    assert_int_equal(harness_answer(&f->machine, "empty-1", 1, 2), 0);
 
     /* Give the deadline (2.3 s) time to pass, then look. */
     harness_sleep_ms(MOTOR_MS + 1000 + 1000);

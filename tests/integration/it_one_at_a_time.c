@@ -16,53 +16,23 @@
 
 #include "harness.h"
 
-struct fixture {
-    struct harness h;
-    struct harness_mqtt machine;
-};
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
+    static const struct harness_slot slots[] = {{1, 8, 2150}, {0, 0, 0}};
 
-    if (f == NULL || harness_start(&f->h, NULL) < 0) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    if (harness_put_slot(&f->h, 1, 8, 2150) < 0)
-        return -1;
-    return harness_mqtt_open(&f->machine, f->h.broker.port, "it-one", "vm/VM01/command", NULL,
-                             NULL);
+    *state = harness_fixture_new(NULL, slots, "it-one");
+    return *state != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-
-    if (f != NULL) {
-        harness_mqtt_close(&f->machine);
-        harness_stop(&f->h);
-        free(f);
-    }
+    harness_fixture_free(*state);
     return 0;
-}
-
-static void answer(struct fixture *f, int unit)
-{
-    char res[256];
-
-    snprintf(res, sizeof(res),
-             "{\"orderId\":\"two-1\",\"slot\":1,\"unit\":%d,\"success\":true,"
-             "\"dropDetected\":true,\"durationMs\":1500,\"error\":null}",
-             unit);
-    assert_int_equal(harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", res, strlen(res)),
-                     0);
 }
 
 static void quantity_two_goes_one_unit_at_a_time(void **state)
 {
-    struct fixture *f = *state;
+    struct harness_fixture *f = *state;
     struct harness *h = &f->h;
     long long stock;
 
@@ -80,7 +50,7 @@ static void quantity_two_goes_one_unit_at_a_time(void **state)
                                       "SENT,QUEUED", 0),
                      0);
 
-    answer(f, 1);
+    assert_int_equal(harness_answer(&f->machine, "two-1", 1, 1), 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, 2, 5000), 2);
     assert_string_equal(harness_mqtt_payload(&f->machine, 1),
                         "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"two-1\",\"timeoutMs\":2150,"
@@ -88,7 +58,7 @@ static void quantity_two_goes_one_unit_at_a_time(void **state)
     assert_int_equal(
         harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'two-1'", "DISPENSING", 0), 0);
 
-    answer(f, 2);
+    assert_int_equal(harness_answer(&f->machine, "two-1", 1, 2), 0);
     assert_int_equal(
         harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'two-1'", "COMPLETED", 5000), 0);
     assert_int_equal(

@@ -7,6 +7,8 @@
  * 2. Trigger, SIGTERM vendd (clean exit 0), the machine's result arrives while vendd is
  *    down (the broker queues it in vendd's persistent session), start vendd: the result is
  *    applied and the order is COMPLETED, again with one command in all.
+ * 3. The same past the unit's deadline; 4. the same with vendd back on another HTTP port
+ *    (the session's id, MQTT_CLIENT_ID, does not depend on it); 5. MQTT_CLIENT_ID is used.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,43 +27,24 @@
 #define GRACE_MS  1000
 #define SLACK_MS  2000
 
-struct fixture {
-    struct harness h;
-    struct harness_mqtt machine; /* subscribed to VM01's commands */
-};
-
 static int setup(void **state)
 {
     static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=1000", NULL};
-    struct fixture *f = calloc(1, sizeof(*f));
+    static const struct harness_slot slots[] = {{1, 5, MOTOR1_MS}, {2, 5, MOTOR2_MS}, {0, 0, 0}};
 
-    if (f == NULL || harness_start(&f->h, env) < 0) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    if (harness_put_slot(&f->h, 1, 5, MOTOR1_MS) < 0 ||
-        harness_put_slot(&f->h, 2, 5, MOTOR2_MS) < 0)
-        return -1;
-    return harness_mqtt_open(&f->machine, f->h.broker.port, "it-restart", "vm/VM01/command", NULL,
-                             NULL);
+    *state = harness_fixture_new(env, slots, "it-restart");
+    return *state != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-
-    if (f != NULL) {
-        harness_mqtt_close(&f->machine);
-        harness_stop(&f->h);
-        free(f);
-    }
+    harness_fixture_free(*state);
     return 0;
 }
 
 static void deadline_survives_sigkill(void **state)
 {
-    struct fixture *f = *state;
+    struct harness_fixture *f = *state;
     struct harness *h = &f->h;
     uint64_t sent, restarted, failed;
 
@@ -94,9 +77,7 @@ static void deadline_survives_sigkill(void **state)
 
 static void result_queued_while_down_is_applied(void **state)
 {
-    static const char ok[] = "{\"orderId\":\"term-1\",\"slot\":2,\"success\":true,"
-                             "\"dropDetected\":true,\"durationMs\":1850,\"error\":null}";
-    struct fixture *f = *state;
+    struct harness_fixture *f = *state;
     struct harness *h = &f->h;
     long long stock;
 
@@ -106,8 +87,7 @@ static void result_queued_while_down_is_applied(void **state)
     assert_non_null(strstr(harness_mqtt_payload(&f->machine, 1), "\"orderId\":\"term-1\""));
     assert_int_equal(harness_vendd_term(h), 0);
 
-    assert_int_equal(harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", ok, strlen(ok)),
-                     0);
+    assert_int_equal(harness_answer(&f->machine, "term-1", 2, 0), 0);
     harness_sleep_ms(200);
     assert_int_equal(
         harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'term-1'", "DISPENSING", 0), 0);
@@ -134,9 +114,7 @@ static void result_queued_while_down_is_applied(void **state)
  */
 static void result_held_past_deadline_is_applied_first(void **state)
 {
-    static const char ok[] = "{\"orderId\":\"held-1\",\"slot\":1,\"success\":true,"
-                             "\"dropDetected\":true,\"durationMs\":900,\"error\":null}";
-    struct fixture *f = *state;
+    struct harness_fixture *f = *state;
     struct harness *h = &f->h;
     size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
 
@@ -145,8 +123,7 @@ static void result_held_past_deadline_is_applied_first(void **state)
     assert_int_equal(harness_trigger(h, "held-1", NULL), 200);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 5000), seen + 1);
     assert_int_equal(harness_vendd_term(h), 0);
-    assert_int_equal(harness_mqtt_publish(&f->machine, "vm/VM01/dispense_result", ok, strlen(ok)),
-                     0);
+    assert_int_equal(harness_answer(&f->machine, "held-1", 1, 0), 0);
     harness_sleep_ms(MOTOR1_MS + GRACE_MS + 500); /* well past the unit's deadline */
 
     assert_int_equal(harness_vendd_start(h), 0);
@@ -166,12 +143,53 @@ static void result_held_past_deadline_is_applied_first(void **state)
     assert_int_equal(harness_vendd_term(h), 0);
 }
 
+/*
+ * The broker keys vendd's session on MQTT_CLIENT_ID alone (SPEC §2): vendd restarted on
+ * another HTTP port still finds the result the machine published while it was down.
+ * Found in review: the id was "vendd-<host>-<PORT>", so a new port meant a new, empty session.
+ */
+static void session_survives_a_port_change(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+
+    assert_int_equal(harness_vendd_start(h), 0); /* the case before stopped it */
+    assert_int_equal(harness_order(h, "port-1", 2, 1), 0);
+    assert_int_equal(harness_trigger(h, "port-1", NULL), 200);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 5000), seen + 1);
+    assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_answer(&f->machine, "port-1", 2, 0), 0);
+
+    assert_int_equal(harness_new_http_port(h), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'port-1'", "COMPLETED", 5000), 0);
+    /* Every start so far connected as the default id. */
+    assert_int_equal(harness_broker_log_count(h, " as vendd ("), h->starts);
+    assert_int_equal(harness_vendd_term(h), 0);
+}
+
+/* An installation that shares its broker names its own session. */
+static void client_id_is_configurable(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+
+    assert_int_equal(harness_env_set(h, "MQTT_CLIENT_ID=it-restart-vendd"), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
+    assert_int_equal(harness_broker_log_count(h, " as it-restart-vendd ("), 1);
+    assert_int_equal(harness_vendd_term(h), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(deadline_survives_sigkill),
         cmocka_unit_test(result_queued_while_down_is_applied),
         cmocka_unit_test(result_held_past_deadline_is_applied_first),
+        cmocka_unit_test(session_survives_a_port_change),
+        cmocka_unit_test(client_id_is_configurable),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -8,6 +8,7 @@
 #include "broker.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "mqtt.h"
 
 #include <vend/err.h>
@@ -480,6 +481,15 @@ static void test_broker_restart_reconnects(void **state)
     assert_int_equal(fx->ups, 2);
     assert_int_equal(fx->downs, 1);
     assert_int_equal(mqtt_client_stats(fx->client)->reconnects, 1);
+    {
+        /* ... and /metrics shows it, beside a zero count of failed publishes. */
+        struct metrics m = {0};
+        char *text = metrics_render(&m, mqtt_client_stats(fx->client));
+
+        assert_non_null(strstr(text, "\nvendd_mqtt_reconnects_total 1\n"));
+        assert_non_null(strstr(text, "\nvendd_mqtt_publish_failed_total 0\n"));
+        free(text);
+    }
     /* The loop never stalled: the 20 ms timer kept its schedule throughout. */
     assert_true(fx->ticks > 40);
     assert_true(fx->tick_max_gap < 200);

@@ -1,13 +1,16 @@
-/* test_topic.c - topic parse/format and the identifier character sets. */
+/* test_topic.c - topics, filters, and the identifier rules checked against their pattern texts. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <regex.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "vend/err.h"
+#include "vend/msg.h"
 #include "vend/topic.h"
 
 static void parse_good(void **state)
@@ -175,6 +178,94 @@ static void id_validators(void **state)
     assert_false(vend_order_id_valid(long_id));
 }
 
+/* pattern as a whole-string POSIX ERE, the way a user reads it in an error message. */
+static bool pattern_match(const regex_t *re, const char *s)
+{
+    return regexec(re, s, 0, NULL, 0) == 0;
+}
+
+static void compile(regex_t *re, const char *pattern)
+{
+    char anchored[128];
+
+    snprintf(anchored, sizeof(anchored), "^%s$", pattern);
+    assert_int_equal(regcomp(re, anchored, REG_EXTENDED | REG_NOSUB), 0);
+}
+
+/*
+ * The rule exists once: the text every error message prints and the validator agree on
+ * every byte value and on the length bounds, in both the NUL-terminated and the counted form.
+ */
+static void id_patterns_are_the_validators(void **state)
+{
+    static const struct {
+        const char *pattern;
+        size_t max;
+        bool (*valid)(const char *);
+        bool (*valid_len)(const char *, size_t);
+    } rules[] = {
+        {VEND_MACHINE_ID_PATTERN, VEND_MACHINE_ID_MAX, vend_machine_id_valid,
+         vend_machine_id_valid_len},
+        {VEND_ORDER_ID_PATTERN, VEND_ORDER_ID_MAX, vend_order_id_valid, vend_order_id_valid_len},
+    };
+    char s[VEND_ORDER_ID_MAX + 2];
+    regex_t re;
+
+    (void)state;
+    assert_string_equal(VEND_MACHINE_ID_PATTERN, "[A-Za-z0-9_-]{1,32}");
+    assert_string_equal(VEND_ORDER_ID_PATTERN, "[A-Za-z0-9_.~-]{1,64}");
+    for (size_t r = 0; r < sizeof(rules) / sizeof(rules[0]); r++) {
+        compile(&re, rules[r].pattern);
+        for (int c = 1; c < 256; c++) {
+            s[0] = 'a';
+            s[1] = (char)c;
+            s[2] = '\0';
+            if (pattern_match(&re, s) != rules[r].valid(s) ||
+                pattern_match(&re, s) != rules[r].valid_len(s, 2))
+                fail_msg("%s and its validator disagree on byte 0x%02x", rules[r].pattern, c);
+        }
+        for (size_t len = 0; len <= rules[r].max + 1; len++) {
+            memset(s, 'x', len);
+            s[len] = '\0';
+            assert_int_equal(pattern_match(&re, s), len >= 1 && len <= rules[r].max);
+            assert_int_equal(rules[r].valid(s), len >= 1 && len <= rules[r].max);
+            assert_int_equal(rules[r].valid_len(s, len), len >= 1 && len <= rules[r].max);
+        }
+        /* The counted form never reads a NUL as the end. */
+        assert_false(rules[r].valid_len("ab\0c", 4));
+        regfree(&re);
+    }
+}
+
+static void filters(void **state)
+{
+    static const struct {
+        enum vend_topic_kind kind;
+        const char *filter;
+    } cases[] = {
+        {VEND_TOPIC_COMMAND, "vm/+/command"},
+        {VEND_TOPIC_DISPENSE_RESULT, "vm/+/dispense_result"},
+        {VEND_TOPIC_TELEMETRY, "vm/+/telemetry"},
+        {VEND_TOPIC_STATUS, "vm/+/status"},
+        {VEND_TOPIC_CONFIG, "vm/+/config"},
+    };
+    char buf[VEND_TOPIC_FILTER_MAX + 1];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(buf, 0x55, sizeof(buf));
+        assert_int_equal(vend_topic_filter(buf, sizeof(buf), cases[i].kind),
+                         (int)strlen(cases[i].filter));
+        assert_string_equal(buf, cases[i].filter);
+    }
+    assert_int_equal(vend_topic_filter(buf, sizeof(buf), VEND_TOPIC_DISPENSE_RESULT),
+                     VEND_TOPIC_FILTER_MAX);
+    assert_int_equal(vend_topic_filter(buf, VEND_TOPIC_FILTER_MAX, VEND_TOPIC_DISPENSE_RESULT),
+                     VEND_ENOSPACE);
+    assert_int_equal(vend_topic_filter(NULL, 0, VEND_TOPIC_STATUS), VEND_ENOSPACE);
+    assert_int_equal(vend_topic_filter(buf, sizeof(buf), VEND_TOPIC_KIND_COUNT), VEND_ETOPIC);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -184,6 +275,8 @@ int main(void)
         cmocka_unit_test(format_good_and_bad),
         cmocka_unit_test(format_parse_round_trip),
         cmocka_unit_test(id_validators),
+        cmocka_unit_test(id_patterns_are_the_validators),
+        cmocka_unit_test(filters),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,6 +10,25 @@
 #include "vend/err.h"
 #include "vendd.h"
 
+/*
+ * Unicode's control characters (C0, DEL, C1) in the UTF-8 jansson guarantees. Text fields
+ * end up in the dashboard, CSV exports and log lines, where a newline or an escape
+ * sequence forges or hides content; no product or place name needs one.
+ */
+static bool has_control(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c < 0x20 || c == 0x7f)
+            return true;
+        if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
+            (unsigned char)s[i + 1] <= 0x9f)
+            return true;
+    }
+    return false;
+}
+
 bool api_field_string(const json_t *body, const char *key, bool required, size_t max_len, char *out,
                       size_t size, struct http_response *res)
 {
@@ -29,6 +48,11 @@ bool api_field_string(const json_t *body, const char *key, bool required, size_t
     if (len == 0 || len > max_len || len >= size || strlen(json_string_value(val)) != len) {
         http_reply_error(res, 422, "INVALID_FIELD", "'%s' must be 1 to %zu bytes, without NUL", key,
                          max_len < size ? max_len : size - 1);
+        return false;
+    }
+    if (has_control(json_string_value(val), len)) {
+        http_reply_error(res, 422, "INVALID_FIELD", "'%s' must not contain control characters",
+                         key);
         return false;
     }
     memcpy(out, json_string_value(val), len + 1);
@@ -120,6 +144,6 @@ void api_metrics(void *ctx, const struct http_request *req, struct http_response
 
     (void)req;
     res->status = 200;
-    res->body = metrics_render(&v->metrics);
+    res->body = metrics_render(&v->metrics, v->mqtt != NULL ? mqtt_client_stats(v->mqtt) : NULL);
     res->content_type = "text/plain; version=0.0.4";
 }

@@ -24,6 +24,7 @@ extern const size_t api_nroutes;
  * Body field readers. On a missing (when required), mistyped or out-of-range field they
  * answer 422 INVALID_FIELD naming the field and the rule, and return false; the handler
  * then just returns. An absent optional field leaves *out untouched and returns true.
+ * A string is 1..max_len bytes without NUL or any control character (C0, DEL, C1).
  */
 bool api_field_string(const json_t *body, const char *key, bool required, size_t max_len, char *out,
                       size_t size, struct http_response *res);
@@ -40,7 +41,7 @@ bool api_fields_allowed(const json_t *body, const char *const *allowed, struct h
 void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* health.c-style endpoints */
+/* api.c: GET /health and GET /metrics */
 void api_health(void *ctx, const struct http_request *req, struct http_response *res);
 void api_metrics(void *ctx, const struct http_request *req, struct http_response *res);
 

@@ -21,15 +21,16 @@
 #include "xmalloc.h"
 
 enum opt_type {
-    OPT_STRING,  /* free text up to the field's size (no control characters) */
-    OPT_BOOL,    /* true/false, yes/no, 1/0, case-insensitive */
-    OPT_UINT,    /* decimal, min..max, into an unsigned int */
-    OPT_HOST,    /* IPv4/IPv6 literal or host name */
-    OPT_DBURL,   /* sqlite:PATH | postgres[ql]://... ; fills db_kind, sqlite_path */
-    OPT_MQTTURL, /* mqtt[s]://host[:port] ; fills mqtt_host, mqtt_port, mqtt_tls */
-    OPT_HTTPURL, /* http[s]://host[:port][/path], stored without trailing '/' */
-    OPT_MACHINE, /* [A-Za-z0-9_-]{1,32}, vend_machine_id_valid() */
-    OPT_LOGFMT,  /* text | json, into an enum log_format */
+    OPT_STRING,   /* free text up to the field's size (no control characters) */
+    OPT_BOOL,     /* true/false, yes/no, 1/0, case-insensitive */
+    OPT_UINT,     /* decimal, min..max, into an unsigned int */
+    OPT_HOST,     /* IPv4/IPv6 literal or host name */
+    OPT_DBURL,    /* sqlite:PATH | postgres[ql]://... ; fills db_kind, sqlite_path */
+    OPT_MQTTURL,  /* mqtt[s]://host[:port] ; fills mqtt_host, mqtt_port, mqtt_tls */
+    OPT_HTTPURL,  /* http[s]://host[:port][/path], stored without trailing '/' */
+    OPT_MACHINE,  /* VEND_MACHINE_ID_PATTERN, vend_machine_id_valid() */
+    OPT_CLIENTID, /* CONF_CLIENT_ID_PATTERN */
+    OPT_LOGFMT,   /* text | json, into an enum log_format */
 };
 
 struct conf_opt {
@@ -52,6 +53,9 @@ static const struct conf_opt s_opts[] = {
     {"MQTT_USERNAME", OPT_STRING, 0, 0, NULL, FIELD(mqtt_username), false},
     {"MQTT_PASSWORD", OPT_STRING, 0, 0, NULL, FIELD(mqtt_password), true},
     {"MQTT_CA_FILE", OPT_STRING, 0, 0, NULL, FIELD(mqtt_ca_file), false},
+    /* Fixed, not derived from the host name or PORT: the broker keys vendd's session on it,
+     * and a restart must find the results queued there (SPEC §2). */
+    {"MQTT_CLIENT_ID", OPT_CLIENTID, 0, 0, "vendd", FIELD(mqtt_client_id), false},
     {"MACHINE_ID", OPT_MACHINE, 0, 0, "VM01", FIELD(machine_id), false},
     {"API_TOKEN", OPT_STRING, 0, 0, NULL, FIELD(api_token), true},
     {"MIDTRANS_SERVER_KEY", OPT_STRING, 0, 0, NULL, FIELD(midtrans_server_key), true},
@@ -107,6 +111,17 @@ static bool has_control(const char *s)
             return true;
     }
     return false;
+}
+
+static bool client_id_valid(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n] != '\0'; n++) {
+        if (!isalnum((unsigned char)s[n]) && s[n] != '_' && s[n] != '.' && s[n] != '-')
+            return false;
+    }
+    return n >= 1 && n <= CONF_CLIENT_ID_MAX;
 }
 
 static bool all_digits(const char *s, size_t len)
@@ -411,6 +426,7 @@ static int opt_parse(struct vendd_conf *conf, const struct conf_opt *o, const ch
     case OPT_MQTTURL:
     case OPT_HTTPURL:
     case OPT_MACHINE:
+    case OPT_CLIENTID:
         break;
     }
 
@@ -428,7 +444,13 @@ static int opt_parse(struct vendd_conf *conf, const struct conf_opt *o, const ch
         break;
     case OPT_MACHINE:
         if (!vend_machine_id_valid(v)) {
-            snprintf(why, whysize, "must match [A-Za-z0-9_-]{1,32}");
+            snprintf(why, whysize, "must match %s", VEND_MACHINE_ID_PATTERN);
+            return VEND_EINVAL;
+        }
+        break;
+    case OPT_CLIENTID:
+        if (!client_id_valid(v)) {
+            snprintf(why, whysize, "must match %s", CONF_CLIENT_ID_PATTERN);
             return VEND_EINVAL;
         }
         break;
@@ -808,6 +830,7 @@ void conf_print(const struct vendd_conf *conf, FILE *out)
         case OPT_MQTTURL:
         case OPT_HTTPURL:
         case OPT_MACHINE:
+        case OPT_CLIENTID:
             fprintf(out, "%s\n", (const char *)field);
             break;
         }

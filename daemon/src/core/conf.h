@@ -31,6 +31,13 @@
 #define CONF_PATH_MAX   1024 /* MQTT_CA_FILE, the sqlite path */
 #define CONF_SECRET_MAX 255  /* MQTT_USERNAME, MQTT_PASSWORD, API_TOKEN, MIDTRANS_SERVER_KEY */
 
+/*
+ * MQTT_CLIENT_ID: what every broker accepts and an ACL can name. No '+', '#' or '/': mosquitto
+ * refuses ids holding a wildcard once pattern ACLs exist (deploy/mosquitto/vendd.acl has them).
+ */
+#define CONF_CLIENT_ID_MAX     64
+#define CONF_CLIENT_ID_PATTERN "[A-Za-z0-9_.-]{1,64}"
+
 /* .env limits: bigger files or longer lines are rejected, not truncated. */
 #define CONF_DOTENV_MAX_BYTES 65536
 #define CONF_DOTENV_MAX_LINE  4096
@@ -58,8 +65,11 @@ struct vendd_conf {
     char mqtt_username[CONF_SECRET_MAX + 1];
     char mqtt_password[CONF_SECRET_MAX + 1]; /* secret */
     char mqtt_ca_file[CONF_PATH_MAX + 1];    /* "" = the system CAs */
+    /* The broker keeps vendd's session (subscriptions, results queued while it is away)
+     * under this id: the same across restarts, port changes and host renames. */
+    char mqtt_client_id[CONF_CLIENT_ID_MAX + 1]; /* CONF_CLIENT_ID_PATTERN */
 
-    char machine_id[VEND_MACHINE_ID_MAX + 1]; /* MACHINE_ID, [A-Za-z0-9_-]{1,32} */
+    char machine_id[VEND_MACHINE_ID_MAX + 1]; /* MACHINE_ID, VEND_MACHINE_ID_PATTERN */
 
     /* security (SPEC §7) */
     char api_token[CONF_SECRET_MAX + 1]; /* secret; "" = development mode */

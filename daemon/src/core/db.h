@@ -5,8 +5,8 @@
  * SQL is written once for both backends:
  *  - placeholders are $1..$n (native in PostgreSQL; bound by name in SQLite);
  *  - timestamps are TEXT in ISO 8601 UTC with milliseconds ("2026-11-27T09:30:00.123Z"),
- *    produced by the daemon (db_now_iso), never by SQL functions, so they sort and
- *    compare the same way everywhere and tests control the clock;
+ *    produced by the daemon (db_iso_time(), vendd_now_iso()), never by SQL functions,
+ *    so they sort and compare the same way everywhere and tests control the clock;
  *  - deadlines are such timestamps too (fixed width, so text order is time order);
  *  - money is INTEGER rupiah; booleans are INTEGER 0/1;
  *  - no backend-specific functions in queries; RETURNING and partial unique

@@ -1,3 +1,4 @@
+/* metrics.c - the Prometheus text exposition of vendd's counters and the MQTT client's. */
 #include "metrics.h"
 
 #include <inttypes.h>
@@ -5,7 +6,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mqtt.h"
 #include "xmalloc.h"
+
+/* X(exported name, field of struct mqtt_stats, help): the client's counters that an
+ * operator alerts on; published and received are already counted by kind above. */
+#define METRICS_MQTT_COUNTERS(X)                                                                   \
+    X(mqtt_reconnects, reconnects, "MQTT connections made after the first (broker came back)")     \
+    X(mqtt_publish_failed, publish_failed,                                                         \
+      "MQTT publishes that failed on a live connection and were not retried")
 
 void metrics_reject(struct metrics *m, enum vend_topic_kind kind, int err)
 {
@@ -42,9 +51,13 @@ static void __attribute__((format(printf, 2, 3))) text_add(struct text *t, const
     }
 }
 
-char *metrics_render(const struct metrics *m)
+char *metrics_render(const struct metrics *m, const struct mqtt_stats *mq)
 {
+    static const struct mqtt_stats none;
     struct text t = {.buf = xmalloc(4096), .cap = 4096};
+
+    if (mq == NULL)
+        mq = &none;
 
 #define METRICS_RENDER(name, help)                                                                 \
     text_add(&t,                                                                                   \
@@ -53,6 +66,13 @@ char *metrics_render(const struct metrics *m)
              m->name);
     METRICS_COUNTERS(METRICS_RENDER)
 #undef METRICS_RENDER
+#define METRICS_RENDER_MQTT(name, field, help)                                                     \
+    text_add(&t,                                                                                   \
+             "# HELP vendd_" #name "_total " help "\n# TYPE vendd_" #name "_total counter\n"       \
+             "vendd_" #name "_total %" PRIu64 "\n",                                                \
+             mq->field);
+    METRICS_MQTT_COUNTERS(METRICS_RENDER_MQTT)
+#undef METRICS_RENDER_MQTT
 
     text_add(&t, "# HELP vendd_mqtt_rejected_total MQTT messages rejected, by topic kind and "
                  "reason\n# TYPE vendd_mqtt_rejected_total counter\n");

@@ -799,7 +799,7 @@ int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *pa
         return VEND_ETOOBIG;
     }
     /* Never hand libmosquitto a message while down: it would queue a QoS1
-     * message and deliver it late (protocols.md §3.4). */
+     * message and deliver it late (docs/internals/mqtt.md, "Publishing once"). */
     if (!mqtt_client_connected(c) || !c->mosq)
         return VEND_EUNAVAILABLE;
     if (expiry_s > 0) {

@@ -1,3 +1,4 @@
+/* notify.c - sd_notify(3) by hand: one datagram to $NOTIFY_SOCKET, no libsystemd. */
 #include "notify.h"
 
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* xmalloc.c - malloc and friends that log and exit instead of returning NULL. */
 #include "xmalloc.h"
 
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /*
  * xmalloc.h - allocation that cannot fail: on out-of-memory the daemon logs
- * and exits, and systemd restarts it (house style §3.7). Nothing in the
+ * and exits, and systemd restarts it (docs/HACKING.md). Nothing in the
  * daemon checks for NULL after these. The codec and firmware never allocate.
  */
 #ifndef VENDD_XMALLOC_H

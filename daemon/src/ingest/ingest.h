@@ -17,9 +17,19 @@
 
 struct vendd;
 
-/* The subscriptions vendd makes (QoS 1), in the order the guide logs them. */
-extern const char *const ingest_subscriptions[];
-extern const size_t ingest_nsubscriptions;
+/* Bounds of struct ingest_subscriptions, checked against the table at compile time. */
+#define INGEST_TOPICS_MAX 8
+#define INGEST_FILTER_MAX 64
+
+/* The filters vendd subscribes to (QoS 1), built from the topic table in ingest.c. */
+struct ingest_subscriptions {
+    char filter[INGEST_TOPICS_MAX][INGEST_FILTER_MAX + 1];
+    const char *filters[INGEST_TOPICS_MAX]; /* filter[i], the form struct mqtt_config takes */
+    size_t n;
+};
+
+/* Fills *out in table order, which is the order the guide logs the subscriptions. */
+void ingest_subscriptions(struct ingest_subscriptions *out);
 
 /* mqtt_message_fn: arg is the struct vendd. */
 void ingest_message(void *arg, const char *topic, const void *payload, size_t len, bool retained);

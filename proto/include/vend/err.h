@@ -39,7 +39,8 @@
     X(UNAVAILABLE, -23, "service unavailable")                                                     \
     X(AUTH, -24, "not authorized")                                                                 \
     X(BUSY, -25, "busy")                                                                           \
-    X(INTERNAL, -26, "internal error")
+    X(INTERNAL, -26, "internal error")                                                             \
+    X(TIMEDOUT, -27, "timed out")
 
 enum vend_err {
 #define VEND_ERR_ENUM(name, value, msg) VEND_E##name = value,

@@ -20,8 +20,8 @@
 #include <stdint.h>
 
 #define VEND_PAYLOAD_MAX    4096 /* bytes of one MQTT payload, both directions */
-#define VEND_MACHINE_ID_MAX 32   /* [A-Za-z0-9_-]{1,32} */
-#define VEND_ORDER_ID_MAX   64   /* [A-Za-z0-9_.~-]{1,64}, Midtrans' order_id charset */
+#define VEND_MACHINE_ID_MAX 32   /* VEND_MACHINE_ID_PATTERN (topic.h) */
+#define VEND_ORDER_ID_MAX   64   /* VEND_ORDER_ID_PATTERN (topic.h), Midtrans' order_id */
 #define VEND_SLOTS_MAX      64   /* entries in telemetry "slots" */
 #define VEND_FW_MAX         32   /* [A-Za-z0-9._+-]{1,32} */
 #define VEND_ERROR_CODE_MAX 32   /* [A-Z0-9_]{1,32} */

@@ -26,6 +26,18 @@ enum vend_topic_kind {
 
 /* Longest topic: "vm/" + id + "/" + "dispense_result". */
 #define VEND_TOPIC_MAX (3 + VEND_MACHINE_ID_MAX + 1 + 15)
+/* Longest filter of vend_topic_filter(): "vm/+/dispense_result". */
+#define VEND_TOPIC_FILTER_MAX (3 + 1 + 1 + 15)
+
+/*
+ * The identifier rules, stated once. The validators below implement them; every message
+ * that tells a user the rule prints these texts (POSIX extended regular expressions, whole
+ * string), and tests/proto/test_topic.c checks each text against its validator byte by byte.
+ */
+#define VEND_STRINGIFY_(x)      #x
+#define VEND_STRINGIFY(x)       VEND_STRINGIFY_(x)
+#define VEND_MACHINE_ID_PATTERN "[A-Za-z0-9_-]{1," VEND_STRINGIFY(VEND_MACHINE_ID_MAX) "}"
+#define VEND_ORDER_ID_PATTERN   "[A-Za-z0-9_.~-]{1," VEND_STRINGIFY(VEND_ORDER_ID_MAX) "}"
 
 struct vend_topic {
     char machine_id[VEND_MACHINE_ID_MAX + 1]; /* NUL-terminated */
@@ -47,13 +59,25 @@ int vend_topic_parse(const char *topic, size_t len, struct vend_topic *out);
  */
 int vend_topic_format(char *buf, size_t size, const char *machine_id, enum vend_topic_kind k);
 
+/*
+ * Writes the subscription filter "vm/+/{kind}" (kind k from every machine) and a NUL into
+ * buf. Returns the length without the NUL, VEND_ETOPIC if k is unknown, or VEND_ENOSPACE if
+ * size is too small (VEND_TOPIC_FILTER_MAX + 1 always suffices). A shared-subscription
+ * prefix is the subscriber's business: it goes in front of what this writes.
+ */
+int vend_topic_filter(char *buf, size_t size, enum vend_topic_kind k);
+
 /* The last topic level for k ("dispense_result"), or NULL for an unknown kind. */
 const char *vend_topic_kind_name(enum vend_topic_kind k);
 
-/* True if the NUL-terminated s matches [A-Za-z0-9_-]{1,32}; false for NULL. */
+/* True if the NUL-terminated s matches VEND_MACHINE_ID_PATTERN; false for NULL. */
 bool vend_machine_id_valid(const char *s);
+/* True if the len bytes at s match VEND_MACHINE_ID_PATTERN (a NUL among them does not). */
+bool vend_machine_id_valid_len(const char *s, size_t len);
 
-/* True if the NUL-terminated s matches [A-Za-z0-9_.~-]{1,64}; false for NULL. */
+/* True if the NUL-terminated s matches VEND_ORDER_ID_PATTERN; false for NULL. */
 bool vend_order_id_valid(const char *s);
+/* True if the len bytes at s match VEND_ORDER_ID_PATTERN (a NUL among them does not). */
+bool vend_order_id_valid_len(const char *s, size_t len);
 
 #endif
