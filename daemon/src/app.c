@@ -11,11 +11,13 @@
 
 #include "api.h"
 #include "db.h"
+#include "deadline.h"
 #include "dispense.h"
 #include "http.h"
 #include "ingest.h"
 #include "log.h"
 #include "loop.h"
+#include "machines.h"
 #include "mqtt.h"
 #include "notify.h"
 #include "store.h"
@@ -33,28 +35,17 @@ int64_t vendd_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t vendd_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void vendd_now_iso(const struct vendd *v, char *buf, size_t size)
 {
     db_iso_time(buf, size, v->now_ms());
-}
-
-/* SPEC §2: MACHINE_ID is registered at first start if missing. */
-static int register_default_machine(struct vendd *v)
-{
-    char now_iso[STORE_ISO_SIZE];
-    struct db_value p[2];
-    int rc;
-
-    vendd_now_iso(v, now_iso, sizeof(now_iso));
-    p[0] = DB_TEXT(v->conf->machine_id);
-    p[1] = DB_TEXT(now_iso);
-    rc = db_exec(v->db,
-                 "INSERT INTO machines (id, name, status, created_at, updated_at) "
-                 "VALUES ($1, $1, 'OFFLINE', $2, $2) ON CONFLICT (id) DO NOTHING",
-                 p, 2, NULL, NULL);
-    if (rc == 1)
-        log_info("registered default machine '%s'", v->conf->machine_id);
-    return rc < 0 ? rc : VEND_OK;
 }
 
 static void on_mqtt_state(void *arg, bool connected)
@@ -70,24 +61,36 @@ static void on_mqtt_state(void *arg, bool connected)
 static int create_mqtt(struct vendd *v)
 {
     const struct vendd_conf *conf = v->conf;
-    char client_id[MQTT_MAX_CLIENT_ID], host[64] = "host";
+    struct ingest_subscriptions subs;
     struct mqtt_config mc = {0};
 
-    /* Stable across restarts, so the broker keeps our session; the HTTP port tells apart
-     * several instances on one host. */
-    gethostname(host, sizeof(host) - 1);
-    snprintf(client_id, sizeof(client_id), "vendd-%s-%u", host, conf->port);
+    ingest_subscriptions(&subs);
     mc.host = conf->mqtt_host;
     mc.port = (uint16_t)conf->mqtt_port;
     mc.tls = conf->mqtt_tls;
     mc.ca_file = conf->mqtt_ca_file[0] ? conf->mqtt_ca_file : NULL;
     mc.username = conf->mqtt_username[0] ? conf->mqtt_username : NULL;
     mc.password = conf->mqtt_password[0] ? conf->mqtt_password : NULL;
-    mc.client_id = client_id;
-    mc.subscriptions = ingest_subscriptions;
-    mc.nsubscriptions = ingest_nsubscriptions;
+    /* MQTT_CLIENT_ID, never derived from the host name or PORT: the broker keeps our
+     * session, and the results queued in it, under this id (SPEC §2). */
+    mc.client_id = conf->mqtt_client_id;
+    /* mqtt_client_new() copies the filters. */
+    mc.subscriptions = subs.filters;
+    mc.nsubscriptions = subs.n;
     mc.session_expiry_s = SESSION_EXPIRY_S;
     return mqtt_client_new(&v->mqtt, v->loop, &mc, ingest_message, on_mqtt_state, v);
+}
+
+/* The broker seam (broker_seam.h): the domain publishes through these, never through mqtt.c. */
+static int broker_mqtt_publish(void *ctx, const char *topic, const void *payload, size_t len,
+                               int qos, bool retain, uint32_t expiry_s)
+{
+    return mqtt_client_publish(ctx, topic, payload, len, qos, retain, expiry_s);
+}
+
+static bool broker_mqtt_up(void *ctx)
+{
+    return mqtt_client_connected(ctx);
 }
 
 static int start_http(struct vendd *v)
@@ -103,8 +106,9 @@ static int start_http(struct vendd *v)
 
 int app_run(const struct vendd_conf *conf)
 {
-    struct vendd v = {.conf = conf, .now_ms = vendd_wall_ms};
+    struct vendd v = {.conf = conf, .now_ms = vendd_wall_ms, .mono_ms = vendd_mono_ms};
     char errbuf[512];
+    bool mqtt_lib = false; /* mqtt_lib_init() succeeded */
     int status = 1, rc;
 
     log_init(conf->log_format, LOG_LEVEL_INFO, NULL);
@@ -126,13 +130,14 @@ int app_run(const struct vendd_conf *conf)
         log_warnx("cannot open the database: %s", errbuf);
         goto out;
     }
-    rc = register_default_machine(&v);
+    rc = machines_register_default(&v, conf->machine_id);
     if (rc < 0) {
         log_warnx("cannot register machine '%s': %s", conf->machine_id, db_errmsg(v.db));
         goto out;
     }
     if (mqtt_lib_init() < 0)
         goto out;
+    mqtt_lib = true;
     rc = start_http(&v);
     if (rc < 0) {
         log_warnx("cannot start the HTTP server on %s port %u: %s", conf->host, conf->port,
@@ -144,7 +149,8 @@ int app_run(const struct vendd_conf *conf)
         log_warnx("cannot create the MQTT client: %s", vend_strerror(rc));
         goto out;
     }
-    rc = dispense_resume(&v);
+    v.broker = (struct broker){.publish = broker_mqtt_publish, .up = broker_mqtt_up, .ctx = v.mqtt};
+    rc = deadline_resume(&v);
     if (rc < 0) {
         log_warnx("cannot resume dispenses: %s", db_errmsg(v.db));
         goto out;
@@ -158,14 +164,16 @@ int app_run(const struct vendd_conf *conf)
     rc = loop_run(v.loop);
     notify_systemd("STOPPING=1");
     log_info("vendd stopping");
-    status = rc < 0 ? 1 : 0;
+    status = rc < 0 || v.failed ? 1 : 0;
 out:
     http_server_free(v.http);
     mqtt_client_free(v.mqtt);
-    if (v.mqtt != NULL || status == 0)
+    /* Paired with the init whichever step failed after it (mqtt.h), not only once a
+     * client exists. */
+    if (mqtt_lib)
         mqtt_lib_cleanup();
-    if (v.deadline_timer != 0)
-        loop_timer_del(v.loop, v.deadline_timer);
+    if (v.loop != NULL)
+        deadline_stop(&v);
     db_close(v.db);
     loop_free(v.loop);
     return status;

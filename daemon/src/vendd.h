@@ -5,8 +5,12 @@
 #ifndef VENDD_VENDD_H
 #define VENDD_VENDD_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "broker_seam.h"
+#include "deadline.h"
 #include "metrics.h"
 
 struct vendd_conf;
@@ -14,6 +18,10 @@ struct loop;
 struct db;
 struct http_server;
 struct mqtt_client;
+struct httpc;
+struct midtrans;
+struct payments;
+struct refund_send;
 
 struct vendd {
     const struct vendd_conf *conf;
@@ -21,21 +29,34 @@ struct vendd {
     struct db *db;
     struct http_server *http;
     struct mqtt_client *mqtt;
+    /* The domain publishes only through this (broker_seam.h); app.c wires it to mqtt. */
+    struct broker broker;
     struct metrics metrics;
-    /* The one timer that fails SENT dispenses past their deadline (dispense.c). */
-    uint64_t deadline_timer;
-    char deadline_next[32]; /* ISO time the timer is armed for; "" when none */
-    /* No unit fails before this (epoch ms): after a restart, results the broker held in
-     * our session arrive before the first sweep (dispense_resume). */
-    int64_t sweep_not_before_ms;
+    /* The timer that fails units past their limits (deadline.c). */
+    struct deadline_state deadline;
+    /* Outbound HTTP on the loop, and Midtrans over it; NULL without MIDTRANS_SERVER_KEY. */
+    struct httpc *httpc;
+    struct midtrans *midtrans;
+    /* Customer orders and their Midtrans calls in flight (payments.c). */
+    struct payments *payments;
+    /* The timer that sends refunds, and their Midtrans calls in flight (refunds.c). */
+    uint64_t refunds_timer;
+    struct refund_send *refund_sends;
     /* Order ids made when the kernel's random generator fails (orders.c). */
     uint32_t order_seq;
     /* Wall clock in epoch milliseconds; a seam so tests can pin time. */
     int64_t (*now_ms)(void);
+    /* Monotonic clock in milliseconds (deadlines run on it); a seam too. */
+    int64_t (*mono_ms)(void);
+    /* Set when vendd can no longer keep a rule (e.g. no timer for the deadlines): the loop
+     * stops and vendd exits non-zero, to be restarted and resume from the database. */
+    bool failed;
 };
 
 /* The wall clock: CLOCK_REALTIME in milliseconds. */
 int64_t vendd_wall_ms(void);
+/* The monotonic clock: CLOCK_MONOTONIC in milliseconds. */
+int64_t vendd_mono_ms(void);
 
 /* Now as an ISO 8601 UTC timestamp (db_iso_time); buf >= 25 bytes. */
 void vendd_now_iso(const struct vendd *v, char *buf, size_t size);

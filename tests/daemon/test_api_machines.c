@@ -67,6 +67,18 @@ static void on_mqtt_message(void *arg, const char *topic, const void *payload, s
     (void)arg, (void)topic, (void)payload, (void)len, (void)retained;
 }
 
+/* The broker seam wired to the real client, as app.c wires it. */
+static int seam_publish(void *ctx, const char *topic, const void *payload, size_t len, int qos,
+                        bool retain, uint32_t expiry_s)
+{
+    return mqtt_client_publish(ctx, topic, payload, len, qos, retain, expiry_s);
+}
+
+static bool seam_up(void *ctx)
+{
+    return mqtt_client_connected(ctx);
+}
+
 static struct hfx *hfx_start(bool with_broker)
 {
     struct hfx *h = calloc(1, sizeof(*h));
@@ -92,6 +104,7 @@ static struct hfx *hfx_start(bool with_broker)
             mqtt_client_new(&h->d.v.mqtt, h->d.v.loop, &mc, on_mqtt_message, NULL, &h->d.v),
             VEND_OK);
         assert_int_equal(mqtt_client_start(h->d.v.mqtt), VEND_OK);
+        h->d.v.broker = (struct broker){.publish = seam_publish, .up = seam_up, .ctx = h->d.v.mqtt};
     }
     assert_int_equal(pipe(h->pipefd), 0);
     assert_int_equal(loop_io_add(h->d.v.loop, h->pipefd[0], LOOP_READ, on_stop, h->d.v.loop),
@@ -484,6 +497,57 @@ static void test_slots_and_stock(void **state)
     hfx_stop(h);
 }
 
+/* ---- dispense logs of a machine ----------------------------------------------------------- */
+
+static void test_dispense_logs(void **state)
+{
+    struct hfx *h = hfx_start(false);
+    json_t *r, *logs;
+
+    (void)state;
+    json_decref(call(h, "POST", "/api/machines", "{\"id\":\"VM01\"}", 201));
+    json_decref(call(h, "PUT", "/api/machines/VM01/slots/1",
+                     "{\"product_name\":\"Cola\",\"price\":5000,\"capacity\":10}", 201));
+    r = call(h, "GET", "/api/dispense/logs/VM01", NULL, 200);
+    assert_string_equal(jstr(r, "machine_id"), "VM01");
+    assert_int_equal(json_array_size(json_object_get(r, "logs")), 0);
+    json_decref(r);
+
+    dfx_sql(h->check, "INSERT INTO orders (id, machine_id, quantity, total_amount, status, origin, "
+                      "payment_method, created_at, updated_at) VALUES ('o-1', 'VM01', 3, 15000, "
+                      "'DISPENSING', 'operator', 'manual', '2025-11-27T09:30:00.000Z', "
+                      "'2025-11-27T09:30:00.000Z')");
+    dfx_sql(h->check,
+            "INSERT INTO dispense_logs (order_id, unit, machine_id, slot_id, slot_number, "
+            "timeout_ms, status, command_sent_at, created_at) SELECT 'o-1', u.n, 'VM01', s.id, 1, "
+            "5000, u.st, u.sent, '2025-11-27T09:30:00.000Z' FROM slots s, (SELECT 1 AS n, "
+            "'SUCCEEDED' AS st, '2025-11-27T09:30:01.000Z' AS sent UNION ALL SELECT 2, "
+            "'SENT', '2025-11-27T09:30:05.000Z' UNION ALL SELECT 3, 'QUEUED', NULL) u");
+    /* Newest command first; a unit not sent yet comes last. */
+    r = call(h, "GET", "/api/dispense/logs/VM01", NULL, 200);
+    logs = json_object_get(r, "logs");
+    assert_int_equal(json_array_size(logs), 3);
+    assert_int_equal(jint(json_array_get(logs, 0), "unit"), 2);
+    assert_string_equal(jstr(json_array_get(logs, 0), "status"), "SENT");
+    assert_int_equal(jint(json_array_get(logs, 1), "unit"), 1);
+    assert_int_equal(jint(json_array_get(logs, 2), "unit"), 3);
+    assert_string_equal(jstr(json_array_get(logs, 0), "order_id"), "o-1");
+    assert_int_equal(jint(json_array_get(logs, 0), "timeout_ms"), 5000);
+    json_decref(r);
+    r = call(h, "GET", "/api/dispense/logs/VM01?limit=1", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(r, "logs")), 1);
+    json_decref(r);
+
+    call_err(h, "GET", "/api/dispense/logs/VM01?limit=0", NULL, 422, "INVALID_FIELD");
+    call_err(h, "GET", "/api/dispense/logs/VM01?limit=501", NULL, 422, "INVALID_FIELD");
+    call_err(h, "GET", "/api/dispense/logs/VM01?limit=x", NULL, 422, "INVALID_FIELD");
+    r = call(h, "GET", "/api/dispense/logs/NOPE", NULL, 404);
+    assert_string_equal(jstr(json_object_get(r, "error"), "code"), "NOT_FOUND");
+    assert_string_equal(jstr(json_object_get(r, "error"), "message"), "no machine 'NOPE'");
+    json_decref(r);
+    hfx_stop(h);
+}
+
 /* ---- config ------------------------------------------------------------------------------- */
 
 #define CONFIG_BODY "{\"motorTimeout\":3000,\"dropSensorDelay\":50,\"telemetryInterval\":60000}"
@@ -634,9 +698,8 @@ static void test_config_push(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_machines),
-        cmocka_unit_test(test_slots_and_stock),
-        cmocka_unit_test(test_config_without_broker),
+        cmocka_unit_test(test_machines),      cmocka_unit_test(test_slots_and_stock),
+        cmocka_unit_test(test_dispense_logs), cmocka_unit_test(test_config_without_broker),
         cmocka_unit_test(test_config_push),
     };
     int rc;

@@ -166,7 +166,7 @@ static void test_inspection_can_be_cleared(void **state)
 static void test_product_swap_refused_while_promised(void **state)
 {
     struct dfx *f = *state;
-    struct order_manual o = {.slot = 1, .quantity = 1};
+    struct order_new o = {.nitems = 1, .items = {{.slot = 1, .quantity = 1}}};
     char why[256];
     json_t *r = NULL;
 
@@ -184,13 +184,91 @@ static void test_product_swap_refused_while_promised(void **state)
     json_decref(r);
     assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM products WHERE name = 'Tea'"), 0);
     /* Once nothing is promised, the swap goes through. */
-    dfx_sql(f->v.db, "UPDATE orders SET status = 'CANCELLED' WHERE id = 'swap-1'");
+    dfx_sql(f->v.db, "UPDATE orders SET status = 'COMPLETED' WHERE id = 'swap-1'");
+    dfx_sql(f->v.db, "UPDATE slots SET reserved = 0"); /* as its dispensed unit gives it back */
     assert_int_equal(put_slot(f, "1", "{\"product_name\":\"Tea\",\"price\":4000}", NULL), 200);
+}
+
+/* The stock_logs rows as "TYPE:before>after:reason:by", oldest first. */
+static void assert_stock_logs(struct dfx *f, const char *want)
+{
+    char buf[1024];
+
+    dfx_text(f->v.db,
+             "SELECT coalesce(group_concat(s, ' '), '') FROM (SELECT change_type || ':' || "
+             "quantity_before || '>' || quantity_after || ':' || reason || ':' || performed_by "
+             "AS s FROM stock_logs ORDER BY id)",
+             buf, sizeof(buf));
+    assert_string_equal(buf, want);
+}
+
+/*
+ * stock.c moves the version of a slot whose count it changes, and the slot rules move it for
+ * the other fields: one PUT must still move it by exactly one, whichever fields change
+ * together, and a count and a capacity that both fall (or both rise) must pass the CHECK
+ * current_stock <= capacity on the way.
+ */
+static void test_one_put_moves_version_by_one(void **state)
+{
+    struct dfx *f = *state;
+    json_t *r = NULL;
+
+    /* A new slot with stock is restocked from 0, and still shows version 1. */
+    assert_int_equal(put_slot(f, "1",
+                              "{\"product_name\":\"Cola\",\"price\":5000,\"capacity\":10,"
+                              "\"current_stock\":8}",
+                              &r),
+                     201);
+    assert_int_equal(version_of(r), 1);
+    assert_stock_logs(f, "RESTOCK:0>8:new slot:operator");
+    /* Count, capacity and motor up together. */
+    assert_int_equal(put_slot(f, "1",
+                              "{\"capacity\":12,\"current_stock\":12,\"motor_duration_ms\":2000,"
+                              "\"version\":1}",
+                              &r),
+                     200);
+    assert_int_equal(version_of(r), 2);
+    /* Count and capacity down together: the count must fall first. */
+    assert_int_equal(put_slot(f, "1", "{\"capacity\":5,\"current_stock\":3,\"version\":2}", &r),
+                     200);
+    assert_int_equal(version_of(r), 3);
+    /* Count and capacity up together, with a flag: the capacity must rise first. */
+    assert_int_equal(put_slot(f, "1",
+                              "{\"capacity\":20,\"current_stock\":15,\"needs_inspection\":true,"
+                              "\"version\":3}",
+                              &r),
+                     200);
+    assert_int_equal(version_of(r), 4);
+    /* The count alone. */
+    assert_int_equal(put_slot(f, "1", "{\"current_stock\":14,\"version\":4}", &r), 200);
+    assert_int_equal(version_of(r), 5);
+    /* Nothing that differs: nothing moves. */
+    assert_int_equal(put_slot(f, "1", "{\"current_stock\":14,\"capacity\":20,\"version\":5}", &r),
+                     200);
+    assert_int_equal(version_of(r), 5);
+    assert_int_equal(dfx_int(f->v.db, "SELECT version FROM slots"), 5);
+    assert_int_equal(dfx_int(f->v.db, "SELECT current_stock FROM slots"), 14);
+    assert_int_equal(dfx_int(f->v.db, "SELECT capacity FROM slots"), 20);
+    assert_int_equal(dfx_int(f->v.db, "SELECT motor_duration_ms FROM slots"), 2000);
+    assert_int_equal(dfx_int(f->v.db, "SELECT needs_inspection FROM slots"), 1);
+    assert_stock_logs(f, "RESTOCK:0>8:new slot:operator MANUAL_ADJUST:8>12:slot update:operator "
+                         "MANUAL_ADJUST:12>3:slot update:operator "
+                         "MANUAL_ADJUST:3>15:slot update:operator "
+                         "MANUAL_ADJUST:15>14:slot update:operator");
+    /* A price with the count: the slot's own change, and the product's for every slot. */
+    assert_int_equal(
+        put_slot(f, "2", "{\"product_name\":\"Cola\",\"price\":5000,\"capacity\":4}", &r), 201);
+    assert_int_equal(version_of(r), 1);
+    assert_int_equal(put_slot(f, "1", "{\"price\":5500,\"current_stock\":13,\"version\":5}", &r),
+                     200);
+    assert_int_equal(version_of(r), 7);
+    assert_int_equal(dfx_int(f->v.db, "SELECT version FROM slots WHERE slot_number = 2"), 2);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_one_put_moves_version_by_one, setup, teardown),
         cmocka_unit_test_setup_teardown(test_product_swap_refused_while_promised, setup, teardown),
         cmocka_unit_test_setup_teardown(test_price_change_bumps_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stock_change_requires_version, setup, teardown),

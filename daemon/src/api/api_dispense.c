@@ -7,6 +7,7 @@
 #include "db.h"
 #include "dispense.h"
 #include "log.h"
+#include "machines.h"
 #include "orders.h"
 #include "store.h"
 #include "vend/err.h"
@@ -32,7 +33,7 @@ void api_dispense_trigger(void *ctx, const struct http_request *req, struct http
                           sizeof(order_id), res))
         return;
     if (!vend_order_id_valid(order_id)) {
-        http_reply_error(res, 422, "INVALID_FIELD", "'order_id' must match [A-Za-z0-9_.~-]{1,64}");
+        http_reply_error(res, 422, "INVALID_FIELD", "'order_id' must match " VEND_ORDER_ID_PATTERN);
         return;
     }
     rc = dispense_trigger(v, order_id, status, &sent);
@@ -86,10 +87,10 @@ void api_dispense_logs(void *ctx, const struct http_request *req, struct http_re
     const char *machine_id = http_param(req, "machine_id");
     const char *limit_arg = http_query(req, "limit");
     long limit = LOGS_LIMIT_DEFAULT;
-    int64_t known = 0;
-    struct db_value p[2];
+    char why[256];
     json_t *logs;
     char *end = NULL;
+    int rc;
 
     if (limit_arg != NULL) {
         limit = strtol(limit_arg, &end, 10);
@@ -98,26 +99,10 @@ void api_dispense_logs(void *ctx, const struct http_request *req, struct http_re
             return;
         }
     }
-    p[0] = DB_TEXT(machine_id);
-    if (store_query_int(v->db, "SELECT count(*) FROM machines WHERE id = $1", p, 1, &known) < 0) {
-        api_reply_err(res, VEND_EDB, "cannot read machine '%s'", machine_id);
+    rc = machines_dispense_logs_json(v, machine_id, limit, &logs, why, sizeof(why));
+    if (rc < 0) {
+        api_reply_err(res, rc, "%s", why);
         return;
     }
-    if (known == 0) {
-        http_reply_error(res, 404, "NOT_FOUND", "no machine '%s'", machine_id);
-        return;
-    }
-    p[1] = DB_INT(limit);
-    logs =
-        store_query_json(v->db,
-                         "SELECT id, order_id, unit, machine_id, slot_number, status, timeout_ms, "
-                         "command_sent_at, deadline_at, completed_at, duration_ms, success, "
-                         "drop_detected, error_message, late_result FROM dispense_logs "
-                         "WHERE machine_id = $1 ORDER BY command_sent_at DESC, id DESC LIMIT $2",
-                         p, 2);
-    if (logs == NULL) {
-        api_reply_err(res, VEND_EDB, "cannot read dispense logs");
-        return;
-    }
-    http_reply_json(res, 200, json_pack("{s:s, s:o}", "machine_id", machine_id, "logs", logs));
+    http_reply_json(res, 200, logs);
 }

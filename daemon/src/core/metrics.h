@@ -1,6 +1,7 @@
 /*
  * metrics.h - counters exported at GET /metrics (Prometheus text format).
- * Plain integers in struct vendd: one thread, no atomics needed.
+ * Plain integers in struct vendd: one thread, no atomics needed. The MQTT client counts
+ * its own connection events (struct mqtt_stats, mqtt.h); they are rendered beside these.
  */
 #ifndef VENDD_METRICS_H
 #define VENDD_METRICS_H
@@ -23,7 +24,14 @@
     X(dispense_no_result, "dispensed units failed for lack of a result")                           \
     X(dispense_unreachable, "queued units failed because they could not be sent in time")          \
     X(dispense_late_results, "results that arrived after their unit had timed out")                \
-    X(dispense_duplicate_results, "repeated results answered from the journal")                    \
+    X(dispense_duplicate_results, "repeated results answered with the state already recorded")     \
+    X(dispense_sweep_retries, "deadline sweeps that could not finish and were retried later")      \
+    X(orders_created, "customer orders recorded and sent to Midtrans")                             \
+    X(orders_expired, "customer orders that expired unpaid")                                       \
+    X(payment_notifications_applied, "payment notifications verified, stored and applied")         \
+    X(payment_notifications_duplicate, "byte-identical payment notifications seen again")          \
+    X(payment_notifications_rejected, "payment notifications refused (signature, amount, form)")   \
+    X(refunds_done, "refunds Midtrans accepted")                                                   \
     X(telemetry_stored, "telemetry messages stored")                                               \
     X(status_updates, "machine status messages applied")
 
@@ -38,7 +46,10 @@ struct metrics {
 /* Count one rejected message on a topic of kind with error err (negative VEND_E*). */
 void metrics_reject(struct metrics *m, enum vend_topic_kind kind, int err);
 
-/* Prometheus text exposition of every counter; returns an xmalloc'd string. */
-char *metrics_render(const struct metrics *m);
+struct mqtt_stats;
+
+/* Prometheus text exposition of every counter, those of the MQTT client mq included (NULL,
+ * before there is a client: zeros); returns an xmalloc'd string. */
+char *metrics_render(const struct metrics *m, const struct mqtt_stats *mq);
 
 #endif

@@ -1,3 +1,4 @@
+/* store.c - one-value queries, JSON rows and ISO 8601 time arithmetic on top of db.h. */
 #include "store.h"
 
 #include <stdbool.h>
@@ -168,5 +169,18 @@ int store_iso_parse(const char *iso, int64_t *epoch_ms)
     if (t == (time_t)-1)
         return VEND_EINVAL;
     *epoch_ms = (int64_t)t * 1000 + v[6];
+    return VEND_OK;
+}
+
+int store_copy_text(char *dst, size_t size, const char *src)
+{
+    size_t len;
+
+    if (src == NULL)
+        return VEND_EMISSING;
+    len = strlen(src);
+    if (len >= size)
+        return VEND_ERANGE;
+    memcpy(dst, src, len + 1);
     return VEND_OK;
 }

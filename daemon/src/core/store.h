@@ -35,6 +35,10 @@ int store_query_text(struct db *db, const char *sql, const struct db_value *para
  */
 json_t *store_query_json(struct db *db, const char *sql, const struct db_value *params, size_t n);
 
+/* Copy an untrusted database string into a bounded buffer: VEND_EMISSING for NULL,
+ * VEND_ERANGE if it does not fit (never truncated). */
+int store_copy_text(char *dst, size_t size, const char *src);
+
 /* Parse the exact format db_iso_time writes. Returns VEND_OK or VEND_EINVAL (untrusted rows). */
 int store_iso_parse(const char *iso, int64_t *epoch_ms);
 

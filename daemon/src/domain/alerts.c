@@ -1,3 +1,4 @@
+/* alerts.c - operator alerts as rows; see alerts.h. */
 #include "alerts.h"
 
 #include "db.h"
@@ -20,4 +21,26 @@ int alerts_raise_locked(struct vendd *v, const struct alert *a, const char *now_
                      p, 6, NULL, NULL);
 
     return rc < 0 ? rc : rc > 0;
+}
+
+int alerts_restate_order_locked(struct vendd *v, const char *order_id, const char *kind,
+                                const char *message)
+{
+    struct db_value p[3] = {DB_TEXT(order_id), DB_TEXT(kind), DB_TEXT(message)};
+
+    return db_exec(v->db,
+                   "UPDATE alerts SET message = $3 WHERE order_id = $1 AND kind = $2 "
+                   "AND resolved_at IS NULL",
+                   p, 3, NULL, NULL);
+}
+
+int alerts_resolve_order_locked(struct vendd *v, const char *order_id, const char *kind,
+                                const char *now_iso)
+{
+    struct db_value p[3] = {DB_TEXT(order_id), DB_TEXT(kind), DB_TEXT(now_iso)};
+
+    return db_exec(v->db,
+                   "UPDATE alerts SET resolved_at = $3 WHERE order_id = $1 AND kind = $2 "
+                   "AND resolved_at IS NULL",
+                   p, 3, NULL, NULL);
 }

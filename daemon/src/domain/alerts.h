@@ -26,4 +26,16 @@ struct alert {
  */
 int alerts_raise_locked(struct vendd *v, const struct alert *a, const char *now_iso);
 
+/*
+ * Inside a transaction: the open alerts of kind about order_id now say message (the fact
+ * behind them changed, e.g. the refund amount). Returns the number changed or a VEND_E*.
+ */
+int alerts_restate_order_locked(struct vendd *v, const char *order_id, const char *kind,
+                                const char *message);
+
+/* Inside a transaction: resolve the open alerts of kind about order_id (what they asked
+ * for is no longer due). Returns the number resolved or a VEND_E*. */
+int alerts_resolve_order_locked(struct vendd *v, const char *order_id, const char *kind,
+                                const char *now_iso);
+
 #endif

@@ -1,30 +1,31 @@
 /*
- * dispense.h - the dispense path: PAID orders become commands to a machine,
- * results become COMPLETED or FAILED orders and exact stock (SPEC §4).
+ * dispense.h - SPEC §4 rules 1, 4 and 10: at most one physical dispense per ordered unit,
+ * COMPLETED means the product dropped, one dispense at a time per machine. PAID orders
+ * become commands to a machine; results become COMPLETED or FAILED orders and exact stock.
  *
- * State lives in the database, not in memory: one dispense_logs row per
- * ordered unit, QUEUED -> SENT -> SUCCEEDED | FAILED | NO_RESULT. Every
- * transition is a compare-and-set in one transaction with its effects, so a
- * replayed trigger or result changes nothing, and a restart resumes from the
- * rows (dispense_resume). At most one unit per machine is SENT at a time (a
- * unique index enforces it); the next one goes out when the previous ends.
- *
- * A SENT unit with no result by its deadline_at (timeoutMs +
- * DISPENSE_RESULT_GRACE_MS after the command) fails with NO_RESULT; a QUEUED
- * unit not sent by its dispatch_by fails with MACHINE_UNREACHABLE. One loop
- * timer, armed for the earliest of these limits, does that for all of them.
+ * State lives in the database, not in memory: one dispense_logs row per ordered unit
+ * (unit_status.h), every change a compare-and-set in one transaction with its effects, so
+ * a replayed trigger or result changes nothing. A command is published only after the
+ * commit that marked its unit SENT (a crash in between leaves a SENT unit the machine
+ * never got; its deadline fails and refunds it), and only through the broker seam, which
+ * hands it over at most once. At most one unit per machine is SENT (a unique index); the
+ * next goes out when the previous ends. Results: dispense_result.h. Deadlines: deadline.h.
+ * Refunds: refunds.h. Stock: stock.h.
  */
 #ifndef VENDD_DISPENSE_H
 #define VENDD_DISPENSE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "order_status.h"
+#include "vend/msg.h"
 
 struct vendd;
-struct vend_dispense_result;
 
 /* Big enough for every orders.status value. */
-#define DISPENSE_STATUS_SIZE 16
+#define DISPENSE_STATUS_SIZE ORDER_STATUS_SIZE
 
 /*
  * Move a PAID order to DISPENSING with its dispense_logs rows and send the first unit, or
@@ -39,18 +40,38 @@ struct vend_dispense_result;
 int dispense_trigger(struct vendd *v, const char *order_id, char status[DISPENSE_STATUS_SIZE],
                      bool *sent);
 
-/*
- * Apply a decoded dispense_result from machine_id (SPEC §4 rules 2, 4, 5, 6).
- * Returns VEND_OK when it was applied (also a late result); VEND_ENOTFOUND for an unknown
- * order/unit or one that belongs to another machine; VEND_ECONFLICT for a repeated result;
- * VEND_ESTATE for a result that contradicts the recorded one or for a unit never sent.
- * Every rejection is logged with its reason here; nothing is changed by one.
- */
-int dispense_handle_result(struct vendd *v, const char *machine_id,
-                           const struct vend_dispense_result *r);
+/* A command prepared inside a transaction, to publish once it has committed. */
+struct dispense_send {
+    bool ready; /* false: nothing to send (the machine is busy, or the broker away) */
+    int64_t log_id;
+    char machine_id[VEND_MACHINE_ID_MAX + 1];
+    struct vend_command cmd;
+};
 
-/* At start: fail overdue units, arm the deadline timer, send what is queued. */
-int dispense_resume(struct vendd *v);
+/*
+ * Inside a transaction: PAID order_id starts dispensing (the trigger, or a payment that just
+ * arrived): DISPENSING, one QUEUED unit per ordered unit, and the first marked SENT if the
+ * machine is idle and the broker up (*send). With the broker away the units wait for it, at
+ * most DISPENSE_DISPATCH_TTL_S. After the commit, call dispense_send_after_commit().
+ * Returns VEND_OK, VEND_ESTATE if the order is not PAID, or another VEND_E*.
+ */
+int dispense_start_locked(struct vendd *v, const char *order_id, const char *machine_id,
+                          int64_t quantity, struct dispense_send *send);
+
+/* After the commit: publish what dispense_start_locked prepared (if anything) and re-arm the
+ * deadlines. Returns whether a command went out. */
+bool dispense_send_after_commit(struct vendd *v, const struct dispense_send *send);
+
+/*
+ * Inside a transaction: order_id fails for reason (DISPENSING -> FAILED); its units not yet
+ * sent fail NOT_SENT and the refund of what did not drop is queued (refunds.h). An order
+ * already final is left as it is. Returns VEND_OK or a VEND_E*.
+ */
+int dispense_fail_order_locked(struct vendd *v, const char *order_id, const char *machine_id,
+                               const char *reason, const char *now_iso);
+
+/* Send machine_id's next queued unit if the machine is idle and the broker is up. */
+void dispense_pump(struct vendd *v, const char *machine_id);
 
 /* The broker came back: send the next queued unit of every idle machine. */
 void dispense_pump_all(struct vendd *v);

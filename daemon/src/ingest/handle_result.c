@@ -1,5 +1,5 @@
 /* handle_result.c - vm/{id}/dispense_result: decode, then the dispense path applies it. */
-#include "dispense.h"
+#include "dispense_result.h"
 #include "ingest.h"
 #include "log.h"
 #include "vend/codec.h"
@@ -17,5 +17,5 @@ int handle_result(struct vendd *v, const char *machine_id, const char *payload, 
                   vend_strerror(rc));
         return rc;
     }
-    return dispense_handle_result(v, machine_id, &r);
+    return dispense_result_apply(v, machine_id, &r);
 }

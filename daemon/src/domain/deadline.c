@@ -1,0 +1,307 @@
+/*
+ * deadline.c - the sweep that fails units past their limits, its timer and its clock;
+ * see deadline.h for the rule and the reasons.
+ */
+#include "deadline.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "db.h"
+#include "dispense.h"
+#include "log.h"
+#include "loop.h"
+#include "store.h"
+#include "unit_status.h"
+#include "vend/err.h"
+#include "vend/msg.h"
+#include "vendd.h"
+#include "xmalloc.h"
+
+/* Units failed per query of the sweep; it queries again until none is left. */
+#define SWEEP_BATCH 64
+/* Backoff of a sweep that could not finish. */
+#define RETRY_FIRST_MS 1000
+#define RETRY_MAX_MS   30000
+
+int64_t deadline_now_ms(struct vendd *v)
+{
+    struct deadline_state *d = &v->deadline;
+
+    if (!d->anchored) {
+        d->anchor_wall_ms = v->now_ms();
+        d->anchor_mono_ms = v->mono_ms();
+        d->anchored = true;
+    }
+    return d->anchor_wall_ms + (v->mono_ms() - d->anchor_mono_ms);
+}
+
+int64_t deadline_of_unit(const struct vendd *v, int64_t now, int64_t timeout_ms)
+{
+    return now + timeout_ms + (int64_t)v->conf->dispense_result_grace_ms;
+}
+
+int deadline_dispatch_limit(struct vendd *v, const char *machine_id, int64_t now, char *limit)
+{
+    struct db_value p[1] = {DB_TEXT(machine_id)};
+    char busy_until[STORE_ISO_SIZE];
+    int64_t base = now, until = 0;
+    int rc;
+
+    rc = store_query_text(v->db,
+                          "SELECT max(deadline_at) FROM dispense_logs "
+                          "WHERE machine_id = $1 AND status = 'SENT'",
+                          p, 1, busy_until, sizeof(busy_until));
+    if (rc < 0)
+        return rc;
+    if (rc == 1 && store_iso_parse(busy_until, &until) == VEND_OK && until > base)
+        base = until;
+    db_iso_time(limit, STORE_ISO_SIZE, base + (int64_t)v->conf->dispense_dispatch_ttl_s * 1000);
+    return VEND_OK;
+}
+
+/* ---- the timer ----------------------------------------------------------------------- */
+
+static void on_timer(void *arg);
+
+static void disarm(struct vendd *v)
+{
+    if (v->deadline.timer != 0)
+        loop_timer_del(v->loop, v->deadline.timer);
+    v->deadline.timer = 0;
+    v->deadline.due_ms = -1;
+}
+
+static void arm_at(struct vendd *v, int64_t due, int64_t now)
+{
+    if (v->deadline.timer != 0 && v->deadline.due_ms == due)
+        return;
+    disarm(v);
+    /* +1 ms: the sweep compares limit < now, so fire strictly after it. */
+    v->deadline.timer =
+        loop_timer_add(v->loop, due >= now ? (uint64_t)(due - now) + 1 : 0, on_timer, v);
+    if (v->deadline.timer == 0) {
+        /* Without the timer no unit would ever fail for want of a result: stop, and let the
+         * service manager restart us; the next start resumes the deadlines from the rows. */
+        log_warnx("cannot arm the dispense deadline timer: stopping, deadlines would lapse");
+        v->failed = true;
+        loop_stop(v->loop);
+        return;
+    }
+    v->deadline.due_ms = due;
+}
+
+void deadline_arm(struct vendd *v)
+{
+    char next[STORE_ISO_SIZE];
+    int64_t due = 0, now = deadline_now_ms(v);
+    int rc;
+
+    rc = store_query_text(v->db,
+                          "SELECT min(t) FROM (SELECT min(deadline_at) AS t FROM dispense_logs "
+                          "WHERE status = 'SENT' UNION ALL SELECT min(dispatch_by) AS t "
+                          "FROM dispense_logs WHERE status = 'QUEUED') AS limits",
+                          NULL, 0, next, sizeof(next));
+    if (rc == 0) {
+        disarm(v);
+        return;
+    }
+    if (rc < 0) {
+        /* Check again shortly rather than let deadlines lapse unnoticed. */
+        log_warnx("cannot read dispense deadlines: %s; checking again in 1 s", db_errmsg(v->db));
+        due = now + RETRY_FIRST_MS;
+    } else if (store_iso_parse(next, &due) < 0) {
+        log_warnx("dispense deadline '%s' is not a timestamp; checking again in 1 s", next);
+        due = now + RETRY_FIRST_MS;
+    }
+    if (due < v->deadline.not_before_ms)
+        due = v->deadline.not_before_ms;
+    if (due < v->deadline.retry_at_ms)
+        due = v->deadline.retry_at_ms;
+    arm_at(v, due, now);
+}
+
+int64_t deadline_armed_for(const struct vendd *v)
+{
+    return v->deadline.timer != 0 ? v->deadline.due_ms : -1;
+}
+
+void deadline_stop(struct vendd *v)
+{
+    disarm(v);
+}
+
+/* ---- the sweep ------------------------------------------------------------------------ */
+
+struct overdue {
+    size_t n;
+    int unusable; /* rows that could not be read: logged, counted, retried with backoff */
+    struct {
+        int64_t log_id;
+        int64_t unit;
+        int64_t timeout_ms;
+        char order_id[VEND_ORDER_ID_MAX + 1];
+        char machine_id[VEND_MACHINE_ID_MAX + 1];
+    } rows[SWEEP_BATCH];
+};
+
+static int take_overdue(void *arg, const struct db_row *row)
+{
+    struct overdue *od = arg;
+
+    if (od->n == SWEEP_BATCH)
+        return 1;
+    od->rows[od->n].log_id = db_row_int(row, 0);
+    od->rows[od->n].unit = db_row_int(row, 3);
+    od->rows[od->n].timeout_ms = db_row_int(row, 4);
+    if (store_copy_text(od->rows[od->n].order_id, sizeof(od->rows[0].order_id),
+                        db_row_text(row, 1)) < 0 ||
+        store_copy_text(od->rows[od->n].machine_id, sizeof(od->rows[0].machine_id),
+                        db_row_text(row, 2)) < 0) {
+        log_warnx("dispense_logs row %" PRId64 " is past its limit but unusable (order or "
+                  "machine id out of range); it needs a person",
+                  od->rows[od->n].log_id);
+        od->unusable++;
+        return 0;
+    }
+    od->n++;
+    return 0;
+}
+
+/* The two limits a unit can miss; each fails the unit and its order. */
+static const struct overdue_kind {
+    const char *select; /* $1 = now; rows ordered by limit, at most SWEEP_BATCH usable */
+    enum unit_status from, to;
+    const char *reason;
+} overdue_kinds[] = {
+    {"SELECT id, order_id, machine_id, unit, timeout_ms FROM dispense_logs "
+     "WHERE status = 'SENT' AND deadline_at < $1 ORDER BY deadline_at, id",
+     UNIT_SENT, UNIT_NO_RESULT, "NO_RESULT"},
+    {"SELECT id, order_id, machine_id, unit, timeout_ms FROM dispense_logs "
+     "WHERE status = 'QUEUED' AND dispatch_by < $1 ORDER BY dispatch_by, id",
+     UNIT_QUEUED, UNIT_FAILED, "MACHINE_UNREACHABLE"},
+};
+
+/* Fail one overdue unit and its order in one transaction. */
+static int expire_unit(struct vendd *v, const struct overdue_kind *k, int64_t log_id,
+                       const char *order_id, const char *machine_id, const char *now_iso)
+{
+    struct unit_change c = {.at = now_iso, .error = k->reason};
+    int rc;
+
+    rc = db_begin(v->db);
+    if (rc < 0)
+        return rc;
+    rc = unit_transition_locked(v, log_id, k->from, k->to, &c);
+    if (rc == VEND_ESTATE) {
+        rc = VEND_OK; /* a result moved it first */
+        goto out;
+    }
+    if (rc == VEND_OK)
+        rc = dispense_fail_order_locked(v, order_id, machine_id, k->reason, now_iso);
+    if (rc >= 0)
+        rc = db_commit(v->db) < 0 ? VEND_EDB : 1;
+out:
+    if (rc < 0)
+        db_rollback(v->db);
+    return rc;
+}
+
+static void log_expired(struct vendd *v, const struct overdue_kind *k, const struct overdue *od,
+                        size_t i)
+{
+    if (k->to == UNIT_NO_RESULT) {
+        v->metrics.dispense_no_result++;
+        log_warnx("order '%s' unit %" PRId64 " FAILED: no result from '%s' within %" PRId64
+                  " ms + %u ms grace",
+                  od->rows[i].order_id, od->rows[i].unit, od->rows[i].machine_id,
+                  od->rows[i].timeout_ms, v->conf->dispense_result_grace_ms);
+    } else {
+        v->metrics.dispense_unreachable++;
+        log_warnx("order '%s' unit %" PRId64 " FAILED: could not be sent to '%s' within %u s",
+                  od->rows[i].order_id, od->rows[i].unit, od->rows[i].machine_id,
+                  v->conf->dispense_dispatch_ttl_s);
+    }
+}
+
+int deadline_sweep(struct vendd *v)
+{
+    char now_iso[STORE_ISO_SIZE];
+    struct db_value p[1];
+    struct overdue *od = xcalloc(1, sizeof(*od));
+    int64_t now = deadline_now_ms(v);
+    int rc = 0, unusable = 0;
+
+    if (now < v->deadline.not_before_ms)
+        goto out;
+    db_iso_time(now_iso, sizeof(now_iso), now);
+    p[0] = DB_TEXT(now_iso);
+    for (size_t k = 0; k < sizeof(overdue_kinds) / sizeof(overdue_kinds[0]) && rc >= 0; k++) {
+        /* Each pass fails what it read, so the next one reads what is left. */
+        do {
+            od->n = 0;
+            od->unusable = 0;
+            rc = db_exec(v->db, overdue_kinds[k].select, p, 1, take_overdue, od);
+            unusable += od->unusable;
+            for (size_t i = 0; rc >= 0 && i < od->n; i++) {
+                rc = expire_unit(v, &overdue_kinds[k], od->rows[i].log_id, od->rows[i].order_id,
+                                 od->rows[i].machine_id, now_iso);
+                if (rc > 0) {
+                    log_expired(v, &overdue_kinds[k], od, i);
+                    dispense_pump(v, od->rows[i].machine_id);
+                }
+            }
+        } while (rc >= 0 && od->n == SWEEP_BATCH);
+    }
+    if (rc < 0)
+        log_warnx("dispense deadline sweep stopped: %s (%s)", vend_strerror(rc), db_errmsg(v->db));
+out:
+    free(od);
+    return rc < 0 ? rc : unusable;
+}
+
+static void on_timer(void *arg)
+{
+    struct vendd *v = arg;
+    struct deadline_state *d = &v->deadline;
+    int rc;
+
+    d->timer = 0;
+    d->due_ms = -1;
+    rc = deadline_sweep(v);
+    if (rc != 0) {
+        /* Busy database or rows that need a person: try again, ever more slowly, rather
+         * than fire again at once for the same overdue rows. */
+        d->retry_ms = d->retry_ms == 0                 ? RETRY_FIRST_MS
+                      : d->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
+                                                       : d->retry_ms * 2;
+        d->retry_at_ms = deadline_now_ms(v) + d->retry_ms;
+        v->metrics.dispense_sweep_retries++;
+        log_warnx("dispense deadline sweep %s; next try in %" PRId64 " ms",
+                  rc < 0 ? "failed" : "left unusable rows", d->retry_ms);
+    } else {
+        d->retry_ms = 0;
+        d->retry_at_ms = 0;
+    }
+    deadline_arm(v);
+}
+
+int deadline_resume(struct vendd *v)
+{
+    int64_t sent = 0, queued = 0;
+
+    if (store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'SENT'", NULL, 0,
+                        &sent) < 0 ||
+        store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'QUEUED'", NULL,
+                        0, &queued) < 0)
+        return VEND_EDB;
+    if (sent > 0 || queued > 0)
+        log_info("resuming %" PRId64 " dispense(s) in flight and %" PRId64 " queued", sent, queued);
+    /* Results the machines published while we were down wait in our broker session; give
+     * them one grace period to arrive before anything is failed for want of one. */
+    v->deadline.not_before_ms = deadline_now_ms(v) + (int64_t)v->conf->dispense_result_grace_ms;
+    deadline_arm(v);
+    return VEND_OK;
+}

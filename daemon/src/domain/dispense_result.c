@@ -1,0 +1,303 @@
+/*
+ * dispense_result.c - a machine's answer applied to its unit: SPEC §4 rule 4 (COMPLETED
+ * means the product dropped), rule 5 through stock.h, rule 6 (late results are not lost)
+ * with refunds.h. See dispense_result.h.
+ */
+#include "dispense_result.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alerts.h"
+#include "db.h"
+#include "deadline.h"
+#include "dispense.h"
+#include "log.h"
+#include "refunds.h"
+#include "stock.h"
+#include "store.h"
+#include "unit_status.h"
+#include "vend/err.h"
+#include "vend/msg.h"
+#include "vendd.h"
+
+struct unit_row {
+    bool found;
+    int err;
+    int64_t log_id;
+    enum unit_status status;
+    char machine_id[VEND_MACHINE_ID_MAX + 1];
+    int64_t slot_id;
+    int64_t slot_number;
+    int64_t success;
+    int64_t drop_detected;
+    int64_t late_result;
+    enum order_status order_status;
+};
+
+static int take_unit_row(void *arg, const struct db_row *row)
+{
+    struct unit_row *u = arg;
+
+    u->found = true;
+    u->log_id = db_row_int(row, 0);
+    u->err = unit_status_parse(db_row_text(row, 1), &u->status);
+    if (u->err == VEND_OK)
+        u->err = store_copy_text(u->machine_id, sizeof(u->machine_id), db_row_text(row, 2));
+    u->slot_id = db_row_int(row, 3);
+    u->slot_number = db_row_int(row, 4);
+    u->success = db_row_is_null(row, 5) ? -1 : db_row_int(row, 5);
+    u->drop_detected = db_row_is_null(row, 6) ? -1 : db_row_int(row, 6);
+    u->late_result = db_row_int(row, 7);
+    if (u->err == VEND_OK)
+        u->err = order_status_parse(db_row_text(row, 8), &u->order_status);
+    if (u->err != VEND_OK)
+        u->err = VEND_ECORRUPT;
+    return 1;
+}
+
+/* The error code a failed unit is recorded with (SPEC §4 rule 4). */
+static const char *failure_code(const struct vend_dispense_result *r)
+{
+    if (r->success && !r->drop_detected)
+        return "NO_DROP"; /* the motor ran, nothing fell: whatever the machine said */
+    if (r->has_error)
+        return r->error;
+    return "FAILED";
+}
+
+/* What the machine said, as the unit row records it. */
+static struct unit_change result_change(const struct vend_dispense_result *r, const char *now_iso)
+{
+    bool ok = r->success && r->drop_detected;
+
+    return (struct unit_change){
+        .at = now_iso,
+        .error = ok ? (r->has_error ? r->error : NULL) : failure_code(r),
+        .success = r->success,
+        .drop_detected = r->drop_detected,
+        .has_duration = r->has_duration,
+        .duration_ms = r->duration_ms,
+    };
+}
+
+/* Inside a transaction: the slot needs inspection; a drop without success also alerts. */
+static int flag_slot_locked(struct vendd *v, const struct unit_row *u,
+                            const struct vend_dispense_result *r, int64_t unit, const char *now_iso)
+{
+    struct db_value p[2] = {DB_INT(u->slot_id), DB_TEXT(now_iso)};
+    char msg[256];
+    int rc;
+
+    rc = db_exec(v->db,
+                 "UPDATE slots SET needs_inspection = 1, version = version + 1, updated_at = $2 "
+                 "WHERE id = $1",
+                 p, 2, NULL, NULL);
+    if (rc < 0 || !r->drop_detected)
+        return rc < 0 ? rc : VEND_OK;
+    snprintf(msg, sizeof(msg),
+             "order '%s' unit %" PRId64 ": slot %" PRId64 " of '%s' dropped without success "
+             "(%s); its count may be one too high",
+             r->order_id, unit, u->slot_number, u->machine_id, failure_code(r));
+    log_warnx("alert DROP_WITHOUT_SUCCESS: %s", msg);
+    rc = alerts_raise_locked(v,
+                             &(struct alert){.machine_id = u->machine_id,
+                                             .kind = "DROP_WITHOUT_SUCCESS",
+                                             .message = msg,
+                                             .order_id = r->order_id,
+                                             .slot_id = u->slot_id},
+                             now_iso);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+/* Inside a transaction: a result for a SENT unit. */
+static int apply_result_locked(struct vendd *v, const struct unit_row *u,
+                               const struct vend_dispense_result *r, int64_t unit,
+                               const char *now_iso, bool *order_done)
+{
+    bool ok = r->success && r->drop_detected;
+    struct unit_change c = result_change(r, now_iso);
+    struct db_value p[1] = {DB_TEXT(r->order_id)};
+    int64_t open_units = 0;
+    int rc;
+
+    rc = unit_transition_locked(v, u->log_id, UNIT_SENT, ok ? UNIT_SUCCEEDED : UNIT_FAILED, &c);
+    if (rc < 0)
+        return rc;
+    if (!ok) {
+        v->metrics.dispense_failed++;
+        /* A motor cycle without a drop (something is stuck), or a drop the machine did not
+         * call a success (the count may now be one too high): have someone look. */
+        if (r->success != r->drop_detected) {
+            rc = flag_slot_locked(v, u, r, unit, now_iso);
+            if (rc < 0)
+                return rc;
+        }
+        *order_done = true;
+        return dispense_fail_order_locked(v, r->order_id, u->machine_id, c.error, now_iso);
+    }
+
+    v->metrics.dispense_succeeded++;
+    rc = stock_take_unit_locked(v, u->slot_id, u->machine_id, r->order_id, unit, now_iso);
+    if (rc < 0)
+        return rc;
+    rc = store_query_int(v->db,
+                         "SELECT count(*) FROM dispense_logs WHERE order_id = $1 AND status <> "
+                         "'SUCCEEDED'",
+                         p, 1, &open_units);
+    if (rc < 0)
+        return rc;
+    if (open_units > 0)
+        return VEND_OK; /* the next unit goes out when this transaction has committed */
+    *order_done = true;
+    rc = order_transition_locked(v, r->order_id, ORDER_DISPENSING, ORDER_COMPLETED, NULL, now_iso);
+    return rc == VEND_ESTATE ? VEND_OK : rc;
+}
+
+/*
+ * Inside a transaction: a result for a unit that already failed with NO_RESULT
+ * (SPEC §4 rule 6). It is recorded and takes the stock; the refunds module decides
+ * what happens to the money.
+ */
+static int apply_late_result_locked(struct vendd *v, const struct unit_row *u,
+                                    const struct vend_dispense_result *r, int64_t unit,
+                                    const char *now_iso)
+{
+    bool ok = r->success && r->drop_detected;
+    struct unit_change c = result_change(r, now_iso);
+    int rc;
+
+    if (ok)
+        c.error = NULL; /* keep NO_RESULT on the row: it says why the order failed */
+    rc = unit_record_late_result_locked(v, u->log_id, &c);
+    if (rc < 0)
+        return rc;
+    v->metrics.dispense_late_results++;
+    log_warnx("late result for order '%s' unit %" PRId64 " from '%s': %s", r->order_id, unit,
+              u->machine_id, ok ? "dropped" : "not dropped");
+    if (!ok)
+        return VEND_OK;
+    rc = stock_take_unit_locked(v, u->slot_id, u->machine_id, r->order_id, unit, now_iso);
+    if (rc < 0)
+        return rc;
+    return refunds_on_late_drop_locked(v, r->order_id, u->machine_id, u->order_status, now_iso);
+}
+
+/* No such unit: say whether the order is unknown or just was never sent (e.g. still PAID). */
+static int reject_unknown_unit(struct vendd *v, const char *machine_id, const char *order_id,
+                               int64_t unit)
+{
+    struct db_value p[2] = {DB_TEXT(order_id), DB_TEXT(machine_id)};
+    char status[DISPENSE_STATUS_SIZE];
+    int rc = store_query_text(v->db, "SELECT status FROM orders WHERE id = $1 AND machine_id = $2",
+                              p, 2, status, sizeof(status));
+
+    if (rc == 1) {
+        log_warnx("rejected dispense_result from '%s': order '%s' is %s, no command was sent "
+                  "for unit %" PRId64,
+                  machine_id, order_id, status, unit);
+        return VEND_ESTATE;
+    }
+    log_warnx("rejected dispense_result from '%s': unknown order '%s' unit %" PRId64, machine_id,
+              order_id, unit);
+    return rc < 0 ? rc : VEND_ENOTFOUND;
+}
+
+/* A result for a unit that has its answer already: a duplicate, or one that contradicts it. */
+static int reject_settled_unit(struct vendd *v, const struct unit_row *u,
+                               const struct vend_dispense_result *r, int64_t unit)
+{
+    bool same = u->success == r->success && u->drop_detected == r->drop_detected;
+
+    log_warnx("rejected dispense_result for order '%s' unit %" PRId64 ": %s %s", r->order_id, unit,
+              same ? "duplicate of the recorded" : "contradicts the recorded",
+              u->late_result ? "late result" : unit_status_name(u->status));
+    if (same)
+        v->metrics.dispense_duplicate_results++;
+    return same ? VEND_ECONFLICT : VEND_ESTATE;
+}
+
+int dispense_result_apply(struct vendd *v, const char *machine_id,
+                          const struct vend_dispense_result *r)
+{
+    int64_t unit = r->unit ? r->unit : 1;
+    struct db_value p[2] = {DB_TEXT(r->order_id), DB_INT(unit)};
+    struct unit_row u = {0};
+    char now_iso[STORE_ISO_SIZE];
+    bool order_done = false, rejected = true;
+    int rc;
+
+    vendd_now_iso(v, now_iso, sizeof(now_iso));
+    rc = db_begin(v->db);
+    if (rc < 0) {
+        rejected = false;
+        goto out;
+    }
+    rc = db_exec(v->db,
+                 "SELECT l.id, l.status, l.machine_id, l.slot_id, l.slot_number, l.success, "
+                 "l.drop_detected, l.late_result, o.status FROM dispense_logs l "
+                 "JOIN orders o ON o.id = l.order_id WHERE l.order_id = $1 AND l.unit = $2",
+                 p, 2, take_unit_row, &u);
+    if (rc < 0) {
+        rejected = false;
+        goto out;
+    }
+    if (!u.found) {
+        rc = reject_unknown_unit(v, machine_id, r->order_id, unit);
+        goto out;
+    }
+    if (u.err == VEND_OK && strcmp(u.machine_id, machine_id) != 0) {
+        log_warnx("rejected dispense_result from '%s': order '%s' was sent to '%s'", machine_id,
+                  r->order_id, u.machine_id);
+        rc = VEND_ENOTFOUND;
+        goto out;
+    }
+    if (u.err < 0) {
+        log_warnx("rejected dispense_result for order '%s' unit %" PRId64 ": its row is damaged",
+                  r->order_id, unit);
+        rc = u.err;
+        goto out;
+    }
+    if (u.slot_number != r->slot) {
+        log_warnx("rejected dispense_result for order '%s': slot %u, but the command was for "
+                  "slot %" PRId64,
+                  r->order_id, (unsigned)r->slot, u.slot_number);
+        rc = VEND_ESTATE;
+        goto out;
+    }
+
+    rejected = false;
+    if (u.status == UNIT_SENT) {
+        rc = apply_result_locked(v, &u, r, unit, now_iso, &order_done);
+    } else if (u.status == UNIT_NO_RESULT && !u.late_result) {
+        rc = apply_late_result_locked(v, &u, r, unit, now_iso);
+    } else if (u.status == UNIT_QUEUED) {
+        rejected = true;
+        log_warnx("rejected dispense_result for order '%s' unit %" PRId64 ": never sent",
+                  r->order_id, unit);
+        rc = VEND_ESTATE;
+    } else {
+        rejected = true;
+        rc = reject_settled_unit(v, &u, r, unit);
+    }
+    if (rc < 0)
+        goto out;
+    rc = db_commit(v->db);
+    if (rc < 0)
+        goto out;
+    if (order_done)
+        log_info("order '%s' %s", r->order_id,
+                 r->success && r->drop_detected ? "COMPLETED" : "FAILED");
+    dispense_pump(v, machine_id);
+    deadline_arm(v);
+out:
+    if (rc < 0) {
+        /* Rejections were logged where they were found; anything else failed to apply. */
+        if (!rejected)
+            log_warnx("dispense_result for order '%s' not applied: %s (%s)", r->order_id,
+                      vend_strerror(rc), db_errmsg(v->db));
+        db_rollback(v->db);
+    }
+    return rc;
+}

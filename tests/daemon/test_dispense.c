@@ -1,0 +1,785 @@
+/*
+ * test_dispense.c - every branch of the dispense path (dispense.c, dispense_result.c,
+ * deadline.c, refunds.c, stock.c) in milliseconds: the real modules on a real SQLite file,
+ * a fake broker behind the broker seam, and both clocks pinned, so deadlines are crossed
+ * by moving the clock instead of sleeping. The black-box tests (tests/integration) run the
+ * same rules through a real mosquitto.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "conf.h"
+#include "db.h"
+#include "deadline.h"
+#include "dispense.h"
+#include "dispense_result.h"
+#include "fixture.h"
+#include "log.h"
+#include "loop.h"
+#include "store.h"
+#include "vend/codec.h"
+#include "vend/err.h"
+#include "vend/msg.h"
+
+#define T0_WALL  1764235800000 /* 2025-11-27T09:30:00.000Z */
+#define GRACE_MS 5000
+#define TTL_S    60
+#define MOTOR_MS 1500
+
+/* What the machine would have received. */
+struct fake_broker {
+    bool up;
+    int fail_with; /* returned by the next publish instead of VEND_OK, then cleared */
+    int published;
+    char topic[8][64];
+    char payload[8][256];
+};
+
+struct t {
+    struct dfx f;
+    struct vendd_conf conf;
+    struct fake_broker broker;
+    char *log;
+    size_t log_len;
+    FILE *log_out;
+    bool damaged; /* the test wrote rows no code path could: skip the invariant */
+};
+
+/* The pinned monotonic clock (a plain function pointer, as in vendd.h). */
+static int64_t s_mono_ms = 1000000;
+
+static int64_t mono_ms(void)
+{
+    return s_mono_ms;
+}
+
+/* Both clocks move together, as they do when nobody steps the wall clock. */
+static void advance(int64_t ms)
+{
+    s_mono_ms += ms;
+    dfx_clock_set(dfx_clock_ms() + ms);
+}
+
+static int fake_publish(void *ctx, const char *topic, const void *payload, size_t len, int qos,
+                        bool retain, uint32_t expiry_s)
+{
+    struct fake_broker *b = ctx;
+    int rc = b->fail_with;
+
+    (void)qos;
+    (void)retain;
+    (void)expiry_s;
+    if (!b->up)
+        return VEND_EUNAVAILABLE;
+    b->fail_with = VEND_OK;
+    if (rc == VEND_EUNAVAILABLE)
+        return rc;
+    /* EIO: it may have gone out, so the machine may have it: record it like a success. */
+    assert_true(b->published < 8);
+    snprintf(b->topic[b->published], sizeof(b->topic[0]), "%s", topic);
+    snprintf(b->payload[b->published], sizeof(b->payload[0]), "%.*s", (int)len,
+             (const char *)payload);
+    b->published++;
+    return rc;
+}
+
+static bool fake_up(void *ctx)
+{
+    return ((struct fake_broker *)ctx)->up;
+}
+
+static int setup(void **state)
+{
+    struct t *t = calloc(1, sizeof(*t));
+
+    assert_non_null(t);
+    dfx_clock_set(T0_WALL);
+    s_mono_ms = 1000000;
+    dfx_open(&t->f);
+    t->conf.dispense_result_grace_ms = GRACE_MS;
+    t->conf.dispense_dispatch_ttl_s = TTL_S;
+    t->f.v.conf = &t->conf;
+    t->f.v.mono_ms = mono_ms;
+    t->broker.up = true;
+    t->f.v.broker = (struct broker){.publish = fake_publish, .up = fake_up, .ctx = &t->broker};
+    t->log_out = open_memstream(&t->log, &t->log_len);
+    assert_non_null(t->log_out);
+    log_init(LOG_FORMAT_TEXT, LOG_LEVEL_INFO, t->log_out);
+
+    dfx_sql(t->f.v.db,
+            "INSERT INTO machines (id, name, status, created_at, updated_at) VALUES "
+            "('VM01', 'VM01', 'ONLINE', 'x', 'x'), ('VM02', 'VM02', 'ONLINE', 'x', 'x')");
+    dfx_sql(t->f.v.db, "INSERT INTO products (id, name, price, created_at, updated_at) VALUES "
+                       "(1, 'Cola', 5000, 'x', 'x'), (2, 'Chips', 7000, 'x', 'x')");
+    dfx_sql(t->f.v.db,
+            "INSERT INTO slots (id, machine_id, slot_number, product_id, capacity, current_stock, "
+            "motor_duration_ms, created_at, updated_at) VALUES "
+            "(1, 'VM01', 1, 1, 10, 5, 1500, 'x', 'x'), (2, 'VM01', 2, 2, 10, 5, 1500, 'x', 'x'), "
+            "(3, 'VM02', 1, 1, 10, 5, 1500, 'x', 'x')");
+    *state = t;
+    return 0;
+}
+
+/* stock.h's invariant: reserved = units of PENDING and PAID orders + QUEUED and SENT units. */
+static void expect_reservations_consistent(struct t *t)
+{
+    int64_t drift = dfx_int(
+        t->f.v.db,
+        "SELECT count(*) FROM slots s WHERE s.reserved <> "
+        "(SELECT COALESCE(sum(i.quantity), 0) FROM order_items i JOIN orders o "
+        "ON o.id = i.order_id WHERE i.slot_id = s.id AND o.status IN ('PENDING', 'PAID')) + "
+        "(SELECT count(*) FROM dispense_logs l WHERE l.slot_id = s.id "
+        "AND l.status IN ('QUEUED', 'SENT'))");
+
+    if (drift != 0)
+        fail_msg("%lld slot(s) with a reserved count that does not match the open orders",
+                 (long long)drift);
+}
+
+static int teardown(void **state)
+{
+    struct t *t = *state;
+
+    /* Every test ends with the promised stock in step with the open orders. */
+    if (!t->damaged)
+        expect_reservations_consistent(t);
+
+    deadline_stop(&t->f.v);
+    log_init(LOG_FORMAT_TEXT, LOG_LEVEL_INFO, NULL);
+    fclose(t->log_out);
+    free(t->log);
+    dfx_close(&t->f);
+    free(t);
+    return 0;
+}
+
+/* How many log lines so far contain needle. */
+static int log_count(struct t *t, const char *needle)
+{
+    int n = 0;
+
+    fflush(t->log_out);
+    for (const char *p = t->log; p != NULL && (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/*
+ * A PAID operator order on machine: each item is {slot_id, quantity, unit_price}.
+ * Written with SQL so this test does not depend on the order API.
+ */
+struct item {
+    int slot_id, quantity, price;
+};
+
+static void paid_order(struct t *t, const char *id, const char *machine, const struct item *items,
+                       size_t n)
+{
+    char sql[512];
+    int total = 0, quantity = 0, first = 1;
+
+    for (size_t i = 0; i < n; i++) {
+        total += items[i].quantity * items[i].price;
+        quantity += items[i].quantity;
+    }
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO orders (id, machine_id, slot_id, quantity, total_amount, status, origin, "
+             "payment_method, paid_at, created_at, updated_at) VALUES ('%s', '%s', %d, %d, %d, "
+             "'PAID', 'operator', 'manual', 'x', 'x', 'x')",
+             id, machine, items[0].slot_id, quantity, total);
+    dfx_sql(t->f.v.db, sql);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO order_items (order_id, position, slot_id, quantity, unit_price, "
+                 "total, first_unit) VALUES ('%s', %zu, %d, %d, %d, %d, %d)",
+                 id, i + 1, items[i].slot_id, items[i].quantity, items[i].price,
+                 items[i].quantity * items[i].price, first);
+        dfx_sql(t->f.v.db, sql);
+        /* What the order API promises at creation (stock_reserve_locked). */
+        snprintf(sql, sizeof(sql), "UPDATE slots SET reserved = reserved + %d WHERE id = %d",
+                 items[i].quantity, items[i].slot_id);
+        dfx_sql(t->f.v.db, sql);
+        first += items[i].quantity;
+    }
+}
+
+static void one_unit_order(struct t *t, const char *id)
+{
+    const struct item it[] = {{1, 1, 5000}};
+
+    paid_order(t, id, "VM01", it, 1);
+}
+
+static void trigger_ok(struct t *t, const char *id, bool expect_sent)
+{
+    char status[DISPENSE_STATUS_SIZE];
+    bool sent = !expect_sent;
+
+    assert_int_equal(dispense_trigger(&t->f.v, id, status, &sent), VEND_OK);
+    assert_string_equal(status, "DISPENSING");
+    assert_int_equal(sent, expect_sent);
+}
+
+/* A result as the machine sends it; unit 0 = absent. */
+static int result(struct t *t, const char *machine, const char *order, int slot, int unit,
+                  bool success, bool drop, const char *error)
+{
+    struct vend_dispense_result r = {0};
+
+    snprintf(r.order_id, sizeof(r.order_id), "%s", order);
+    r.slot = (uint16_t)slot;
+    r.unit = (uint16_t)unit;
+    r.success = success;
+    r.drop_detected = drop;
+    r.has_duration = true;
+    r.duration_ms = 1200;
+    if (error != NULL) {
+        r.has_error = true;
+        snprintf(r.error, sizeof(r.error), "%s", error);
+    }
+    return dispense_result_apply(&t->f.v, machine, &r);
+}
+
+static void expect_text(struct t *t, const char *sql, const char *want)
+{
+    char got[256];
+
+    dfx_text(t->f.v.db, sql, got, sizeof(got));
+    if (strcmp(got, want) != 0)
+        fail_msg("'%s': got '%s', want '%s'", sql, got, want);
+}
+
+static void expect_int(struct t *t, const char *sql, int64_t want)
+{
+    int64_t got = dfx_int(t->f.v.db, sql);
+
+    if (got != want)
+        fail_msg("'%s': got %lld, want %lld", sql, (long long)got, (long long)want);
+}
+
+/* Everything the money rules touch, as one string: equal means nothing changed. */
+static char *money_snapshot(struct t *t)
+{
+    static const char *const tables[] = {"orders",     "dispense_logs", "slots",
+                                         "stock_logs", "refunds",       "alerts"};
+    json_t *all = json_object();
+    char sql[64], *out;
+
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        json_t *rows;
+
+        snprintf(sql, sizeof(sql), "SELECT * FROM %s ORDER BY rowid", tables[i]);
+        rows = store_query_json(t->f.v.db, sql, NULL, 0);
+        assert_non_null(rows);
+        json_object_set_new(all, tables[i], rows);
+    }
+    out = json_dumps(all, JSON_SORT_KEYS | JSON_COMPACT);
+    assert_non_null(out);
+    json_decref(all);
+    return out;
+}
+
+/* ---- the happy path and repeats -------------------------------------------------------- */
+
+static void completed_takes_one_from_stock(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(t->broker.published, 1);
+    assert_string_equal(t->broker.topic[0], "vm/VM01/command");
+    assert_string_equal(t->broker.payload[0],
+                        "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"O1\",\"timeoutMs\":1500}");
+    expect_text(t, "SELECT status FROM dispense_logs WHERE order_id = 'O1'", "SENT");
+
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "COMPLETED");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    expect_int(t,
+               "SELECT count(*) FROM stock_logs WHERE order_id = 'O1' AND change_type = 'DISPENSE' "
+               "AND quantity_before = 5 AND quantity_after = 4",
+               1);
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
+    /* Nothing in flight: no timer. */
+    assert_int_equal(deadline_armed_for(&t->f.v), -1);
+}
+
+static void repeated_trigger_changes_nothing(void **state)
+{
+    struct t *t = *state;
+    char status[DISPENSE_STATUS_SIZE], *before, *after;
+    bool sent = false;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    before = money_snapshot(t);
+    assert_int_equal(dispense_trigger(&t->f.v, "O1", status, &sent), VEND_ESTATE);
+    assert_string_equal(status, "DISPENSING");
+    assert_false(sent);
+    assert_int_equal(t->broker.published, 1);
+    after = money_snapshot(t);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+}
+
+static void duplicate_and_contradicting_results_change_nothing(void **state)
+{
+    struct t *t = *state;
+    char *before, *after;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    before = money_snapshot(t);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_ECONFLICT);
+    assert_int_equal(t->f.v.metrics.dispense_duplicate_results, 1);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "JAMMED"), VEND_ESTATE);
+    /* From another machine, for another slot, or for a unit never ordered. */
+    assert_int_equal(result(t, "VM02", "O1", 1, 0, true, true, NULL), VEND_ENOTFOUND);
+    assert_int_equal(result(t, "VM01", "O1", 2, 0, true, true, NULL), VEND_ESTATE);
+    assert_int_equal(result(t, "VM01", "O1", 1, 2, true, true, NULL), VEND_ESTATE);
+    assert_int_equal(result(t, "VM01", "NOPE", 1, 0, true, true, NULL), VEND_ENOTFOUND);
+    after = money_snapshot(t);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+}
+
+/* ---- failures ------------------------------------------------------------------------- */
+
+static void no_drop_fails_flags_and_refunds(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, false, NULL), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || error_message FROM dispense_logs", "FAILED NO_DROP");
+    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders", "FAILED NO_DROP");
+    expect_int(t, "SELECT needs_inspection FROM slots WHERE id = 1", 1);
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 5);
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds WHERE order_id = 'O1'",
+                "QUEUED 5000");
+    expect_text(t, "SELECT message FROM alerts WHERE kind = 'DISPENSE_FAILED'",
+                "order 'O1' failed (NO_DROP): refund of 5000 due");
+}
+
+static void drop_without_success_alerts(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, true, "JAMMED"), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || error_message FROM dispense_logs", "FAILED JAMMED");
+    expect_int(t, "SELECT needs_inspection FROM slots WHERE id = 1", 1);
+    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'DROP_WITHOUT_SUCCESS' AND slot_id = 1",
+               1);
+    expect_text(t, "SELECT status FROM refunds", "QUEUED");
+}
+
+static void out_of_range_unit_fails_invalid_unit(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    one_unit_order(t, "O2");
+    trigger_ok(t, "O1", true);
+    trigger_ok(t, "O2", false);
+    /* 100 s is within the schema's CHECK but beyond what the codec (and the machine)
+     * accepts: the unit must fail at once, not sit SENT until a deadline that far away. */
+    dfx_sql(t->f.v.db, "UPDATE dispense_logs SET timeout_ms = 100000 WHERE order_id = 'O2'");
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    assert_int_equal(t->broker.published, 1);
+    expect_text(t, "SELECT status || ' ' || error_message FROM dispense_logs WHERE order_id = 'O2'",
+                "FAILED INVALID_UNIT");
+    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders WHERE id = 'O2'",
+                "FAILED INVALID_UNIT");
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds WHERE order_id = 'O2'",
+                "QUEUED 5000");
+}
+
+static void failed_unit_fails_the_units_behind_it_not_sent(void **state)
+{
+    struct t *t = *state;
+    const struct item it[] = {{1, 3, 5000}};
+
+    paid_order(t, "O1", "VM01", it, 1);
+    trigger_ok(t, "O1", true);
+    assert_string_equal(
+        t->broker.payload[0],
+        "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"O1\",\"timeoutMs\":1500,\"unit\":1}");
+    assert_int_equal(result(t, "VM01", "O1", 1, 1, true, true, NULL), VEND_OK);
+    assert_int_equal(t->broker.published, 2);
+    assert_int_equal(result(t, "VM01", "O1", 1, 2, false, false, "MOTOR_FAULT"), VEND_OK);
+    expect_text(t,
+                "SELECT group_concat(s) FROM (SELECT status || ':' || error_message AS s "
+                "FROM dispense_logs WHERE unit > 1 ORDER BY unit)",
+                "FAILED:MOTOR_FAULT,FAILED:NOT_SENT");
+    assert_int_equal(t->broker.published, 2);
+    expect_text(t, "SELECT amount FROM refunds", "10000");
+}
+
+static void two_item_order_refunds_exactly_the_failed_unit(void **state)
+{
+    struct t *t = *state;
+    const struct item it[] = {{1, 1, 5000}, {2, 1, 7000}};
+
+    paid_order(t, "O1", "VM01", it, 2);
+    trigger_ok(t, "O1", true);
+    assert_int_equal(result(t, "VM01", "O1", 1, 1, true, true, NULL), VEND_OK);
+    assert_int_equal(result(t, "VM01", "O1", 2, 2, true, false, NULL), VEND_OK);
+    expect_text(t, "SELECT status FROM orders", "FAILED");
+    expect_int(t, "SELECT amount FROM refunds WHERE order_id = 'O1'", 7000);
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 2", 5);
+}
+
+static void drop_from_a_slot_counted_empty_alerts_stock_mismatch(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    dfx_sql(t->f.v.db, "UPDATE slots SET current_stock = 0 WHERE id = 1");
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status FROM orders", "COMPLETED");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 0);
+    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'STOCK_MISMATCH' AND slot_id = 1", 1);
+    expect_int(t, "SELECT count(*) FROM stock_logs", 0);
+}
+
+/* ---- deadlines ------------------------------------------------------------------------- */
+
+static void no_result_by_the_deadline_fails_and_refunds(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(deadline_armed_for(&t->f.v), T0_WALL + MOTOR_MS + GRACE_MS);
+    advance(MOTOR_MS + GRACE_MS - 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs", "SENT");
+    advance(2);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
+    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders", "FAILED NO_RESULT");
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 5000");
+    assert_int_equal(t->f.v.metrics.dispense_no_result, 1);
+}
+
+static void queued_unit_fails_machine_unreachable_after_the_ttl(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    one_unit_order(t, "O2");
+    trigger_ok(t, "O1", true);
+    trigger_ok(t, "O2", false); /* behind O1 on the same machine */
+    t->broker.up = false;
+    /* O1 times out; O2 cannot be sent while the broker is away. */
+    advance(MOTOR_MS + GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs WHERE order_id = 'O2'", "QUEUED");
+    advance(TTL_S * 1000);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status || ' ' || error_message FROM dispense_logs WHERE order_id = 'O2'",
+                "FAILED MACHINE_UNREACHABLE");
+    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders WHERE id = 'O2'",
+                "FAILED MACHINE_UNREACHABLE");
+    expect_int(t, "SELECT count(*) FROM refunds WHERE status = 'QUEUED'", 2);
+    assert_int_equal(t->broker.published, 1);
+    /* The broker back: nothing is sent late. */
+    t->broker.up = true;
+    dispense_pump_all(&t->f.v);
+    assert_int_equal(t->broker.published, 1);
+}
+
+static void broker_gone_at_publish_requeues_and_sends_once_later(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    t->broker.fail_with = VEND_EUNAVAILABLE;
+    trigger_ok(t, "O1", false);
+    expect_text(t, "SELECT status || ' ' || coalesce(deadline_at, '-') FROM dispense_logs",
+                "QUEUED -");
+    dispense_pump_all(&t->f.v);
+    assert_int_equal(t->broker.published, 1);
+    dispense_pump_all(&t->f.v);
+    assert_int_equal(t->broker.published, 1);
+    expect_text(t, "SELECT status FROM dispense_logs", "SENT");
+}
+
+static void publish_that_may_have_left_is_never_resent(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    t->broker.fail_with = VEND_EIO;
+    trigger_ok(t, "O1", false);
+    expect_text(t, "SELECT status FROM dispense_logs", "SENT");
+    dispense_pump_all(&t->f.v);
+    assert_int_equal(t->broker.published, 1);
+    advance(MOTOR_MS + GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
+}
+
+/* SPEC §4 rule 3: a wall-clock step neither postpones nor hastens a deadline. */
+static void wall_clock_steps_do_not_move_deadlines(void **state)
+{
+    struct t *t = *state;
+    int64_t armed;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    armed = deadline_armed_for(&t->f.v);
+    /* Forwards by an hour: the unit is still in flight. */
+    dfx_clock_set(dfx_clock_ms() + 3600 * 1000);
+    s_mono_ms += 1000;
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    deadline_arm(&t->f.v);
+    expect_text(t, "SELECT status FROM dispense_logs", "SENT");
+    assert_int_equal(deadline_armed_for(&t->f.v), armed);
+    /* Backwards by two hours: the deadline still comes when the monotonic clock says. */
+    dfx_clock_set(dfx_clock_ms() - 7200 * 1000);
+    deadline_arm(&t->f.v);
+    assert_int_equal(deadline_armed_for(&t->f.v), armed);
+    s_mono_ms += MOTOR_MS + GRACE_MS;
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
+}
+
+static void first_sweep_after_restart_waits_one_grace_period(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    /* A new process: a fresh deadline state, long after the deadline passed. */
+    deadline_stop(&t->f.v);
+    memset(&t->f.v.deadline, 0, sizeof(t->f.v.deadline));
+    advance(60 * 1000);
+    assert_int_equal(deadline_resume(&t->f.v), VEND_OK);
+    assert_int_equal(deadline_armed_for(&t->f.v), dfx_clock_ms() + GRACE_MS);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs", "SENT");
+    /* The result the broker held arrives first and wins. */
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    advance(GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM orders", "COMPLETED");
+}
+
+static void stop_loop(void *arg)
+{
+    loop_stop(arg);
+}
+
+/* Run the real loop for about ms of real time (timers use the real monotonic clock). */
+static void run_loop_for(struct t *t, uint64_t ms)
+{
+    assert_true(loop_timer_add(t->f.v.loop, ms, stop_loop, t->f.v.loop) != 0);
+    assert_int_equal(loop_run(t->f.v.loop), 0);
+}
+
+static void sweep_on_a_locked_database_backs_off(void **state)
+{
+    struct t *t = *state;
+    sqlite3 *other = NULL;
+    char path[400];
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    advance(MOTOR_MS + GRACE_MS + 1);
+    /* Another process holds the write lock. */
+    dfx_sql(t->f.v.db, "PRAGMA busy_timeout = 10");
+    snprintf(path, sizeof(path), "%s/vendd.db", t->f.dir);
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    /* Re-armed for the clock as moved: the loop's timers run on real time. */
+    deadline_stop(&t->f.v);
+    deadline_arm(&t->f.v);
+    run_loop_for(t, 150);
+    /* One failed sweep, then a retry a second later: not a spinning timer. */
+    assert_int_equal(t->f.v.metrics.dispense_sweep_retries, 1);
+    assert_int_equal(deadline_armed_for(&t->f.v), deadline_now_ms(&t->f.v) + 1000);
+    expect_text(t, "SELECT status FROM dispense_logs", "SENT");
+    /* The second failure waits longer. */
+    advance(1000);
+    deadline_stop(&t->f.v);
+    t->f.v.deadline.retry_at_ms = 0;
+    deadline_arm(&t->f.v);
+    run_loop_for(t, 150);
+    assert_int_equal(t->f.v.metrics.dispense_sweep_retries, 2);
+    assert_int_equal(deadline_armed_for(&t->f.v), deadline_now_ms(&t->f.v) + 2000);
+    /* The lock goes: the next sweep does the work and the backoff ends. */
+    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    advance(2000);
+    deadline_stop(&t->f.v);
+    t->f.v.deadline.retry_at_ms = 0;
+    deadline_arm(&t->f.v);
+    run_loop_for(t, 150);
+    expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
+    assert_int_equal(t->f.v.deadline.retry_ms, 0);
+    assert_int_equal(deadline_armed_for(&t->f.v), -1);
+}
+
+static void unusable_overdue_row_is_logged_and_backed_off(void **state)
+{
+    struct t *t = *state;
+    char sql[512];
+
+    /* A row no CHECK would let in: only a damaged file holds one. */
+    t->damaged = true;
+    dfx_sql(t->f.v.db, "PRAGMA foreign_keys = OFF");
+    dfx_sql(t->f.v.db, "PRAGMA ignore_check_constraints = ON");
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO dispense_logs (order_id, unit, machine_id, slot_id, slot_number, "
+             "timeout_ms, status, created_at, dispatch_by, deadline_at) VALUES ('O1', 1, "
+             "'%0100d', 1, 1, 1500, 'SENT', 'x', 'x', '2025-11-27T09:00:00.000Z')",
+             7);
+    dfx_sql(t->f.v.db, sql);
+    deadline_arm(&t->f.v);
+    run_loop_for(t, 150);
+    assert_int_equal(t->f.v.metrics.dispense_sweep_retries, 1);
+    assert_int_equal(log_count(t, "is past its limit but unusable"), 1);
+    assert_int_equal(deadline_armed_for(&t->f.v), deadline_now_ms(&t->f.v) + 1000);
+}
+
+static void nop_timer(void *arg)
+{
+    (void)arg;
+}
+
+static void no_timer_for_the_deadline_stops_vendd(void **state)
+{
+    struct t *t = *state;
+
+    /* Fill the loop's timer table: the deadline cannot be armed. */
+    while (loop_timer_add(t->f.v.loop, 3600 * 1000, nop_timer, NULL) != 0)
+        ;
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_true(t->f.v.failed);
+    assert_int_equal(log_count(t, "cannot arm the dispense deadline timer"), 1);
+}
+
+/* ---- late results and the refund they meet --------------------------------------------- */
+
+static void fail_by_deadline(struct t *t)
+{
+    advance(MOTOR_MS + GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+}
+
+static void late_drop_before_the_refund_went_out_completes(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    fail_by_deadline(t);
+    expect_int(
+        t, "SELECT count(*) FROM alerts WHERE kind = 'DISPENSE_FAILED' AND resolved_at IS NULL", 1);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || coalesce(failure_reason, '-') FROM orders",
+                "COMPLETED -");
+    expect_text(t, "SELECT status FROM refunds", "CANCELLED");
+    expect_text(t, "SELECT status || ' ' || late_result FROM dispense_logs", "NO_RESULT 1");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    /* The "refund due" alert goes with the refund. */
+    expect_int(
+        t, "SELECT count(*) FROM alerts WHERE kind = 'DISPENSE_FAILED' AND resolved_at IS NULL", 0);
+    /* Said twice, it changes nothing. */
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_ECONFLICT);
+}
+
+static void late_drop_after_the_refund_went_out_alerts(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    fail_by_deadline(t);
+    dfx_sql(t->f.v.db, "UPDATE refunds SET status = 'SENT'");
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status FROM orders", "FAILED");
+    expect_text(t, "SELECT status FROM refunds", "SENT");
+    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'REFUNDED_ORDER_DISPENSED'", 1);
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+}
+
+static void late_partial_drop_shrinks_the_refund_and_its_alert(void **state)
+{
+    struct t *t = *state;
+    const struct item it[] = {{1, 2, 5000}};
+
+    paid_order(t, "O1", "VM01", it, 1);
+    trigger_ok(t, "O1", true);
+    fail_by_deadline(t); /* unit 1 NO_RESULT, unit 2 NOT_SENT */
+    expect_text(t, "SELECT amount FROM refunds", "10000");
+    expect_text(t, "SELECT message FROM alerts WHERE kind = 'DISPENSE_FAILED'",
+                "order 'O1' failed (NO_RESULT): refund of 10000 due");
+    assert_int_equal(result(t, "VM01", "O1", 1, 1, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status FROM orders", "FAILED");
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 5000");
+    /* An operator acting on the alert pays what the refund row says, not more. */
+    expect_text(t, "SELECT message FROM alerts WHERE kind = 'DISPENSE_FAILED'",
+                "order 'O1' failed (NO_RESULT): refund of 5000 due");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(completed_takes_one_from_stock, setup, teardown),
+        cmocka_unit_test_setup_teardown(repeated_trigger_changes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(duplicate_and_contradicting_results_change_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(no_drop_fails_flags_and_refunds, setup, teardown),
+        cmocka_unit_test_setup_teardown(drop_without_success_alerts, setup, teardown),
+        cmocka_unit_test_setup_teardown(out_of_range_unit_fails_invalid_unit, setup, teardown),
+        cmocka_unit_test_setup_teardown(failed_unit_fails_the_units_behind_it_not_sent, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(two_item_order_refunds_exactly_the_failed_unit, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(drop_from_a_slot_counted_empty_alerts_stock_mismatch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(no_result_by_the_deadline_fails_and_refunds, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(queued_unit_fails_machine_unreachable_after_the_ttl, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(broker_gone_at_publish_requeues_and_sends_once_later, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(publish_that_may_have_left_is_never_resent, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(wall_clock_steps_do_not_move_deadlines, setup, teardown),
+        cmocka_unit_test_setup_teardown(first_sweep_after_restart_waits_one_grace_period, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(sweep_on_a_locked_database_backs_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(unusable_overdue_row_is_logged_and_backed_off, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(no_timer_for_the_deadline_stops_vendd, setup, teardown),
+        cmocka_unit_test_setup_teardown(late_drop_before_the_refund_went_out_completes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(late_drop_after_the_refund_went_out_alerts, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
+                                        teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
