@@ -11,7 +11,7 @@
 void api_orders_create(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct vendd *v = ctx;
-    struct order_manual in = {.quantity = 1};
+    struct order_new in = {.nitems = 1, .items = {{.quantity = 1}}};
     char method[16] = "", why[256];
     static const char *const fields[] = {"id",       "machine_id",     "slot",
                                          "quantity", "payment_method", NULL};
@@ -22,17 +22,19 @@ void api_orders_create(void *ctx, const struct http_request *req, struct http_re
         !api_field_string(req->json, "id", false, VEND_ORDER_ID_MAX, in.id, sizeof(in.id), res) ||
         !api_field_string(req->json, "machine_id", false, VEND_MACHINE_ID_MAX, in.machine_id,
                           sizeof(in.machine_id), res) ||
-        !api_field_int(req->json, "slot", true, VEND_SLOT_MIN, VEND_SLOT_MAX, &in.slot, res) ||
-        !api_field_int(req->json, "quantity", false, 1, 100, &in.quantity, res) ||
+        !api_field_int(req->json, "slot", true, VEND_SLOT_MIN, VEND_SLOT_MAX, &in.items[0].slot,
+                       res) ||
+        !api_field_int(req->json, "quantity", false, 1, 100, &in.items[0].quantity, res) ||
         !api_field_string(req->json, "payment_method", true, sizeof(method) - 1, method,
                           sizeof(method), res))
         return;
     if (in.id[0] != '\0' && !vend_order_id_valid(in.id)) {
-        http_reply_error(res, 422, "INVALID_FIELD", "'id' must match [A-Za-z0-9_.~-]{1,64}");
+        http_reply_error(res, 422, "INVALID_FIELD", "'id' must match " VEND_ORDER_ID_PATTERN);
         return;
     }
     if (in.machine_id[0] != '\0' && !vend_machine_id_valid(in.machine_id)) {
-        http_reply_error(res, 422, "INVALID_FIELD", "'machine_id' must match [A-Za-z0-9_-]{1,32}");
+        http_reply_error(res, 422, "INVALID_FIELD",
+                         "'machine_id' must match " VEND_MACHINE_ID_PATTERN);
         return;
     }
     /* Customer orders (QRIS / Snap through Midtrans) come with the payment integration. */

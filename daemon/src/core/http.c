@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,12 @@
 #include "log.h"
 #include "loop.h"
 #include "vend/err.h"
+#include "vend/msg.h"
+#include "vend/topic.h"
 #include "xmalloc.h"
+
+/* A capture is an identifier: order ids are the widest rule, machine ids a subset of it. */
+_Static_assert(HTTP_PARAM_MAX == VEND_ORDER_ID_MAX, "path parameters follow the order-id rule");
 
 /* Far above any connection the fleet's operators and Midtrans open at once,
  * far below the default fd limit. */
@@ -56,6 +62,7 @@ struct http_server {
     bool token_mode;
     unsigned char token_digest[SHA256_DIGEST_LENGTH];
     uint16_t port;
+    struct http_call *deferred; /* answers a handler promised for later (http_defer) */
 };
 
 /* Per-request state, MHD's *con_cls: lives from the first handler call to
@@ -78,6 +85,12 @@ struct http_call {
     size_t body_len, body_cap;
     bool too_large;
     size_t discarded;
+    /* http_defer(): the connection is suspended until http_deferred_reply() */
+    struct http_server *server;
+    struct MHD_Connection *conn;
+    bool deferred, answered;
+    struct http_response later;
+    struct http_call *next_deferred;
 };
 
 static const char *const s_method_names[] = {
@@ -170,6 +183,24 @@ static void call_fail(struct http_call *call, int status, const char *code, cons
  * bearer token must match; both sides are hashed first so the comparison is
  * constant-time over equal lengths whatever the client sent.
  */
+/* The request carries the operator's credentials (loopback in development mode). */
+static bool is_operator(const struct http_server *s, struct MHD_Connection *c, bool loopback)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    const char *v;
+
+    if (!s->token_mode)
+        return loopback;
+    v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (v == NULL || strncasecmp(v, "Bearer ", 7) != 0)
+        return false;
+    v += 7;
+    while (*v == ' ')
+        v++;
+    SHA256((const unsigned char *)v, strlen(v), digest);
+    return CRYPTO_memcmp(digest, s->token_digest, sizeof(digest)) == 0;
+}
+
 static void auth_check(const struct http_server *s, struct MHD_Connection *c,
                        struct http_call *call)
 {
@@ -255,21 +286,37 @@ static bool path_match(const char *pattern, const char *path, struct span caps[H
     return *pattern == '\0' && *path == '\0';
 }
 
-static bool param_char_ok(unsigned char ch)
+/* C0 controls and DEL; a decoded %00 arrives as DEL (see unescape()). */
+static bool is_control(unsigned char ch)
 {
-    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-           ch == '_' || ch == '.' || ch == '~' || ch == '-';
+    return ch < 0x20 || ch == 0x7f;
 }
 
-static bool param_ok(const struct span *sp)
+static bool path_has_control(const char *path)
 {
-    if (sp->n == 0 || sp->n > HTTP_PARAM_MAX)
-        return false;
-    for (size_t i = 0; i < sp->n; i++) {
-        if (!param_char_ok((unsigned char)sp->p[i]))
-            return false;
+    for (; *path != '\0'; path++) {
+        if (is_control((unsigned char)*path))
+            return true;
     }
-    return true;
+    return false;
+}
+
+/*
+ * MHD's own %HH decoding (path and query arguments), except that a decoded NUL cannot end
+ * the string early: handlers get C strings, so "/api/orders/N1%00x" would reach them as
+ * order "N1". A NUL becomes DEL instead, a control character that on_access() refuses in a
+ * path and that a query value keeps, visibly, instead of being cut.
+ */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    size_t n = MHD_http_unescape(s);
+    (void)cls;
+    (void)c;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\0')
+            s[i] = 0x7f;
+    }
+    return n;
 }
 
 /* Finds the route for method+path, or records 404/405/400 in call. */
@@ -311,13 +358,12 @@ static void route_resolve(const struct http_server *s, const char *method_name, 
     }
     call->method = (enum http_method)method;
     for (size_t k = 0; k < nfound; k++) {
-        if (!param_ok(&found_caps[k])) {
+        if (!vend_order_id_valid_len(found_caps[k].p, found_caps[k].n)) {
             const char *name = "?";
             size_t len = 1;
             pattern_capture(call->route->pattern, k, &name, &len);
-            call_fail(call, 400, "BAD_PARAM",
-                      "path parameter '%.*s' must be 1..%d characters of [A-Za-z0-9_.~-]", (int)len,
-                      name, HTTP_PARAM_MAX);
+            call_fail(call, 400, "BAD_PARAM", "path parameter '%.*s' must match %s", (int)len, name,
+                      VEND_ORDER_ID_PATTERN);
             return;
         }
         memcpy(call->params[k], found_caps[k].p, found_caps[k].n);
@@ -347,7 +393,8 @@ static bool pattern_ok(const char *pattern)
                 return false;
             for (size_t i = 1; i + 1 < n; i++) {
                 unsigned char ch = (unsigned char)p[i];
-                if (!param_char_ok(ch) || ch == '.' || ch == '~' || ch == '-')
+                if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                      (ch >= '0' && ch <= '9') || ch == '_'))
                     return false;
             }
         } else if (memchr(p, '{', n) != NULL || memchr(p, '}', n) != NULL) {
@@ -545,9 +592,12 @@ static void handler_run(struct http_server *s, struct MHD_Connection *c, struct 
     req.remote_addr = call->remote;
     req.pattern_ = call->route->pattern;
     req.conn_ = c;
+    req.call_ = call;
 
     call->route->fn(s->ctx, &req, res);
     json_decref(json);
+    if (call->deferred)
+        return; /* answered later through http_deferred_reply() */
     if (res->status < 100 || res->status > 599) {
         log_warnx("handler for '%s' %s set no valid response (status %d)", call->route->pattern,
                   s_method_names[call->method], res->status);
@@ -568,9 +618,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         const char *cl;
         call = xcalloc(1, sizeof(*call));
         clock_gettime(CLOCK_MONOTONIC, &call->start);
+        call->server = s;
+        call->conn = c;
         *con_cls = call;
         client_address(c, call);
-        route_resolve(s, method, url, call);
+        /* Before the route: a control character has no business in any path, and one in
+         * a literal segment would otherwise be a misleading 404. */
+        if (path_has_control(url))
+            call_fail(call, 400, "BAD_PATH",
+                      "path contains a control character (%%00-%%1F or %%7F)");
+        else
+            route_resolve(s, method, url, call);
         if (call->route != NULL && (call->route->flags & HTTP_OPERATOR) != 0)
             auth_check(s, c, call);
         /* A declared body over the limit is refused before it is read: the
@@ -589,6 +647,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         }
         return MHD_YES;
     }
+    if (call->deferred) {
+        /* Resumed: the answer is ready (or, not yet, a spurious call while suspended). */
+        if (!call->answered)
+            return MHD_YES;
+        res = call->later;
+        memset(&call->later, 0, sizeof(call->later));
+        return respond(c, call, method, url, &res);
+    }
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -598,6 +664,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         call_fail(call, 413, "TOO_LARGE", "request body exceeds %zu bytes", s->body_max);
     if (call->err_status == 0)
         handler_run(s, c, call, url, &res);
+    if (call->deferred && call->err_status == 0)
+        return MHD_YES; /* suspended in the handler: MHD calls again once resumed */
     if (call->err_status != 0)
         http_reply_error(&res, call->err_status, call->err_code, "%s", call->err_msg);
     return respond(c, call, method, url, &res);
@@ -613,6 +681,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (call == NULL)
         return;
     free(call->body);
+    free(call->later.body);
     free(call);
     *con_cls = NULL;
 }
@@ -638,8 +707,9 @@ static void on_timer(void *arg);
 
 /*
  * MHD's timeout only changes when MHD runs, so it is re-read after every
- * MHD_run instead of in a prepare hook: loop.h has no way to remove a
- * prepare hook, and the server must be freeable while the loop lives on.
+ * MHD_run: one re-arm per run is all it needs, where a prepare hook would
+ * ask MHD on every loop iteration. Driving MHD from elsewhere (say
+ * MHD_resume_connection) would need a re-arm there too.
  */
 static void mhd_run(struct http_server *s)
 {
@@ -690,7 +760,7 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
     struct addrinfo hints, *ai = NULL;
     const union MHD_DaemonInfo *info;
     char port[8];
-    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     int rc, gai;
 
     *out = NULL;
@@ -737,9 +807,10 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
 
     s->mhd = MHD_start_daemon(
         flags, cfg->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_UNESCAPE_CALLBACK, unescape, s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (s->mhd == NULL) {
         log_warnx("cannot listen for HTTP on '%s' port %u", cfg->host, (unsigned)cfg->port);
         rc = VEND_EIO;
@@ -780,6 +851,11 @@ void http_server_free(struct http_server *s)
 {
     if (s == NULL)
         return;
+    /* MHD cannot stop with suspended connections: whoever still owes an answer is told
+     * the service is going away. */
+    while (s->deferred != NULL)
+        http_deferred_error((struct http_deferred *)s->deferred, 503, "UNAVAILABLE",
+                            "vendd is stopping");
     if (s->epoll_fd >= 0)
         loop_io_del(s->loop, s->epoll_fd);
     loop_timer_del(s->loop, s->timer_id);
@@ -812,4 +888,66 @@ const char *http_param(const struct http_request *req, const char *name)
             return req->params[k];
     }
     return NULL;
+}
+
+bool http_is_operator(const struct http_request *req)
+{
+    const struct http_call *call = req->call_;
+
+    return is_operator(call->server, req->conn_, req->loopback);
+}
+
+/* ---- answers given later ---------------------------------------------- */
+
+struct http_deferred *http_defer(const struct http_request *req)
+{
+    struct http_call *call = req->call_;
+
+    assert(!call->deferred);
+    call->deferred = true;
+    call->next_deferred = call->server->deferred;
+    call->server->deferred = call;
+    MHD_suspend_connection(call->conn);
+    return (struct http_deferred *)call;
+}
+
+static void deferred_answer(struct http_call *call, const struct http_response *res)
+{
+    struct http_server *s = call->server;
+
+    for (struct http_call **pp = &s->deferred; *pp != NULL; pp = &(*pp)->next_deferred) {
+        if (*pp == call) {
+            *pp = call->next_deferred;
+            break;
+        }
+    }
+    call->later = *res;
+    call->answered = true;
+    MHD_resume_connection(call->conn);
+    /* MHD sends it on its next run; run it soon, from the loop, not from inside a caller
+     * that may itself be inside MHD_run. */
+    loop_timer_del(s->loop, s->timer_id);
+    s->timer_id = loop_timer_add(s->loop, 0, on_timer, s);
+}
+
+void http_deferred_reply(struct http_deferred *d, int status, json_t *body)
+{
+    struct http_response res = {0};
+
+    http_reply_json(&res, status, body);
+    deferred_answer((struct http_call *)d, &res);
+}
+
+void http_deferred_error(struct http_deferred *d, int status, const char *code, const char *fmt,
+                         ...)
+{
+    struct http_response res = {0};
+    char msg[MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    http_reply_error(&res, status, code, "%s", msg);
+    deferred_answer((struct http_call *)d, &res);
 }

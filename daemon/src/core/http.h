@@ -10,7 +10,7 @@
  *   no body at all). Everything else is answered by the server itself with
  *   {"error":{"code":"...","message":"..."}} and the fitting status.
  * - Every response is sent on the handler's second MHD call, never the first,
- *   so keep-alive works (limits.md pitfall 3).
+ *   so keep-alive works (docs/internals/http.md, "The two-call rule").
  */
 #ifndef VENDD_HTTP_H
 #define VENDD_HTTP_H
@@ -51,9 +51,9 @@ enum http_route_flags {
 /* Everything here is valid during the handler call only. */
 struct http_request {
     enum http_method method;
-    const char *path; /* URL-decoded by MHD, without the query string */
-    /* {name} captures in pattern order: non-empty, <= HTTP_PARAM_MAX bytes,
-     * only [A-Za-z0-9_.~-]. */
+    const char *path; /* URL-decoded, without the query string; no control characters */
+    /* {name} captures in pattern order, each matching VEND_ORDER_ID_PATTERN
+     * (vend/topic.h), the widest identifier rule. */
     const char *params[HTTP_PARAMS_MAX];
     size_t nparams;
     const char *body; /* NUL-terminated raw body, "" when there is none */
@@ -64,6 +64,7 @@ struct http_request {
     /* Private to http.c: use the accessors below. */
     const char *pattern_;
     struct MHD_Connection *conn_;
+    void *call_;
 };
 
 /*
@@ -116,8 +117,8 @@ uint16_t http_server_port(const struct http_server *s);
 /* Closes all connections and frees s. NULL is fine. Not from inside a handler. */
 void http_server_free(struct http_server *s);
 
-/* Query argument name (URL-decoded, so any bytes: check before putting it in
- * JSON) or NULL. Borrowed, valid during the handler. */
+/* Query argument name (URL-decoded, so any bytes but NUL: a %00 arrives as DEL;
+ * check before putting it in JSON) or NULL. Borrowed, valid during the handler. */
 const char *http_query(const struct http_request *req, const char *name);
 /* Request header name (case-insensitive) or NULL. Borrowed, valid during the handler. */
 const char *http_header(const struct http_request *req, const char *name);
@@ -132,6 +133,25 @@ void http_reply_json(struct http_response *res, int status, json_t *body);
  * Never put secrets in it. */
 void http_reply_error(struct http_response *res, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* True when req carries the operator's credentials, as HTTP_OPERATOR routes require them: a
+ * loopback client in development mode, else the bearer token. For public routes that do
+ * more for an operator (an operator's manual order). */
+bool http_is_operator(const struct http_request *req);
+
+/*
+ * Answering later, for a handler that must wait for something that is not on this loop turn
+ * (a payment gateway). Inside the handler, http_defer() suspends the connection: the handler
+ * returns without setting res, and exactly one http_deferred_reply() or http_deferred_error()
+ * answers later, from the loop. No timeout applies meanwhile, so the caller must bound its
+ * wait. If the server is freed first, the request is answered 503 and d becomes invalid:
+ * whoever holds d must be gone by then (free it before the server).
+ */
+struct http_deferred;
+struct http_deferred *http_defer(const struct http_request *req);
+void http_deferred_reply(struct http_deferred *d, int status, json_t *body);
+void http_deferred_error(struct http_deferred *d, int status, const char *code, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
 
 /* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. NULL or other families: false. */
 bool http_addr_is_loopback(const struct sockaddr *sa);

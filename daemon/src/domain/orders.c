@@ -1,3 +1,8 @@
+/*
+ * orders.c - recording orders and reading them back; see orders.h. Prices come from the
+ * slots at the moment of the order and are copied onto its items, so a later price change
+ * never changes what a customer was charged or is refunded.
+ */
 #include "orders.h"
 
 #include <inttypes.h>
@@ -8,37 +13,33 @@
 #include "conf.h"
 #include "db.h"
 #include "log.h"
+#include "machines.h"
+#include "stock.h"
 #include "store.h"
 #include "vend/err.h"
 #include "vend/topic.h"
 #include "vendd.h"
 
-/* ---- manual orders --------------------------------------------------------------------- */
-
-struct slot_offer {
-    bool found;
-    int64_t slot_id;
-    int64_t stock;
-    bool has_product;
-    int64_t product_id;
-    int64_t price;
-    char product_name[101];
+static const char *const method_names[] = {
+    [PAYMENT_MANUAL] = "manual",
+    [PAYMENT_QRIS] = "qris",
+    [PAYMENT_SNAP] = "snap",
 };
 
-static int take_slot_offer(void *arg, const struct db_row *row)
+const char *orders_payment_method_name(enum payment_method m)
 {
-    struct slot_offer *s = arg;
-    const char *name = db_row_text(row, 4);
+    return (unsigned)m < sizeof(method_names) / sizeof(method_names[0]) ? method_names[m] : "?";
+}
 
-    s->found = true;
-    s->slot_id = db_row_int(row, 0);
-    s->stock = db_row_int(row, 1);
-    s->has_product = !db_row_is_null(row, 2) && !db_row_is_null(row, 3);
-    s->product_id = db_row_int(row, 2);
-    s->price = db_row_int(row, 3);
-    if (name != NULL && strlen(name) < sizeof(s->product_name))
-        memcpy(s->product_name, name, strlen(name) + 1);
-    return 1;
+int orders_payment_method_parse(const char *name, enum payment_method *out)
+{
+    for (unsigned i = 0; name != NULL && i < sizeof(method_names) / sizeof(method_names[0]); i++) {
+        if (strcmp(name, method_names[i]) == 0) {
+            *out = (enum payment_method)i;
+            return VEND_OK;
+        }
+    }
+    return VEND_EENUM;
 }
 
 /*
@@ -55,131 +56,267 @@ static void generate_order_id(struct vendd *v, char *buf, size_t size)
     snprintf(buf, size, "ORD%" PRId64 "%08" PRIX32, v->now_ms(), tail);
 }
 
-int orders_reserved_units(struct vendd *v, int64_t slot_id, int64_t *units)
-{
-    struct db_value p[1] = {DB_INT(slot_id)};
-    int rc;
+struct slot_offer {
+    bool found;
+    int64_t slot_id;
+    int64_t stock;
+    bool has_product;
+    bool inspect;
+    int64_t product_id;
+    int64_t price;
+    char product_name[ORDER_PRODUCT_NAME_MAX + 1];
+};
 
-    *units = 0;
-    rc = store_query_int(
-        v->db,
-        "SELECT COALESCE(sum(i.quantity), 0) - (SELECT count(*) FROM dispense_logs l "
-        "JOIN orders o2 ON o2.id = l.order_id WHERE l.slot_id = $1 AND l.status = 'SUCCEEDED' "
-        "AND o2.status IN ('PAID', 'DISPENSING')) "
-        "FROM order_items i JOIN orders o ON o.id = i.order_id "
-        "WHERE i.slot_id = $1 AND o.status IN ('PAID', 'DISPENSING')",
-        p, 1, units);
-    return rc < 0 ? rc : VEND_OK;
+static int take_slot_offer(void *arg, const struct db_row *row)
+{
+    struct slot_offer *s = arg;
+
+    s->found = true;
+    s->slot_id = db_row_int(row, 0);
+    s->stock = db_row_int(row, 1);
+    s->has_product = !db_row_is_null(row, 2) && !db_row_is_null(row, 3);
+    s->product_id = db_row_int(row, 2);
+    s->price = db_row_int(row, 3);
+    if (store_copy_text(s->product_name, sizeof(s->product_name), db_row_text(row, 4)) < 0)
+        s->product_name[0] = '\0';
+    s->inspect = db_row_int(row, 5) != 0;
+    return 1;
 }
 
-int orders_create_manual(struct vendd *v, struct order_manual *in, char *why, size_t why_size)
+/* A customer may buy only from a machine that is there to drop it (SPEC §4 rule 10). */
+static int check_customer_machine(struct vendd *v, const struct order_new *in, char *why,
+                                  size_t why_size)
 {
-    struct db_value p[10];
+    struct db_value p[1] = {DB_TEXT(in->machine_id)};
+    char presence[16] = "";
+    int64_t pending = 0;
+    int rc;
+
+    rc = store_query_text(v->db, "SELECT status FROM machines WHERE id = $1", p, 1, presence,
+                          sizeof(presence));
+    if (rc < 0)
+        return rc;
+    if (strcmp(presence, "ONLINE") != 0) {
+        snprintf(why, why_size, "machine '%s' is %s: it takes no orders now", in->machine_id,
+                 presence);
+        return VEND_ESTATE;
+    }
+    rc = store_query_int(v->db,
+                         "SELECT count(*) FROM orders WHERE machine_id = $1 AND status = 'PENDING'",
+                         p, 1, &pending);
+    if (rc < 0)
+        return rc;
+    if (pending >= 5 /* NEEDSWORK: ORDER_PENDING_MAX */) {
+        snprintf(why, why_size,
+                 "machine '%s' has %" PRId64 " orders waiting for payment; try "
+                 "again when one is paid or expires",
+                 in->machine_id, pending);
+        return VEND_EBUSY;
+    }
+    return VEND_OK;
+}
+
+/* Inside the transaction: price item i from its slot, promise its units, insert its row. */
+static int add_item_locked(struct vendd *v, struct order_new *in, size_t i, int64_t first_unit,
+                           char *why, size_t why_size)
+{
+    const struct order_item_in *it = &in->items[i];
+    struct db_value p[9] = {DB_TEXT(in->machine_id), DB_INT(it->slot)};
     struct slot_offer s = {0};
+    int64_t free_units = 0;
+    int rc;
+
+    rc = db_exec(v->db,
+                 "SELECT s.id, s.current_stock, p.id, COALESCE(s.price_override, p.price), p.name, "
+                 "s.needs_inspection FROM slots s LEFT JOIN products p ON p.id = s.product_id "
+                 "WHERE s.machine_id = $1 AND s.slot_number = $2 AND s.is_active = 1",
+                 p, 2, take_slot_offer, &s);
+    if (rc < 0)
+        return rc;
+    if (!s.found) {
+        snprintf(why, why_size, "machine '%s' has no slot %" PRId64, in->machine_id, it->slot);
+        return VEND_ENOTFOUND;
+    }
+    if (!s.has_product) {
+        snprintf(why, why_size, "slot %" PRId64 " of '%s' has no product", it->slot,
+                 in->machine_id);
+        return VEND_ESTATE;
+    }
+    if (s.inspect && in->method != PAYMENT_MANUAL) {
+        snprintf(why, why_size, "slot %" PRId64 " of '%s' is waiting for an inspection", it->slot,
+                 in->machine_id);
+        return VEND_ESTATE;
+    }
+    /* Units already promised to open orders are not for sale (stock.h). */
+    rc = stock_reserve_locked(v, s.slot_id, it->quantity, &free_units);
+    if (rc == VEND_ESTATE)
+        snprintf(why, why_size,
+                 "slot %" PRId64 " of '%s' has %" PRId64 " unit(s) free (stock %" PRId64
+                 ", %" PRId64 " promised), %" PRId64 " ordered",
+                 it->slot, in->machine_id, free_units, s.stock, s.stock - free_units, it->quantity);
+    if (rc < 0)
+        return rc;
+
+    p[0] = DB_TEXT(in->id);
+    p[1] = DB_INT(i + 1);
+    p[2] = DB_INT(s.slot_id);
+    p[3] = DB_INT(s.product_id);
+    p[4] = DB_TEXT(s.product_name);
+    p[5] = DB_INT(it->quantity);
+    p[6] = DB_INT(s.price);
+    p[7] = DB_INT(s.price * it->quantity);
+    p[8] = DB_INT(first_unit);
+    rc = db_exec(v->db,
+                 "INSERT INTO order_items (order_id, position, slot_id, product_id, product_name, "
+                 "quantity, unit_price, total, first_unit) "
+                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 p, 9, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    in->lines[i].slot = it->slot;
+    in->lines[i].quantity = it->quantity;
+    in->lines[i].unit_price = s.price;
+    memcpy(in->lines[i].product_name, s.product_name, sizeof(s.product_name));
+    in->total += s.price * it->quantity;
+    return VEND_OK;
+}
+
+/* The items must name each slot once and add up to at most ORDER_UNITS_MAX units. */
+static int check_items(const struct order_new *in, char *why, size_t why_size)
+{
+    int64_t units = 0;
+
+    if (in->nitems == 0 || in->nitems > ORDER_ITEMS_MAX) {
+        snprintf(why, why_size, "an order has 1 to %d items", ORDER_ITEMS_MAX);
+        return VEND_EINVAL;
+    }
+    for (size_t i = 0; i < in->nitems; i++) {
+        units += in->items[i].quantity;
+        for (size_t j = 0; j < i; j++) {
+            if (in->items[j].slot == in->items[i].slot) {
+                snprintf(why, why_size, "slot %" PRId64 " is named twice: give its quantity once",
+                         in->items[i].slot);
+                return VEND_EINVAL;
+            }
+        }
+    }
+    if (units > ORDER_UNITS_MAX) {
+        snprintf(why, why_size, "an order has at most %d units (%" PRId64 " asked)",
+                 ORDER_UNITS_MAX, units);
+        return VEND_EINVAL;
+    }
+    return VEND_OK;
+}
+
+int orders_create_locked(struct vendd *v, struct order_new *in, int64_t now_ms, char *why,
+                         size_t why_size)
+{
+    bool manual = in->method == PAYMENT_MANUAL;
     char now_iso[STORE_ISO_SIZE];
-    int64_t reserved = 0, exists = 0;
+    struct db_value p[10];
+    int64_t first_unit = 1;
     int rc;
 
     why[0] = '\0';
+    in->total = 0;
+    in->quantity = 0;
+    in->expires_at[0] = '\0';
     if (in->machine_id[0] == '\0')
         snprintf(in->machine_id, sizeof(in->machine_id), "%s", v->conf->machine_id);
     if (in->id[0] == '\0')
         generate_order_id(v, in->id, sizeof(in->id));
-    vendd_now_iso(v, now_iso, sizeof(now_iso));
-
-    rc = db_begin(v->db);
+    db_iso_time(now_iso, sizeof(now_iso), now_ms);
+    rc = check_items(in, why, why_size);
     if (rc < 0)
-        goto out;
-    p[0] = DB_TEXT(in->machine_id);
-    rc = store_query_int(v->db, "SELECT count(*) FROM machines WHERE id = $1", p, 1, &exists);
-    if (rc < 0)
-        goto out;
-    if (exists == 0) {
+        return rc;
+    rc = machines_exists(v, in->machine_id);
+    if (rc <= 0) {
         snprintf(why, why_size, "machine '%s' is not registered", in->machine_id);
-        rc = VEND_ENOTFOUND;
-        goto out;
+        return rc < 0 ? rc : VEND_ENOTFOUND;
     }
-    p[1] = DB_INT(in->slot);
-    rc = db_exec(v->db,
-                 "SELECT s.id, s.current_stock, p.id, COALESCE(s.price_override, p.price), p.name "
-                 "FROM slots s LEFT JOIN products p ON p.id = s.product_id "
-                 "WHERE s.machine_id = $1 AND s.slot_number = $2 AND s.is_active = 1",
-                 p, 2, take_slot_offer, &s);
-    if (rc < 0)
-        goto out;
-    if (!s.found) {
-        snprintf(why, why_size, "machine '%s' has no slot %" PRId64, in->machine_id, in->slot);
-        rc = VEND_ENOTFOUND;
-        goto out;
+    if (!manual) {
+        rc = check_customer_machine(v, in, why, why_size);
+        if (rc < 0)
+            return rc;
+        db_iso_time(in->expires_at, sizeof(in->expires_at),
+                    now_ms + (int64_t)v->conf->order_payment_ttl_s * 1000);
     }
-    if (!s.has_product) {
-        snprintf(why, why_size, "slot %" PRId64 " of '%s' has no product", in->slot,
-                 in->machine_id);
-        rc = VEND_ESTATE;
-        goto out;
-    }
-    /* Units already promised to paid orders but not yet dispensed are not for sale. */
-    rc = orders_reserved_units(v, s.slot_id, &reserved);
-    if (rc < 0)
-        goto out;
-    if (s.stock - reserved < in->quantity) {
-        snprintf(why, why_size,
-                 "slot %" PRId64 " of '%s' has %" PRId64 " unit(s) free (stock %" PRId64
-                 ", %" PRId64 " promised), %" PRId64 " ordered",
-                 in->slot, in->machine_id, s.stock - reserved, s.stock, reserved, in->quantity);
-        rc = VEND_ESTATE;
-        goto out;
-    }
+    for (size_t i = 0; i < in->nitems; i++)
+        in->quantity += in->items[i].quantity;
 
+    /* The order row first: its items refer to it. slot_id and product_id are the first
+     * item's, as the guide's single-item order has them. */
     p[0] = DB_TEXT(in->id);
     p[1] = DB_TEXT(in->machine_id);
-    p[2] = DB_INT(s.slot_id);
-    p[3] = DB_INT(s.product_id);
-    p[4] = DB_INT(in->quantity);
-    p[5] = DB_INT(s.price * in->quantity);
-    p[6] = DB_TEXT(now_iso);
+    p[2] = DB_INT(in->quantity);
+    p[3] = DB_TEXT(manual ? "PAID" : "PENDING");
+    p[4] = DB_TEXT(manual ? "operator" : "customer");
+    p[5] = DB_TEXT(orders_payment_method_name(in->method));
+    p[6] = manual ? DB_TEXT(now_iso) : DB_NULL;
+    p[7] = DB_TEXT(now_iso);
+    p[8] = manual ? DB_NULL : DB_TEXT(in->expires_at);
     rc = db_exec(v->db,
-                 "INSERT INTO orders (id, machine_id, slot_id, product_id, quantity, total_amount, "
-                 "status, origin, payment_method, paid_at, created_at, updated_at) "
-                 "VALUES ($1, $2, $3, $4, $5, $6, 'PAID', 'operator', 'manual', $7, $7, $7)",
-                 p, 7, NULL, NULL);
+                 "INSERT INTO orders (id, machine_id, quantity, total_amount, status, origin, "
+                 "payment_method, paid_at, expires_at, created_at, updated_at) "
+                 "VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $9, $8, $8)",
+                 p, 9, NULL, NULL);
     if (rc == VEND_ECONFLICT)
         snprintf(why, why_size, "order '%s' already exists", in->id);
     if (rc < 0)
-        goto out;
-    p[1] = DB_INT(s.slot_id);
-    p[2] = DB_INT(s.product_id);
-    p[3] = DB_TEXT(s.product_name);
-    p[4] = DB_INT(in->quantity);
-    p[5] = DB_INT(s.price);
-    p[6] = DB_INT(s.price * in->quantity);
-    rc = db_exec(
-        v->db,
-        "INSERT INTO order_items (order_id, position, slot_id, product_id, product_name, "
-        "quantity, unit_price, total, first_unit) VALUES ($1, 1, $2, $3, $4, $5, $6, $7, 1)",
-        p, 7, NULL, NULL);
-    if (rc < 0)
-        goto out;
-    p[1] = DB_INT(s.price * in->quantity);
+        return rc;
+    for (size_t i = 0; i < in->nitems; i++) {
+        rc = add_item_locked(v, in, i, first_unit, why, why_size);
+        if (rc < 0)
+            return rc;
+        first_unit += in->items[i].quantity;
+    }
+    p[0] = DB_TEXT(in->id);
+    p[1] = DB_INT(in->total);
     p[2] = DB_TEXT(now_iso);
+    rc =
+        db_exec(v->db,
+                "UPDATE orders SET total_amount = $2, updated_at = $3, "
+                "slot_id = (SELECT slot_id FROM order_items WHERE order_id = $1 AND position = 1), "
+                "product_id = (SELECT product_id FROM order_items WHERE order_id = $1 "
+                "AND position = 1) WHERE id = $1",
+                p, 3, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    /* One payment row per order: SUCCESS at once for the operator's, PENDING for Midtrans. */
+    p[3] = DB_TEXT(manual ? "manual" : "midtrans");
+    p[4] = DB_TEXT(manual ? "SUCCESS" : "PENDING");
+    p[5] = DB_TEXT(orders_payment_method_name(in->method));
+    p[6] = manual ? DB_TEXT(now_iso) : DB_NULL;
     rc = db_exec(v->db,
                  "INSERT INTO payments (order_id, gateway_name, amount, status, payment_type, "
-                 "processed_at, created_at, updated_at) "
-                 "VALUES ($1, 'manual', $2, 'SUCCESS', 'manual', $3, $3, $3)",
-                 p, 3, NULL, NULL);
+                 "processed_at, created_at, updated_at) VALUES ($1, $4, $2, $5, $6, $7, $3, $3)",
+                 p, 7, NULL, NULL);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+int orders_create_manual(struct vendd *v, struct order_new *in, char *why, size_t why_size)
+{
+    int rc;
+
+    in->method = PAYMENT_MANUAL;
+    rc = db_begin(v->db);
+    if (rc < 0)
+        goto out;
+    rc = orders_create_locked(v, in, v->now_ms(), why, why_size);
     if (rc < 0)
         goto out;
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
-    log_info("manual order '%s' recorded PAID: machine '%s' slot %" PRId64 " x%" PRId64, in->id,
-             in->machine_id, in->slot, in->quantity);
+    log_info("manual order '%s' recorded PAID: machine '%s' slot %" PRId64 " x%" PRId64 "%s",
+             in->id, in->machine_id, in->items[0].slot, in->items[0].quantity,
+             in->nitems > 1 ? " and more" : "");
 out:
     if (rc < 0) {
         db_rollback(v->db);
         if (why[0] == '\0')
             snprintf(why, why_size, "%s", vend_strerror(rc));
-        if (rc != VEND_ENOTFOUND && rc != VEND_ESTATE && rc != VEND_ECONFLICT)
+        if (rc != VEND_ENOTFOUND && rc != VEND_ESTATE && rc != VEND_ECONFLICT && rc != VEND_EINVAL)
             log_warnx("cannot record manual order '%s': %s (%s)", in->id, vend_strerror(rc),
                       db_errmsg(v->db));
     }
@@ -188,22 +325,18 @@ out:
 
 /* ---- JSON views ------------------------------------------------------------------------ */
 
-/*
- * The order as JSON: the row, its items and its units, or the reason there is none.
- * A failure to read any part is a failure of the whole: never a partial order.
- */
 int orders_get_json(struct vendd *v, const char *id, json_t **out)
 {
     struct db_value p[1] = {DB_TEXT(id)};
-    json_t *rows, *items = NULL, *units = NULL;
+    json_t *rows, *items = NULL, *units = NULL, *events = NULL, *refunds = NULL;
     int rc = VEND_EDB;
 
     *out = NULL;
     rows = store_query_json(
         v->db,
         "SELECT id, machine_id, status, origin, payment_method, quantity, total_amount, "
-        "failure_reason, paid_at, dispensed_at, expires_at, created_at, updated_at "
-        "FROM orders WHERE id = $1",
+        "failure_reason, payment_url, payment_token, payment_qr, paid_at, dispensed_at, "
+        "expires_at, created_at, updated_at FROM orders WHERE id = $1",
         p, 1);
     if (rows == NULL)
         goto out;
@@ -223,11 +356,23 @@ int orders_get_json(struct vendd *v, const char *id, json_t **out)
         "deadline_at, completed_at, duration_ms, success, drop_detected, "
         "error_message, late_result FROM dispense_logs WHERE order_id = $1 ORDER BY unit",
         p, 1);
-    if (items == NULL || units == NULL)
+    events = store_query_json(v->db,
+                              "SELECT transaction_status, status_code, signature_ok, outcome, "
+                              "received_at FROM payment_events WHERE order_id = $1 ORDER BY id",
+                              p, 1);
+    refunds = store_query_json(v->db,
+                               "SELECT id, amount, reason, status, attempts, last_error, note, "
+                               "done_at, created_at FROM refunds WHERE order_id = $1",
+                               p, 1);
+    if (items == NULL || units == NULL || events == NULL || refunds == NULL)
         goto out;
     *out = json_incref(json_array_get(rows, 0));
     json_object_set(*out, "items", items);
     json_object_set(*out, "units", units);
+    json_object_set(*out, "payment_events", events);
+    json_object_set_new(*out, "refund",
+                        json_array_size(refunds) > 0 ? json_incref(json_array_get(refunds, 0))
+                                                     : json_null());
     rc = VEND_OK;
 out:
     if (rc == VEND_EDB)
@@ -235,5 +380,7 @@ out:
     json_decref(rows);
     json_decref(items);
     json_decref(units);
+    json_decref(events);
+    json_decref(refunds);
     return rc;
 }

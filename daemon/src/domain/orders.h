@@ -1,45 +1,87 @@
 /*
- * orders.h - orders: the operator's manual order, and the JSON view of an
- * order with its items and dispensed units (SPEC §4, §5).
+ * orders.h - recording an order: its rows (orders, order_items, payments), its prices taken
+ * from the slots (never from the request), and the stock it is promised (stock.h); and the
+ * JSON view of an order with its items, units, payment events and refund (SPEC §4, §5).
+ *
+ * Two kinds: the operator's manual order is PAID at once and waits for a trigger (the guide's
+ * test); a customer's order is PENDING until Midtrans says it is paid (payments.h).
  */
 #ifndef VENDD_ORDERS_H
 #define VENDD_ORDERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
 
+#include "store.h"
+#include "vend/msg.h"
+
 struct vendd;
 
-/* An operator's manual (cash or complimentary) order for one slot. */
-struct order_manual {
-    char id[65];         /* "" = generate one */
-    char machine_id[33]; /* "" = MACHINE_ID */
-    int64_t slot;        /* slot_number 1..255 */
-    int64_t quantity;    /* 1..100 */
+/* Items per order, and units per order (the schema's CHECK on orders.quantity). */
+#define ORDER_ITEMS_MAX        16
+#define ORDER_UNITS_MAX        100
+#define ORDER_PRODUCT_NAME_MAX 100
+
+enum payment_method {
+    PAYMENT_MANUAL, /* the operator's order: cash, complimentary */
+    PAYMENT_QRIS,   /* Midtrans Core API QRIS charge: a QR on the machine's screen */
+    PAYMENT_SNAP,   /* Midtrans Snap: a payment page */
+};
+
+/* "manual", "qris", "snap" (the schema's names). */
+const char *orders_payment_method_name(enum payment_method m);
+/* VEND_EENUM for another name. */
+int orders_payment_method_parse(const char *name, enum payment_method *out);
+
+struct order_item_in {
+    int64_t slot;     /* slot_number 1..255 */
+    int64_t quantity; /* 1..100 */
+};
+
+/* One line of a recorded order, as priced from its slot. */
+struct order_line {
+    int64_t slot, quantity, unit_price;
+    char product_name[ORDER_PRODUCT_NAME_MAX + 1];
+};
+
+struct order_new {
+    char id[VEND_ORDER_ID_MAX + 1];           /* "" = generate one */
+    char machine_id[VEND_MACHINE_ID_MAX + 1]; /* "" = MACHINE_ID */
+    enum payment_method method;
+    struct order_item_in items[ORDER_ITEMS_MAX];
+    size_t nitems;
+    /* Filled in by orders_create_locked: */
+    struct order_line lines[ORDER_ITEMS_MAX];
+    int64_t quantity, total;
+    char expires_at[STORE_ISO_SIZE]; /* customer orders only */
 };
 
 /*
- * Record a manual order as PAID, with its item and a payment row saying "manual", whatever
- * the machine's presence (the guide's test runs with no machine online). It waits in PAID
- * for POST /api/dispense/trigger.
- * Returns VEND_OK with out->id filled; VEND_ENOTFOUND (machine or slot unknown; why names
- * which); VEND_ESTATE (slot has no product or too little free stock); VEND_ECONFLICT (the id
- * exists); another VEND_E* on a database failure. why (>= 128 bytes) explains any error.
+ * Inside a transaction: record in as an order. A manual order is PAID at once, whatever the
+ * machine's presence (the guide's test runs with no machine online). A customer order is
+ * PENDING until expires_at (ORDER_PAYMENT_TTL_S) and is refused unless the machine is ONLINE,
+ * every slot is active and not under inspection, and the machine has fewer than
+ * ORDER_PENDING_MAX PENDING orders. Either way each item's units are promised from the
+ * slot's free stock, at the slot's price.
+ * Returns VEND_OK; VEND_ENOTFOUND (machine or slot unknown); VEND_ESTATE (offline machine,
+ * slot without product or under inspection, too little free stock); VEND_EBUSY (too many
+ * PENDING orders on the machine); VEND_EINVAL (a slot twice, or over ORDER_UNITS_MAX units);
+ * VEND_ECONFLICT (the id exists); another VEND_E* from the database. why explains any error.
  */
-int orders_create_manual(struct vendd *v, struct order_manual *in, char *why, size_t why_size);
+int orders_create_locked(struct vendd *v, struct order_new *in, int64_t now_ms, char *why,
+                         size_t why_size);
+
+/* The manual order in its own transaction, with its log line. Returns as above. */
+int orders_create_manual(struct vendd *v, struct order_new *in, char *why, size_t why_size);
 
 /*
- * Units of slot_id promised to PAID or DISPENSING orders and not dispensed yet: they are
- * not for sale, and the slot's product must not change under them.
- */
-int orders_reserved_units(struct vendd *v, int64_t slot_id, int64_t *units);
-
-/*
- * The order as JSON in *out (the caller's reference): its columns, its "items" and its
- * "units" (the dispense_logs rows, oldest unit first). Returns VEND_OK, VEND_ENOTFOUND, or
- * VEND_EDB when any part cannot be read (*out is then NULL: never a partial order).
+ * The order as JSON in *out (the caller's reference): its columns, its "items", its "units"
+ * (the dispense_logs rows, oldest unit first), its "payment_events" (newest last, without
+ * the raw bodies) and its "refund" (or null). Returns VEND_OK, VEND_ENOTFOUND, or VEND_EDB when
+ * any part cannot be read (*out is then NULL: never a partial order).
  */
 int orders_get_json(struct vendd *v, const char *id, json_t **out);
 

@@ -1,0 +1,100 @@
+/*
+ * api_payments.c - POST /api/payments/webhook (Midtrans's notifications, SPEC §4 rule 7),
+ * and the operator's refund queue: GET /api/refunds, POST /api/refunds/{id}/done.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "payments.h"
+#include "refunds.h"
+#include "vend/err.h"
+#include "vendd.h"
+
+/* Refunds listed unless ?limit= says less. */
+#define REFUNDS_LIMIT_DEFAULT 100
+#define REFUNDS_LIMIT_MAX     1000
+#define NOTE_MAX              200
+
+void api_payments_webhook(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    struct webhook_answer ans;
+
+    payments_notification(v, req->body, req->body_len, req->loopback, &ans);
+    if (ans.status == 200) {
+        http_reply_json(res, 200, json_pack("{s:s, s:s}", "status", "OK", "result", ans.message));
+        return;
+    }
+    http_reply_error(res, ans.status, ans.code, "%s", ans.message);
+}
+
+void api_refunds_list(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    const char *status = http_query(req, "status"), *limit_arg = http_query(req, "limit");
+    long limit = REFUNDS_LIMIT_DEFAULT;
+    char *end = NULL;
+    json_t *out = NULL;
+    int rc;
+
+    if (limit_arg != NULL) {
+        limit = strtol(limit_arg, &end, 10);
+        if (end == limit_arg || *end != '\0' || limit < 1 || limit > REFUNDS_LIMIT_MAX) {
+            http_reply_error(res, 422, "INVALID_FIELD", "'limit' must be 1 to %d",
+                             REFUNDS_LIMIT_MAX);
+            return;
+        }
+    }
+    rc = refunds_list_json(v, status, limit, &out);
+    if (rc == VEND_EINVAL) {
+        http_reply_error(res, 422, "INVALID_FIELD",
+                         "'status' must be QUEUED, SENT, DONE, OPERATOR, CANCELLED or all");
+        return;
+    }
+    if (rc < 0) {
+        api_reply_err(res, rc, "cannot list refunds");
+        return;
+    }
+    http_reply_json(res, 200, out);
+}
+
+void api_refunds_done(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    const char *id_arg = http_param(req, "id");
+    static const char *const fields[] = {"note", NULL};
+    char note[NOTE_MAX + 1] = "", status[16], *end = NULL;
+    long long id;
+    int rc;
+
+    id = id_arg != NULL ? strtoll(id_arg, &end, 10) : 0;
+    if (id_arg == NULL || end == id_arg || *end != '\0' || id < 1) {
+        http_reply_error(res, 404, "NOT_FOUND", "no refund '%s'", id_arg != NULL ? id_arg : "");
+        return;
+    }
+    if (!api_fields_allowed(req->json, fields, res) ||
+        !api_field_string(req->json, "note", true, NOTE_MAX, note, sizeof(note), res))
+        return;
+    rc = refunds_mark_done(v, id, note, status);
+    switch (rc) {
+    case VEND_OK:
+        http_reply_json(res, 200, json_pack("{s:I, s:s}", "id", (json_int_t)id, "status", status));
+        break;
+    case VEND_ENOTFOUND:
+        http_reply_error(res, 404, "NOT_FOUND", "no refund %lld", id);
+        break;
+    case VEND_ESTATE:
+        http_reply_json(res, 409,
+                        json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "WRONG_STATE", "message",
+                                  strcmp(status, "SENT") == 0
+                                      ? "the refund is with Midtrans now: wait for its answer"
+                                      : "the refund is not waiting for a person",
+                                  "status", status));
+        break;
+    default:
+        api_reply_err(res, rc, "cannot mark refund %lld done", id);
+        break;
+    }
+}
