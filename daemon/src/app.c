@@ -12,6 +12,11 @@
 #include "api.h"
 #include "db.h"
 #include "deadline.h"
+#include "httpc.h"
+#include "midtrans.h"
+#include "payments.h"
+#include "ratelimit.h"
+#include "refunds.h"
 #include "dispense.h"
 #include "http.h"
 #include "ingest.h"
@@ -93,6 +98,50 @@ static bool broker_mqtt_up(void *ctx)
     return mqtt_client_connected(ctx);
 }
 
+/*
+ * Outbound HTTP, Midtrans (only with a server key: without one nothing can be verified or
+ * created there), customer orders and refunds, resumed from the rows.
+ */
+static int start_payments(struct vendd *v)
+{
+    const struct vendd_conf *conf = v->conf;
+    struct midtrans_config mc = {
+        .server_key = conf->midtrans_server_key,
+        .api_base = conf->midtrans_api_base,
+        .snap_base = conf->midtrans_snap_base,
+        .notification_url = conf->midtrans_notification_url,
+        .timeout_ms = conf->midtrans_timeout_ms,
+        .connect_timeout_ms = conf->midtrans_timeout_ms < MIDTRANS_CONNECT_TIMEOUT_MS
+                                  ? conf->midtrans_timeout_ms
+                                  : MIDTRANS_CONNECT_TIMEOUT_MS,
+    };
+    int rc;
+
+    rc = httpc_new(&v->httpc, v->loop);
+    if (rc < 0)
+        return rc;
+    if (conf->midtrans_server_key[0] != '\0') {
+        rc = midtrans_new(&v->midtrans, v->httpc, &mc);
+        if (rc < 0)
+            return rc;
+        log_info("Midtrans at %s (Snap %s)", conf->midtrans_api_base, conf->midtrans_snap_base);
+    } else {
+        log_warnx("MIDTRANS_SERVER_KEY is not set: customer orders are refused, refunds wait "
+                  "for the operator%s",
+                  conf->dev_mode ? ", unsigned payment notifications are taken from loopback" : "");
+    }
+    v->order_limit = ratelimit_new(conf->order_rate_per_min);
+    rc = payments_new(&v->payments);
+    if (rc < 0)
+        return rc;
+    rc = payments_resume(v);
+    if (rc == VEND_OK)
+        rc = refunds_resume(v);
+    if (rc < 0)
+        log_warnx("cannot resume payments and refunds: %s", db_errmsg(v->db));
+    return rc;
+}
+
 static int start_http(struct vendd *v)
 {
     struct http_config hc = {
@@ -155,6 +204,9 @@ int app_run(const struct vendd_conf *conf)
         log_warnx("cannot resume dispenses: %s", db_errmsg(v.db));
         goto out;
     }
+    rc = start_payments(&v);
+    if (rc < 0)
+        goto out;
     rc = mqtt_client_start(v.mqtt);
     if (rc < 0) {
         log_warnx("cannot start the MQTT client: %s", vend_strerror(rc));
@@ -166,6 +218,13 @@ int app_run(const struct vendd_conf *conf)
     log_info("vendd stopping");
     status = rc < 0 || v.failed ? 1 : 0;
 out:
+    /* Whatever holds a waiting HTTP request goes before the HTTP server (http.h). */
+    payments_free(&v);
+    if (v.loop != NULL)
+        refunds_stop(&v);
+    midtrans_free(v.midtrans);
+    httpc_free(v.httpc);
+    ratelimit_free(v.order_limit);
     http_server_free(v.http);
     mqtt_client_free(v.mqtt);
     /* Paired with the init whichever step failed after it (mqtt.h), not only once a

@@ -22,6 +22,7 @@ struct httpc;
 struct midtrans;
 struct payments;
 struct refund_send;
+struct ratelimit;
 
 struct vendd {
     const struct vendd_conf *conf;
@@ -39,6 +40,8 @@ struct vendd {
     struct midtrans *midtrans;
     /* Customer orders and their Midtrans calls in flight (payments.c). */
     struct payments *payments;
+    /* Customer orders per client address (ORDER_RATE_PER_MIN). */
+    struct ratelimit *order_limit;
     /* The timer that sends refunds, and their Midtrans calls in flight (refunds.c). */
     uint64_t refunds_timer;
     struct refund_send *refund_sends;

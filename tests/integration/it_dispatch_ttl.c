@@ -75,7 +75,8 @@ static void queued_unit_does_not_wait_forever_for_the_broker(void **state)
                                       "SELECT failure_reason || ' ' || (SELECT status || ' ' || "
                                       "amount FROM refunds WHERE order_id = 'q-b') FROM orders "
                                       "WHERE id = 'q-b'",
-                                      "MACHINE_UNREACHABLE QUEUED 8000", 0),
+                                      /* a manual order: its refund waits for a person */
+                                      "MACHINE_UNREACHABLE OPERATOR 8000", 5000),
                      0);
     assert_int_equal(harness_sql_wait(h,
                                       "SELECT error_message FROM dispense_logs "

@@ -53,6 +53,12 @@ void api_dispense_logs(void *ctx, const struct http_request *req, struct http_re
 /* api_orders.c */
 void api_orders_create(void *ctx, const struct http_request *req, struct http_response *res);
 void api_orders_get(void *ctx, const struct http_request *req, struct http_response *res);
+void api_orders_cancel(void *ctx, const struct http_request *req, struct http_response *res);
+
+/* api_payments.c */
+void api_payments_webhook(void *ctx, const struct http_request *req, struct http_response *res);
+void api_refunds_list(void *ctx, const struct http_request *req, struct http_response *res);
+void api_refunds_done(void *ctx, const struct http_request *req, struct http_response *res);
 
 /* api_machines.c */
 void api_machines_create(void *ctx, const struct http_request *req, struct http_response *res);

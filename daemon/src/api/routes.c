@@ -14,8 +14,15 @@ const struct http_route api_routes[] = {
     {HTTP_GET, "/api/dispense/status/{order_id}", OP, api_dispense_status},
     {HTTP_GET, "/api/dispense/logs/{machine_id}", OP, api_dispense_logs},
 
-    {HTTP_POST, "/api/orders", OP, api_orders_create},
+    /* Public: a customer's order (the handler asks for the operator for a manual one). */
+    {HTTP_POST, "/api/orders", HTTP_PUBLIC, api_orders_create},
     {HTTP_GET, "/api/orders/{id}", OP, api_orders_get},
+    {HTTP_POST, "/api/orders/{id}/cancel", HTTP_PUBLIC | HTTP_BODY_OPTIONAL, api_orders_cancel},
+
+    /* Public: authenticated by its signature (payments.c). */
+    {HTTP_POST, "/api/payments/webhook", HTTP_PUBLIC, api_payments_webhook},
+    {HTTP_GET, "/api/refunds", OP, api_refunds_list},
+    {HTTP_POST, "/api/refunds/{id}/done", OP, api_refunds_done},
 
     {HTTP_POST, "/api/machines", OP, api_machines_create},
     {HTTP_GET, "/api/machines", OP, api_machines_list},

@@ -62,12 +62,20 @@ static const struct conf_opt s_opts[] = {
     {"MIDTRANS_IS_PRODUCTION", OPT_BOOL, 0, 0, "false", FIELD(midtrans_is_production), false},
     {"MIDTRANS_API_BASE", OPT_HTTPURL, 0, 0, NULL, FIELD(midtrans_api_base), false},
     {"MIDTRANS_SNAP_BASE", OPT_HTTPURL, 0, 0, NULL, FIELD(midtrans_snap_base), false},
+    /* Where Midtrans sends the notifications of the transactions vendd creates
+     * (X-Override-Notification); unset: the URL in the Midtrans dashboard. */
+    {"MIDTRANS_NOTIFICATION_URL", OPT_HTTPURL, 0, 0, NULL, FIELD(midtrans_notification_url), false},
+    /* A whole Midtrans call; a customer waits for order creation this long at most. */
+    {"MIDTRANS_TIMEOUT_MS", OPT_UINT, 500, 60000, "10000", FIELD(midtrans_timeout_ms), false},
     /* >= 1 s: the command's MQTT message expiry is this grace in whole seconds, and a
      * command must never outlive its deadline (SPEC §3). */
     {"DISPENSE_RESULT_GRACE_MS", OPT_UINT, 1000, 600000, "5000", FIELD(dispense_result_grace_ms),
      false},
     {"DISPENSE_DISPATCH_TTL_S", OPT_UINT, 1, 86400, "60", FIELD(dispense_dispatch_ttl_s), false},
     {"ORDER_PAYMENT_TTL_S", OPT_UINT, 60, 86400, "900", FIELD(order_payment_ttl_s), false},
+    /* Customer order creation needs no token (a kiosk or a phone calls it): bounded. */
+    {"ORDER_PENDING_MAX", OPT_UINT, 1, 1000, "5", FIELD(order_pending_max), false},
+    {"ORDER_RATE_PER_MIN", OPT_UINT, 1, 10000, "10", FIELD(order_rate_per_min), false},
     {"LOG_FORMAT", OPT_LOGFMT, 0, 0, "text", FIELD(log_format), false},
 };
 

@@ -78,13 +78,17 @@ struct vendd_conf {
     /* Midtrans */
     char midtrans_server_key[CONF_SECRET_MAX + 1]; /* secret */
     bool midtrans_is_production;
-    char midtrans_api_base[CONF_URL_MAX + 1];  /* no trailing '/'; derived if unset */
-    char midtrans_snap_base[CONF_URL_MAX + 1]; /* no trailing '/'; derived if unset */
+    char midtrans_api_base[CONF_URL_MAX + 1];         /* no trailing '/'; derived if unset */
+    char midtrans_snap_base[CONF_URL_MAX + 1];        /* no trailing '/'; derived if unset */
+    char midtrans_notification_url[CONF_URL_MAX + 1]; /* "" = the dashboard's */
+    unsigned int midtrans_timeout_ms;                 /* 500..60000 */
 
     /* timing */
     unsigned int dispense_result_grace_ms; /* 0..600000 */
     unsigned int dispense_dispatch_ttl_s;  /* 1..86400 */
     unsigned int order_payment_ttl_s;      /* 60..86400 */
+    unsigned int order_pending_max;        /* PENDING orders per machine, 1..1000 */
+    unsigned int order_rate_per_min;       /* customer orders per client address */
 
     enum log_format log_format; /* LOG_FORMAT: text | json */
 };

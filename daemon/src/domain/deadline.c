@@ -13,6 +13,7 @@
 #include "dispense.h"
 #include "log.h"
 #include "loop.h"
+#include "refunds.h"
 #include "store.h"
 #include "unit_status.h"
 #include "vend/err.h"
@@ -286,6 +287,7 @@ static void on_timer(void *arg)
         d->retry_at_ms = 0;
     }
     deadline_arm(v);
+    refunds_schedule(v); /* the units it failed queued refunds */
 }
 
 int deadline_resume(struct vendd *v)

@@ -243,6 +243,7 @@ void dispense_pump(struct vendd *v, const char *machine_id)
         goto out;
     publish_pending(v, &pc);
     deadline_arm(v);
+    refunds_schedule(v); /* an unusable unit failed its order */
 out:
     if (rc < 0) {
         log_warnx("cannot send the next dispense to '%s': %s (%s)", machine_id, vend_strerror(rc),
@@ -407,6 +408,7 @@ bool dispense_send_after_commit(struct vendd *v, const struct dispense_send *sen
     bool sent = publish_pending(v, send);
 
     deadline_arm(v);
+    refunds_schedule(v); /* an unusable unit may have failed its order */
     return sent;
 }
 

@@ -291,6 +291,7 @@ int dispense_result_apply(struct vendd *v, const char *machine_id,
                  r->success && r->drop_detected ? "COMPLETED" : "FAILED");
     dispense_pump(v, machine_id);
     deadline_arm(v);
+    refunds_schedule(v);
 out:
     if (rc < 0) {
         /* Rejections were logged where they were found; anything else failed to apply. */

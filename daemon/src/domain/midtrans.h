@@ -27,9 +27,8 @@ struct midtrans;
 #define MIDTRANS_SIGNATURE_HEX 128
 /* Midtrans allows [A-Za-z0-9_~.-]{1,50} as an order id; vendd's own ids are shorter. */
 #define MIDTRANS_ORDER_ID_MAX 50
-/* A whole call, and its connect; Midtrans answers in well under a second when well. */
-#define MIDTRANS_TIMEOUT_MS_DEFAULT         10000
-#define MIDTRANS_CONNECT_TIMEOUT_MS_DEFAULT 3000
+/* Connecting takes at most this (the whole call: MIDTRANS_TIMEOUT_MS). */
+#define MIDTRANS_CONNECT_TIMEOUT_MS 3000
 /* A notification body vendd reads; real ones are about 1 KiB. */
 #define MIDTRANS_NOTIFICATION_MAX 16384
 

@@ -106,7 +106,7 @@ static int check_customer_machine(struct vendd *v, const struct order_new *in, c
                          p, 1, &pending);
     if (rc < 0)
         return rc;
-    if (pending >= 5 /* NEEDSWORK: ORDER_PENDING_MAX */) {
+    if (pending >= (int64_t)v->conf->order_pending_max) {
         snprintf(why, why_size,
                  "machine '%s' has %" PRId64 " orders waiting for payment; try "
                  "again when one is paid or expires",

@@ -119,10 +119,16 @@ static void call_simple(struct vendd *v, enum call_kind kind, const char *order_
         call_start(v, call_new(v, kind, order_id), &req);
 }
 
-void payments_free(struct payments *p)
+void payments_free(struct vendd *v)
 {
+    struct payments *p = v->payments;
+
     if (p == NULL)
         return;
+    v->payments = NULL;
+    if (p->timer != 0)
+        loop_timer_del(v->loop, p->timer);
+    /* Calls in flight are abandoned without their callbacks; midtrans_free() drops them. */
     while (p->calls != NULL) {
         struct call *c = p->calls;
 
@@ -359,6 +365,7 @@ static int apply_event(struct vendd *v, const struct midtrans_notification *n, c
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    refunds_schedule(v); /* a payment after expiry queues one */
     if (strcmp(*outcome, "PAID") == 0) {
         log_info("order '%s' PAID (%s): dispensing", n->order_id,
                  n->payment_type[0] ? n->payment_type : "midtrans");
@@ -570,7 +577,7 @@ int payments_order_create(struct vendd *v, struct order_new *in, char *why, size
         goto out;
     /* Not asked about before the creation is over (it has its own timeout). */
     db_iso_time(next, sizeof(next),
-                now + (int64_t)MIDTRANS_TIMEOUT_MS_DEFAULT + PAYMENT_CHECK_INTERVAL_S * 1000);
+                now + (int64_t)v->conf->midtrans_timeout_ms + PAYMENT_CHECK_INTERVAL_S * 1000);
     p[0] = DB_TEXT(in->id);
     p[1] = DB_TEXT(next);
     rc = db_exec(v->db, "UPDATE orders SET next_check_at = $2 WHERE id = $1", p, 2, NULL, NULL);
@@ -804,7 +811,7 @@ void payments_sweep(struct vendd *v)
     db_iso_time(now_iso, sizeof(now_iso), now);
     /* While a check is in flight, the row says "not before its answer can have come". */
     db_iso_time(later, sizeof(later),
-                now + (int64_t)MIDTRANS_TIMEOUT_MS_DEFAULT + PAYMENT_CHECK_INTERVAL_S * 1000);
+                now + (int64_t)v->conf->midtrans_timeout_ms + PAYMENT_CHECK_INTERVAL_S * 1000);
     p[0] = DB_TEXT(now_iso);
     rc = db_exec(v->db,
                  "SELECT id FROM orders WHERE status = 'PENDING' AND next_check_at <= $1 "

@@ -55,7 +55,9 @@ typedef void payments_created_fn(void *arg, const struct order_created *oc);
 
 /* The module's state on struct vendd. Returns VEND_OK. */
 int payments_new(struct payments **out);
-void payments_free(struct payments *p);
+/* Drop the timer and what is in flight, without callbacks (before midtrans_free and
+ * http_server_free: a waiting customer is then answered 503 by the HTTP server). */
+void payments_free(struct vendd *v);
 
 /*
  * Record in as a customer order (PENDING) and create its Midtrans transaction. A refusal

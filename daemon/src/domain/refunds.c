@@ -330,6 +330,8 @@ out:
 #define RETRY_FIRST_S 30
 #define RETRY_MAX_S   3600
 
+void refunds_schedule(struct vendd *v);
+
 struct refund_send {
     struct refund_send *next;
     uint64_t call_id;
@@ -338,8 +340,6 @@ struct refund_send {
     char order_id[VEND_ORDER_ID_MAX + 1];
     int64_t attempts;
 };
-
-static void refunds_arm(struct vendd *v);
 
 /* Inside a transaction: refund id waits for a person now, and an alert says why. */
 static int to_operator_locked(struct vendd *v, int64_t id, const char *order_id,
@@ -430,7 +430,7 @@ out:
     }
     send_unlink(v, s);
     free(s);
-    refunds_arm(v);
+    refunds_schedule(v);
 }
 
 struct due_refund {
@@ -557,10 +557,10 @@ static void on_timer(void *arg)
 
     v->refunds_timer = 0;
     refunds_sweep(v);
-    refunds_arm(v);
+    refunds_schedule(v);
 }
 
-static void refunds_arm(struct vendd *v)
+void refunds_schedule(struct vendd *v)
 {
     char next[STORE_ISO_SIZE];
     int64_t at = 0, now = v->now_ms();
@@ -591,7 +591,7 @@ int refunds_resume(struct vendd *v)
         return VEND_EDB;
     if (rc > 0)
         log_info("%d refund(s) in flight when vendd stopped go out again (same refund_key)", rc);
-    refunds_arm(v);
+    refunds_schedule(v);
     return VEND_OK;
 }
 

@@ -66,6 +66,10 @@ int refunds_confirmed_locked(struct vendd *v, const char *order_id, const char *
  * safe), and the timer is armed. Returns VEND_OK or VEND_EDB. */
 int refunds_resume(struct vendd *v);
 
+/* A transaction that may have queued a refund has committed: (re)arm the timer for the
+ * earliest refund due. */
+void refunds_schedule(struct vendd *v);
+
 /* Send the refunds that are due now (the timer calls it; tests after moving the clock). */
 void refunds_sweep(struct vendd *v);
 
