@@ -723,6 +723,22 @@ static void late_drop_after_the_refund_went_out_alerts(void **state)
     expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
 }
 
+/* A refund that was handed to Midtrans once and got no answer may have been paid there: a
+ * late drop must not withdraw it silently (it would be sent again with the product out). */
+static void late_drop_after_a_refund_attempt_alerts(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    fail_by_deadline(t);
+    dfx_sql(t->f.v.db, "UPDATE refunds SET attempts = 1"); /* sent once, back in the queue */
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status FROM orders", "FAILED");
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 5000");
+    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'REFUNDED_ORDER_DISPENSED'", 1);
+}
+
 static void late_partial_drop_shrinks_the_refund_and_its_alert(void **state)
 {
     struct t *t = *state;
@@ -777,6 +793,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(late_drop_after_the_refund_went_out_alerts, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(late_drop_after_a_refund_attempt_alerts, setup, teardown),
         cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
                                         teardown),
     };

@@ -137,8 +137,10 @@ static void create_customer(struct vendd *v, const struct http_request *req, str
     rc = payments_order_create(v, in, why, sizeof(why), on_created, d);
     if (rc == VEND_OK)
         return;
-    if (rc == VEND_EBUSY)
+    if (rc == VEND_ELIMIT)
         http_deferred_error(d, 429, "TOO_MANY_PENDING", "%s", why);
+    else if (rc == VEND_EBUSY)
+        http_deferred_error(d, 503, "BUSY", "the database is busy: try again");
     else if (rc == VEND_EUNAVAILABLE)
         http_deferred_error(d, 503, "PAYMENTS_UNAVAILABLE", "%s", why);
     else if (rc == VEND_EINVAL)

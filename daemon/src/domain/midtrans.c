@@ -339,6 +339,16 @@ static json_t *request_body(const struct midtrans_request *req)
             json_object_set_new(body, "item_details", items_json(req));
         if (req->call == MIDTRANS_CREATE_QRIS)
             json_object_set_new(body, "payment_type", json_string("qris"));
+        /* The payment ends where the order does: a late payment would only be refunded.
+         * QRIS: custom_expiry (Core API); Snap: page_expiry, the payment page's life. */
+        if (req->expiry_minutes > 0 && req->call == MIDTRANS_CREATE_QRIS)
+            json_object_set_new(body, "custom_expiry",
+                                json_pack("{s:I, s:s}", "expiry_duration",
+                                          (json_int_t)req->expiry_minutes, "unit", "minute"));
+        if (req->expiry_minutes > 0 && req->call == MIDTRANS_CREATE_SNAP)
+            json_object_set_new(body, "page_expiry",
+                                json_pack("{s:I, s:s}", "duration", (json_int_t)req->expiry_minutes,
+                                          "unit", "minutes"));
         break;
     case MIDTRANS_REFUND:
         body = json_pack("{s:s, s:I, s:s}", "refund_key", req->refund_key, "amount",

@@ -108,6 +108,7 @@ struct midtrans_request {
     const char *order_id;
     int64_t amount;                    /* CREATE_*: the total; REFUND: the amount */
     const struct midtrans_item *items; /* CREATE_*: may be NULL */
+    uint32_t expiry_minutes;           /* CREATE_*: 0 = Midtrans's default */
     size_t nitems;
     const char *refund_key; /* REFUND */
     const char *reason;     /* REFUND */

@@ -111,7 +111,7 @@ static int check_customer_machine(struct vendd *v, const struct order_new *in, c
                  "machine '%s' has %" PRId64 " orders waiting for payment; try "
                  "again when one is paid or expires",
                  in->machine_id, pending);
-        return VEND_EBUSY;
+        return VEND_ELIMIT;
     }
     return VEND_OK;
 }

@@ -67,7 +67,7 @@ struct order_new {
  * ORDER_PENDING_MAX PENDING orders. Either way each item's units are promised from the
  * slot's free stock, at the slot's price.
  * Returns VEND_OK; VEND_ENOTFOUND (machine or slot unknown); VEND_ESTATE (offline machine,
- * slot without product or under inspection, too little free stock); VEND_EBUSY (too many
+ * slot without product or under inspection, too little free stock); VEND_ELIMIT (too many
  * PENDING orders on the machine); VEND_EINVAL (a slot twice, or over ORDER_UNITS_MAX units);
  * VEND_ECONFLICT (the id exists); another VEND_E* from the database. why explains any error.
  */

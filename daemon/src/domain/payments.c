@@ -14,6 +14,7 @@
 
 #include "conf.h"
 #include "db.h"
+#include "alerts.h"
 #include "dispense.h"
 #include "log.h"
 #include "loop.h"
@@ -246,11 +247,25 @@ static int apply_locked(struct vendd *v, const struct order_row *o,
     case MIDTRANS_CANCELLED:
     case MIDTRANS_EXPIRED:
         if (o->status != ORDER_PENDING) {
-            if (o->status != ORDER_EXPIRED && o->status != ORDER_CANCELLED)
-                log_warnx("order '%s' is %s but Midtrans says '%s': nothing changed", n->order_id,
-                          order_status_name(o->status), n->transaction_status);
-            return VEND_OK;
+            char msg[200];
+
+            if (o->status == ORDER_EXPIRED || o->status == ORDER_CANCELLED)
+                return VEND_OK;
+            /* Paid and (being) served, and now Midtrans takes it back: a person decides. */
+            snprintf(msg, sizeof(msg), "order '%s' is %s but Midtrans now says '%s'", n->order_id,
+                     order_status_name(o->status), n->transaction_status);
+            log_warnx("alert PAYMENT_REVERSED: %s", msg);
+            *outcome = "REVERSED";
+            rc = alerts_raise_locked(v,
+                                     &(struct alert){.machine_id = o->machine_id,
+                                                     .kind = "PAYMENT_REVERSED",
+                                                     .message = msg,
+                                                     .order_id = n->order_id},
+                                     now_iso);
+            return rc < 0 ? rc : VEND_OK;
         }
+        if (what == MIDTRANS_EXPIRED)
+            v->metrics.orders_expired++;
         rc = order_transition_locked(v, n->order_id, ORDER_PENDING,
                                      what == MIDTRANS_EXPIRED ? ORDER_EXPIRED : ORDER_CANCELLED,
                                      NULL, now_iso);
@@ -322,6 +337,45 @@ static int store_event_locked(struct vendd *v, const struct midtrans_notificatio
  * *outcome, VEND_ENOTFOUND (unknown order), VEND_ERANGE (amount differs), VEND_ECONFLICT
  * (this exact body was applied before), or a VEND_E* from the database.
  */
+/*
+ * A genuine notification that cannot be applied (no such order, another amount): it is
+ * stored all the same, for the audit, and an operator is told, since money may have moved.
+ */
+static int record_anomaly_locked(struct vendd *v, const struct midtrans_notification *n,
+                                 const char *raw, size_t len, const char *key, bool signed_ok,
+                                 const char *machine_id, const char *outcome, int64_t total,
+                                 const char *now_iso)
+{
+    char msg[256];
+    int rc = store_event_locked(v, n, raw, len, key, signed_ok, outcome, now_iso);
+
+    if (rc < 0)
+        return rc;
+    if (machine_id == NULL)
+        snprintf(msg, sizeof(msg),
+                 "Midtrans says order '%s' is '%s' for %s, but vendd has no such order",
+                 n->order_id, n->transaction_status, n->gross_amount);
+    else
+        snprintf(msg, sizeof(msg),
+                 "Midtrans says order '%s' is '%s' for %s, but it totals %" PRId64, n->order_id,
+                 n->transaction_status, n->gross_amount, total);
+    log_warnx("alert PAYMENT_MISMATCH: %s", msg);
+    rc = alerts_raise_locked(v,
+                             &(struct alert){.machine_id = machine_id,
+                                             .kind = "PAYMENT_MISMATCH",
+                                             .message = msg,
+                                             .order_id = n->order_id},
+                             now_iso);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+/*
+ * One transaction: apply, store the event; then, after the commit, send what became PAID.
+ * raw (len) is what is stored, under its dedupe key. Returns VEND_OK with *outcome;
+ * VEND_ECONFLICT (this exact body was seen before: nothing done); VEND_ENOTFOUND (unknown
+ * order) or VEND_ERANGE (another amount), both stored and alerted; or a VEND_E* from the
+ * database (nothing stored: Midtrans retries).
+ */
 static int apply_event(struct vendd *v, const struct midtrans_notification *n, const char *raw,
                        size_t len, bool signed_ok, const char **outcome, int64_t *total)
 {
@@ -330,7 +384,7 @@ static int apply_event(struct vendd *v, const struct midtrans_notification *n, c
     char key[65], now_iso[STORE_ISO_SIZE];
     struct db_value p[1];
     int64_t seen = 0;
-    int rc;
+    int rc, anomaly = VEND_OK;
 
     *outcome = NULL;
     *total = 0;
@@ -339,14 +393,6 @@ static int apply_event(struct vendd *v, const struct midtrans_notification *n, c
     rc = db_begin(v->db);
     if (rc < 0)
         goto out;
-    rc = read_order(v, n->order_id, &o);
-    if (rc < 0)
-        goto out;
-    *total = o.total;
-    if (n->amount != o.total) {
-        rc = VEND_ERANGE;
-        goto out;
-    }
     p[0] = DB_TEXT(key);
     rc = store_query_int(v->db, "SELECT count(*) FROM payment_events WHERE dedupe_key = $1", p, 1,
                          &seen);
@@ -356,6 +402,23 @@ static int apply_event(struct vendd *v, const struct midtrans_notification *n, c
         rc = VEND_ECONFLICT;
         goto out;
     }
+    rc = read_order(v, n->order_id, &o);
+    if (rc == VEND_ENOTFOUND || (rc == VEND_OK && n->amount != o.total)) {
+        anomaly = rc == VEND_OK ? VEND_ERANGE : VEND_ENOTFOUND;
+        *total = rc == VEND_OK ? o.total : 0;
+        *outcome = anomaly == VEND_ERANGE ? "AMOUNT_MISMATCH" : "UNKNOWN_ORDER";
+        rc = record_anomaly_locked(v, n, raw, len, key, signed_ok,
+                                   anomaly == VEND_ERANGE ? o.machine_id : NULL, *outcome, *total,
+                                   now_iso);
+        if (rc == VEND_OK)
+            rc = db_commit(v->db);
+        if (rc < 0)
+            goto out;
+        return anomaly; /* committed: the event and its alert are kept */
+    }
+    if (rc < 0)
+        goto out;
+    *total = o.total;
     rc = apply_locked(v, &o, n, now_iso, &send, outcome);
     if (rc < 0)
         goto out;
@@ -600,6 +663,12 @@ int payments_order_create(struct vendd *v, struct order_new *in, char *why, size
     req.amount = in->total;
     req.items = items;
     req.nitems = in->nitems;
+    /* The payment ends with the order, in whole minutes (rounded down: Midtrans's end does
+     * not outlast ours by more than the call). Midtrans asks for no QRIS expiry under
+     * 15 minutes and no payment page under 5; shorter orders rely on the expire call. */
+    req.expiry_minutes = v->conf->order_payment_ttl_s / 60;
+    if (req.expiry_minutes < (in->method == PAYMENT_QRIS ? 15u : 5u))
+        req.expiry_minutes = 0;
     c = call_new(v, CALL_CREATE, in->id);
     c->method = in->method;
     c->total = in->total;
@@ -621,14 +690,6 @@ out:
     if (rc == VEND_EDB || rc == VEND_ECORRUPT || rc == VEND_EINTERNAL)
         log_warnx("cannot record order: %s (%s)", vend_strerror(rc), db_errmsg(v->db));
     return rc;
-}
-
-void payments_order_abandon(struct vendd *v, void *arg)
-{
-    for (struct call *c = v->payments->calls; c != NULL; c = c->next) {
-        if (c->kind == CALL_CREATE && c->arg == arg)
-            c->done = NULL;
-    }
 }
 
 /* ---- cancel, expiry and reconciliation -------------------------------------------------- */

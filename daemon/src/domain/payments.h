@@ -68,10 +68,6 @@ void payments_free(struct vendd *v);
 int payments_order_create(struct vendd *v, struct order_new *in, char *why, size_t why_size,
                           payments_created_fn *done, void *arg);
 
-/* Abandon the creation whose done has this arg (the customer went away): done is not
- * called, and the order is cancelled when Midtrans answers. */
-void payments_order_abandon(struct vendd *v, void *arg);
-
 /* What the webhook answers Midtrans. */
 struct webhook_answer {
     int status;       /* 200, 400, 401, 403, 404, 503 */

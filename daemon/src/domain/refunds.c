@@ -61,7 +61,12 @@ static int amount_due_locked(struct vendd *v, const char *order_id, int64_t *due
 static void refund_alert_text(char *buf, size_t size, const char *order_id, const char *reason,
                               int64_t due)
 {
-    snprintf(buf, size, "order '%s' failed (%s): refund of %" PRId64 " due", order_id, reason, due);
+    if (strncmp(reason, "PAID_AFTER_", 11) == 0)
+        snprintf(buf, size, "order '%s' was paid after it ended (%s): refund of %" PRId64 " due",
+                 order_id, reason, due);
+    else
+        snprintf(buf, size, "order '%s' failed (%s): refund of %" PRId64 " due", order_id, reason,
+                 due);
 }
 
 int refunds_queue_locked(struct vendd *v, const char *order_id, const char *machine_id,
@@ -127,8 +132,8 @@ int refunds_on_late_drop_locked(struct vendd *v, const char *order_id, const cha
     char msg[200];
     int rc;
 
-    rc = db_exec(v->db, "SELECT status, reason FROM refunds WHERE order_id = $1", p, 1, take_refund,
-                 &refund);
+    rc = db_exec(v->db, "SELECT status, reason, attempts FROM refunds WHERE order_id = $1", p, 1,
+                 take_refund, &refund);
     if (rc < 0)
         return rc;
     /* A refund ever handed to Midtrans may have been paid: never withdrawn silently. */
@@ -302,8 +307,10 @@ int refunds_mark_done(struct vendd *v, int64_t id, const char *note, char status
         goto out;
     }
     snprintf(status, 16, "%s", h.status);
-    /* SENT is in Midtrans's hands; a person paying it too would pay it twice. */
-    if (strcmp(h.status, "OPERATOR") != 0 && strcmp(h.status, "QUEUED") != 0) {
+    /* SENT is in Midtrans's hands, and a QUEUED one that was sent before may have been paid
+     * there already: a person paying it too would pay it twice. */
+    if (strcmp(h.status, "OPERATOR") != 0 &&
+        !(strcmp(h.status, "QUEUED") == 0 && h.attempts == 0)) {
         rc = VEND_ESTATE;
         goto out;
     }
@@ -338,8 +345,12 @@ struct refund_send {
     struct vendd *v;
     int64_t id;
     char order_id[VEND_ORDER_ID_MAX + 1];
+    char machine_id[VEND_MACHINE_ID_MAX + 1];
     int64_t attempts;
 };
+
+/* Unanswered calls after which a person is told (the retries go on, with the same key). */
+#define STUCK_ATTEMPTS 5
 
 /* Inside a transaction: refund id waits for a person now, and an alert says why. */
 static int to_operator_locked(struct vendd *v, int64_t id, const char *order_id,
@@ -409,8 +420,23 @@ static void on_refund_answer(void *arg, const struct midtrans_result *res)
                      "UPDATE refunds SET status = 'QUEUED', next_attempt_at = $2, last_error = $3, "
                      "updated_at = $4 WHERE id = $1 AND status = 'SENT'",
                      p, 4, NULL, NULL);
+        if (rc >= 0 && s->attempts == STUCK_ATTEMPTS) {
+            char msg[480];
+
+            snprintf(msg, sizeof(msg),
+                     "refund %" PRId64 " of order '%s' still not through after %d tries (%s); "
+                     "vendd keeps trying with the same key",
+                     s->id, s->order_id, STUCK_ATTEMPTS, why);
+            log_warnx("alert REFUND_STUCK: %s", msg);
+            rc = alerts_raise_locked(v,
+                                     &(struct alert){.machine_id = s->machine_id,
+                                                     .kind = "REFUND_STUCK",
+                                                     .message = msg,
+                                                     .order_id = s->order_id},
+                                     now_iso);
+        }
     } else {
-        rc = to_operator_locked(v, s->id, s->order_id, NULL, why, now_iso);
+        rc = to_operator_locked(v, s->id, s->order_id, s->machine_id, why, now_iso);
     }
     if (rc < 0)
         goto out;
@@ -513,6 +539,7 @@ static void send_one(struct vendd *v, const struct due_refund *r, const char *no
     s->v = v;
     s->id = r->id;
     snprintf(s->order_id, sizeof(s->order_id), "%s", r->order_id);
+    snprintf(s->machine_id, sizeof(s->machine_id), "%s", r->machine_id);
     s->attempts = 1;
     store_query_int(v->db, "SELECT attempts FROM refunds WHERE id = $1", p, 1, &s->attempts);
     s->next = v->refund_sends;

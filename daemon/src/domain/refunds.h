@@ -38,8 +38,10 @@ struct vendd;
 int refunds_dispensed_value_locked(struct vendd *v, const char *order_id, int64_t *value);
 
 /*
- * Inside a transaction, right after order_id moved to FAILED for reason: queue the refund
- * of what was not dispensed and raise its alert. Returns VEND_OK or a VEND_E*.
+ * Inside a transaction, right after order_id moved to FAILED for reason (or was paid after
+ * it expired or was cancelled: reason PAID_AFTER_EXPIRY / PAID_AFTER_CANCEL): queue the
+ * refund of what was not dispensed and raise its alert. Returns VEND_OK, VEND_ECONFLICT
+ * when the order has a refund already (refund_key is unique), or another VEND_E*.
  */
 int refunds_queue_locked(struct vendd *v, const char *order_id, const char *machine_id,
                          const char *reason, const char *now_iso);

@@ -40,7 +40,8 @@
     X(AUTH, -24, "not authorized")                                                                 \
     X(BUSY, -25, "busy")                                                                           \
     X(INTERNAL, -26, "internal error")                                                             \
-    X(TIMEDOUT, -27, "timed out")
+    X(TIMEDOUT, -27, "timed out")                                                                  \
+    X(LIMIT, -28, "limit reached")
 
 enum vend_err {
 #define VEND_ERR_ENUM(name, value, msg) VEND_E##name = value,
