@@ -5,7 +5,7 @@
  * this process whose answers each test scripts.
  *
  * Nothing here shares code with the fake: signatures, QR checksums and
- * Basic auth are computed again from protocols.md §1, so a fake that drifts
+ * Basic auth are computed again from Midtrans's documentation, so a fake that drifts
  * from Midtrans's formats fails here.
  */
 #include <stdarg.h>
@@ -745,7 +745,7 @@ static void test_snap_create(void **state)
     reply_free(&r2);
     reply_free(&r);
 
-    /* Snap: no status until a payment method is chosen (§1.6). */
+    /* Snap: no status until a payment method is chosen (Midtrans's status API). */
     r = mt(f, "GET", "/v2/snap-1/status", NULL);
     assert_jstr(r.json, "status_code", "404");
     reply_free(&r);
@@ -841,7 +841,7 @@ static void test_qris_charge(void **state)
     reply_free(&r2);
     reply_free(&r);
 
-    /* The order_id is in use while pending (§1.9): 406 in an HTTP 200. */
+    /* The order_id is in use while pending (Midtrans's QRIS docs): 406 in an HTTP 200. */
     r = mt(f, "POST", "/v2/charge", body);
     assert_int_equal(r.status, 200);
     assert_jstr(r.json, "status_code", "406");
@@ -900,7 +900,7 @@ static void test_status_after_pay(void **state)
     assert_jstr(r.json, "gross_amount", "15000.00");
     assert_true(is_time(jstr(r.json, "settlement_time")));
     assert_signed(r.json);
-    /* The same transaction by its transaction_id (§1.6). */
+    /* The same transaction by its transaction_id (Midtrans's status API). */
     snprintf(path, sizeof(path), "/v2/%s/status", jstr(r.json, "transaction_id"));
     reply_free(&r);
     r = mt(f, "GET", path, NULL);
@@ -944,7 +944,7 @@ static void test_expire_cancel(void **state)
     assert_jstr(r.json, "status_code", "202");
     assert_signed(r.json);
     reply_free(&r);
-    /* After expire the order_id may be used again (§1.9). */
+    /* After expire the order_id may be used again (Midtrans's QRIS docs). */
     charge(f, "exp-1", 8000);
     r = mt(f, "GET", "/v2/exp-1/status", NULL);
     assert_jstr(r.json, "transaction_status", "pending");
@@ -1299,7 +1299,7 @@ static void test_notify_duplicates_out_of_order(void **state)
     json_decref(a);
     json_decref(b);
 
-    /* A stale "pending" after the settlement (§1.5), correctly signed. */
+    /* A stale "pending" after the settlement (Midtrans may send them out of order), signed. */
     ctl_ok(f, "POST", "/_fake/notify/dup-1", "{\"transaction_status\":\"pending\"}");
     assert_int_equal(wait_got(rc, "/notify", "dup-1", "pending", 2, WAIT_MS), 2);
     pthread_mutex_lock(&rc->mu);
@@ -1373,7 +1373,7 @@ static void test_notify_retries(void **state)
     json_decref(last);
     last = NULL;
 
-    /* 500: one retry only (§1.5). */
+    /* 500: one retry only (Midtrans's retry policy). */
     receiver_clear(rc);
     receiver_script(rc, "/notify", 6, always_500);
     charge(f, "rt-2", 1000);

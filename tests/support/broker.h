@@ -5,7 +5,9 @@
  * ($TMPDIR or /tmp), runs `mosquitto -c` (from PATH, else /usr/sbin) and
  * returns once the broker accepts TCP connections. The broker log is
  * <dir>/mosquitto.log. Config: anonymous, no persistence, set_tcp_nodelay,
- * max_inflight_messages 0 (reference/limits.md pitfalls 1-2).
+ * max_inflight_messages 0 and max_queued_messages 10000 (mosquitto's defaults
+ * silently drop QoS 1 messages to a subscriber that falls behind; see
+ * deploy/mosquitto/dev.conf).
  *
  * Cleanup is guaranteed three ways: test_broker_stop() (call it from a
  * cmocka teardown), an atexit handler that stops every broker still running,

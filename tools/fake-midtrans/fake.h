@@ -14,14 +14,14 @@
 #include <stdint.h>
 
 /* Bounds on everything that comes from outside. Midtrans's own limits where
- * protocols.md §1.8 gives them (order_id), generous round numbers elsewhere. */
+ * its documentation gives them (order_id), generous round numbers elsewhere. */
 #define FAKE_KEY_MAX        128   /* --server-key */
 #define FAKE_URL_MAX        512   /* one notification URL */
-#define FAKE_ORDER_ID_MAX   50    /* Snap/Core order_id, §1.8 */
+#define FAKE_ORDER_ID_MAX   50    /* Snap/Core order_id (Midtrans) */
 #define FAKE_ID_MAX         64    /* a path {id}: order_id or a 36-char transaction_id */
 #define FAKE_BODY_MAX       32768 /* request body */
 #define FAKE_MAX_TX_DEFAULT 10000 /* --max-transactions */
-#define FAKE_URLS_PER_HDR   3     /* X-Override/X-Append-Notification, §1.1 */
+#define FAKE_URLS_PER_HDR   3     /* X-Override/X-Append-Notification (Midtrans) */
 
 struct store;
 struct notifier;

@@ -92,7 +92,7 @@ const char *http_query(const struct http_req *req, const char *name)
 /* ---- checks ------------------------------------------------------------- */
 
 /* Midtrans authenticates with Basic base64(server_key + ":"): the key is
- * the user name and the password is empty (§1.7). */
+ * the user name and the password is empty (Midtrans's authorization docs). */
 static const char *check_auth(const char *hdr, const char *key)
 {
     unsigned char dec[AUTH_MAX];
@@ -210,7 +210,7 @@ static bool check_body(struct fake *f, const struct route *rt, enum route_kind k
             http_reply_error(res, 400, "this call needs a JSON object body");
         return false;
     }
-    /* Midtrans wants Content-Type: application/json (§1.7); the control
+    /* Midtrans wants Content-Type: application/json (its authorization docs); the control
      * API takes whatever curl -d sends. */
     if (midtrans && !is_json_type(req->content_type)) {
         snprintf(msg, sizeof(msg), "Content-Type must be application/json, not '%s'",

@@ -25,7 +25,7 @@
 #include "store.h"
 #include "xmalloc.h"
 
-/* Shaped like a sandbox key (§1.7) so nobody mistakes it for a real one. */
+/* Shaped like a sandbox key (SB-Mid-server-...) so nobody mistakes it for a real one. */
 #define DEFAULT_SERVER_KEY "SB-Mid-server-FAKE0midtrans0test0key"
 #define DEFAULT_MERCHANT   "G000000001"
 

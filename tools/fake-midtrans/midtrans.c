@@ -1,6 +1,6 @@
 /*
  * midtrans.c - the Snap and Core API endpoints: validate the body the way
- * Midtrans does (protocols.md §1.8-1.10), call the store, answer in the
+ * Midtrans's Snap, QRIS and API reference docs say it does, call the store, answer in the
  * API's own error shape, and hand any notification to the notifier.
  *
  * http.c has already recorded the request, checked Basic auth, the content
@@ -65,7 +65,7 @@ static unsigned code_num(const char *code)
     return *end == '\0' && v >= 100 && v <= 599 ? (unsigned)v : 0;
 }
 
-/* protocols.md §1.6 (and Midtrans's API reference) shows Core API errors
+/* Midtrans's status API docs (and its API reference) show Core API errors
  * such as 404, 406 and 412 in an HTTP 200 answer, with the real code in the
  * body; 401 is a real 401. "mirror" sends the body's code as the HTTP
  * status instead, for a client that must survive both. */
@@ -186,7 +186,7 @@ static void problem(json_t *problems, const char *fmt, ...)
     json_array_append_new(problems, json_string(msg));
 }
 
-/* order_id: alphanumeric plus - _ ~ . and at most 50 characters (§1.8). */
+/* order_id: alphanumeric plus - _ ~ . and at most 50 characters (Midtrans's Snap docs). */
 static bool order_id_ok(const char *s)
 {
     size_t len = strlen(s);
@@ -196,7 +196,7 @@ static bool order_id_ok(const char *s)
 }
 
 /* gross_amount must be a JSON integer: IDR has no decimals and Midtrans
- * refuses decimal amounts (§1.8). */
+ * refuses decimal amounts (Midtrans's Snap docs). */
 static bool amount_ok(const json_t *v, int64_t *out)
 {
     json_int_t n;
@@ -263,7 +263,7 @@ static void check_items(const json_t *items, int64_t gross, json_t *problems)
 }
 
 /* Splits an X-Override/X-Append-Notification header: up to 3 comma-separated
- * http(s) URLs (§1.1). */
+ * http(s) URLs (Midtrans's HTTP notification docs). */
 static bool split_urls(const char *hdr, const char *name, char urls[][FAKE_URL_MAX + 1], size_t *n,
                        json_t *problems)
 {
@@ -362,7 +362,7 @@ void mt_snap_create(struct fake *f, const struct http_req *req, struct http_res 
         return;
     }
     send_note(f, note);
-    http_reply_json(res, 201, out); /* Snap answers 201 Created (§1.8) */
+    http_reply_json(res, 201, out); /* Snap answers 201 Created */
 }
 
 static const char *const s_units[] = {"second", "minute", "hour", "day"};
@@ -420,7 +420,7 @@ void mt_charge(struct fake *f, const struct http_req *req, struct http_res *res)
         return;
     }
     if (strcmp(json_string_value(pt), "qris") != 0) {
-        /* The fake sells QRIS only, which is what the machines use (§1.9). */
+        /* The fake sells QRIS only, which is what the machines use. */
         mt_error(f, ROUTE_CORE, res, "402", mt_message("402"), 0);
         return;
     }
@@ -483,7 +483,7 @@ void mt_cancel(struct fake *f, const struct http_req *req, struct http_res *res)
     mt_reply_core(f, res, out);
 }
 
-/* refund_key: [A-Za-z0-9_-] only (§1.10). */
+/* refund_key: [A-Za-z0-9_-] only (Midtrans's refund API reference). */
 static bool refund_key_ok(const char *s)
 {
     size_t len = strlen(s);

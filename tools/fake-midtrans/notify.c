@@ -22,13 +22,13 @@
 
 #define QUEUE_MAX      4096 /* jobs waiting; more are dropped (logged) */
 #define LOG_MAX        1000 /* attempts kept for GET /_fake/notifications */
-#define REDIRECTS_MAX  5    /* 307/308 hops per attempt, §1.5 */
+#define REDIRECTS_MAX  5    /* 307/308 hops per attempt (Midtrans) */
 #define EXPIRY_SCAN_MS 100  /* how often pending transactions are checked for expiry */
 #define EXPIRY_BATCH   64
 #define ERR_MAX        128
 #define ANSWER_MAX     4096 /* bytes of the receiver's answer we keep */
 
-/* Minutes after each failed attempt before the next, §1.5. */
+/* Minutes after each failed attempt before the next (Midtrans's retry policy). */
 static const unsigned s_schedule_min[] = {2, 10, 30, 90, 210};
 #define MAX_RETRIES (sizeof(s_schedule_min) / sizeof(s_schedule_min[0]))
 
@@ -91,7 +91,7 @@ static void job_free(struct job *j)
     free(j);
 }
 
-/* How many retries an answer earns (§1.5); -1 = follow the redirect. */
+/* How many retries an answer earns (Midtrans's retry policy); -1 = follow the redirect. */
 static int retries_for(long code)
 {
     if (code >= 200 && code < 300)
@@ -173,7 +173,7 @@ static long deliver(struct notifier *n, const struct job *j, char err[ERR_MAX], 
 
     err[0] = '\0';
     snprintf(url, sizeof(url), "%s", j->url);
-    /* §1.1: the sample requests carry these three headers. */
+    /* Midtrans's sample notifications carry these three headers. */
     hdr = curl_slist_append(hdr, "Content-Type: application/json");
     hdr = curl_slist_append(hdr, "Accept: application/json");
     hdr = curl_slist_append(hdr, "User-Agent: Veritrans");

@@ -1,6 +1,6 @@
 /*
  * notify.h - the notifier: sends Midtrans HTTP notifications (webhooks) the
- * way protocols.md §1.1 and §1.5 describe, from one worker thread.
+ * way Midtrans's HTTP notification docs describe, from one worker thread.
  *
  * A struct note is one notification, already signed, with the URLs it goes
  * to; the store builds it, notifier_send() takes ownership. Every (copy, URL)
@@ -8,7 +8,7 @@
  * in the order queued), one at a time, so duplicates and deliberately stale
  * notifications arrive in the order they were asked for.
  *
- * Retries follow §1.5: 2xx and 301/302/303 end a job; 307/308 are followed
+ * Retries follow Midtrans's policy: 2xx and 301/302/303 end a job; 307/308 are followed
  * (same POST body, at most 5 hops); otherwise the answer decides how many
  * retries a job is allowed (500: 1, 503: 4, 400/404: 2, anything else including
  * no answer at all: 5), spaced 2, 10, 30, 90 and 210 "minutes" where a

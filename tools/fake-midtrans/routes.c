@@ -1,5 +1,5 @@
 /*
- * routes.c - the route table: Midtrans's real paths (protocols.md §1.6-1.10)
+ * routes.c - the route table: Midtrans's real paths (status, Snap, charge, actions)
  * with the name a test uses to arm failures on them, the control API under
  * /_fake/ (tools/fake-midtrans/README.md) and the browser pages.
  */

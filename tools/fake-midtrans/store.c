@@ -4,8 +4,8 @@
  *
  * Response and notification bodies are built here, from the transaction,
  * because their fields and formats are the point of the fake: they follow
- * protocols.md §1.2-1.10 (amounts as "10000.00", times as GMT+7
- * "YYYY-MM-DD HH:MM:SS", status_code per status, signature_key per §1.3).
+ * Midtrans's documentation (amounts as "10000.00", times as GMT+7
+ * "YYYY-MM-DD HH:MM:SS", status_code per status, signature_key as Midtrans signs it).
  */
 #include "store.h"
 
@@ -30,10 +30,10 @@
 #define UUID_LEN         37
 #define QR_MAX           256
 #define AMOUNT_LEN       32
-#define DEFAULT_EXPIRY_S 900 /* QRIS default expiry, §1.9 */
+#define DEFAULT_EXPIRY_S 900 /* Midtrans's QRIS default expiry */
 #define GMT7_S           (7 * 3600)
 
-/* X(enum, transaction_status, status_code): status_code as §1.2 and the
+/* X(enum, transaction_status, status_code): status_code as the notification docs and the
  * code tables give it - pending 201, paid/refunded 200, failed 202. */
 #define TX_STATUS_MAP(X)                                                                           \
     X(NONE, "", "404")                                                                             \
@@ -76,7 +76,7 @@ static const struct action {
     {"pending", TX_PENDING, BIT(TX_NONE)},
     {"pay", TX_NONE, BIT(TX_NONE) | BIT(TX_PENDING) | BIT(TX_CAPTURE)},
     {"expire", TX_EXPIRE, BIT(TX_PENDING)},
-    /* settlement -> deny is the rare reversal of §1.4. */
+    /* settlement -> deny is the rare reversal of Midtrans's status cycle. */
     {"deny", TX_DENY, BIT(TX_PENDING) | BIT(TX_CAPTURE) | BIT(TX_SETTLEMENT)},
     {"cancel", TX_CANCEL, BIT(TX_PENDING) | BIT(TX_CAPTURE)},
     {"failure", TX_FAILURE, BIT(TX_PENDING)},
@@ -108,7 +108,7 @@ struct hist {
 struct tx {
     enum store_kind kind;
     enum tx_status st;
-    bool superseded; /* order_id reused after expire/cancel (§1.9) */
+    bool superseded; /* order_id reused after expire/cancel */
     char order_id[FAKE_ORDER_ID_MAX + 1];
     char transaction_id[UUID_LEN];
     char snap_token[UUID_LEN];
@@ -172,7 +172,7 @@ static void fmt_time(time_t t, char out[TIME_LEN])
 {
     struct tm tm;
 
-    /* Midtrans times are GMT+7 without a zone suffix (§1.2). */
+    /* Midtrans times are GMT+7 without a zone suffix. */
     t += GMT7_S;
     gmtime_r(&t, &tm);
     if (strftime(out, TIME_LEN, "%Y-%m-%d %H:%M:%S", &tm) == 0)
@@ -181,7 +181,7 @@ static void fmt_time(time_t t, char out[TIME_LEN])
 
 static void fmt_amount(int64_t v, char out[AMOUNT_LEN])
 {
-    /* IDR has no decimals, but Midtrans writes two (§1.3: "10000.00"). */
+    /* IDR has no decimals, but Midtrans writes two ("10000.00"). */
     snprintf(out, AMOUNT_LEN, "%" PRId64 ".00", v);
 }
 
@@ -323,7 +323,7 @@ static void tx_free(struct tx *t)
 }
 
 /* The latest transaction with this order_id, else any with this
- * transaction_id (§1.6: either identifies a transaction). */
+ * transaction_id (in Midtrans's status API either identifies a transaction). */
 static struct tx *find(struct store *s, const char *id)
 {
     size_t i;
@@ -340,7 +340,7 @@ static struct tx *find(struct store *s, const char *id)
 }
 
 /* As the status API sees it: a Snap transaction nobody has chosen a
- * payment method for does not exist yet (§1.6). */
+ * payment method for does not exist yet (404, as Midtrans answers). */
 static struct tx *find_visible(struct store *s, const char *id)
 {
     struct tx *t = find(s, id);
@@ -400,7 +400,7 @@ static json_t *refunds_json(const struct tx *t)
     return a;
 }
 
-/* The shape shared by the status answer and the notification (§1.2, §1.6),
+/* The shape shared by the status answer and the notification,
  * as if the transaction were in status st. */
 static json_t *tx_json(const struct store *s, const struct tx *t, enum tx_status st, enum purpose p,
                        bool bad_signature)
@@ -441,7 +441,7 @@ static json_t *tx_json(const struct store *s, const struct tx *t, enum tx_status
     return o;
 }
 
-/* The fields the action endpoints (cancel, expire) answer with (§1.10). */
+/* The fields the action endpoints (cancel, expire) answer with. */
 static json_t *action_json(const struct store *s, const struct tx *t, const char *code,
                            const char *message)
 {
@@ -484,7 +484,7 @@ static void add_url(struct note *n, const char *url)
 }
 
 /* Where Midtrans would send it: the per-transaction X-Override-Notification
- * list, else the configured URL; plus X-Append-Notification (§1.1). */
+ * list, else the configured URL; plus X-Append-Notification. */
 static struct note *make_note(const struct store *s, const struct tx *t, enum tx_status st,
                               bool bad_signature, const char *url)
 {
@@ -611,7 +611,7 @@ static int create_locked(struct store *s, const struct store_create_req *rq, jso
     size_t i;
 
     /* An order_id is spent while pending or paid; after cancel or expire it
-     * may be used again (§1.9). */
+     * may be used again (Midtrans's QRIS docs). */
     if (old != NULL && strcmp(old->order_id, rq->order_id) == 0) {
         if (old->st != TX_EXPIRE && old->st != TX_CANCEL)
             return VEND_ECONFLICT;
@@ -701,11 +701,11 @@ int store_expire(struct store *s, const char *id, json_t **out, struct note **no
     if (t == NULL)
         goto out;
     rc = VEND_ESTATE;
-    if (t->st != TX_PENDING) /* §1.10: pending only */
+    if (t->st != TX_PENDING) /* Midtrans: pending only */
         goto out;
     set_status(t, TX_EXPIRE);
     t->expiry_at = 0;
-    /* Yes, 407 is the success answer of this endpoint (§1.10). */
+    /* Yes, 407 is the success answer of this endpoint (Midtrans's API reference). */
     *out = action_json(s, t, "407", "Success, transaction is expired");
     *note = auto_note(s, t);
     rc = 0;
@@ -726,7 +726,7 @@ int store_cancel(struct store *s, const char *id, json_t **out, struct note **no
     if (t == NULL)
         goto out;
     rc = VEND_ESTATE;
-    /* Before settlement only; a settled one needs a refund (§1.10). */
+    /* Before settlement only; a settled one needs a refund. */
     if (t->st != TX_PENDING && t->st != TX_CAPTURE && t->st != TX_AUTHORIZE)
         goto out;
     set_status(t, TX_CANCEL);
@@ -762,7 +762,7 @@ static int refund_locked(struct store *s, struct tx *t, const struct store_refun
     struct refund *r;
     size_t i;
 
-    /* refund_key is the idempotency key (§1.10): the same key again gets
+    /* refund_key is the idempotency key (Midtrans's refund API): the same key again gets
      * the first answer and refunds nothing; with another amount it is a
      * different request under a used key. */
     if (rq->refund_key[0] != '\0') {

@@ -4,9 +4,9 @@
  * and the runtime settings. One mutex guards all of it, because the HTTP
  * server runs a thread per connection and the notifier has its own thread.
  *
- * Transactions follow protocols.md §1.4: a Core QRIS charge starts
+ * Transactions follow Midtrans's status cycle: a Core QRIS charge starts
  * "pending"; a Snap transaction has no status at all (GET status answers
- * 404) until the customer picks a payment method (§1.6). The operations that
+ * 404) until the customer picks a payment method. The operations that
  * Midtrans's API offers (create, status, expire, cancel, refund) and the ones
  * only the customer or Midtrans itself can cause (pay, deny, ...) are
  * separate calls, so the HTTP layer can keep the two APIs apart.
@@ -122,7 +122,7 @@ struct store_logreq {
 struct store *store_new(const struct fake_conf *conf, const char *base);
 void store_free(struct store *s);
 
-/* Midtrans API. id is an order_id or a transaction_id (§1.6). */
+/* Midtrans API. id is an order_id or a transaction_id. */
 int store_create(struct store *s, const struct store_create_req *rq, json_t **out,
                  struct note **note);
 int store_status(struct store *s, const char *id, json_t **out);
@@ -177,7 +177,7 @@ void store_hold(struct store *s, unsigned ms);
 void store_stop(struct store *s);
 
 /* Midtrans signature_key: lowercase hex SHA-512 of order_id + status_code +
- * gross_amount + server_key (§1.3). out must hold 129 bytes. */
+ * gross_amount + server_key. out must hold 129 bytes. */
 void store_signature(const char *order_id, const char *status_code, const char *gross_amount,
                      const char *server_key, char out[129]);
 
