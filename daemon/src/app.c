@@ -153,14 +153,32 @@ static int start_http(struct vendd *v)
     return http_server_start(&v->http, v->loop, &hc, api_routes, api_nroutes, v);
 }
 
+/* The kernel's id of this boot, or "" where there is none. */
+static void read_boot_id(char *buf, size_t size)
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    size_t n = 0;
+
+    buf[0] = '\0';
+    if (f == NULL)
+        return;
+    if (fgets(buf, (int)size, f) != NULL)
+        n = strcspn(buf, "\n");
+    buf[n] = '\0';
+    fclose(f);
+}
+
 int app_run(const struct vendd_conf *conf)
 {
     struct vendd v = {.conf = conf, .now_ms = vendd_wall_ms, .mono_ms = vendd_mono_ms};
+    char boot_id[65];
     char errbuf[512];
     bool mqtt_lib = false; /* mqtt_lib_init() succeeded */
     int status = 1, rc;
 
     log_init(conf->log_format, LOG_LEVEL_INFO, NULL);
+    read_boot_id(boot_id, sizeof(boot_id));
+    v.boot_id = boot_id;
     log_info("vendd %s starting", VENDD_VERSION);
     if (conf->dev_mode)
         log_warnx("API_TOKEN is not set: development mode, the operator API answers loopback "

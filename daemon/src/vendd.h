@@ -51,6 +51,9 @@ struct vendd {
     int64_t (*now_ms)(void);
     /* Monotonic clock in milliseconds (deadlines run on it); a seam too. */
     int64_t (*mono_ms)(void);
+    /* This boot of the host (the kernel's boot_id); NULL or "" if unknown. The monotonic
+     * clock is only comparable within one boot (deadline.c). */
+    const char *boot_id;
     /* Set when vendd can no longer keep a rule (e.g. no timer for the deadlines): the loop
      * stops and vendd exits non-zero, to be restarted and resume from the database. */
     bool failed;

@@ -108,6 +108,7 @@ static int setup(void **state)
     t->conf.dispense_dispatch_ttl_s = TTL_S;
     t->f.v.conf = &t->conf;
     t->f.v.mono_ms = mono_ms;
+    t->f.v.boot_id = "test-boot";
     t->broker.up = true;
     t->f.v.broker = (struct broker){.publish = fake_publish, .up = fake_up, .ctx = &t->broker};
     t->log_out = open_memstream(&t->log, &t->log_len);
@@ -124,6 +125,8 @@ static int setup(void **state)
             "motor_duration_ms, created_at, updated_at) VALUES "
             "(1, 'VM01', 1, 1, 10, 5, 1500, 'x', 'x'), (2, 'VM01', 2, 2, 10, 5, 1500, 'x', 'x'), "
             "(3, 'VM02', 1, 1, 10, 5, 1500, 'x', 'x')");
+    /* As app.c does at start: the deadline clock anchored for this boot. */
+    assert_int_equal(deadline_resume(&t->f.v), VEND_OK);
     *state = t;
     return 0;
 }
@@ -643,6 +646,7 @@ static void unusable_overdue_row_is_logged_and_backed_off(void **state)
     struct t *t = *state;
     char sql[512];
 
+    advance(GRACE_MS); /* well after the start: the first sweep is not held back */
     /* A row no CHECK would let in: only a damaged file holds one. */
     t->damaged = true;
     dfx_sql(t->f.v.db, "PRAGMA foreign_keys = OFF");
@@ -758,6 +762,111 @@ static void late_partial_drop_shrinks_the_refund_and_its_alert(void **state)
                 "order 'O1' failed (NO_RESULT): refund of 5000 due");
 }
 
+/* ---- from the review: restarts across clock steps, one stuck row among many ---------- */
+
+static void late_partial_drop_after_a_try_keeps_alert_and_row_in_step(void **state)
+{
+    struct t *t = *state;
+    const struct item it[] = {{1, 2, 5000}};
+    char msg[256], want[256];
+
+    paid_order(t, "O1", "VM01", it, 1);
+    trigger_ok(t, "O1", true);
+    fail_by_deadline(t);
+    dfx_sql(t->f.v.db, "UPDATE refunds SET attempts = 1");
+    assert_int_equal(result(t, "VM01", "O1", 1, 1, true, true, NULL), VEND_OK);
+    dfx_text(t->f.v.db,
+             "SELECT message FROM alerts WHERE kind = 'DISPENSE_FAILED' AND resolved_at IS NULL",
+             msg, sizeof(msg));
+    snprintf(want, sizeof(want), "order 'O1' failed (NO_RESULT): refund of %lld due",
+             (long long)dfx_int(t->f.v.db, "SELECT amount FROM refunds"));
+    assert_string_equal(msg, want);
+}
+
+static void backoff_for_one_row_does_not_delay_the_others(void **state)
+{
+    struct t *t = *state;
+    char sql[512];
+
+    advance(GRACE_MS); /* well after the start: the first sweep is not held back */
+    t->damaged = true;
+    dfx_sql(t->f.v.db, "PRAGMA foreign_keys = OFF");
+    dfx_sql(t->f.v.db, "PRAGMA ignore_check_constraints = ON");
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO dispense_logs (order_id, unit, machine_id, slot_id, slot_number, "
+             "timeout_ms, status, created_at, dispatch_by, deadline_at) VALUES ('BAD', 1, "
+             "'%0100d', 3, 1, 1500, 'SENT', 'x', 'x', '2025-11-27T09:00:00.000Z')",
+             7);
+    dfx_sql(t->f.v.db, sql);
+    dfx_sql(t->f.v.db, "PRAGMA ignore_check_constraints = OFF");
+    dfx_sql(t->f.v.db, "PRAGMA foreign_keys = ON");
+    for (int i = 0; i < 6; i++) { /* 1, 2, 4, 8, 16, 30 s */
+        advance(t->f.v.deadline.retry_ms);
+        deadline_stop(&t->f.v);
+        deadline_arm(&t->f.v);
+        run_loop_for(t, 50);
+    }
+    assert_int_equal(t->f.v.deadline.retry_ms, 30000);
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(deadline_armed_for(&t->f.v), deadline_now_ms(&t->f.v) + MOTOR_MS + GRACE_MS);
+}
+
+/* A new process on the same boot: a fresh deadline state, the same database and clocks. */
+static void restart(struct t *t)
+{
+    deadline_stop(&t->f.v);
+    memset(&t->f.v.deadline, 0, sizeof(t->f.v.deadline));
+    assert_int_equal(deadline_resume(&t->f.v), VEND_OK);
+}
+
+static void step_back_then_restart_does_not_postpone_the_deadline(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    dfx_clock_set(dfx_clock_ms() - 3600 * 1000);
+    advance(1000);
+    restart(t);
+    advance(MOTOR_MS + GRACE_MS + GRACE_MS);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
+}
+
+static void step_forward_then_restart_does_not_fail_a_sendable_unit(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    one_unit_order(t, "O2");
+    trigger_ok(t, "O1", true);
+    trigger_ok(t, "O2", false);
+    dfx_clock_set(dfx_clock_ms() + 3600 * 1000);
+    advance(500);
+    restart(t);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    assert_int_equal(t->broker.published, 2);
+    expect_text(t, "SELECT status FROM dispense_logs WHERE order_id = 'O2'", "SENT");
+}
+
+/* A new boot: the monotonic clock starts over, and only the wall clock links the two. */
+static void new_boot_anchors_on_the_wall_clock(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    t->f.v.boot_id = "another-boot";
+    s_mono_ms = 5; /* the new boot's monotonic clock */
+    dfx_clock_set(dfx_clock_ms() + 60 * 1000);
+    restart(t);
+    assert_int_equal(deadline_now_ms(&t->f.v), dfx_clock_ms());
+    advance(GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -794,6 +903,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(late_drop_after_the_refund_went_out_alerts, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(late_drop_after_a_refund_attempt_alerts, setup, teardown),
+        cmocka_unit_test_setup_teardown(late_partial_drop_after_a_try_keeps_alert_and_row_in_step,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(backoff_for_one_row_does_not_delay_the_others, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(step_back_then_restart_does_not_postpone_the_deadline,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(step_forward_then_restart_does_not_fail_a_sendable_unit,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(new_boot_anchors_on_the_wall_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
                                         teardown),
     };

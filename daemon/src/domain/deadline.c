@@ -100,16 +100,27 @@ void deadline_arm(struct vendd *v)
     int64_t due = 0, now = deadline_now_ms(v);
     int rc;
 
+    char stuck[STORE_ISO_SIZE] = "";
+    struct db_value p[1];
+
+    /* Rows the last sweep could not finish wait for their retry (retry_at_ms); the others
+     * keep their own limits, so one bad row never delays the rest. */
+    if (v->deadline.retry_at_ms > 0)
+        db_iso_time(stuck, sizeof(stuck), v->deadline.stuck_through_ms);
+    p[0] = DB_TEXT(stuck);
     rc = store_query_text(v->db,
                           "SELECT min(t) FROM (SELECT min(deadline_at) AS t FROM dispense_logs "
-                          "WHERE status = 'SENT' UNION ALL SELECT min(dispatch_by) AS t "
-                          "FROM dispense_logs WHERE status = 'QUEUED') AS limits",
-                          NULL, 0, next, sizeof(next));
-    if (rc == 0) {
+                          "WHERE status = 'SENT' AND deadline_at > $1 UNION ALL "
+                          "SELECT min(dispatch_by) AS t FROM dispense_logs "
+                          "WHERE status = 'QUEUED' AND dispatch_by > $1) AS limits",
+                          p, 1, next, sizeof(next));
+    if (rc == 0 && v->deadline.retry_at_ms == 0) {
         disarm(v);
         return;
     }
-    if (rc < 0) {
+    if (rc == 0) {
+        due = v->deadline.retry_at_ms; /* only the stuck rows are left */
+    } else if (rc < 0) {
         /* Check again shortly rather than let deadlines lapse unnoticed. */
         log_warnx("cannot read dispense deadlines: %s; checking again in 1 s", db_errmsg(v->db));
         due = now + RETRY_FIRST_MS;
@@ -119,7 +130,7 @@ void deadline_arm(struct vendd *v)
     }
     if (due < v->deadline.not_before_ms)
         due = v->deadline.not_before_ms;
-    if (due < v->deadline.retry_at_ms)
+    if (v->deadline.retry_at_ms > 0 && v->deadline.retry_at_ms < due)
         due = v->deadline.retry_at_ms;
     arm_at(v, due, now);
 }
@@ -278,22 +289,66 @@ static void on_timer(void *arg)
         d->retry_ms = d->retry_ms == 0                 ? RETRY_FIRST_MS
                       : d->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
                                                        : d->retry_ms * 2;
-        d->retry_at_ms = deadline_now_ms(v) + d->retry_ms;
+        d->stuck_through_ms = deadline_now_ms(v);
+        d->retry_at_ms = d->stuck_through_ms + d->retry_ms;
         v->metrics.dispense_sweep_retries++;
         log_warnx("dispense deadline sweep %s; next try in %" PRId64 " ms",
                   rc < 0 ? "failed" : "left unusable rows", d->retry_ms);
     } else {
         d->retry_ms = 0;
         d->retry_at_ms = 0;
+        d->stuck_through_ms = 0;
     }
     deadline_arm(v);
     refunds_schedule(v); /* the units it failed queued refunds */
+}
+
+/*
+ * The deadline clock of this process: on the boot the database last saw, the same clock as
+ * the process before (the stored offset); on a new boot (the monotonic clock restarted), or
+ * with no boot id, anchored afresh on the wall clock, and remembered.
+ */
+static int anchor_clock(struct vendd *v)
+{
+    struct deadline_state *d = &v->deadline;
+    struct db_value p[4] = {DB_TEXT(v->boot_id)};
+    char now_iso[STORE_ISO_SIZE];
+    int64_t offset = 0, mono = v->mono_ms();
+    int rc;
+
+    if (v->boot_id == NULL || v->boot_id[0] == '\0') {
+        (void)deadline_now_ms(v);
+        return VEND_OK;
+    }
+    rc = store_query_int(v->db, "SELECT offset_ms FROM clock_anchor WHERE id = 1 AND boot_id = $1",
+                         p, 1, &offset);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        d->anchor_mono_ms = mono;
+        d->anchor_wall_ms = mono + offset;
+        d->anchored = true;
+        return VEND_OK;
+    }
+    d->anchor_wall_ms = v->now_ms();
+    d->anchor_mono_ms = mono;
+    d->anchored = true;
+    vendd_now_iso(v, now_iso, sizeof(now_iso));
+    p[1] = DB_INT(d->anchor_wall_ms - d->anchor_mono_ms);
+    p[2] = DB_TEXT(now_iso);
+    rc = db_exec(v->db,
+                 "INSERT INTO clock_anchor (id, boot_id, offset_ms, updated_at) VALUES (1, $1, $2, "
+                 "$3) ON CONFLICT (id) DO UPDATE SET boot_id = $1, offset_ms = $2, updated_at = $3",
+                 p, 3, NULL, NULL);
+    return rc < 0 ? rc : VEND_OK;
 }
 
 int deadline_resume(struct vendd *v)
 {
     int64_t sent = 0, queued = 0;
 
+    if (anchor_clock(v) < 0)
+        return VEND_EDB;
     if (store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'SENT'", NULL, 0,
                         &sent) < 0 ||
         store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'QUEUED'", NULL,

@@ -10,13 +10,15 @@
  * period so that results the broker held for us are applied first.
  *
  * The clock: deadlines run on the monotonic clock, so a wall-clock step neither postpones
- * nor hastens them. The deadline clock reads the wall clock once, when it is anchored at
- * start, and advances with the monotonic clock from there; every stored limit is written
- * and compared in it. The stored timestamps are wall-clock times for the record, and for
- * the next process, which anchors afresh and resumes from them.
+ * nor hastens them. The deadline clock is the monotonic clock plus an offset fixed when it is
+ * anchored: the wall clock at the first start on this boot. A vendd restarted on the same
+ * boot (the kernel's boot id, in clock_anchor) takes the stored offset, so a step between
+ * two processes changes nothing either; only a new boot, whose monotonic clock starts over,
+ * anchors afresh on the wall clock. Every stored limit is written and compared in it.
  *
  * A sweep that cannot finish (database busy, an unusable row) is retried with backoff
- * (1 s doubling to 30 s), logged each time; the timer never spins.
+ * (1 s doubling to 30 s), logged each time; the timer never spins, and the rows it could not
+ * finish do not hold back the limits of the others.
  */
 #ifndef VENDD_DEADLINE_H
 #define VENDD_DEADLINE_H
@@ -34,6 +36,7 @@ struct deadline_state {
     int64_t due_ms;                         /* deadline-clock time it fires at */
     int64_t not_before_ms;                  /* no sweep before this (after a restart) */
     int64_t retry_ms, retry_at_ms;          /* backoff after a sweep that could not finish */
+    int64_t stuck_through_ms;               /* its limits up to here are the stuck rows' */
 };
 
 /* Now on the deadline clock, in epoch milliseconds (anchors it on first use). */
@@ -59,8 +62,8 @@ void deadline_arm(struct vendd *v);
  */
 int deadline_sweep(struct vendd *v);
 
-/* At start: anchor the clock, log what is in flight, and arm the timer (first sweep after
- * one grace period). Returns VEND_OK or VEND_EDB. */
+/* At start: anchor the clock (v->boot_id), log what is in flight, and arm the timer (first
+ * sweep after one grace period). Returns VEND_OK or VEND_EDB. */
 int deadline_resume(struct vendd *v);
 
 /* The deadline-clock time the timer is armed for, or -1 when none is (for tests). */
