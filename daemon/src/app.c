@@ -14,7 +14,7 @@
 #include "deadline.h"
 #include "httpc.h"
 #include "midtrans.h"
-#include "payments.h"
+#include "checkout.h"
 #include "ratelimit.h"
 #include "refunds.h"
 #include "dispense.h"
@@ -131,10 +131,10 @@ static int start_payments(struct vendd *v)
                   conf->dev_mode ? ", unsigned payment notifications are taken from loopback" : "");
     }
     v->order_limit = ratelimit_new(conf->order_rate_per_min);
-    rc = payments_new(&v->payments);
+    rc = checkout_new(&v->checkout);
     if (rc < 0)
         return rc;
-    rc = payments_resume(v);
+    rc = checkout_resume(v);
     if (rc == VEND_OK)
         rc = refunds_resume(v);
     if (rc < 0)
@@ -237,7 +237,7 @@ int app_run(const struct vendd_conf *conf)
     status = rc < 0 || v.failed ? 1 : 0;
 out:
     /* Whatever holds a waiting HTTP request goes before the HTTP server (http.h). */
-    payments_free(&v);
+    checkout_free(&v);
     if (v.loop != NULL)
         refunds_stop(&v);
     midtrans_free(v.midtrans);

@@ -20,7 +20,7 @@ struct http_server;
 struct mqtt_client;
 struct httpc;
 struct midtrans;
-struct payments;
+struct checkout;
 struct refund_send;
 struct ratelimit;
 
@@ -38,8 +38,8 @@ struct vendd {
     /* Outbound HTTP on the loop, and Midtrans over it; NULL without MIDTRANS_SERVER_KEY. */
     struct httpc *httpc;
     struct midtrans *midtrans;
-    /* Customer orders and their Midtrans calls in flight (payments.c). */
-    struct payments *payments;
+    /* Customer orders and their Midtrans calls in flight (checkout.c). */
+    struct checkout *checkout;
     /* Customer orders per client address (ORDER_RATE_PER_MIN). */
     struct ratelimit *order_limit;
     /* The timer that sends refunds, and their Midtrans calls in flight (refunds.c). */

@@ -12,7 +12,7 @@
 #include "api.h"
 #include "conf.h"
 #include "orders.h"
-#include "payments.h"
+#include "checkout.h"
 #include "ratelimit.h"
 #include "vend/err.h"
 #include "vend/msg.h"
@@ -134,7 +134,7 @@ static void create_customer(struct vendd *v, const struct http_request *req, str
         return;
     }
     d = http_defer(req);
-    rc = payments_order_create(v, in, why, sizeof(why), on_created, d);
+    rc = checkout_create(v, in, why, sizeof(why), on_created, d);
     if (rc == VEND_OK)
         return;
     if (rc == VEND_ELIMIT)
@@ -209,7 +209,7 @@ void api_orders_cancel(void *ctx, const struct http_request *req, struct http_re
     struct vendd *v = ctx;
     const char *id = http_param(req, "id");
     char status[ORDER_STATUS_SIZE];
-    int rc = payments_cancel(v, id, status);
+    int rc = checkout_cancel(v, id, status);
 
     switch (rc) {
     case VEND_OK:

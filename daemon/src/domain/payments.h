@@ -1,10 +1,8 @@
 /*
  * payments.h - SPEC §4 rules 7 and 8: payment notifications are verified, and a paid order
- * dispenses on its own; and the customer's side of an order's life around them.
+ * dispenses on its own. (The customer's side around them, creating the transaction, cancel,
+ * expiry and reconciliation, is checkout.h.)
  *
- *   - A customer order is recorded PENDING with its stock promised (orders.h), then its
- *     Midtrans transaction is created (Snap or QRIS). If Midtrans fails or is slow, the order
- *     is cancelled at once and its stock given back: no PENDING order is left behind.
  *   - A notification counts only with a good signature (or, with no MIDTRANS_SERVER_KEY, from
  *     loopback in development mode) and a gross_amount equal to the order's total. Every one
  *     that counts is stored raw in payment_events (a byte-identical replay is one row), and is
@@ -12,10 +10,7 @@
  *   - Paid (settlement, or capture with fraud_status accept) moves PENDING -> PAID and the
  *     order is triggered in-process right after the commit. A payment for an order that
  *     expired or was cancelled is refunded in full (refunds.h).
- *   - A PENDING order nobody hears about is asked for (GET status) at most every
- *     PAYMENT_CHECK_INTERVAL_S; at its expiry it is asked once more, then expired here and at
- *     Midtrans. A settlement found that way is applied exactly as a notification would be.
- *     After a restart this resumes from the rows.
+ *   - A status found by reconciliation (checkout.h) is applied exactly the same way.
  */
 #ifndef VENDD_PAYMENTS_H
 #define VENDD_PAYMENTS_H
@@ -29,44 +24,18 @@
 #include "store.h"
 
 struct vendd;
-struct payments;
+struct midtrans_notification;
 
-/* How often a PENDING order is asked about when no notification comes (Midtrans: >= 10 s). */
-#define PAYMENT_CHECK_INTERVAL_S 10
-
-struct order_created {
-    /*
-     * VEND_OK: the transaction exists and the customer can pay. Otherwise the order was
-     * cancelled: VEND_ETIMEDOUT (Midtrans too slow: 504); VEND_EUNAVAILABLE, VEND_EIO,
-     * VEND_EAUTH, VEND_ESTATE (down, garbage, key refused, refused: 502); why says which.
-     */
-    int err;
-    char order_id[VEND_ORDER_ID_MAX + 1];
-    enum payment_method method;
+/* An order as the payment rules read it. */
+struct order_row {
+    bool found;
+    enum order_status status;
     int64_t total;
-    char expires_at[STORE_ISO_SIZE];
-    char token[128];
-    char redirect_url[512];
-    char qr_string[1024];
-    char why[200];
+    int64_t quantity;
+    char machine_id[VEND_MACHINE_ID_MAX + 1];
+    char origin[16];
+    int err;
 };
-
-typedef void payments_created_fn(void *arg, const struct order_created *oc);
-
-/* The module's state on struct vendd. Returns VEND_OK. */
-int payments_new(struct payments **out);
-/* Drop the timer and what is in flight, without callbacks (before midtrans_free and
- * http_server_free: a waiting customer is then answered 503 by the HTTP server). */
-void payments_free(struct vendd *v);
-
-/*
- * Record in as a customer order (PENDING) and create its Midtrans transaction. A refusal
- * (orders_create_locked's errors, or VEND_EUNAVAILABLE when payments are not configured)
- * returns it at once with why, and done is never called. Otherwise returns VEND_OK and
- * done(arg, ...) runs once, later, from the loop: oc is valid during the call only.
- */
-int payments_order_create(struct vendd *v, struct order_new *in, char *why, size_t why_size,
-                          payments_created_fn *done, void *arg);
 
 /* What the webhook answers Midtrans. */
 struct webhook_answer {
@@ -83,18 +52,21 @@ struct webhook_answer {
 void payments_notification(struct vendd *v, const char *body, size_t len, bool from_loopback,
                            struct webhook_answer *ans);
 
+/* The order's row (VEND_ENOTFOUND, VEND_ECORRUPT for a damaged one, or a VEND_E*). */
+int payments_read_order(struct vendd *v, const char *order_id, struct order_row *o);
+
+/* Inside a transaction: the order's Midtrans payment row says status ("SUCCESS", "FAILED",
+ * "EXPIRED"), with the transaction id and type of n when given. */
+int payments_row_locked(struct vendd *v, const char *order_id, const char *status,
+                        const struct midtrans_notification *n, const char *now_iso);
+
 /*
- * POST /api/orders/{id}/cancel: a PENDING order becomes CANCELLED here (its stock given back)
- * and its Midtrans transaction is cancelled. status receives the order's status after the
- * call. Returns VEND_OK; VEND_ENOTFOUND; VEND_ESTATE when it is not PENDING (a paid order is
- * not cancelled: it dispenses, or is refunded if it cannot).
+ * Apply what n says, in one transaction with the raw body stored (raw, len: a dedupe key makes
+ * a byte-identical one a no-op); after the commit, send what became PAID. Returns VEND_OK with
+ * *outcome; VEND_ECONFLICT (seen before); VEND_ENOTFOUND or VEND_ERANGE (unknown order,
+ * another amount: stored and alerted); or a VEND_E* (nothing stored). *total gets the order's.
  */
-int payments_cancel(struct vendd *v, const char *order_id, char status[ORDER_STATUS_SIZE]);
-
-/* At start: arm the reconciliation timer from the rows. Returns VEND_OK or VEND_EDB. */
-int payments_resume(struct vendd *v);
-
-/* Run the reconciliation now (the timer calls it; tests call it after moving the clock). */
-void payments_sweep(struct vendd *v);
+int payments_apply(struct vendd *v, const struct midtrans_notification *n, const char *raw,
+                   size_t len, bool signed_ok, const char **outcome, int64_t *total);
 
 #endif

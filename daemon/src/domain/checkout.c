@@ -1,0 +1,567 @@
+/*
+ * checkout.c - a customer's order around its payment: the Midtrans transaction the customer
+ * pays, cancel, expiry, and reconciliation of orders nobody heard about; see checkout.h.
+ * Every Midtrans call is asynchronous (midtrans.h on httpc): its context lives in a list here
+ * until the answer comes, so shutdown can abandon what is in flight.
+ */
+#include "checkout.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "db.h"
+#include "log.h"
+#include "loop.h"
+#include "midtrans.h"
+#include "payments.h"
+#include "store.h"
+#include "vend/err.h"
+#include "vendd.h"
+#include "xmalloc.h"
+
+/* PENDING orders asked about per sweep, and status calls in flight at once. */
+#define CHECK_BATCH    16
+#define CHECKS_MAX     32
+#define SWEEP_RETRY_MS 1000
+
+/* What a Midtrans call in flight is for. */
+enum call_kind {
+    CALL_CREATE, /* a new order's transaction: the customer waits for it */
+    CALL_CHECK,  /* GET status of a PENDING order */
+    CALL_EXPIRE, /* the order expired here: expire it at Midtrans too */
+    CALL_CANCEL, /* cancelled here (by the customer, or a failed creation): cancel there too */
+};
+
+struct call {
+    struct call *next;
+    struct vendd *v;
+    enum call_kind kind;
+    uint64_t id;
+    char order_id[VEND_ORDER_ID_MAX + 1];
+    enum payment_method method;
+    int64_t total;
+    char expires_at[STORE_ISO_SIZE];
+    checkout_created_fn *done; /* CALL_CREATE; NULL once abandoned */
+    void *arg;
+};
+
+struct checkout {
+    struct call *calls;
+    size_t checks; /* CALL_CHECK in flight */
+    uint64_t timer;
+};
+
+int checkout_new(struct checkout **out)
+{
+    *out = xcalloc(1, sizeof(**out));
+    return VEND_OK;
+}
+
+static struct call *call_new(struct vendd *v, enum call_kind kind, const char *order_id)
+{
+    struct call *c = xcalloc(1, sizeof(*c));
+
+    c->v = v;
+    c->kind = kind;
+    snprintf(c->order_id, sizeof(c->order_id), "%s", order_id);
+    return c;
+}
+
+static void call_unlink(struct checkout *p, struct call *c)
+{
+    for (struct call **pp = &p->calls; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            if (c->kind == CALL_CHECK)
+                p->checks--;
+            return;
+        }
+    }
+}
+
+static midtrans_done_fn on_answer;
+
+/* Start a Midtrans call for c; c is owned by the list until its answer (or freed here). */
+static int call_start(struct vendd *v, struct call *c, const struct midtrans_request *req)
+{
+    int rc;
+
+    if (v->midtrans == NULL) {
+        free(c);
+        return VEND_EUNAVAILABLE;
+    }
+    rc = midtrans_start(v->midtrans, req, on_answer, c, &c->id);
+    if (rc < 0) {
+        free(c);
+        return rc;
+    }
+    c->next = v->checkout->calls;
+    v->checkout->calls = c;
+    if (c->kind == CALL_CHECK)
+        v->checkout->checks++;
+    return VEND_OK;
+}
+
+/* Fire a call whose answer is only logged (and, if Midtrans says it is too late, checked). */
+static void call_simple(struct vendd *v, enum call_kind kind, const char *order_id)
+{
+    struct midtrans_request req = {
+        .call = kind == CALL_EXPIRE ? MIDTRANS_EXPIRE : MIDTRANS_CANCEL,
+        .order_id = order_id,
+    };
+
+    if (v->midtrans != NULL)
+        call_start(v, call_new(v, kind, order_id), &req);
+}
+
+void checkout_free(struct vendd *v)
+{
+    struct checkout *p = v->checkout;
+
+    if (p == NULL)
+        return;
+    v->checkout = NULL;
+    if (p->timer != 0)
+        loop_timer_del(v->loop, p->timer);
+    /* Calls in flight are abandoned without their callbacks; midtrans_free() drops them. */
+    while (p->calls != NULL) {
+        struct call *c = p->calls;
+
+        p->calls = c->next;
+        free(c);
+    }
+    free(p);
+}
+
+/* ---- creating a customer order ------------------------------------------------------------ */
+
+/* Cut name to at most max bytes without splitting a UTF-8 sequence. */
+static void utf8_cut(char *dst, size_t size, const char *src, size_t max)
+{
+    size_t n = strlen(src);
+
+    if (n > max)
+        n = max;
+    while (n > 0 && n < strlen(src) && ((unsigned char)src[n] & 0xc0) == 0x80)
+        n--;
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* Inside a transaction or not: order_id will not be paid here; give its stock back. */
+static int cancel_locally(struct vendd *v, const char *order_id, const char *why)
+{
+    char now_iso[STORE_ISO_SIZE];
+    int rc;
+
+    vendd_now_iso(v, now_iso, sizeof(now_iso));
+    rc = db_begin(v->db);
+    if (rc < 0)
+        goto out;
+    rc = order_transition_locked(v, order_id, ORDER_PENDING, ORDER_CANCELLED, NULL, now_iso);
+    if (rc == VEND_OK)
+        rc = payments_row_locked(v, order_id, "FAILED", NULL, now_iso);
+    if (rc == VEND_ESTATE)
+        rc = VEND_OK; /* a notification moved it first */
+    if (rc < 0)
+        goto out;
+    rc = db_commit(v->db);
+out:
+    if (rc < 0) {
+        db_rollback(v->db);
+        log_warnx("cannot cancel order '%s' (%s): %s (%s); it expires at its time", order_id, why,
+                  vend_strerror(rc), db_errmsg(v->db));
+    } else {
+        log_warnx("order '%s' CANCELLED: %s", order_id, why);
+    }
+    return rc;
+}
+
+static void created(struct call *c, const struct midtrans_result *res)
+{
+    struct vendd *v = c->v;
+    struct order_created oc = {.err = res->err, .method = c->method, .total = c->total};
+    struct db_value p[5];
+    char now_iso[STORE_ISO_SIZE], next[STORE_ISO_SIZE];
+    int rc;
+
+    snprintf(oc.order_id, sizeof(oc.order_id), "%s", c->order_id);
+    snprintf(oc.expires_at, sizeof(oc.expires_at), "%s", c->expires_at);
+    if (res->err == VEND_OK) {
+        snprintf(oc.token, sizeof(oc.token), "%s", res->token);
+        snprintf(oc.redirect_url, sizeof(oc.redirect_url), "%s", res->redirect_url);
+        snprintf(oc.qr_string, sizeof(oc.qr_string), "%s", res->qr_string);
+        vendd_now_iso(v, now_iso, sizeof(now_iso));
+        db_iso_time(next, sizeof(next), v->now_ms() + PAYMENT_CHECK_INTERVAL_S * 1000);
+        p[0] = DB_TEXT(c->order_id);
+        p[1] = DB_TEXT(res->token[0] ? res->token : NULL);
+        p[2] = DB_TEXT(res->redirect_url[0] ? res->redirect_url : NULL);
+        p[3] = DB_TEXT(res->qr_string[0] ? res->qr_string : NULL);
+        p[4] = DB_TEXT(next);
+        rc = db_exec(v->db,
+                     "UPDATE orders SET payment_token = $2, payment_url = $3, payment_qr = $4, "
+                     "next_check_at = $5 WHERE id = $1",
+                     p, 5, NULL, NULL);
+        if (rc < 0)
+            log_warnx("order '%s': cannot store its payment details: %s", c->order_id,
+                      db_errmsg(v->db));
+        log_info("order '%s' waits for payment: %s, %" PRId64 " rupiah", c->order_id,
+                 orders_payment_method_name(c->method), c->total);
+    } else {
+        snprintf(oc.why, sizeof(oc.why), "Midtrans %s: %.150s",
+                 res->err == VEND_ETIMEDOUT ? "did not answer in time" : "refused or failed",
+                 res->detail);
+        cancel_locally(v, c->order_id, oc.why);
+        /* A transaction may exist there all the same (a late answer): cancel it too; if it
+         * gets paid anyway, the payment is refunded. */
+        if (res->err == VEND_ETIMEDOUT || res->err == VEND_EIO)
+            call_simple(v, CALL_CANCEL, c->order_id);
+    }
+    if (c->done != NULL)
+        c->done(c->arg, &oc);
+}
+
+int checkout_create(struct vendd *v, struct order_new *in, char *why, size_t why_size,
+                    checkout_created_fn *done, void *arg)
+{
+    struct midtrans_item items[ORDER_ITEMS_MAX];
+    struct midtrans_request req = {0};
+    struct db_value p[2];
+    char next[STORE_ISO_SIZE];
+    struct call *c;
+    int64_t now = v->now_ms();
+    int rc;
+
+    why[0] = '\0';
+    if (v->midtrans == NULL) {
+        snprintf(why, why_size, "payments are not configured (MIDTRANS_SERVER_KEY)");
+        return VEND_EUNAVAILABLE;
+    }
+    rc = db_begin(v->db);
+    if (rc < 0)
+        goto out;
+    rc = orders_create_locked(v, in, now, why, why_size);
+    if (rc < 0)
+        goto out;
+    /* Not asked about before the creation is over (it has its own timeout). */
+    db_iso_time(next, sizeof(next),
+                now + (int64_t)v->conf->midtrans_timeout_ms + PAYMENT_CHECK_INTERVAL_S * 1000);
+    p[0] = DB_TEXT(in->id);
+    p[1] = DB_TEXT(next);
+    rc = db_exec(v->db, "UPDATE orders SET next_check_at = $2 WHERE id = $1", p, 2, NULL, NULL);
+    if (rc < 0)
+        goto out;
+    rc = db_commit(v->db);
+    if (rc < 0)
+        goto out;
+
+    for (size_t i = 0; i < in->nitems; i++) {
+        snprintf(items[i].id, sizeof(items[i].id), "slot-%" PRId64, in->lines[i].slot);
+        utf8_cut(items[i].name, sizeof(items[i].name), in->lines[i].product_name, 50);
+        if (items[i].name[0] == '\0')
+            snprintf(items[i].name, sizeof(items[i].name), "slot %" PRId64, in->lines[i].slot);
+        items[i].price = in->lines[i].unit_price;
+        items[i].quantity = in->lines[i].quantity;
+    }
+    req.call = in->method == PAYMENT_SNAP ? MIDTRANS_CREATE_SNAP : MIDTRANS_CREATE_QRIS;
+    req.order_id = in->id;
+    req.amount = in->total;
+    req.items = items;
+    req.nitems = in->nitems;
+    /* The payment ends with the order, in whole minutes (rounded down: Midtrans's end does
+     * not outlast ours by more than the call). Midtrans asks for no QRIS expiry under
+     * 15 minutes and no payment page under 5; shorter orders rely on the expire call. */
+    req.expiry_minutes = v->conf->order_payment_ttl_s / 60;
+    if (req.expiry_minutes < (in->method == PAYMENT_QRIS ? 15u : 5u))
+        req.expiry_minutes = 0;
+    c = call_new(v, CALL_CREATE, in->id);
+    c->method = in->method;
+    c->total = in->total;
+    snprintf(c->expires_at, sizeof(c->expires_at), "%s", in->expires_at);
+    c->done = done;
+    c->arg = arg;
+    rc = call_start(v, c, &req);
+    if (rc < 0) {
+        snprintf(why, why_size, "cannot call Midtrans: %s", vend_strerror(rc));
+        cancel_locally(v, in->id, why);
+        return VEND_EUNAVAILABLE;
+    }
+    v->metrics.orders_created++;
+    return VEND_OK;
+out:
+    db_rollback(v->db);
+    if (why[0] == '\0')
+        snprintf(why, why_size, "%s", vend_strerror(rc));
+    if (rc == VEND_EDB || rc == VEND_ECORRUPT || rc == VEND_EINTERNAL)
+        log_warnx("cannot record order: %s (%s)", vend_strerror(rc), db_errmsg(v->db));
+    return rc;
+}
+
+/* ---- cancel, expiry and reconciliation -------------------------------------------------- */
+
+int checkout_cancel(struct vendd *v, const char *order_id, char status[ORDER_STATUS_SIZE])
+{
+    struct order_row o;
+    char now_iso[STORE_ISO_SIZE];
+    int rc;
+
+    status[0] = '\0';
+    vendd_now_iso(v, now_iso, sizeof(now_iso));
+    rc = db_begin(v->db);
+    if (rc < 0)
+        goto out;
+    rc = payments_read_order(v, order_id, &o);
+    if (rc < 0)
+        goto out;
+    snprintf(status, ORDER_STATUS_SIZE, "%s", order_status_name(o.status));
+    if (o.status != ORDER_PENDING) {
+        rc = VEND_ESTATE;
+        goto out;
+    }
+    rc = order_transition_locked(v, order_id, ORDER_PENDING, ORDER_CANCELLED, NULL, now_iso);
+    if (rc == VEND_OK)
+        rc = payments_row_locked(v, order_id, "FAILED", NULL, now_iso);
+    if (rc < 0)
+        goto out;
+    rc = db_commit(v->db);
+    if (rc < 0)
+        goto out;
+    snprintf(status, ORDER_STATUS_SIZE, "%s", order_status_name(ORDER_CANCELLED));
+    log_info("order '%s' CANCELLED before payment", order_id);
+    /* A payment that still arrives is refunded (apply_locked). */
+    call_simple(v, CALL_CANCEL, order_id);
+out:
+    if (rc < 0)
+        db_rollback(v->db);
+    return rc;
+}
+
+/* PENDING order_id reached its expiry: it ends here, and at Midtrans. */
+static void expire_order(struct vendd *v, const char *order_id)
+{
+    char now_iso[STORE_ISO_SIZE];
+    int rc;
+
+    vendd_now_iso(v, now_iso, sizeof(now_iso));
+    rc = db_begin(v->db);
+    if (rc < 0)
+        goto out;
+    rc = order_transition_locked(v, order_id, ORDER_PENDING, ORDER_EXPIRED, NULL, now_iso);
+    if (rc == VEND_OK)
+        rc = payments_row_locked(v, order_id, "EXPIRED", NULL, now_iso);
+    if (rc < 0)
+        goto out;
+    rc = db_commit(v->db);
+    if (rc < 0)
+        goto out;
+    v->metrics.orders_expired++;
+    log_info("order '%s' EXPIRED: not paid in %u s", order_id, v->conf->order_payment_ttl_s);
+    call_simple(v, CALL_EXPIRE, order_id);
+out:
+    if (rc < 0) {
+        db_rollback(v->db);
+        if (rc != VEND_ESTATE)
+            log_warnx("cannot expire order '%s': %s (%s)", order_id, vend_strerror(rc),
+                      db_errmsg(v->db));
+    }
+}
+
+static void checkout_arm(struct vendd *v);
+
+/* A status answer for a PENDING order: applied like a notification, then expiry. */
+static void checked(struct call *c, const struct midtrans_result *res)
+{
+    struct vendd *v = c->v;
+    char expires[STORE_ISO_SIZE], now_iso[STORE_ISO_SIZE], *raw;
+    struct db_value p[1] = {DB_TEXT(c->order_id)};
+    const char *outcome = NULL;
+    int64_t total = 0, at = 0;
+    bool expired;
+    int rc;
+
+    if (res->err == VEND_OK && strcmp(res->status.order_id, c->order_id) == 0) {
+        /* The answer came over our own authenticated call; its signature, when present,
+         * is checked all the same. */
+        if (res->status.signature_key[0] != '\0' &&
+            !midtrans_signature_ok(&res->status, v->conf->midtrans_server_key)) {
+            log_warnx("status of order '%s' from Midtrans has a bad signature_key: ignored",
+                      c->order_id);
+        } else if (midtrans_outcome_of(&res->status) != MIDTRANS_PENDING) {
+            /* Stored as an event, keyed on what it says (not on the varying answer text). */
+            raw = xmalloc(512);
+            snprintf(raw, 512,
+                     "{\"source\":\"status\",\"order_id\":\"%s\",\"transaction_status\":\"%s\","
+                     "\"status_code\":\"%s\",\"gross_amount\":\"%s\",\"fraud_status\":\"%s\"}",
+                     res->status.order_id, res->status.transaction_status, res->status.status_code,
+                     res->status.gross_amount, res->status.fraud_status);
+            rc = payments_apply(v, &res->status, raw, strlen(raw),
+                                res->status.signature_key[0] != '\0', &outcome, &total);
+            free(raw);
+            if (rc == VEND_OK)
+                log_info("order '%s': Midtrans status '%s' found by reconciliation -> %s",
+                         c->order_id, res->status.transaction_status, outcome);
+            else if (rc != VEND_ECONFLICT)
+                log_warnx("order '%s': status '%s' from Midtrans not applied: %s", c->order_id,
+                          res->status.transaction_status, vend_strerror(rc));
+        }
+    } else if (res->err != VEND_OK && res->err != VEND_ENOTFOUND) {
+        log_warnx("cannot check order '%s' with Midtrans: %s", c->order_id, res->detail);
+    }
+    /* Still PENDING here and past its time: it expires. */
+    rc = store_query_text(v->db,
+                          "SELECT expires_at FROM orders WHERE id = $1 AND status = "
+                          "'PENDING'",
+                          p, 1, expires, sizeof(expires));
+    vendd_now_iso(v, now_iso, sizeof(now_iso));
+    expired = rc == 1 && (store_iso_parse(expires, &at) < 0 || at <= v->now_ms());
+    if (expired)
+        expire_order(v, c->order_id);
+    (void)now_iso;
+}
+
+static void on_answer(void *arg, const struct midtrans_result *res)
+{
+    struct call *c = arg;
+    struct vendd *v = c->v;
+
+    call_unlink(v->checkout, c);
+    switch (c->kind) {
+    case CALL_CREATE:
+        created(c, res);
+        break;
+    case CALL_CHECK:
+        checked(c, res);
+        break;
+    case CALL_EXPIRE:
+    case CALL_CANCEL:
+        if (res->err == VEND_ESTATE) {
+            /* Too late to stop it there: it may have been paid. Ask, and refund if so. */
+            log_warnx("Midtrans refused to %s order '%s' (%s): checking whether it was paid",
+                      c->kind == CALL_EXPIRE ? "expire" : "cancel", c->order_id, res->detail);
+            struct midtrans_request req = {.call = MIDTRANS_STATUS, .order_id = c->order_id};
+            call_start(v, call_new(v, CALL_CHECK, c->order_id), &req);
+        } else if (res->err < 0 && res->err != VEND_ENOTFOUND) {
+            log_warnx("cannot %s order '%s' at Midtrans: %s",
+                      c->kind == CALL_EXPIRE ? "expire" : "cancel", c->order_id, res->detail);
+        }
+        break;
+    }
+    free(c);
+    checkout_arm(v);
+}
+
+struct due_list {
+    size_t n;
+    char ids[CHECK_BATCH][VEND_ORDER_ID_MAX + 1];
+};
+
+static int take_due(void *arg, const struct db_row *row)
+{
+    struct due_list *d = arg;
+
+    if (d->n == CHECK_BATCH)
+        return 1;
+    if (store_copy_text(d->ids[d->n], sizeof(d->ids[0]), db_row_text(row, 0)) == VEND_OK)
+        d->n++;
+    return 0;
+}
+
+void checkout_sweep(struct vendd *v)
+{
+    struct due_list due = {0};
+    struct db_value p[2];
+    char now_iso[STORE_ISO_SIZE], later[STORE_ISO_SIZE];
+    int64_t now = v->now_ms();
+    int rc;
+
+    db_iso_time(now_iso, sizeof(now_iso), now);
+    /* While a check is in flight, the row says "not before its answer can have come". */
+    db_iso_time(later, sizeof(later),
+                now + (int64_t)v->conf->midtrans_timeout_ms + PAYMENT_CHECK_INTERVAL_S * 1000);
+    p[0] = DB_TEXT(now_iso);
+    rc = db_exec(v->db,
+                 "SELECT id FROM orders WHERE status = 'PENDING' AND next_check_at <= $1 "
+                 "ORDER BY next_check_at",
+                 p, 1, take_due, &due);
+    if (rc < 0) {
+        log_warnx("cannot read the orders waiting for payment: %s", db_errmsg(v->db));
+        return;
+    }
+    for (size_t i = 0; i < due.n && v->checkout->checks < CHECKS_MAX; i++) {
+        struct midtrans_request req = {.call = MIDTRANS_STATUS, .order_id = due.ids[i]};
+
+        p[0] = DB_TEXT(due.ids[i]);
+        p[1] = DB_TEXT(later);
+        if (db_exec(v->db, "UPDATE orders SET next_check_at = $2 WHERE id = $1", p, 2, NULL, NULL) <
+            0)
+            continue;
+        if (call_start(v, call_new(v, CALL_CHECK, due.ids[i]), &req) < 0) {
+            /* No gateway to ask: the order can only wait for its time. */
+            struct call c = {.v = v, .kind = CALL_CHECK};
+            struct midtrans_result res = {.err = VEND_EUNAVAILABLE};
+
+            snprintf(c.order_id, sizeof(c.order_id), "%s", due.ids[i]);
+            snprintf(res.detail, sizeof(res.detail), "payments are not configured");
+            checked(&c, &res);
+        }
+    }
+}
+
+static void on_timer(void *arg)
+{
+    struct vendd *v = arg;
+
+    v->checkout->timer = 0;
+    checkout_sweep(v);
+    checkout_arm(v);
+}
+
+/* Arm the timer for the next PENDING order due a check (or its expiry). */
+static void checkout_arm(struct vendd *v)
+{
+    char next[STORE_ISO_SIZE];
+    int64_t at = 0, now = v->now_ms(), delay;
+    int rc;
+
+    if (v->checkout->timer != 0)
+        loop_timer_del(v->loop, v->checkout->timer);
+    v->checkout->timer = 0;
+    rc = store_query_text(v->db, "SELECT min(next_check_at) FROM orders WHERE status = 'PENDING'",
+                          NULL, 0, next, sizeof(next));
+    if (rc == 0)
+        return;
+    if (rc < 0 || store_iso_parse(next, &at) < 0)
+        at = now + SWEEP_RETRY_MS;
+    /* At most CHECKS_MAX in flight: the next sweep waits for answers, not for the clock. */
+    if (v->checkout->checks >= CHECKS_MAX && at < now + SWEEP_RETRY_MS)
+        at = now + SWEEP_RETRY_MS;
+    delay = at > now ? at - now : 0;
+    v->checkout->timer = loop_timer_add(v->loop, (uint64_t)delay, on_timer, v);
+    if (v->checkout->timer == 0)
+        log_warnx("cannot arm the payment check timer; orders waiting for payment are checked "
+                  "when the next one is created");
+}
+
+int checkout_resume(struct vendd *v)
+{
+    int64_t pending = 0;
+
+    if (store_query_int(v->db, "SELECT count(*) FROM orders WHERE status = 'PENDING'", NULL, 0,
+                        &pending) < 0)
+        return VEND_EDB;
+    if (pending > 0)
+        log_info("resuming %" PRId64 " order(s) waiting for payment", pending);
+    /* Whatever was in flight when we stopped is asked about now. */
+    if (db_exec(v->db,
+                "UPDATE orders SET next_check_at = created_at WHERE status = 'PENDING' "
+                "AND (next_check_at IS NULL OR next_check_at > expires_at)",
+                NULL, 0, NULL, NULL) < 0)
+        return VEND_EDB;
+    checkout_arm(v);
+    return VEND_OK;
+}
