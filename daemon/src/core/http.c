@@ -63,6 +63,7 @@ struct http_server {
     unsigned char token_digest[SHA256_DIGEST_LENGTH];
     uint16_t port;
     struct http_call *deferred; /* answers a handler promised for later (http_defer) */
+    bool resumed;               /* a deferred answer is ready: run MHD again at once */
 };
 
 /* Per-request state, MHD's *con_cls: lives from the first handler call to
@@ -720,6 +721,11 @@ static void mhd_run(struct http_server *s)
     loop_timer_del(s->loop, s->timer_id);
     if (MHD_get_timeout(s->mhd, &ms) != MHD_YES || ms > TIMER_MAX_MS)
         ms = TIMER_MAX_MS;
+    /* An answer given during this run (a handler that deferred and answered at once, or a
+     * webhook completing another request) is sent on the next run: make it now. */
+    if (s->resumed)
+        ms = 0;
+    s->resumed = false;
     s->timer_id = loop_timer_add(s->loop, ms, on_timer, s);
 }
 
@@ -925,7 +931,8 @@ static void deferred_answer(struct http_call *call, const struct http_response *
     call->answered = true;
     MHD_resume_connection(call->conn);
     /* MHD sends it on its next run; run it soon, from the loop, not from inside a caller
-     * that may itself be inside MHD_run. */
+     * that may itself be inside MHD_run (mhd_run re-arms at 0 then, seeing resumed). */
+    s->resumed = true;
     loop_timer_del(s->loop, s->timer_id);
     s->timer_id = loop_timer_add(s->loop, 0, on_timer, s);
 }
