@@ -76,6 +76,8 @@ static const struct conf_opt s_opts[] = {
     /* Customer order creation needs no token (a kiosk or a phone calls it): bounded. */
     {"ORDER_PENDING_MAX", OPT_UINT, 1, 1000, "5", FIELD(order_pending_max), false},
     {"ORDER_RATE_PER_MIN", OPT_UINT, 1, 10000, "10", FIELD(order_rate_per_min), false},
+    /* A refund call without an answer is retried after this, doubling to an hour. */
+    {"REFUND_RETRY_S", OPT_UINT, 1, 3600, "30", FIELD(refund_retry_s), false},
     {"LOG_FORMAT", OPT_LOGFMT, 0, 0, "text", FIELD(log_format), false},
 };
 

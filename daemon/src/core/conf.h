@@ -89,6 +89,7 @@ struct vendd_conf {
     unsigned int order_payment_ttl_s;      /* 60..86400 */
     unsigned int order_pending_max;        /* PENDING orders per machine, 1..1000 */
     unsigned int order_rate_per_min;       /* customer orders per client address */
+    unsigned int refund_retry_s;           /* first backoff of an unanswered refund call */
 
     enum log_format log_format; /* LOG_FORMAT: text | json */
 };

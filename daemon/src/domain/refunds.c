@@ -333,9 +333,8 @@ out:
 
 /* Refunds handed to Midtrans per sweep. */
 #define SEND_BATCH 16
-/* Backoff of a refund whose call got no answer: 30 s doubling to an hour. */
-#define RETRY_FIRST_S 30
-#define RETRY_MAX_S   3600
+/* Backoff of a refund whose call got no answer: REFUND_RETRY_S doubling to an hour. */
+#define RETRY_MAX_S 3600
 
 void refunds_schedule(struct vendd *v);
 
@@ -393,7 +392,7 @@ static void on_refund_answer(void *arg, const struct midtrans_result *res)
     struct vendd *v = s->v;
     struct db_value p[4];
     char now_iso[STORE_ISO_SIZE], next[STORE_ISO_SIZE], why[240];
-    int64_t backoff = RETRY_FIRST_S;
+    int64_t backoff = v->conf->refund_retry_s;
     bool retry =
         res->err == VEND_ETIMEDOUT || res->err == VEND_EUNAVAILABLE || res->err == VEND_EIO;
     int rc;
