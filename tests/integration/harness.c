@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 
 #include <curl/curl.h>
 #include <mqtt_protocol.h>
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #define TERM_WAIT_MS 10000
@@ -80,7 +82,23 @@ static int free_port(uint16_t *port)
     return rc;
 }
 
-/* The child's environment: a fixed set, the sanitizer options, the caller's extras. */
+/* Variables of vendd's environment besides the caller's extras (build_env()). */
+#define ENV_FIXED 16
+
+/* true if the caller's extras name variable name (then the harness does not set it). */
+static bool extra_has(const struct harness *h, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (size_t i = 0; i < h->nextra_env; i++) {
+        if (strncmp(h->extra_env[i], name, len) == 0 && h->extra_env[i][len] == '=')
+            return true;
+    }
+    return false;
+}
+
+/* The child's environment: a fixed set, the sanitizer options, the fake Midtrans (when
+ * wired), the caller's extras. */
 static size_t build_env(const struct harness *h, char vars[][HARNESS_PATH_MAX + 32], size_t max,
                         char **envp)
 {
@@ -99,6 +117,20 @@ static size_t build_env(const struct harness *h, char vars[][HARNESS_PATH_MAX + 
     snprintf(vars[n++], sizeof(vars[0]), "MQTT_BROKER_URL=mqtt://127.0.0.1:%u",
              (unsigned)h->broker.port);
     snprintf(vars[n++], sizeof(vars[0]), "MACHINE_ID=VM01");
+    if (h->fake_wire && h->fake_port != 0) {
+        const unsigned fp = h->fake_port, vp = h->http_port;
+
+        if (!extra_has(h, "MIDTRANS_SERVER_KEY"))
+            snprintf(vars[n++], sizeof(vars[0]), "MIDTRANS_SERVER_KEY=%s", HARNESS_FAKE_KEY);
+        if (!extra_has(h, "MIDTRANS_API_BASE"))
+            snprintf(vars[n++], sizeof(vars[0]), "MIDTRANS_API_BASE=http://127.0.0.1:%u", fp);
+        if (!extra_has(h, "MIDTRANS_SNAP_BASE"))
+            snprintf(vars[n++], sizeof(vars[0]), "MIDTRANS_SNAP_BASE=http://127.0.0.1:%u/snap/v1",
+                     fp);
+        if (!extra_has(h, "MIDTRANS_NOTIFICATION_URL"))
+            snprintf(vars[n++], sizeof(vars[0]),
+                     "MIDTRANS_NOTIFICATION_URL=http://127.0.0.1:%u/api/payments/webhook", vp);
+    }
     for (size_t i = 0; i < h->nextra_env && n < max; i++)
         snprintf(vars[n++], sizeof(vars[0]), "%s", h->extra_env[i]);
     for (size_t i = 0; i < n; i++)
@@ -109,12 +141,12 @@ static size_t build_env(const struct harness *h, char vars[][HARNESS_PATH_MAX + 
 
 static int spawn_vendd(struct harness *h)
 {
-    char vars[HARNESS_ENV_MAX + 12][HARNESS_PATH_MAX + 32];
-    char *envp[HARNESS_ENV_MAX + 13];
+    char vars[HARNESS_ENV_MAX + ENV_FIXED][HARNESS_PATH_MAX + 32];
+    char *envp[HARNESS_ENV_MAX + ENV_FIXED + 1];
     pid_t parent = getpid();
     int fd;
 
-    build_env(h, vars, HARNESS_ENV_MAX + 12, envp);
+    build_env(h, vars, HARNESS_ENV_MAX + ENV_FIXED, envp);
     fd = open(h->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
         return fail("cannot open '%s': %s", h->log_path, strerror(errno));
@@ -288,7 +320,7 @@ int harness_env_set(struct harness *h, const char *kv)
     return 0;
 }
 
-int harness_start(struct harness *h, const char *const *extra_env)
+int harness_prepare(struct harness *h, const char *const *extra_env)
 {
     const char *tmp = getenv("TMPDIR");
     int n;
@@ -319,8 +351,18 @@ int harness_start(struct harness *h, const char *const *extra_env)
     }
     snprintf(h->db_path, sizeof(h->db_path), "%s/vendd.db", h->dir);
     snprintf(h->log_path, sizeof(h->log_path), "%s/vendd.log", h->dir);
-    if (test_broker_start(&h->broker) < 0 || free_port(&h->http_port) < 0 ||
-        harness_vendd_start(h) < 0) {
+    if (test_broker_start(&h->broker) < 0 || free_port(&h->http_port) < 0) {
+        harness_stop(h);
+        return -1;
+    }
+    return 0;
+}
+
+int harness_start(struct harness *h, const char *const *extra_env)
+{
+    if (harness_prepare(h, extra_env) < 0)
+        return -1;
+    if (harness_vendd_start(h) < 0) {
         harness_stop(h);
         return -1;
     }
@@ -333,6 +375,7 @@ void harness_stop(struct harness *h)
     struct dirent *e;
 
     harness_vendd_kill(h);
+    harness_fake_stop(h);
     test_broker_stop(&h->broker);
     if (h->dir[0] == '\0')
         return;
@@ -343,7 +386,7 @@ void harness_stop(struct harness *h)
     }
     d = opendir(h->dir);
     if (d != NULL) {
-        /* Flat: vendd.db, its -wal/-shm, vendd.log. */
+        /* Flat: vendd.db, its -wal/-shm, vendd.log, fake-midtrans.log. */
         while ((e = readdir(d)) != NULL) {
             if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
                 unlinkat(dirfd(d), e->d_name, 0);
@@ -431,10 +474,11 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-long harness_http(struct harness *h, const char *method, const char *path, const char *content_type,
-                  const char *body, size_t len, struct harness_reply *r)
+/* One HTTP request to 127.0.0.1:port (bearer: "" for none). */
+static long http_to(uint16_t port, const char *bearer, const char *method, const char *path,
+                    const char *content_type, const char *body, size_t len, struct harness_reply *r)
 {
-    char url[512], ctype[128];
+    char url[512], ctype[128], auth[160];
     struct curl_slist *hdrs = NULL;
     struct buf b = {0};
     long status = -1;
@@ -442,7 +486,7 @@ long harness_http(struct harness *h, const char *method, const char *path, const
 
     if (r != NULL)
         memset(r, 0, sizeof(*r));
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", (unsigned)h->http_port, path);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", (unsigned)port, path);
     snprintf(ctype, sizeof(ctype), "Content-Type: %s",
              content_type != NULL ? content_type : "application/json");
     c = curl_easy_init();
@@ -450,6 +494,10 @@ long harness_http(struct harness *h, const char *method, const char *path, const
         return fail("curl_easy_init failed");
     hdrs = curl_slist_append(hdrs, ctype);
     hdrs = curl_slist_append(hdrs, "Expect:");
+    if (bearer[0] != '\0') {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer);
+        hdrs = curl_slist_append(hdrs, auth);
+    }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
@@ -474,6 +522,76 @@ long harness_http(struct harness *h, const char *method, const char *path, const
         free(b.p);
     }
     return status;
+}
+
+long harness_http(struct harness *h, const char *method, const char *path, const char *content_type,
+                  const char *body, size_t len, struct harness_reply *r)
+{
+    return http_to(h->http_port, h->bearer, method, path, content_type, body, len, r);
+}
+
+struct woken_call {
+    struct harness *h;
+    const char *method, *path, *body;
+    struct harness_reply *r;
+    long status;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+};
+
+static void *woken_call_thread(void *arg)
+{
+    struct woken_call *w = arg;
+    long st = http_to(w->h->http_port, w->h->bearer, w->method, w->path, NULL, w->body,
+                      w->body != NULL ? strlen(w->body) : 0, w->r);
+
+    pthread_mutex_lock(&w->mu);
+    w->status = st;
+    w->done = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+long harness_call_wake(struct harness *h, const char *method, const char *path, const char *body,
+                       struct harness_reply *r, int patience_ms)
+{
+    struct woken_call w = {.h = h, .method = method, .path = path, .body = body, .r = r};
+    struct timespec ts;
+    pthread_t th;
+    bool done;
+
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    if (pthread_create(&th, NULL, woken_call_thread, &w) != 0) {
+        pthread_cond_destroy(&w.cv);
+        pthread_mutex_destroy(&w.mu);
+        return fail("pthread_create failed");
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += patience_ms / 1000;
+    ts.tv_nsec += (long)(patience_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&w.mu);
+    while (!w.done && pthread_cond_timedwait(&w.cv, &w.mu, &ts) == 0)
+        ;
+    done = w.done;
+    pthread_mutex_unlock(&w.mu);
+    if (!done) {
+        h->stalled++;
+        snprintf(h->stalled_what, sizeof(h->stalled_what), "%s %s", method, path);
+        fprintf(stderr, "harness: %s %s: no answer after %d ms; waking vendd with GET /health\n",
+                method, path, patience_ms);
+        http_to(h->http_port, "", "GET", "/health", NULL, NULL, 0, NULL);
+    }
+    pthread_join(th, NULL);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return w.status;
 }
 
 long harness_call(struct harness *h, const char *method, const char *path, const char *body,
@@ -732,6 +850,72 @@ out:
     return b.p;
 }
 
+/* Lines of text (one dump) as an array of pointers into a copy; NULL-terminated. */
+static char **dump_lines(const char *text, char **copy)
+{
+    size_t n = 1, i = 0;
+    char **lines, *p;
+
+    *copy = strdup(text);
+    if (*copy == NULL)
+        return NULL;
+    for (p = *copy; *p != '\0'; p++)
+        n += *p == '\n';
+    lines = calloc(n + 1, sizeof(*lines));
+    if (lines == NULL)
+        return NULL;
+    for (p = *copy; *p != '\0';) {
+        char *nl = strchr(p, '\n');
+
+        lines[i++] = p;
+        if (nl == NULL)
+            break;
+        *nl = '\0';
+        p = nl + 1;
+    }
+    return lines;
+}
+
+/* Lines of a not in b, each under its table's header; returns how many. */
+static int dump_missing(char **a, char **b, char sign)
+{
+    const char *table = "", *shown = NULL;
+    int n = 0;
+
+    for (size_t i = 0; a[i] != NULL; i++) {
+        bool found = false;
+
+        if (strncmp(a[i], "== ", 3) == 0) {
+            table = a[i];
+            continue;
+        }
+        for (size_t j = 0; b[j] != NULL && !found; j++)
+            found = strcmp(a[i], b[j]) == 0;
+        if (found)
+            continue;
+        if (shown != table)
+            fprintf(stderr, "%s\n", table);
+        shown = table;
+        fprintf(stderr, "%c %s\n", sign, a[i]);
+        n++;
+    }
+    return n;
+}
+
+int harness_db_diff(const char *before, const char *after)
+{
+    char *bc = NULL, *ac = NULL, **bl = dump_lines(before, &bc), **al = dump_lines(after, &ac);
+    int n = -1;
+
+    if (bl != NULL && al != NULL)
+        n = dump_missing(bl, al, '-') + dump_missing(al, bl, '+');
+    free(bl);
+    free(al);
+    free(bc);
+    free(ac);
+    return n;
+}
+
 /* ---- MQTT ----------------------------------------------------------------------------- */
 
 static void mq_on_connect(struct mosquitto *m, void *arg, int rc, int flags,
@@ -788,6 +972,8 @@ static void mq_on_message(struct mosquitto *m, void *arg, const struct mosquitto
 {
     struct harness_mqtt *c = arg;
     size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
+    harness_mqtt_fn *fn;
+    void *fn_arg;
 
     (void)m, (void)props;
     if (len > HARNESS_PAYLOAD_MAX)
@@ -798,10 +984,20 @@ static void mq_on_message(struct mosquitto *m, void *arg, const struct mosquitto
         c->payloads[c->n] = dup_bytes(msg->payload, len);
     }
     c->n++;
+    fn = c->on_message;
+    fn_arg = c->arg;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
-    if (c->on_message != NULL)
-        c->on_message(c, msg->topic, msg->payload, len, c->arg);
+    if (fn != NULL)
+        fn(c, msg->topic, msg->payload, len, fn_arg);
+}
+
+void harness_mqtt_set_handler(struct harness_mqtt *c, harness_mqtt_fn *on_message, void *arg)
+{
+    pthread_mutex_lock(&c->mu);
+    c->on_message = on_message;
+    c->arg = arg;
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* Wait (c->mu held) until *counter >= want; false on timeout. */
@@ -959,11 +1155,414 @@ int harness_answer(struct harness_mqtt *machine, const char *order_id, int slot,
     return harness_answer_ex(machine, order_id, slot, unit, true, true, NULL);
 }
 
+int harness_command_parse(const char *payload, char *order_id, size_t size, int *slot, int *unit)
+{
+    json_t *cmd = json_loads(payload, 0, NULL);
+    const char *type = json_string_value(json_object_get(cmd, "cmd"));
+    const char *id = json_string_value(json_object_get(cmd, "orderId"));
+    json_t *s = json_object_get(cmd, "slot"), *u = json_object_get(cmd, "unit");
+    int rc = -1;
+
+    if (type != NULL && strcmp(type, "dispense") == 0 && id != NULL && strlen(id) < size &&
+        json_is_integer(s) && (u == NULL || json_is_integer(u))) {
+        memcpy(order_id, id, strlen(id) + 1);
+        *slot = (int)json_integer_value(s);
+        *unit = u != NULL ? (int)json_integer_value(u) : 0;
+        rc = 0;
+    }
+    json_decref(cmd);
+    return rc;
+}
+
+void harness_autoanswer(struct harness_mqtt *c, const char *topic, const char *payload, size_t len,
+                        void *arg)
+{
+    struct harness_autoanswer *a = arg;
+    char order_id[128], res[320], unit_key[24] = "", text[HARNESS_PAYLOAD_MAX + 1];
+    int slot, unit;
+    bool ok;
+
+    if (strstr(topic, "/command") == NULL || len > HARNESS_PAYLOAD_MAX)
+        return;
+    memcpy(text, payload, len);
+    text[len] = '\0';
+    if (harness_command_parse(text, order_id, sizeof(order_id), &slot, &unit) < 0)
+        return;
+    ok = unit >= 64 || !(a->fail_units & ((uint64_t)1 << (unit > 0 ? unit : 1)));
+    if (unit > 0)
+        snprintf(unit_key, sizeof(unit_key), ",\"unit\":%d", unit);
+    snprintf(res, sizeof(res),
+             "{\"orderId\":\"%s\",\"slot\":%d%s,\"success\":%s,\"dropDetected\":%s,"
+             "\"durationMs\":850,\"error\":%s}",
+             order_id, slot, unit_key, ok ? "true" : "false", ok ? "true" : "false",
+             ok ? "null" : "\"JAMMED\"");
+    if (harness_mqtt_publish_nowait(c, "vm/VM01/dispense_result", res, strlen(res)) == 0) {
+        pthread_mutex_lock(&a->mu);
+        a->answered++;
+        pthread_mutex_unlock(&a->mu);
+    }
+}
+
+int harness_machine_online(struct harness *h, struct harness_mqtt *machine)
+{
+    static const char status[] = "{\"status\":\"ONLINE\",\"door\":\"CLOSED\",\"rssi\":-60,"
+                                 "\"fw\":\"1.0.0\"}";
+    int rc, want, ok;
+
+    pthread_mutex_lock(&machine->mu);
+    want = machine->pubacks + 1;
+    pthread_mutex_unlock(&machine->mu);
+    rc = mosquitto_publish_v5(machine->m, NULL, "vm/VM01/status", (int)strlen(status), status, 1,
+                              true, NULL);
+    if (rc != MOSQ_ERR_SUCCESS)
+        return fail("publish VM01's status: %s", mosquitto_strerror(rc));
+    pthread_mutex_lock(&machine->mu);
+    ok = cond_wait(machine, &machine->pubacks, want, 5000);
+    pthread_mutex_unlock(&machine->mu);
+    if (!ok)
+        return fail("no PUBACK for VM01's status");
+    return harness_sql_wait(h, "SELECT status FROM machines WHERE id = 'VM01'", "ONLINE", 5000);
+}
+
+/* ---- payments: fake-midtrans ---------------------------------------------------------- */
+
+#define FAKE_START_MS 5000
+
+int harness_fake_start(struct harness *h, const char *const *args)
+{
+    const char *bin = getenv("FAKE_MIDTRANS");
+    char retry[16], notify[128], log_path[HARNESS_PATH_MAX], line[256];
+    const char *argv[32];
+    size_t n = 0, len = 0;
+    pid_t parent = getpid();
+    unsigned port = 0;
+    int out[2], logfd;
+    uint64_t deadline = harness_now_ms() + FAKE_START_MS;
+
+    if (bin == NULL || access(bin, X_OK) != 0)
+        return fail("FAKE_MIDTRANS must name the fake-midtrans binary (got '%s')", bin ? bin : "");
+    if (h->fake_pid > 0)
+        return fail("fake-midtrans is already running");
+    if (h->dir[0] == '\0')
+        return fail("harness_fake_start() before harness_prepare()");
+    snprintf(retry, sizeof(retry), "%d", HARNESS_FAKE_RETRY_MS);
+    snprintf(notify, sizeof(notify), "http://127.0.0.1:%u/api/payments/webhook",
+             (unsigned)h->http_port);
+    snprintf(log_path, sizeof(log_path), "%s/fake-midtrans.log", h->dir);
+    argv[n++] = "fake-midtrans";
+    argv[n++] = "--port";
+    argv[n++] = "0";
+    argv[n++] = "--server-key";
+    argv[n++] = HARNESS_FAKE_KEY;
+    argv[n++] = "--retry-unit-ms";
+    argv[n++] = retry;
+    argv[n++] = "--notify-url";
+    argv[n++] = notify;
+    for (size_t i = 0; args != NULL && args[i] != NULL; i++) {
+        if (n == sizeof(argv) / sizeof(argv[0]) - 1)
+            return fail("fake-midtrans: too many arguments");
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (logfd < 0)
+        return fail("cannot open '%s': %s", log_path, strerror(errno));
+    if (pipe2(out, O_CLOEXEC) < 0) {
+        close(logfd);
+        return fail("pipe: %s", strerror(errno));
+    }
+    h->fake_pid = fork();
+    if (h->fake_pid < 0) {
+        h->fake_pid = 0;
+        close(logfd);
+        close(out[0]);
+        close(out[1]);
+        return fail("fork: %s", strerror(errno));
+    }
+    if (h->fake_pid == 0) {
+        sigset_t none;
+
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        dup2(out[1], 1);
+        dup2(logfd, 2);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(out[1]);
+    close(logfd);
+    /* Its first line names the port; a fake that never says it fails the test. */
+    while (len < sizeof(line) - 1) {
+        struct pollfd p = {.fd = out[0], .events = POLLIN};
+        int64_t left = (int64_t)deadline - (int64_t)harness_now_ms();
+        ssize_t r;
+
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        r = read(out[0], line + len, 1);
+        if (r <= 0 || line[len] == '\n')
+            break;
+        len++;
+    }
+    line[len] = '\0';
+    close(out[0]); /* it flushed the line; later writes to stdout get EPIPE, not a block */
+    if (sscanf(line, "fake-midtrans listening on 127.0.0.1:%u", &port) != 1 || port == 0 ||
+        port > 65535) {
+        harness_fake_stop(h);
+        return fail("fake-midtrans said '%s' (log: %s)", line, log_path);
+    }
+    h->fake_port = (uint16_t)port;
+    h->fake_wire = true;
+    return 0;
+}
+
+int harness_fake_stop(struct harness *h)
+{
+    uint64_t deadline = harness_now_ms() + TERM_WAIT_MS;
+    int status = 0;
+    bool exited = false;
+
+    if (h->fake_pid <= 0)
+        return 0;
+    kill(h->fake_pid, SIGTERM);
+    while (harness_now_ms() < deadline) {
+        if (waitpid(h->fake_pid, &status, WNOHANG) == h->fake_pid) {
+            exited = true;
+            break;
+        }
+        harness_sleep_ms(10);
+    }
+    if (!exited) {
+        kill(h->fake_pid, SIGKILL);
+        while (waitpid(h->fake_pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    }
+    h->fake_pid = 0;
+    h->fake_port = 0;
+    if (!exited || !WIFEXITED(status))
+        return fail("fake-midtrans did not exit on SIGTERM");
+    return WEXITSTATUS(status);
+}
+
+long harness_fake_call(struct harness *h, const char *method, const char *path, const char *body,
+                       struct harness_reply *r)
+{
+    if (h->fake_port == 0) {
+        if (r != NULL)
+            memset(r, 0, sizeof(*r));
+        return fail("fake-midtrans is not running");
+    }
+    return http_to(h->fake_port, "", method, path, NULL, body, body != NULL ? strlen(body) : 0, r);
+}
+
+json_t *harness_fake_tx(struct harness *h, const char *order_id)
+{
+    char path[160];
+    struct harness_reply r;
+    json_t *tx = NULL;
+
+    snprintf(path, sizeof(path), "/_fake/transactions/%s", order_id);
+    if (harness_fake_call(h, "GET", path, NULL, &r) == 200 && json_is_object(r.json))
+        tx = json_incref(r.json);
+    harness_reply_free(&r);
+    return tx;
+}
+
+int harness_fake_requests(struct harness *h, const char *method, const char *path, json_t **last)
+{
+    struct harness_reply r;
+    json_t *reqs, *e;
+    size_t i;
+    int n = 0;
+
+    if (last != NULL)
+        *last = NULL;
+    if (harness_fake_call(h, "GET", "/_fake/requests", NULL, &r) != 200) {
+        harness_reply_free(&r);
+        return fail("GET /_fake/requests failed");
+    }
+    reqs = json_object_get(r.json, "requests");
+    json_array_foreach(reqs, i, e)
+    {
+        const char *m = json_string_value(json_object_get(e, "method"));
+        const char *p = json_string_value(json_object_get(e, "path"));
+
+        if (m == NULL || p == NULL || strcmp(m, method) != 0 || strcmp(p, path) != 0)
+            continue;
+        n++;
+        if (last != NULL) {
+            json_decref(*last);
+            *last = json_incref(json_object_get(e, "json"));
+        }
+    }
+    harness_reply_free(&r);
+    return n;
+}
+
+/* Final notification attempts the fake logged for order_id (and status unless NULL). */
+static int fake_finals(struct harness *h, const char *order_id, const char *status, long *http)
+{
+    struct harness_reply r;
+    json_t *e;
+    size_t i;
+    int n = -1;
+
+    if (harness_fake_call(h, "GET", "/_fake/notifications", NULL, &r) == 200) {
+        n = 0;
+        json_array_foreach(json_object_get(r.json, "notifications"), i, e)
+        {
+            const char *o = json_string_value(json_object_get(e, "order_id"));
+            const char *st = json_string_value(json_object_get(e, "transaction_status"));
+
+            if (!json_is_true(json_object_get(e, "final")) || o == NULL ||
+                strcmp(o, order_id) != 0 || (status != NULL && (st == NULL || strcmp(st, status))))
+                continue;
+            n++;
+            if (http != NULL)
+                *http = (long)json_integer_value(json_object_get(e, "http_status"));
+        }
+    }
+    harness_reply_free(&r);
+    return n;
+}
+
+int harness_fake_notified(struct harness *h, const char *order_id, const char *status, int n,
+                          int timeout_ms, long *last_http)
+{
+    uint64_t deadline = harness_now_ms() + (uint64_t)timeout_ms;
+    int got;
+
+    for (;;) {
+        got = fake_finals(h, order_id, status, last_http);
+        if (got >= n)
+            return got;
+        if (harness_now_ms() >= deadline)
+            break;
+        harness_sleep_ms(10);
+    }
+    return fail("fake-midtrans: %d finished '%s' notification(s) for '%s' after %d ms, wanted %d",
+                got, status != NULL ? status : "*", order_id, timeout_ms, n);
+}
+
+/* vendd's MIDTRANS_TIMEOUT_MS as the harness gives it (10000 when not given). */
+static long midtrans_timeout_ms(const struct harness *h)
+{
+    static const char name[] = "MIDTRANS_TIMEOUT_MS=";
+
+    for (size_t i = 0; i < h->nextra_env; i++) {
+        if (strncmp(h->extra_env[i], name, sizeof(name) - 1) == 0)
+            return strtol(h->extra_env[i] + sizeof(name) - 1, NULL, 10);
+    }
+    return 10000;
+}
+
+long harness_order_customer(struct harness *h, const char *items_json, const char *method, char *id,
+                            size_t id_size, struct harness_reply *r)
+{
+    struct harness_reply own;
+    struct harness_reply *rr = r != NULL ? r : &own;
+    char body[1024];
+    const char *got;
+    long st;
+
+    snprintf(body, sizeof(body), "{\"machine_id\":\"VM01\",\"items\":%s,\"payment_method\":\"%s\"}",
+             items_json, method);
+    /* Midtrans may take up to MIDTRANS_TIMEOUT_MS (at most 60 s) before vendd answers. */
+    st = harness_call_wake(h, "POST", "/api/orders", body, rr,
+                           (int)midtrans_timeout_ms(h) + HARNESS_PATIENCE_MS);
+    if (id != NULL && id_size > 0) {
+        id[0] = '\0';
+        got = st == 201 ? harness_reply_str(rr, "order_id") : NULL;
+        if (got != NULL && strlen(got) < id_size)
+            memcpy(id, got, strlen(got) + 1);
+    }
+    if (rr == &own)
+        harness_reply_free(&own);
+    return st;
+}
+
+void harness_midtrans_sign(const char *order_id, const char *status_code, const char *gross,
+                           const char *key, char out[129])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+    out[0] = '\0';
+    if (ctx == NULL)
+        return;
+    if (EVP_DigestInit_ex(ctx, EVP_sha512(), NULL) == 1 &&
+        EVP_DigestUpdate(ctx, order_id, strlen(order_id)) == 1 &&
+        EVP_DigestUpdate(ctx, status_code, strlen(status_code)) == 1 &&
+        EVP_DigestUpdate(ctx, gross, strlen(gross)) == 1 &&
+        EVP_DigestUpdate(ctx, key, strlen(key)) == 1 && EVP_DigestFinal_ex(ctx, md, &n) == 1 &&
+        n == 64) {
+        for (unsigned int i = 0; i < n; i++) {
+            out[2 * i] = hex[md[i] >> 4];
+            out[2 * i + 1] = hex[md[i] & 0xf];
+        }
+        out[128] = '\0';
+    }
+    EVP_MD_CTX_free(ctx);
+}
+
+long harness_notify(struct harness *h, const char *order_id, const char *status, const char *gross,
+                    const char *key, struct harness_reply *r)
+{
+    const char *code = "202";
+    char sig[129], sigfield[160] = "", body[1024];
+
+    if (strcmp(status, "settlement") == 0 || strcmp(status, "capture") == 0)
+        code = "200";
+    else if (strcmp(status, "pending") == 0)
+        code = "201";
+    if (key != NULL) {
+        harness_midtrans_sign(order_id, code, gross, key, sig);
+        snprintf(sigfield, sizeof(sigfield), "\"signature_key\":\"%s\",", sig);
+    }
+    snprintf(body, sizeof(body),
+             "{\"transaction_time\":\"2025-11-04 17:30:00\",\"transaction_status\":\"%s\","
+             "\"transaction_id\":\"it-%s\",\"status_message\":\"midtrans payment notification\","
+             "\"status_code\":\"%s\",%s\"payment_type\":\"qris\",\"order_id\":\"%s\","
+             "\"merchant_id\":\"G000000001\",\"gross_amount\":\"%s\",\"currency\":\"IDR\","
+             "\"fraud_status\":\"accept\"}",
+             status, order_id, code, sigfield, order_id, gross);
+    return harness_call(h, "POST", "/api/payments/webhook", body, r);
+}
+
+int harness_sql_exec(const struct harness *h, const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    int rc;
+
+    if (sqlite3_open_v2(h->db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        fail("cannot open '%s': %s", h->db_path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_busy_timeout(db, 2000);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fail("SQL '%s': %s", sql, err != NULL ? err : sqlite3_errmsg(db));
+        sqlite3_free(err);
+        sqlite3_close(db);
+        return -1;
+    }
+    rc = sqlite3_changes(db);
+    sqlite3_close(db);
+    return rc;
+}
+
 /* ---- the usual fixture ---------------------------------------------------------------- */
 
-struct harness_fixture *harness_fixture_new(const char *const *extra_env,
-                                            const struct harness_slot *slots,
-                                            const char *machine_client_id)
+static struct harness_fixture *fixture_new(const char *const *extra_env,
+                                           const char *const *fake_args, bool midtrans,
+                                           const struct harness_slot *slots,
+                                           const char *machine_client_id)
 {
     struct harness_fixture *f = calloc(1, sizeof(*f));
 
@@ -971,10 +1570,12 @@ struct harness_fixture *harness_fixture_new(const char *const *extra_env,
         fail("out of memory");
         return NULL;
     }
-    if (harness_start(&f->h, extra_env) < 0) {
+    if (harness_prepare(&f->h, extra_env) < 0) {
         free(f);
         return NULL;
     }
+    if ((midtrans && harness_fake_start(&f->h, fake_args) < 0) || harness_vendd_start(&f->h) < 0)
+        goto undo;
     for (size_t i = 0; slots != NULL && slots[i].slot != 0; i++) {
         if (harness_put_slot(&f->h, slots[i].slot, slots[i].stock, slots[i].motor_ms) < 0)
             goto undo;
@@ -983,11 +1584,30 @@ struct harness_fixture *harness_fixture_new(const char *const *extra_env,
         harness_mqtt_open(&f->machine, f->h.broker.port, machine_client_id, "vm/VM01/command", NULL,
                           NULL) < 0)
         goto undo;
+    if (midtrans && machine_client_id != NULL && harness_machine_online(&f->h, &f->machine) < 0)
+        goto undo_machine;
     return f;
+undo_machine:
+    harness_mqtt_close(&f->machine);
 undo:
     harness_stop(&f->h);
     free(f);
     return NULL;
+}
+
+struct harness_fixture *harness_fixture_new(const char *const *extra_env,
+                                            const struct harness_slot *slots,
+                                            const char *machine_client_id)
+{
+    return fixture_new(extra_env, NULL, false, slots, machine_client_id);
+}
+
+struct harness_fixture *harness_fixture_new_midtrans(const char *const *extra_env,
+                                                     const char *const *fake_args,
+                                                     const struct harness_slot *slots,
+                                                     const char *machine_client_id)
+{
+    return fixture_new(extra_env, fake_args, true, slots, machine_client_id);
 }
 
 void harness_fixture_free(struct harness_fixture *f)

@@ -13,6 +13,9 @@
  * Most tests want the same start: harness_fixture_new() brings up all of that, creates VM01's
  * slots and connects a client playing machine VM01 (harness_answer() sends its results).
  *
+ * Payments: harness_fake_start() runs the real fake-midtrans ($FAKE_MIDTRANS) beside them and
+ * points vendd at it; harness_fixture_new_midtrans() is the fixture with it.
+ *
  * No cmocka here (the benchmark links it too): functions return 0 / a count on success and
  * -1 on failure after one line on stderr naming what failed. Every wait is bounded.
  * Not thread-safe except where said (the MQTT client's callbacks run on its own thread).
@@ -49,6 +52,17 @@ struct harness {
     uint16_t http_port;
     pid_t pid;  /* vendd, 0 while not running */
     int starts; /* successful harness_vendd_start() calls */
+    /* fake-midtrans (harness_fake_start()): 0 while not running */
+    pid_t fake_pid;
+    uint16_t fake_port;
+    /* Give vendd MIDTRANS_SERVER_KEY, _API_BASE, _SNAP_BASE and _NOTIFICATION_URL pointing at
+     * the fake (set by harness_fake_start(); an extra_env of the same name wins). */
+    bool fake_wire;
+    char bearer[128]; /* when not "": every HTTP request to vendd sends Authorization: Bearer */
+    /* Requests of harness_call_wake() that vendd answered only once another request woke its
+     * HTTP server, and the last one's method and path. */
+    int stalled;
+    char stalled_what[160];
 };
 
 /*
@@ -56,6 +70,8 @@ struct harness {
  * "KEY=VALUE" list, or NULL). On failure everything started is stopped again.
  */
 int harness_start(struct harness *h, const char *const *extra_env);
+/* harness_start() without starting vendd (to start fake-midtrans first). */
+int harness_prepare(struct harness *h, const char *const *extra_env);
 /* Stop vendd (SIGKILL if still running), the broker, remove the directory. Safe twice. */
 void harness_stop(struct harness *h);
 
@@ -98,6 +114,14 @@ struct harness_reply {
  */
 long harness_http(struct harness *h, const char *method, const char *path, const char *content_type,
                   const char *body, size_t len, struct harness_reply *r);
+/*
+ * harness_call(), but a request vendd has not answered after patience_ms is taken as stalled:
+ * GET /health is sent to make vendd's HTTP server run again (which delivers an answer it had
+ * made but not sent), h->stalled is counted, and the answer is waited for as usual. A test
+ * asserts h->stalled == 0 where every answer must come by itself.
+ */
+long harness_call_wake(struct harness *h, const char *method, const char *path, const char *body,
+                       struct harness_reply *r, int patience_ms);
 /* JSON convenience: body is a NUL-terminated JSON text (or NULL). */
 long harness_call(struct harness *h, const char *method, const char *path, const char *body,
                   struct harness_reply *r);
@@ -129,6 +153,9 @@ int harness_sql_int(const struct harness *h, const char *sql, long long *out);
 int harness_sql_wait(const struct harness *h, const char *sql, const char *want, int timeout_ms);
 /* Every row of every table (by name, rows by rowid) as text; malloc'd, NULL on error. */
 char *harness_db_dump(const struct harness *h);
+/* Print to stderr the rows of two dumps that differ ("-" only before, "+" only after), under
+ * their table's name; returns how many. */
+int harness_db_diff(const char *before, const char *after);
 
 /* ---- MQTT client ------------------------------------------------------------------------ */
 
@@ -179,6 +206,95 @@ int harness_answer(struct harness_mqtt *machine, const char *order_id, int slot,
 int harness_answer_ex(struct harness_mqtt *machine, const char *order_id, int slot, int unit,
                       bool success, bool drop, const char *error);
 
+/* Install (or clear, with NULL) c's message callback; safe while messages arrive. */
+void harness_mqtt_set_handler(struct harness_mqtt *c, harness_mqtt_fn *on_message, void *arg);
+/*
+ * Read a dispense command (vm/{id}/command): orderId into order_id, slot, and unit (0 when
+ * the command has no "unit"). Returns 0, or -1 if payload is not a dispense command.
+ */
+int harness_command_parse(const char *payload, char *order_id, size_t size, int *slot, int *unit);
+
+/*
+ * A machine that answers every dispense command by itself (install with
+ * harness_mqtt_set_handler(&machine, harness_autoanswer, &a)): success and a drop, except
+ * for the units whose bit is set in fail_units (bit N = unit N; a command without "unit" is
+ * unit 1), which fail with JAMMED. Counts the commands it answered.
+ */
+struct harness_autoanswer {
+    uint64_t fail_units;
+    pthread_mutex_t mu; /* guards answered; init with PTHREAD_MUTEX_INITIALIZER */
+    int answered;
+};
+harness_mqtt_fn harness_autoanswer;
+
+/* VM01 says it is ONLINE (retained status) and vendd has recorded it. */
+int harness_machine_online(struct harness *h, struct harness_mqtt *machine);
+
+/* ---- payments: fake-midtrans ($FAKE_MIDTRANS) ------------------------------------------- */
+
+/* The server key the fake is started with (a test signs notifications with it). */
+#define HARNESS_FAKE_KEY      "SB-Mid-server-vendd0it0harness0key"
+#define HARNESS_FAKE_RETRY_MS 5 /* the fake's "minute" of its notification retry schedule */
+
+/*
+ * Start the real fake-midtrans binary (from the environment variable FAKE_MIDTRANS) on
+ * 127.0.0.1 port 0 with --server-key HARNESS_FAKE_KEY, --retry-unit-ms HARNESS_FAKE_RETRY_MS,
+ * --notify-url vendd's webhook, and args (NULL-terminated extra arguments, or NULL); its
+ * stderr goes to dir/fake-midtrans.log. Sets fake_wire, so a vendd started from now on talks
+ * to it. Call after harness_prepare() (it needs the directory and vendd's port).
+ */
+int harness_fake_start(struct harness *h, const char *const *args);
+/* SIGTERM the fake and wait (bounded, then SIGKILL). Its exit status, -1 if killed. Safe twice. */
+int harness_fake_stop(struct harness *h);
+/* An HTTP call to the fake (its control API /_fake/... ); as harness_call(). */
+long harness_fake_call(struct harness *h, const char *method, const char *path, const char *body,
+                       struct harness_reply *r);
+/*
+ * GET /_fake/transactions/{order_id}: the fake's view of the transaction (the caller's
+ * reference, json_decref() it), or NULL if it has none.
+ */
+json_t *harness_fake_tx(struct harness *h, const char *order_id);
+/* Requests the fake logged for path (exact, e.g. "/v2/ORD.../refund"); -1 on error. With
+ * last (may be NULL) the last such request's logged JSON body (caller's reference). */
+int harness_fake_requests(struct harness *h, const char *method, const char *path, json_t **last);
+/*
+ * Wait until the fake has finished delivering (final attempt, retries included) at least n
+ * notifications for order_id, of transaction_status status (NULL: any). Returns how many it
+ * has, or -1 on timeout; *last_http (may be NULL) gets the last one's HTTP status from vendd.
+ */
+int harness_fake_notified(struct harness *h, const char *order_id, const char *status, int n,
+                          int timeout_ms, long *last_http);
+
+/*
+ * POST /api/orders as a customer: {"machine_id":"VM01","items":items_json,
+ * "payment_method":method}, through harness_call_wake() (patience HARNESS_PATIENCE_MS beyond
+ * MIDTRANS_TIMEOUT_MS, see there). Returns the HTTP status; on 201 the new order's id goes to
+ * id. r (optional) gets the reply, as harness_http().
+ */
+#define HARNESS_PATIENCE_MS 1500
+long harness_order_customer(struct harness *h, const char *items_json, const char *method, char *id,
+                            size_t id_size, struct harness_reply *r);
+
+/* Midtrans's signature_key: lowercase hex SHA-512(order_id + status_code + gross + key). */
+void harness_midtrans_sign(const char *order_id, const char *status_code, const char *gross,
+                           const char *key, char out[129]);
+/*
+ * Send vendd's webhook a Midtrans notification for order_id: transaction_status status with
+ * its status_code (settlement/capture 200, pending 201, other 202), gross_amount gross
+ * ("8000.00"), payment_type qris, fraud_status accept, signed with key (NULL: no
+ * signature_key). Returns the HTTP status; r optional as harness_http().
+ */
+long harness_notify(struct harness *h, const char *order_id, const char *status, const char *gross,
+                    const char *key, struct harness_reply *r);
+
+/* ---- SQLite, writing (only while vendd is stopped) -------------------------------------- */
+
+/*
+ * Run sql on vendd's file: a test moves vendd's wall clock this way (timestamps set in the
+ * past while vendd is down, as if that time had passed). Returns the rows changed, or -1.
+ */
+int harness_sql_exec(const struct harness *h, const char *sql);
+
 /* ---- the usual fixture ------------------------------------------------------------------ */
 
 /* A slot of VM01 to create before the test: "Coca Cola", price 8000 (harness_put_slot()). */
@@ -202,6 +318,15 @@ struct harness_fixture {
 struct harness_fixture *harness_fixture_new(const char *const *extra_env,
                                             const struct harness_slot *slots,
                                             const char *machine_client_id);
+/*
+ * The same with payments: fake-midtrans started first (harness_fake_start() with fake_args)
+ * and vendd pointed at it; with a machine, VM01 is also ONLINE (harness_machine_online()),
+ * since a customer order needs a machine that is there.
+ */
+struct harness_fixture *harness_fixture_new_midtrans(const char *const *extra_env,
+                                                     const char *const *fake_args,
+                                                     const struct harness_slot *slots,
+                                                     const char *machine_client_id);
 /* Closes the machine client, harness_stop(), frees f. NULL is fine. */
 void harness_fixture_free(struct harness_fixture *f);
 

@@ -205,7 +205,8 @@ static void created(struct call *c, const struct midtrans_result *res)
         p[4] = DB_TEXT(next);
         rc = db_exec(v->db,
                      "UPDATE orders SET payment_token = $2, payment_url = $3, payment_qr = $4, "
-                     "next_check_at = $5 WHERE id = $1",
+                     "next_check_at = CASE WHEN $5 < expires_at THEN $5 ELSE expires_at END "
+                     "WHERE id = $1",
                      p, 5, NULL, NULL);
         if (rc < 0)
             log_warnx("order '%s': cannot store its payment details: %s", c->order_id,
@@ -377,8 +378,8 @@ static void checkout_arm(struct vendd *v);
 static void checked(struct call *c, const struct midtrans_result *res)
 {
     struct vendd *v = c->v;
-    char expires[STORE_ISO_SIZE], now_iso[STORE_ISO_SIZE], *raw;
-    struct db_value p[1] = {DB_TEXT(c->order_id)};
+    char expires[STORE_ISO_SIZE], next[STORE_ISO_SIZE], *raw;
+    struct db_value p[1] = {DB_TEXT(c->order_id)}, q[2];
     const char *outcome = NULL;
     int64_t total = 0, at = 0;
     bool expired;
@@ -417,11 +418,22 @@ static void checked(struct call *c, const struct midtrans_result *res)
                           "SELECT expires_at FROM orders WHERE id = $1 AND status = "
                           "'PENDING'",
                           p, 1, expires, sizeof(expires));
-    vendd_now_iso(v, now_iso, sizeof(now_iso));
     expired = rc == 1 && (store_iso_parse(expires, &at) < 0 || at <= v->now_ms());
-    if (expired)
+    if (expired) {
         expire_order(v, c->order_id);
-    (void)now_iso;
+        return;
+    }
+    if (rc != 1)
+        return;
+    /* Asked again after the interval, or at its expiry if that comes first. */
+    db_iso_time(next, sizeof(next), v->now_ms() + PAYMENT_CHECK_INTERVAL_S * 1000);
+    q[0] = DB_TEXT(c->order_id);
+    q[1] = DB_TEXT(next);
+    if (db_exec(v->db,
+                "UPDATE orders SET next_check_at = CASE WHEN $2 < expires_at THEN $2 "
+                "ELSE expires_at END WHERE id = $1 AND status = 'PENDING'",
+                q, 2, NULL, NULL) < 0)
+        log_warnx("order '%s': cannot schedule its next check: %s", c->order_id, db_errmsg(v->db));
 }
 
 static void on_answer(void *arg, const struct midtrans_result *res)
