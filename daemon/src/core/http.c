@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -859,9 +860,17 @@ void http_server_free(struct http_server *s)
         return;
     /* MHD cannot stop with suspended connections: whoever still owes an answer is told
      * the service is going away. */
-    while (s->deferred != NULL)
-        http_deferred_error((struct http_deferred *)s->deferred, 503, "UNAVAILABLE",
-                            "vendd is stopping");
+    if (s->deferred != NULL) {
+        while (s->deferred != NULL)
+            http_deferred_error((struct http_deferred *)s->deferred, 503, "UNAVAILABLE",
+                                "vendd is stopping");
+        /* Let MHD send those answers before it closes the connections: a few runs, a few
+         * milliseconds at most (a client that does not read gets its connection closed). */
+        for (int i = 0; i < 20 && s->mhd != NULL; i++) {
+            MHD_run(s->mhd);
+            usleep(1000);
+        }
+    }
     if (s->epoll_fd >= 0)
         loop_io_del(s->loop, s->epoll_fd);
     loop_timer_del(s->loop, s->timer_id);

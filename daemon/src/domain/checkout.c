@@ -561,6 +561,7 @@ static void checkout_arm(struct vendd *v)
 
 int checkout_resume(struct vendd *v)
 {
+    struct due_list unfinished = {0};
     int64_t pending = 0;
 
     if (store_query_int(v->db, "SELECT count(*) FROM orders WHERE status = 'PENDING'", NULL, 0,
@@ -568,7 +569,23 @@ int checkout_resume(struct vendd *v)
         return VEND_EDB;
     if (pending > 0)
         log_info("resuming %" PRId64 " order(s) waiting for payment", pending);
-    /* Whatever was in flight when we stopped is asked about now. */
+    /* Orders whose creation was in flight when we stopped: the customer never got a QR or a
+     * payment page, so nobody can pay them. They end now (here and at Midtrans) instead of
+     * holding their stock until they expire; a payment that still comes is refunded. */
+    do {
+        unfinished.n = 0;
+        if (db_exec(v->db,
+                    "SELECT id FROM orders WHERE status = 'PENDING' AND origin = 'customer' "
+                    "AND payment_qr IS NULL AND payment_token IS NULL",
+                    NULL, 0, take_due, &unfinished) < 0)
+            return VEND_EDB;
+        for (size_t i = 0; i < unfinished.n; i++) {
+            if (cancel_locally(v, unfinished.ids[i], "its creation was cut short by a restart") < 0)
+                return VEND_EDB;
+            call_simple(v, CALL_CANCEL, unfinished.ids[i]);
+        }
+    } while (unfinished.n == CHECK_BATCH);
+    /* Whatever else was in flight when we stopped is asked about now. */
     if (db_exec(v->db,
                 "UPDATE orders SET next_check_at = created_at WHERE status = 'PENDING' "
                 "AND (next_check_at IS NULL OR next_check_at > expires_at)",

@@ -75,13 +75,14 @@ static int take_string(const json_t *obj, const char *key, bool required, char *
     return VEND_OK;
 }
 
-/* "10000", "10000.0" or "10000.00" -> 10000; IDR has no cents, so any other fraction fails. */
+/* "10000" or "10000.00" (at most two decimals, all zero) -> 10000: IDR has no cents, and
+ * Midtrans writes amounts that way; anything else ("010000", "1e4", "10000.001") is refused. */
 static int parse_amount(const char *s, int64_t *out)
 {
     int64_t v = 0;
     const char *p = s;
 
-    if (*p < '0' || *p > '9')
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] >= '0' && p[1] <= '9'))
         return VEND_ERANGE;
     for (; *p >= '0' && *p <= '9'; p++) {
         if (v > (INT64_MAX - 9) / 10 || p - s >= 15)
@@ -89,10 +90,11 @@ static int parse_amount(const char *s, int64_t *out)
         v = v * 10 + (*p - '0');
     }
     if (*p == '.') {
-        if (p[1] == '\0')
+        size_t zeros = strspn(p + 1, "0");
+
+        if (zeros < 1 || zeros > 2)
             return VEND_ERANGE;
-        for (p++; *p == '0'; p++)
-            ;
+        p += 1 + zeros;
     }
     if (*p != '\0')
         return VEND_ERANGE;

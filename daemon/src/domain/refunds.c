@@ -228,11 +228,16 @@ int refunds_confirmed_locked(struct vendd *v, const char *order_id, const char *
     int64_t id = 0;
     int rc;
 
-    rc = store_query_int(v->db, "SELECT id FROM refunds WHERE order_id = $1 AND status = 'SENT'", p,
-                         1, &id);
+    /* Midtrans's signed word ends any refund it was ever asked for: in flight, back in the
+     * queue after a call without an answer, or refused on a retry and waiting for a person
+     * (who must not pay it again). */
+    rc = store_query_int(v->db,
+                         "SELECT id FROM refunds WHERE order_id = $1 AND attempts > 0 "
+                         "AND status IN ('SENT', 'QUEUED', 'OPERATOR')",
+                         p, 1, &id);
     if (rc <= 0)
         return rc;
-    rc = done_locked(v, id, order_id, NULL, now_iso);
+    rc = done_locked(v, id, order_id, "confirmed by Midtrans", now_iso);
     return rc < 0 ? rc : 1;
 }
 
@@ -356,7 +361,7 @@ static int to_operator_locked(struct vendd *v, int64_t id, const char *order_id,
                               const char *machine_id, const char *why, const char *now_iso)
 {
     struct db_value p[3] = {DB_INT(id), DB_TEXT(why), DB_TEXT(now_iso)};
-    char msg[256];
+    char msg[512];
     int rc = db_exec(v->db,
                      "UPDATE refunds SET status = 'OPERATOR', last_error = $2, updated_at = $3 "
                      "WHERE id = $1 AND status IN ('QUEUED', 'SENT')",
@@ -435,7 +440,14 @@ static void on_refund_answer(void *arg, const struct midtrans_result *res)
                                      now_iso);
         }
     } else {
-        rc = to_operator_locked(v, s->id, s->order_id, s->machine_id, why, now_iso);
+        char said[400];
+
+        /* Refused after an earlier call that got no answer: that one may have gone through. */
+        snprintf(said, sizeof(said), "%s%s", why,
+                 s->attempts > 1 ? "; an earlier call got no answer and may have paid it: check "
+                                   "the Midtrans dashboard before paying by hand"
+                                 : "");
+        rc = to_operator_locked(v, s->id, s->order_id, s->machine_id, said, now_iso);
     }
     if (rc < 0)
         goto out;
