@@ -209,17 +209,21 @@ static int get_int(const struct dec *d, int obj, const char *prefix, const char 
     return VEND_OK;
 }
 
-static int get_bool(const struct dec *d, int obj, const char *key, bool *out)
+/* Reads a boolean field. *present stays false for an absent optional field. */
+static int get_bool(const struct dec *d, int obj, const char *key, bool required, bool *out,
+                    bool *present)
 {
     int v = field_find(d, obj, key);
     char c;
 
+    *present = false;
     if (v < 0)
-        return fail(d, VEND_EMISSING, NULL, key);
+        return required ? fail(d, VEND_EMISSING, NULL, key) : VEND_OK;
     c = tok_text(d, v)[0];
     if (d->tok[v].type != JSMN_PRIMITIVE || (c != 't' && c != 'f'))
         return fail(d, VEND_ETYPE, NULL, key);
     *out = c == 't';
+    *present = true;
     return VEND_OK;
 }
 
@@ -273,6 +277,12 @@ static bool error_code_char(char c)
 static bool fw_char(char c)
 {
     return is_alnum(c) || c == '.' || c == '_' || c == '+' || c == '-';
+}
+
+/* A config key name, or "(root)" for a config that failed as a whole. */
+static bool config_error_char(char c)
+{
+    return is_alnum(c) || c == '_' || c == '(' || c == ')';
 }
 
 /* s[0..n) is 1..max characters accepted by ok(); n counts bytes, so a NUL fails. */
@@ -361,15 +371,25 @@ static int command_fields(const struct dec *d, struct vend_command *out)
         return rc;
     if (!vend_order_id_valid_len(out->order_id, n))
         return fail(d, VEND_ERANGE, NULL, "orderId");
-    rc = get_int(d, 0, NULL, "timeoutMs", true, VEND_TIMEOUT_MS_MIN, VEND_TIMEOUT_MS_MAX, &v,
-                 &present);
-    if (rc < 0)
-        return rc;
-    out->timeout_ms = (uint32_t)v;
+    /* A settle runs no motor and is never late: it has neither key, and ignores them. */
+    if (out->cmd == VEND_CMD_DISPENSE) {
+        rc = get_int(d, 0, NULL, "timeoutMs", true, VEND_TIMEOUT_MS_MIN, VEND_TIMEOUT_MS_MAX, &v,
+                     &present);
+        if (rc < 0)
+            return rc;
+        out->timeout_ms = (uint32_t)v;
+    }
     rc = get_int(d, 0, NULL, "unit", false, VEND_UNIT_MIN, VEND_UNIT_MAX, &v, &present);
     if (rc < 0)
         return rc;
     out->unit = present ? (uint16_t)v : 0;
+    if (out->cmd == VEND_CMD_DISPENSE) {
+        rc = get_int(d, 0, NULL, "expiresAt", false, VEND_EXPIRES_AT_MIN, VEND_EXPIRES_AT_MAX, &v,
+                     &present);
+        if (rc < 0)
+            return rc;
+        out->expires_at_ms = present ? (uint64_t)v : 0;
+    }
     return VEND_OK;
 }
 
@@ -390,10 +410,10 @@ static int result_fields(const struct dec *d, struct vend_dispense_result *out)
     if (rc < 0)
         return rc;
     out->slot = (uint16_t)v;
-    rc = get_bool(d, 0, "success", &out->success);
+    rc = get_bool(d, 0, "success", true, &out->success, &present);
     if (rc < 0)
         return rc;
-    rc = get_bool(d, 0, "dropDetected", &out->drop_detected);
+    rc = get_bool(d, 0, "dropDetected", true, &out->drop_detected, &present);
     if (rc < 0)
         return rc;
     rc = get_int(d, 0, NULL, "durationMs", false, 0, VEND_DURATION_MS_MAX, &v, &present);
@@ -532,6 +552,17 @@ static int status_fields(const struct dec *d, struct vend_status *out)
     if (present && !charset_ok(out->fw, n, VEND_FW_MAX, fw_char))
         return fail(d, VEND_ERANGE, NULL, "fw");
     out->has_fw = present;
+    rc = get_bool(d, 0, "settle", false, &out->settle, &present);
+    if (rc < 0)
+        return rc;
+    out->has_settle = present;
+    rc = get_str(d, 0, NULL, "configError", false, false, out->config_error, VEND_CONFIG_ERROR_MAX,
+                 &n, &present);
+    if (rc < 0)
+        return rc;
+    if (present && !charset_ok(out->config_error, n, VEND_CONFIG_ERROR_MAX, config_error_char))
+        return fail(d, VEND_ERANGE, NULL, "configError");
+    out->has_config_error = present;
     return VEND_OK;
 }
 
@@ -610,6 +641,19 @@ static void put_lit(struct out *o, const char *s)
 static void put_uint(struct out *o, uint32_t v)
 {
     char num[10];
+    size_t n = sizeof(num);
+
+    do {
+        num[--n] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v > 0);
+    put(o, num + n, sizeof(num) - n);
+}
+
+/* Epoch milliseconds: more digits than put_uint() holds. */
+static void put_uint64(struct out *o, uint64_t v)
+{
+    char num[20];
     size_t n = sizeof(num);
 
     do {
@@ -715,6 +759,16 @@ static bool unit_ok(uint16_t unit)
     return unit == 0 || in_range(unit, VEND_UNIT_MIN, VEND_UNIT_MAX);
 }
 
+/* A settle has no timeout and no expiry: both zero, so that decode(encode(x)) == x. */
+static bool command_timing_ok(const struct vend_command *in)
+{
+    if (in->cmd == VEND_CMD_SETTLE)
+        return in->timeout_ms == 0 && in->expires_at_ms == 0;
+    return in_range(in->timeout_ms, VEND_TIMEOUT_MS_MIN, VEND_TIMEOUT_MS_MAX) &&
+           (in->expires_at_ms == 0 || (in->expires_at_ms >= (uint64_t)VEND_EXPIRES_AT_MIN &&
+                                       in->expires_at_ms <= (uint64_t)VEND_EXPIRES_AT_MAX));
+}
+
 int vend_encode_command(char *buf, size_t size, const struct vend_command *in)
 {
     struct out o;
@@ -722,8 +776,9 @@ int vend_encode_command(char *buf, size_t size, const struct vend_command *in)
     if (out_open(&o, buf, size, in) < 0)
         return VEND_EINVAL;
     if (vend_cmd_name(in->cmd) == NULL || !in_range(in->slot, VEND_SLOT_MIN, VEND_SLOT_MAX) ||
-        !order_id_ok(in->order_id) ||
-        !in_range(in->timeout_ms, VEND_TIMEOUT_MS_MIN, VEND_TIMEOUT_MS_MAX) || !unit_ok(in->unit))
+        !order_id_ok(in->order_id) || !unit_ok(in->unit))
+        return VEND_EINVAL;
+    if (!command_timing_ok(in))
         return VEND_EINVAL;
     put(&o, "{", 1);
     put_key(&o, "cmd", true);
@@ -732,11 +787,17 @@ int vend_encode_command(char *buf, size_t size, const struct vend_command *in)
     put_uint(&o, in->slot);
     put_key(&o, "orderId", false);
     put_str(&o, in->order_id);
-    put_key(&o, "timeoutMs", false);
-    put_uint(&o, in->timeout_ms);
+    if (in->cmd == VEND_CMD_DISPENSE) {
+        put_key(&o, "timeoutMs", false);
+        put_uint(&o, in->timeout_ms);
+    }
     if (in->unit != 0) {
         put_key(&o, "unit", false);
         put_uint(&o, in->unit);
+    }
+    if (in->expires_at_ms != 0) {
+        put_key(&o, "expiresAt", false);
+        put_uint64(&o, in->expires_at_ms);
     }
     put(&o, "}", 1);
     return out_close(&o);
@@ -844,7 +905,11 @@ int vend_encode_status(char *buf, size_t size, const struct vend_status *in)
     if (vend_presence_name(in->status) == NULL ||
         (in->door != VEND_DOOR_UNKNOWN && !vend_door_name(in->door)) ||
         (in->has_rssi && !in_range(in->rssi, VEND_RSSI_MIN, VEND_RSSI_MAX)) ||
-        (in->has_fw && !charset_ok(in->fw, arr_len(in->fw, VEND_FW_MAX + 1), VEND_FW_MAX, fw_char)))
+        (in->has_fw &&
+         !charset_ok(in->fw, arr_len(in->fw, VEND_FW_MAX + 1), VEND_FW_MAX, fw_char)) ||
+        (in->has_config_error &&
+         !charset_ok(in->config_error, arr_len(in->config_error, VEND_CONFIG_ERROR_MAX + 1),
+                     VEND_CONFIG_ERROR_MAX, config_error_char)))
         return VEND_EINVAL;
     put(&o, "{", 1);
     put_key(&o, "status", true);
@@ -860,6 +925,14 @@ int vend_encode_status(char *buf, size_t size, const struct vend_status *in)
     if (in->has_fw) {
         put_key(&o, "fw", false);
         put_str(&o, in->fw);
+    }
+    if (in->has_settle) {
+        put_key(&o, "settle", false);
+        put_lit(&o, in->settle ? "true" : "false");
+    }
+    if (in->has_config_error) {
+        put_key(&o, "configError", false);
+        put_str(&o, in->config_error);
     }
     put(&o, "}", 1);
     return out_close(&o);

@@ -4,16 +4,20 @@
 #include "vend/err.h"
 #include "vend/msg.h"
 
-static const char *const cmd_names[] = {"dispense"};
+static const char *const cmd_names[] = {"dispense", "settle"};
 static const char *const level_names[] = {"EMPTY", "LOW", "MEDIUM", "HIGH", "FULL"};
 /* Index 0 is VEND_DOOR_UNKNOWN, which is never on the wire. */
 static const char *const door_names[] = {NULL, "OPEN", "CLOSED"};
 static const char *const presence_names[] = {"OFFLINE", "ONLINE"};
 static const char *const result_error_names[] = {
-    "TIMEOUT", "NO_DROP", "JAMMED", "INVALID_SLOT", "BUSY", "DOOR_OPEN", "EXPIRED", "MOTOR_FAULT",
+    "TIMEOUT", "NO_DROP",     "JAMMED",    "INVALID_SLOT", "BUSY",          "DOOR_OPEN",
+    "EXPIRED", "MOTOR_FAULT", "CANCELLED", "POWER_LOSS",   "JOURNAL_FAULT",
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+_Static_assert(NELEM(result_error_names) == VEND_RESULT_ERROR_COUNT,
+               "one wire name per enum vend_result_error");
 
 static const char *table_name(const char *const *names, size_t n, unsigned v)
 {

@@ -186,6 +186,11 @@ static const char spec_status[] =
 static const char spec_config[] =
     "{\"motorTimeout\":3000,\"dropSensorDelay\":50,\"telemetryInterval\":60000}";
 
+/* Shared pieces of the payloads below. */
+#define CMD_TAIL "\"orderId\":\"O1\",\"timeoutMs\":2150"
+#define RES_HEAD "{\"orderId\":\"O1\",\"slot\":1,\"success\":true,\"dropDetected\":true"
+#define CFG_TAIL "\"dropSensorDelay\":50,\"telemetryInterval\":60000}"
+
 typedef int encode_fn(char *buf, size_t size, const union any *in);
 
 static int enc_command(char *buf, size_t size, const union any *in)
@@ -248,6 +253,74 @@ static void encode_spec_forms(void **state)
     encode_exact(K_STATUS, "{\"status\":\"ONLINE\",\"rssi\":0,\"fw\":\"v5.1+g1_x-dirty\"}");
     encode_exact(K_CONFIG,
                  "{\"motorTimeout\":100,\"dropSensorDelay\":0,\"telemetryInterval\":86400000}");
+    /* The settling extension (docs/PROTOCOL.md). */
+    encode_exact(K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"ORD123456\","
+                            "\"timeoutMs\":2150,\"expiresAt\":1762252207150}");
+    encode_exact(K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":2,\"orderId\":\"O\",\"timeoutMs\":100,"
+                            "\"unit\":3,\"expiresAt\":4102444800000}");
+    encode_exact(K_COMMAND, "{\"cmd\":\"settle\",\"slot\":1,\"orderId\":\"ORD123456\"}");
+    encode_exact(K_COMMAND, "{\"cmd\":\"settle\",\"slot\":255,\"orderId\":\"O\",\"unit\":100}");
+    encode_exact(K_RESULT, "{\"orderId\":\"O\",\"slot\":1,\"success\":false,\"dropDetected\":"
+                           "false,\"error\":\"CANCELLED\",\"unit\":2}");
+    encode_exact(K_RESULT, "{\"orderId\":\"O\",\"slot\":1,\"success\":false,\"dropDetected\":"
+                           "false,\"error\":\"POWER_LOSS\"}");
+    encode_exact(K_STATUS,
+                 "{\"status\":\"ONLINE\",\"door\":\"CLOSED\",\"rssi\":-65,\"fw\":\"1.0.0\","
+                 "\"settle\":true}");
+    encode_exact(K_STATUS, "{\"status\":\"ONLINE\",\"settle\":false,\"configError\":"
+                           "\"motorTimeout\"}");
+    encode_exact(K_STATUS, "{\"status\":\"ONLINE\",\"configError\":\"(root)\"}");
+}
+
+/* What the extension adds to the command and the status, decoded field by field. */
+static void settle_and_expiry(void **state)
+{
+    struct vend_command c;
+    struct vend_status s;
+    struct vend_diag dg;
+    const char *j;
+
+    (void)state;
+    /* The guide's command has no expiry: 0. */
+    assert_int_equal(vend_decode_command(spec_command, strlen(spec_command), &c, &dg), VEND_OK);
+    assert_int_equal(c.expires_at_ms, 0);
+    j = "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":1577836800000}";
+    assert_int_equal(vend_decode_command(j, strlen(j), &c, &dg), VEND_OK);
+    assert_true(c.expires_at_ms == 1577836800000ULL);
+    j = "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":4102444800000}";
+    assert_int_equal(vend_decode_command(j, strlen(j), &c, &dg), VEND_OK);
+    assert_true(c.expires_at_ms == 4102444800000ULL);
+
+    /* A settle: no timeout, no expiry; the keys, even bad ones, are not read. */
+    j = "{\"cmd\":\"settle\",\"slot\":4,\"orderId\":\"ORD-9\",\"unit\":2}";
+    memset(&c, 0x55, sizeof(c));
+    assert_int_equal(vend_decode_command(j, strlen(j), &c, &dg), VEND_OK);
+    assert_int_equal(c.cmd, VEND_CMD_SETTLE);
+    assert_int_equal(c.slot, 4);
+    assert_string_equal(c.order_id, "ORD-9");
+    assert_int_equal(c.unit, 2);
+    assert_int_equal(c.timeout_ms, 0);
+    assert_int_equal(c.expires_at_ms, 0);
+    j = "{\"cmd\":\"settle\",\"slot\":4,\"orderId\":\"O\",\"timeoutMs\":\"x\",\"expiresAt\":-1}";
+    assert_int_equal(vend_decode_command(j, strlen(j), &c, &dg), VEND_OK);
+    assert_int_equal(c.unit, 0);
+    assert_int_equal(c.timeout_ms, 0);
+    assert_int_equal(c.expires_at_ms, 0);
+
+    /* The guide's status has no "settle": the machine does not settle. */
+    assert_int_equal(vend_decode_status(spec_status, strlen(spec_status), &s, &dg), VEND_OK);
+    assert_false(s.has_settle);
+    assert_false(s.has_config_error);
+    j = "{\"status\":\"ONLINE\",\"configError\":\"telemetryInterval\",\"settle\":true}";
+    assert_int_equal(vend_decode_status(j, strlen(j), &s, &dg), VEND_OK);
+    assert_true(s.has_settle);
+    assert_true(s.settle);
+    assert_true(s.has_config_error);
+    assert_string_equal(s.config_error, "telemetryInterval");
+    j = "{\"status\":\"OFFLINE\",\"settle\":false}";
+    assert_int_equal(vend_decode_status(j, strlen(j), &s, &dg), VEND_OK);
+    assert_true(s.has_settle);
+    assert_false(s.settle);
 }
 
 static void round_trip_structs(void **state)
@@ -342,9 +415,32 @@ static void encode_invalid(void **state)
     c.unit = 101;
     assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
     c.unit = 0;
-    c.cmd = (enum vend_cmd)1;
+    c.cmd = (enum vend_cmd)2;
     assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
     c.cmd = VEND_CMD_DISPENSE;
+    c.expires_at_ms = VEND_EXPIRES_AT_MIN - 1;
+    assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
+    c.expires_at_ms = VEND_EXPIRES_AT_MAX + 1;
+    assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
+    c.expires_at_ms = UINT64_MAX;
+    assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
+    c.expires_at_ms = VEND_EXPIRES_AT_MAX;
+    assert_true(vend_encode_command(buf, sizeof(buf), &c) > 0);
+    /* A settle with a timeout or an expiry would not decode to the same struct. */
+    c.cmd = VEND_CMD_SETTLE;
+    assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
+    c.expires_at_ms = 0;
+    assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
+    c.timeout_ms = 0;
+    assert_true(vend_encode_command(buf, sizeof(buf), &c) > 0);
+    c.expires_at_ms = VEND_EXPIRES_AT_MIN;
+    assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
+    c.expires_at_ms = 0;
+    c.slot = 0;
+    assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
+    c.slot = 1;
+    c.cmd = VEND_CMD_DISPENSE;
+    c.timeout_ms = 2150;
     c.order_id[0] = '\0';
     assert_int_equal(vend_encode_command(buf, sizeof(buf), &c), VEND_EINVAL);
     memcpy(c.order_id, "a\"b", 4);
@@ -398,6 +494,13 @@ static void encode_invalid(void **state)
     s.has_fw = true;
     memcpy(s.fw, "1 0", 4);
     assert_int_equal(vend_encode_status(buf, sizeof(buf), &s), VEND_EINVAL);
+    s.has_fw = false;
+    s.has_config_error = true;
+    assert_int_equal(vend_encode_status(buf, sizeof(buf), &s), VEND_EINVAL); /* empty */
+    memcpy(s.config_error, "x.y", 4);
+    assert_int_equal(vend_encode_status(buf, sizeof(buf), &s), VEND_EINVAL);
+    memset(s.config_error, 'x', sizeof(s.config_error)); /* unterminated */
+    assert_int_equal(vend_encode_status(buf, sizeof(buf), &s), VEND_EINVAL);
 
     memset(&g, 0, sizeof(g));
     g.motor_timeout_ms = 3000;
@@ -414,10 +517,6 @@ struct bad {
     int err;
     const char *field;
 };
-
-#define CMD_TAIL "\"orderId\":\"O1\",\"timeoutMs\":2150"
-#define RES_HEAD "{\"orderId\":\"O1\",\"slot\":1,\"success\":true,\"dropDetected\":true"
-#define CFG_TAIL "\"dropSensorDelay\":50,\"telemetryInterval\":60000}"
 
 static const struct bad bad_inputs[] = {
     /* Whole-payload errors. */
@@ -486,6 +585,42 @@ static const struct bad bad_inputs[] = {
     {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"unit\":101}", VEND_ERANGE, "unit"},
     {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"unit\":\"2\"}", VEND_ETYPE,
      "unit"},
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":0}", VEND_ERANGE,
+     "expiresAt"},
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":-1}", VEND_ERANGE,
+     "expiresAt"},
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":1762252207}",
+     VEND_ERANGE, "expiresAt"}, /* seconds, not milliseconds */
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":1577836799999}",
+     VEND_ERANGE, "expiresAt"},
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":4102444800001}",
+     VEND_ERANGE, "expiresAt"},
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":1e16}", VEND_ETYPE,
+     "expiresAt"},
+    {K_COMMAND,
+     "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":99999999999999999999999}",
+     VEND_ERANGE, "expiresAt"},
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":1762252207150.5}",
+     VEND_ETYPE, "expiresAt"},
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":\"1762252207150\"}",
+     VEND_ETYPE, "expiresAt"},
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"slot\":1," CMD_TAIL ",\"expiresAt\":null}", VEND_ETYPE,
+     "expiresAt"},
+    /* the unit is checked before the expiry: wire order */
+    {K_COMMAND, "{\"cmd\":\"dispense\",\"expiresAt\":0,\"slot\":1," CMD_TAIL ",\"unit\":0}",
+     VEND_ERANGE, "unit"},
+    /* settle: cmd, slot and orderId required; unit optional */
+    {K_COMMAND, "{\"cmd\":\"settle\",\"orderId\":\"O1\",\"unit\":1}", VEND_EMISSING, "slot"},
+    {K_COMMAND, "{\"cmd\":\"settle\",\"slot\":1,\"unit\":1}", VEND_EMISSING, "orderId"},
+    {K_COMMAND, "{\"cmd\":\"settle\",\"slot\":0,\"orderId\":\"O1\"}", VEND_ERANGE, "slot"},
+    {K_COMMAND, "{\"cmd\":\"settle\",\"slot\":1,\"orderId\":\"O 1\"}", VEND_ERANGE, "orderId"},
+    {K_COMMAND, "{\"cmd\":\"settle\",\"slot\":1,\"orderId\":\"O1\",\"unit\":101}", VEND_ERANGE,
+     "unit"},
+    {K_COMMAND, "{\"cmd\":\"settle\",\"slot\":1,\"orderId\":\"O1\",\"unit\":null}", VEND_ETYPE,
+     "unit"},
+    {K_COMMAND, "{\"cmd\":\"SETTLE\",\"slot\":1,\"orderId\":\"O1\"}", VEND_EENUM, "cmd"},
+    {K_COMMAND, "{\"cmd\":\"settle\",\"slot\":1,\"slot\":1,\"orderId\":\"O1\"}", VEND_EDUPKEY,
+     "slot"},
     /* dispense_result */
     {K_RESULT, "{\"slot\":1,\"success\":true,\"dropDetected\":true}", VEND_EMISSING, "orderId"},
     {K_RESULT, "{\"orderId\":\"O1\",\"success\":true,\"dropDetected\":true}", VEND_EMISSING,
@@ -555,6 +690,16 @@ static const struct bad bad_inputs[] = {
     {K_STATUS, "{\"status\":\"ONLINE\",\"fw\":\"123456789012345678901234567890123\"}", VEND_ERANGE,
      "fw"},
     {K_STATUS, "{\"status\":\"ONLINE\",\"fw\":1}", VEND_ETYPE, "fw"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"settle\":\"true\"}", VEND_ETYPE, "settle"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"settle\":1}", VEND_ETYPE, "settle"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"settle\":null}", VEND_ETYPE, "settle"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"settle\":true,\"fw\":\"\"}", VEND_ERANGE, "fw"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"configError\":\"\"}", VEND_ERANGE, "configError"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"configError\":\"x.y\"}", VEND_ERANGE, "configError"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"configError\":\"123456789012345678901234567890123\"}",
+     VEND_ERANGE, "configError"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"configError\":null}", VEND_ETYPE, "configError"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"configError\":1,\"settle\":0}", VEND_ETYPE, "settle"},
     /* config */
     {K_CONFIG, "{" CFG_TAIL, VEND_EMISSING, "motorTimeout"},
     {K_CONFIG, "{\"motorTimeout\":99," CFG_TAIL, VEND_ERANGE, "motorTimeout"},
@@ -746,7 +891,7 @@ int main(void)
         cmocka_unit_test(encode_invalid),    cmocka_unit_test(bad_input_table),
         cmocka_unit_test(good_variants),     cmocka_unit_test(size_boundary),
         cmocka_unit_test(too_many_tokens),   cmocka_unit_test(nesting_depth),
-        cmocka_unit_test(no_read_past_len),
+        cmocka_unit_test(no_read_past_len),  cmocka_unit_test(settle_and_expiry),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -58,17 +58,24 @@ static void door_presence_cmd_names(void **state)
     assert_int_equal(vend_cmd_parse("dispense", 8, &c), VEND_OK);
     assert_int_equal(c, VEND_CMD_DISPENSE);
     assert_int_equal(vend_cmd_parse("DISPENSE", 8, &c), VEND_EENUM);
-    assert_null(vend_cmd_name((enum vend_cmd)1));
+    assert_string_equal(vend_cmd_name(VEND_CMD_SETTLE), "settle");
+    assert_int_equal(vend_cmd_parse("settle", 6, &c), VEND_OK);
+    assert_int_equal(c, VEND_CMD_SETTLE);
+    assert_int_equal(vend_cmd_parse("Settle", 6, &c), VEND_EENUM);
+    assert_null(vend_cmd_name((enum vend_cmd)2));
 }
 
 static void result_errors(void **state)
 {
-    static const char *const known[] = {"TIMEOUT", "NO_DROP",   "JAMMED",  "INVALID_SLOT",
-                                        "BUSY",    "DOOR_OPEN", "EXPIRED", "MOTOR_FAULT"};
+    static const char *const known[] = {
+        "TIMEOUT", "NO_DROP",     "JAMMED",    "INVALID_SLOT", "BUSY",          "DOOR_OPEN",
+        "EXPIRED", "MOTOR_FAULT", "CANCELLED", "POWER_LOSS",   "JOURNAL_FAULT",
+    };
     enum vend_result_error e;
     int i;
 
     (void)state;
+    assert_int_equal(sizeof(known) / sizeof(known[0]), VEND_RESULT_ERROR_COUNT);
     for (i = 0; i < VEND_RESULT_ERROR_COUNT; i++) {
         assert_true(vend_result_error_known(known[i]));
         assert_string_equal(vend_result_error_name((enum vend_result_error)i), known[i]);

@@ -1,6 +1,10 @@
 /*
  * codec.h - strict JSON decoders and encoders for the five MQTT payloads.
  *
+ * The command payload carries two commands (docs/PROTOCOL.md): "dispense" (cmd, slot,
+ * orderId, timeoutMs required; unit, expiresAt optional) and "settle" (cmd, slot, orderId
+ * required; unit optional; timeoutMs and expiresAt are not read, like any unknown key).
+ *
  * Decoding: vend_decode_<kind>(json, len, out, diag)
  *   - reads exactly len bytes; no NUL terminator needed, never reads past len;
  *   - never allocates; uses about 6 KiB of stack (a fixed array of
@@ -38,8 +42,9 @@
  *   - VEND_EINVAL if *in would not decode (out of bounds, bad strings, bad
  *     enum); VEND_ENOSPACE if size is too small (VEND_PAYLOAD_MAX + 1 always
  *     suffices). On error buf holds no valid payload.
- *   - optional fields are written only when present ("unit" when != 0,
- *     "durationMs" when has_duration, ...); the result's "error" is always
+ *   - optional fields are written only when present ("unit" and "expiresAt"
+ *     when != 0, "durationMs" when has_duration, "settle" when has_settle,
+ *     ...); a settle never carries "timeoutMs"; the result's "error" is always
  *     written, as null when !has_error. Temperature is written with at most
  *     two decimals.
  * decode(encode(x)) == x for every x that encodes.

@@ -19,13 +19,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VEND_PAYLOAD_MAX    4096 /* bytes of one MQTT payload, both directions */
-#define VEND_MACHINE_ID_MAX 32   /* VEND_MACHINE_ID_PATTERN (topic.h) */
-#define VEND_ORDER_ID_MAX   64   /* VEND_ORDER_ID_PATTERN (topic.h), Midtrans' order_id */
-#define VEND_SLOTS_MAX      64   /* entries in telemetry "slots" */
-#define VEND_FW_MAX         32   /* [A-Za-z0-9._+-]{1,32} */
-#define VEND_ERROR_CODE_MAX 32   /* [A-Z0-9_]{1,32} */
-#define VEND_TIMESTAMP_MAX  40   /* RFC 3339 UTC, YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z */
+#define VEND_PAYLOAD_MAX      4096 /* bytes of one MQTT payload, both directions */
+#define VEND_MACHINE_ID_MAX   32   /* VEND_MACHINE_ID_PATTERN (topic.h) */
+#define VEND_ORDER_ID_MAX     64   /* VEND_ORDER_ID_PATTERN (topic.h), Midtrans' order_id */
+#define VEND_SLOTS_MAX        64   /* entries in telemetry "slots" */
+#define VEND_FW_MAX           32   /* [A-Za-z0-9._+-]{1,32} */
+#define VEND_ERROR_CODE_MAX   32   /* [A-Z0-9_]{1,32} */
+#define VEND_TIMESTAMP_MAX    40   /* RFC 3339 UTC, YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z */
+#define VEND_CONFIG_ERROR_MAX 32   /* status "configError": [A-Za-z0-9_()]{1,32} */
 
 /* Numeric bounds, inclusive; docs/PROTOCOL.md has the same table. */
 #define VEND_SLOT_MIN               1
@@ -44,10 +45,18 @@
 #define VEND_DROP_DELAY_MS_MAX      5000
 #define VEND_TELEMETRY_INTERVAL_MIN 1000
 #define VEND_TELEMETRY_INTERVAL_MAX 86400000
+/*
+ * Command "expiresAt", epoch milliseconds on vendd's clock. The floor rejects a value sent
+ * in seconds by mistake (it would read as 1970 and expire every command at once); the
+ * ceiling keeps the value far inside what every parser reads exactly.
+ */
+#define VEND_EXPIRES_AT_MIN 1577836800000LL /* 2020-01-01T00:00:00Z */
+#define VEND_EXPIRES_AT_MAX 4102444800000LL /* 2100-01-01T00:00:00Z */
 
 /* The "cmd" of a command payload. */
 enum vend_cmd {
-    VEND_CMD_DISPENSE = 0, /* "dispense" */
+    VEND_CMD_DISPENSE = 0, /* "dispense": run the motor for one unit */
+    VEND_CMD_SETTLE,       /* "settle": answer for a unit from the journal (docs/PROTOCOL.md) */
 };
 
 /* Telemetry slot fill level; ordered so that level <= VEND_LEVEL_LOW means "refill soon". */
@@ -80,16 +89,24 @@ enum vend_result_error {
     VEND_RESULT_ERROR_DOOR_OPEN,
     VEND_RESULT_ERROR_EXPIRED,
     VEND_RESULT_ERROR_MOTOR_FAULT,
+    /* The settling extension (docs/PROTOCOL.md, "Settling a unit"). */
+    VEND_RESULT_ERROR_CANCELLED,     /* never ran, and journaled never to run */
+    VEND_RESULT_ERROR_POWER_LOSS,    /* the machine restarted mid-dispense: outcome unknown */
+    VEND_RESULT_ERROR_JOURNAL_FAULT, /* not run: the journal could not record it first */
     VEND_RESULT_ERROR_COUNT,
 };
 
-/* vm/{id}/command, backend -> machine. */
+/*
+ * vm/{id}/command, backend -> machine. A settle has no timeout and no expiry: timeout_ms and
+ * expires_at_ms are 0 for it (the decoder does not read those keys; the encoder refuses them).
+ */
 struct vend_command {
     enum vend_cmd cmd;
     uint16_t slot;                        /* VEND_SLOT_MIN..VEND_SLOT_MAX */
     char order_id[VEND_ORDER_ID_MAX + 1]; /* vend_order_id_valid() */
-    uint32_t timeout_ms;                  /* VEND_TIMEOUT_MS_MIN..MAX */
+    uint32_t timeout_ms;                  /* dispense: VEND_TIMEOUT_MS_MIN..MAX; settle: 0 */
     uint16_t unit;                        /* 0 = absent, else VEND_UNIT_MIN..MAX */
+    uint64_t expires_at_ms; /* dispense: 0 = absent, else VEND_EXPIRES_AT_MIN..MAX; settle: 0 */
 };
 
 /* vm/{id}/dispense_result, machine -> backend. */
@@ -134,6 +151,10 @@ struct vend_status {
     int16_t rssi; /* dBm, VEND_RSSI_MIN..VEND_RSSI_MAX */
     bool has_fw;
     char fw[VEND_FW_MAX + 1];
+    bool has_settle; /* "settle": the machine takes the settle command (docs/PROTOCOL.md) */
+    bool settle;
+    bool has_config_error; /* "configError": the key of the last refused config */
+    char config_error[VEND_CONFIG_ERROR_MAX + 1];
 };
 
 /* vm/{id}/config, backend -> machine, retained. Wire keys drop the "_ms". */

@@ -4,7 +4,8 @@
 static int same(const struct vend_command *a, const struct vend_command *b)
 {
     return a->cmd == b->cmd && a->slot == b->slot && strcmp(a->order_id, b->order_id) == 0 &&
-           a->timeout_ms == b->timeout_ms && a->unit == b->unit;
+           a->timeout_ms == b->timeout_ms && a->unit == b->unit &&
+           a->expires_at_ms == b->expires_at_ms;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

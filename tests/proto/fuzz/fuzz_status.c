@@ -4,7 +4,10 @@
 static int same(const struct vend_status *a, const struct vend_status *b)
 {
     return a->status == b->status && a->door == b->door && a->has_rssi == b->has_rssi &&
-           a->rssi == b->rssi && a->has_fw == b->has_fw && strcmp(a->fw, b->fw) == 0;
+           a->rssi == b->rssi && a->has_fw == b->has_fw && strcmp(a->fw, b->fw) == 0 &&
+           a->has_settle == b->has_settle && a->settle == b->settle &&
+           a->has_config_error == b->has_config_error &&
+           strcmp(a->config_error, b->config_error) == 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
