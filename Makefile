@@ -46,12 +46,17 @@ test-m32: bootstrap
 	@cmake --build $(B)/m32 -j$(JOBS)
 	@ctest --test-dir $(B)/m32 -j$(JOBS) --output-on-failure --no-tests=error
 
-# The codec freestanding for the ESP32-C3 (rv32imc, picolibc), warnings as errors.
+# The codec and the firmware core freestanding for the ESP32-C3 (rv32imc, picolibc), warnings
+# as errors; prints their sizes (text/data/bss, bytes).
 build-rv32: bootstrap
 	@$(CMAKE_Q) -S . -B $(B)/rv32 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-rv32imc.cmake \
 	    -DVEND_PROTO_ONLY=ON
 	@cmake --build $(B)/rv32 -j$(JOBS)
-	@echo "rv32imc: $$(ls $(B)/rv32/proto/libvendproto.a) built freestanding"
+	@for lib in proto/libvendproto.a firmware/libvendfw.a; do \
+	    riscv64-unknown-elf-size -t $(B)/rv32/$$lib | \
+	        awk -v lib=$(B)/rv32/$$lib 'END { printf "rv32imc: %s built freestanding: " \
+	            "text %d, data %d, bss %d\n", lib, $$1, $$2, $$3 }'; \
+	done
 
 fuzz:
 	@$(MAKE) --no-print-directory test-asan FUZZ_SECONDS=300 JOBS=$(JOBS)
