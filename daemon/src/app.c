@@ -18,6 +18,7 @@
 #include "ratelimit.h"
 #include "refunds.h"
 #include "dispense.h"
+#include "dispense_result.h"
 #include "http.h"
 #include "ingest.h"
 #include "log.h"
@@ -249,8 +250,10 @@ out:
      * client exists. */
     if (mqtt_lib)
         mqtt_lib_cleanup();
-    if (v.loop != NULL)
+    if (v.loop != NULL) {
         deadline_stop(&v);
+        dispense_results_free(&v);
+    }
     db_close(v.db);
     loop_free(v.loop);
     return status;

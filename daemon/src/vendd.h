@@ -23,6 +23,7 @@ struct midtrans;
 struct checkout;
 struct refund_send;
 struct ratelimit;
+struct result_backlog;
 
 struct vendd {
     const struct vendd_conf *conf;
@@ -42,6 +43,8 @@ struct vendd {
     struct checkout *checkout;
     /* Customer orders per client address (ORDER_RATE_PER_MIN). */
     struct ratelimit *order_limit;
+    /* Results waiting for the database to take them (dispense_result.c). */
+    struct result_backlog *result_backlog;
     /* The timer that sends refunds, and their Midtrans calls in flight (refunds.c). */
     uint64_t refunds_timer;
     struct refund_send *refund_sends;

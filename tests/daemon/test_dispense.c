@@ -867,6 +867,46 @@ static void new_boot_anchors_on_the_wall_clock(void **state)
     expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
 }
 
+/* libmosquitto acknowledged the result before vendd saw it: a busy database must not lose it. */
+static void result_on_a_locked_database_is_kept_and_applied(void **state)
+{
+    struct t *t = *state;
+    struct vend_dispense_result r = {0};
+    sqlite3 *other = NULL;
+    char path[400];
+
+    one_unit_order(t, "O1");
+    one_unit_order(t, "O2");
+    trigger_ok(t, "O1", true);
+    trigger_ok(t, "O2", false);
+    dfx_sql(t->f.v.db, "PRAGMA busy_timeout = 10");
+    snprintf(path, sizeof(path), "%s/vendd.db", t->f.dir);
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    snprintf(r.order_id, sizeof(r.order_id), "O1");
+    r.slot = 1;
+    r.success = true;
+    r.drop_detected = true;
+    assert_int_equal(dispense_result_submit(&t->f.v, "VM01", &r), VEND_OK);
+    assert_int_equal(dispense_results_waiting(&t->f.v), 1);
+    /* A duplicate that comes meanwhile waits behind it, in order. */
+    assert_int_equal(dispense_result_submit(&t->f.v, "VM01", &r), VEND_OK);
+    assert_int_equal(dispense_results_waiting(&t->f.v), 2);
+    run_loop_for(t, 150); /* still locked: retried, still kept */
+    assert_int_equal(dispense_results_waiting(&t->f.v), 2);
+    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    run_loop_for(t, 600);
+    assert_int_equal(dispense_results_waiting(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "COMPLETED");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
+    /* The next unit went out once the result was in. */
+    assert_int_equal(t->broker.published, 2);
+    assert_int_equal(t->f.v.metrics.dispense_duplicate_results, 1);
+    dispense_results_free(&t->f.v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -912,6 +952,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(step_forward_then_restart_does_not_fail_a_sendable_unit,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(new_boot_anchors_on_the_wall_clock, setup, teardown),
+        cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
                                         teardown),
     };

@@ -26,6 +26,8 @@
     X(dispense_late_results, "results that arrived after their unit had timed out")                \
     X(dispense_duplicate_results, "repeated results answered with the state already recorded")     \
     X(dispense_sweep_retries, "deadline sweeps that could not finish and were retried later")      \
+    X(dispense_results_retried, "results kept because the database could not take them at once")   \
+    X(dispense_results_dropped, "results dropped because too many were waiting for the database")  \
     X(orders_created, "customer orders recorded and sent to Midtrans")                             \
     X(orders_expired, "customer orders that expired unpaid")                                       \
     X(payment_notifications_applied, "payment notifications verified, stored and applied")         \

@@ -7,6 +7,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alerts.h"
@@ -14,6 +15,7 @@
 #include "deadline.h"
 #include "dispense.h"
 #include "log.h"
+#include "loop.h"
 #include "refunds.h"
 #include "stock.h"
 #include "store.h"
@@ -21,6 +23,7 @@
 #include "vend/err.h"
 #include "vend/msg.h"
 #include "vendd.h"
+#include "xmalloc.h"
 
 struct unit_row {
     bool found;
@@ -301,4 +304,126 @@ out:
         db_rollback(v->db);
     }
     return rc;
+}
+
+/* ---- results that could not be committed yet ----------------------------------------------- */
+
+#define RETRY_FIRST_MS 100
+#define RETRY_MAX_MS   5000
+
+struct waiting_result {
+    char machine_id[VEND_MACHINE_ID_MAX + 1];
+    struct vend_dispense_result r;
+};
+
+/* A ring in arrival order. */
+struct result_backlog {
+    size_t head, n;
+    uint64_t timer;
+    int64_t retry_ms;
+    struct waiting_result q[DISPENSE_RESULTS_WAITING_MAX];
+};
+
+static bool worth_retrying(int rc)
+{
+    return rc == VEND_EBUSY || rc == VEND_EDB || rc == VEND_EIO;
+}
+
+static void on_retry(void *arg);
+
+static void arm_retry(struct vendd *v)
+{
+    struct result_backlog *b = v->result_backlog;
+
+    if (b->timer != 0)
+        return;
+    b->retry_ms = b->retry_ms == 0                 ? RETRY_FIRST_MS
+                  : b->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
+                                                   : b->retry_ms * 2;
+    b->timer = loop_timer_add(v->loop, (uint64_t)b->retry_ms, on_retry, v);
+    if (b->timer == 0)
+        log_warnx("cannot arm the timer of the %zu result(s) waiting for the database", b->n);
+}
+
+static void enqueue(struct vendd *v, const char *machine_id, const struct vend_dispense_result *r)
+{
+    struct result_backlog *b = v->result_backlog;
+    struct waiting_result *w;
+
+    if (b->n == DISPENSE_RESULTS_WAITING_MAX) {
+        v->metrics.dispense_results_dropped++;
+        log_warnx("dropped dispense_result for order '%s' from '%s': %d results already wait for "
+                  "the database",
+                  r->order_id, machine_id, DISPENSE_RESULTS_WAITING_MAX);
+        return;
+    }
+    w = &b->q[(b->head + b->n) % DISPENSE_RESULTS_WAITING_MAX];
+    snprintf(w->machine_id, sizeof(w->machine_id), "%s", machine_id);
+    w->r = *r;
+    b->n++;
+    v->metrics.dispense_results_retried++;
+    arm_retry(v);
+}
+
+static void on_retry(void *arg)
+{
+    struct vendd *v = arg;
+    struct result_backlog *b = v->result_backlog;
+    int rc;
+
+    b->timer = 0;
+    while (b->n > 0) {
+        struct waiting_result *w = &b->q[b->head];
+
+        rc = dispense_result_apply(v, w->machine_id, &w->r);
+        if (worth_retrying(rc)) {
+            arm_retry(v); /* still not: later, in the same order */
+            return;
+        }
+        log_info("dispense_result for order '%s' from '%s' applied after waiting: %s",
+                 w->r.order_id, w->machine_id, rc == VEND_OK ? "ok" : vend_strerror(rc));
+        b->head = (b->head + 1) % DISPENSE_RESULTS_WAITING_MAX;
+        b->n--;
+    }
+    b->retry_ms = 0;
+}
+
+int dispense_result_submit(struct vendd *v, const char *machine_id,
+                           const struct vend_dispense_result *r)
+{
+    int rc;
+
+    if (v->result_backlog == NULL)
+        v->result_backlog = xcalloc(1, sizeof(*v->result_backlog));
+    /* Behind those already waiting, so results are applied in the order they came. */
+    if (v->result_backlog->n > 0) {
+        enqueue(v, machine_id, r);
+        return VEND_OK;
+    }
+    rc = dispense_result_apply(v, machine_id, r);
+    if (!worth_retrying(rc))
+        return rc;
+    log_warnx("dispense_result for order '%s' from '%s' kept to be applied again: %s", r->order_id,
+              machine_id, vend_strerror(rc));
+    enqueue(v, machine_id, r);
+    return VEND_OK;
+}
+
+size_t dispense_results_waiting(const struct vendd *v)
+{
+    return v->result_backlog != NULL ? v->result_backlog->n : 0;
+}
+
+void dispense_results_free(struct vendd *v)
+{
+    if (v->result_backlog == NULL)
+        return;
+    if (v->result_backlog->timer != 0)
+        loop_timer_del(v->loop, v->result_backlog->timer);
+    if (v->result_backlog->n > 0)
+        log_warnx("%zu dispense_result(s) not applied at shutdown: their units are settled "
+                  "at their deadlines",
+                  v->result_backlog->n);
+    free(v->result_backlog);
+    v->result_backlog = NULL;
 }

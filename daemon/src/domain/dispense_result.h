@@ -11,6 +11,8 @@
 #ifndef VENDD_DISPENSE_RESULT_H
 #define VENDD_DISPENSE_RESULT_H
 
+#include <stddef.h>
+
 struct vendd;
 struct vend_dispense_result;
 
@@ -23,5 +25,23 @@ struct vend_dispense_result;
  */
 int dispense_result_apply(struct vendd *v, const char *machine_id,
                           const struct vend_dispense_result *r);
+
+/*
+ * What the MQTT ingest calls. The broker has acknowledged r already (libmosquitto sends the
+ * PUBACK before vendd sees the message), so a result that cannot be committed now (the
+ * database busy or failing) must not be dropped: it waits in a bounded queue, in arrival
+ * order, and is applied again 100 ms later, then at 200 ms, ... up to 5 s; results that come
+ * meanwhile queue behind it. Only a full queue (DISPENSE_RESULTS_WAITING_MAX) drops one, loudly.
+ * Returns what dispense_result_apply() returned, or VEND_OK when r was queued.
+ */
+#define DISPENSE_RESULTS_WAITING_MAX 256
+int dispense_result_submit(struct vendd *v, const char *machine_id,
+                           const struct vend_dispense_result *r);
+
+/* Results waiting to be applied again (for /metrics and tests). */
+size_t dispense_results_waiting(const struct vendd *v);
+
+/* Drop the queue and its timer (shutdown). */
+void dispense_results_free(struct vendd *v);
 
 #endif

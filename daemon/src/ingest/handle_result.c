@@ -1,4 +1,5 @@
-/* handle_result.c - vm/{id}/dispense_result: decode, then the dispense path applies it. */
+/* handle_result.c - vm/{id}/dispense_result: decode, then the dispense path applies it (or
+ * keeps it until the database can take it: dispense_result_submit). */
 #include "dispense_result.h"
 #include "ingest.h"
 #include "log.h"
@@ -17,5 +18,5 @@ int handle_result(struct vendd *v, const char *machine_id, const char *payload, 
                   vend_strerror(rc));
         return rc;
     }
-    return dispense_result_apply(v, machine_id, &r);
+    return dispense_result_submit(v, machine_id, &r);
 }
