@@ -24,6 +24,7 @@
 #include "fixture.h"
 #include "log.h"
 #include "loop.h"
+#include "machines.h"
 #include "store.h"
 #include "vend/codec.h"
 #include "vend/err.h"
@@ -907,6 +908,34 @@ static void result_on_a_locked_database_is_kept_and_applied(void **state)
     dispense_results_free(&t->f.v);
 }
 
+/* A machine that announces the settle extension gets commands it can refuse when late. */
+static void settle_machine_gets_expires_at(void **state)
+{
+    struct t *t = *state;
+    struct vend_status st = {.status = VEND_PRESENCE_ONLINE, .has_settle = true, .settle = true};
+    struct vend_status will = {.status = VEND_PRESENCE_OFFLINE};
+    const struct item it[] = {{3, 1, 5000}};
+    bool changed = false;
+    char want[256];
+
+    assert_int_equal(machines_apply_status(&t->f.v, "VM02", &st, &changed), VEND_OK);
+    /* The will says nothing of the extension: the machine keeps it. */
+    assert_int_equal(machines_apply_status(&t->f.v, "VM02", &will, &changed), VEND_OK);
+    expect_int(t, "SELECT settle FROM machines WHERE id = 'VM02'", 1);
+    paid_order(t, "S1", "VM02", it, 1);
+    trigger_ok(t, "S1", true);
+    snprintf(want, sizeof(want),
+             "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"S1\",\"timeoutMs\":1500,"
+             "\"expiresAt\":%lld}",
+             (long long)(T0_WALL + GRACE_MS));
+    assert_string_equal(t->broker.payload[0], want);
+    /* The guide's machine (no extension) gets the guide's payload. */
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_string_equal(t->broker.payload[1],
+                        "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"O1\",\"timeoutMs\":1500}");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -954,6 +983,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(new_boot_anchors_on_the_wall_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(settle_machine_gets_expires_at, setup, teardown),
         cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
                                         teardown),
     };

@@ -62,6 +62,7 @@ struct next_unit {
     int64_t slot_number;
     int64_t timeout_ms;
     int64_t quantity;
+    bool settle; /* the machine checks "expiresAt" (docs/PROTOCOL.md) */
 };
 
 static int take_next_unit(void *arg, const struct db_row *row)
@@ -74,6 +75,7 @@ static int take_next_unit(void *arg, const struct db_row *row)
     nu->slot_number = db_row_int(row, 3);
     nu->timeout_ms = db_row_int(row, 4);
     nu->quantity = db_row_int(row, 5);
+    nu->settle = db_row_int(row, 6) == 1;
     nu->found = true;
     return 1;
 }
@@ -129,8 +131,9 @@ static int pump_locked(struct vendd *v, const char *machine_id, int64_t now,
         return rc < 0 ? rc : VEND_OK; /* busy: its result or deadline pumps again */
     p[1] = DB_TEXT(sent_at);
     rc = db_exec(v->db,
-                 "SELECT l.id, l.order_id, l.unit, l.slot_number, l.timeout_ms, o.quantity "
-                 "FROM dispense_logs l JOIN orders o ON o.id = l.order_id "
+                 "SELECT l.id, l.order_id, l.unit, l.slot_number, l.timeout_ms, o.quantity, "
+                 "m.settle FROM dispense_logs l JOIN orders o ON o.id = l.order_id "
+                 "JOIN machines m ON m.id = l.machine_id "
                  "WHERE l.machine_id = $1 AND l.status = 'QUEUED' AND o.status = 'DISPENSING' "
                  "AND l.dispatch_by >= $2 ORDER BY l.id LIMIT 1",
                  p, 2, take_next_unit, &nu);
@@ -165,6 +168,11 @@ static int pump_locked(struct vendd *v, const char *machine_id, int64_t now,
     pc->cmd.timeout_ms = (uint32_t)nu.timeout_ms;
     /* The guide's single-unit command has no "unit"; multi-unit orders number their units. */
     pc->cmd.unit = nu.quantity > 1 ? (uint16_t)nu.unit : 0;
+    /* The broker's message expiry only starts when it has read the command: a machine that
+     * can check the time itself refuses it after this (SPEC §3). */
+    if (nu.settle && now + (int64_t)v->conf->dispense_result_grace_ms >= VEND_EXPIRES_AT_MIN &&
+        now + (int64_t)v->conf->dispense_result_grace_ms <= VEND_EXPIRES_AT_MAX)
+        pc->cmd.expires_at_ms = (uint64_t)(now + (int64_t)v->conf->dispense_result_grace_ms);
     return VEND_OK;
 }
 

@@ -85,7 +85,7 @@ int machines_apply_status(struct vendd *v, const char *id, const struct vend_sta
 {
     const char *presence = vend_presence_name(st->status);
     char now_iso[STORE_ISO_SIZE], before[PRESENCE_SIZE] = "";
-    struct db_value p[6];
+    struct db_value p[7];
     int rc;
 
     vendd_now_iso(v, now_iso, sizeof(now_iso));
@@ -104,12 +104,14 @@ int machines_apply_status(struct vendd *v, const char *id, const struct vend_sta
     p[3] = st->has_rssi ? DB_INT(st->rssi) : DB_NULL;
     p[4] = DB_TEXT(st->has_fw ? st->fw : NULL);
     p[5] = DB_TEXT(now_iso);
+    /* The will ({"status":"OFFLINE"}) says nothing of the extension: keep what it said. */
+    p[6] = st->has_settle ? DB_INT(st->settle) : DB_NULL;
     rc = db_exec(v->db,
                  "UPDATE machines SET status = $2, door = COALESCE($3, door), rssi = $4, "
-                 "fw = COALESCE($5, fw), "
+                 "fw = COALESCE($5, fw), settle = COALESCE($7, settle), "
                  "last_seen = CASE WHEN $2 = 'ONLINE' THEN $6 ELSE last_seen END, "
                  "updated_at = $6 WHERE id = $1",
-                 p, 6, NULL, NULL);
+                 p, 7, NULL, NULL);
     if (rc != 1) {
         rc = rc < 0 ? rc : VEND_ENOTFOUND;
         goto out;
