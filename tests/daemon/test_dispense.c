@@ -936,6 +936,20 @@ static void settle_machine_gets_expires_at(void **state)
                         "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"O1\",\"timeoutMs\":1500}");
 }
 
+/* A machine that restarted mid-run cannot say whether the product fell: no blind refund. */
+static void power_loss_holds_the_refund_for_a_person(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "POWER_LOSS"), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders", "FAILED POWER_LOSS");
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "OPERATOR 5000");
+    expect_int(t, "SELECT needs_inspection FROM slots WHERE id = 1", 1);
+    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'REFUND_FOR_OPERATOR'", 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -984,6 +998,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(settle_machine_gets_expires_at, setup, teardown),
+        cmocka_unit_test_setup_teardown(power_loss_holds_the_refund_for_a_person, setup, teardown),
         cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
                                         teardown),
     };

@@ -138,7 +138,19 @@ static int apply_result_locked(struct vendd *v, const struct unit_row *u,
                 return rc;
         }
         *order_done = true;
-        return dispense_fail_order_locked(v, r->order_id, u->machine_id, c.error, now_iso);
+        rc = dispense_fail_order_locked(v, r->order_id, u->machine_id, c.error, now_iso);
+        if (rc < 0 || !r->has_error || strcmp(r->error, "POWER_LOSS") != 0)
+            return rc;
+        /* The machine restarted mid-run: the motor ran for an unknown time, and the product
+         * may have dropped (docs/PROTOCOL.md). Never refunded blind: a person looks at the
+         * slot, then pays back or not. */
+        rc = flag_slot_locked(v, u, r, unit, now_iso);
+        if (rc < 0)
+            return rc;
+        return refunds_hold_for_operator_locked(v, r->order_id, u->machine_id,
+                                                "the machine lost power during the dispense: "
+                                                "count the slot before paying back",
+                                                now_iso);
     }
 
     v->metrics.dispense_succeeded++;
