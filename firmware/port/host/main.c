@@ -1,0 +1,352 @@
+/*
+ * main.c - vmsim: the firmware core (vendfw) on the host, one simulated machine per MQTT
+ * client, all in one poll() loop that ticks every core every TICK_MS.
+ *
+ * Globals: only s_stop, the flag the SIGINT/SIGTERM handler sets (a handler takes no
+ * argument). Everything else lives in struct vmsim, built by main().
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mqtt_link.h"
+#include "sim_hal.h"
+#include "vend/err.h"
+#include "vend/fw/machine.h"
+
+#define TICK_MS      10
+#define MACHINES_MAX 1000
+#define FW_VERSION   "1.0.0-vmsim"
+
+static volatile sig_atomic_t s_stop;
+
+struct vmsim {
+    size_t n;
+    struct vend_fw_machine *m; /* n of each; never moved once the cores are initialised */
+    struct sim *sim;
+    struct link *link;
+    struct pollfd *pfd;
+    size_t *pfd_link; /* pfd[i] belongs to link[pfd_link[i]] */
+    struct link_broker broker;
+};
+
+struct opts {
+    unsigned long machines;
+    const char *prefix;
+    const char *id;
+    const char *state_dir;
+    unsigned long telemetry_ms; /* 0: the core's config */
+    unsigned long long seed;
+    struct sim_opts sim;
+};
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vmsim [--id ID | --machines N [--prefix P]] [--slots K] [--stock S]\n"
+               "             [--motor-ms MS] [--drop-prob P] [--jam-rate P] [--telemetry-ms MS]\n"
+               "             [--seed N] [--state-dir DIR] [--crash-after-start]\n"
+               "environment: MQTT_BROKER_URL (mqtt://host:port), MQTT_USERNAME, "
+               "MQTT_PASSWORD\n");
+}
+
+static int parse_ulong(const char *name, const char *s, unsigned long min, unsigned long max,
+                       unsigned long *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max) {
+        fprintf(stderr, "vmsim: --%s '%s': expected an integer in %lu..%lu\n", name, s, min, max);
+        return -1;
+    }
+    *out = (unsigned long)v;
+    return 0;
+}
+
+static int parse_prob(const char *name, const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(v >= 0.0 && v <= 1.0)) {
+        fprintf(stderr, "vmsim: --%s '%s': expected a probability in 0..1\n", name, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+    static const struct option longopts[] = {
+        {"machines", required_argument, NULL, 'n'},
+        {"prefix", required_argument, NULL, 'p'},
+        {"id", required_argument, NULL, 'i'},
+        {"slots", required_argument, NULL, 'k'},
+        {"stock", required_argument, NULL, 's'},
+        {"motor-ms", required_argument, NULL, 'm'},
+        {"drop-prob", required_argument, NULL, 'd'},
+        {"jam-rate", required_argument, NULL, 'j'},
+        {"telemetry-ms", required_argument, NULL, 't'},
+        {"seed", required_argument, NULL, 'S'},
+        {"state-dir", required_argument, NULL, 'D'},
+        {"crash-after-start", no_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    unsigned long v;
+    int c, rc = 0;
+
+    while (rc == 0 && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            rc = parse_ulong("machines", optarg, 1, MACHINES_MAX, &o->machines);
+            break;
+        case 'p':
+            o->prefix = optarg;
+            break;
+        case 'i':
+            o->id = optarg;
+            break;
+        case 'k':
+            rc = parse_ulong("slots", optarg, 1, SIM_SLOTS_MAX, &v);
+            o->sim.nslots = (uint16_t)v;
+            break;
+        case 's':
+            rc = parse_ulong("stock", optarg, 0, 100000, &v);
+            o->sim.stock = (uint32_t)v;
+            break;
+        case 'm':
+            rc = parse_ulong("motor-ms", optarg, 1, 600000, &v);
+            o->sim.motor_ms = (uint32_t)v;
+            break;
+        case 'd':
+            rc = parse_prob("drop-prob", optarg, &o->sim.drop_prob);
+            break;
+        case 'j':
+            rc = parse_prob("jam-rate", optarg, &o->sim.jam_rate);
+            break;
+        case 't':
+            rc = parse_ulong("telemetry-ms", optarg, VEND_TELEMETRY_INTERVAL_MIN,
+                             VEND_TELEMETRY_INTERVAL_MAX, &o->telemetry_ms);
+            break;
+        case 'S':
+            errno = 0;
+            o->seed = strtoull(optarg, NULL, 10);
+            if (errno != 0) {
+                fprintf(stderr, "vmsim: --seed '%s': expected an integer\n", optarg);
+                rc = -1;
+            }
+            break;
+        case 'D':
+            o->state_dir = optarg;
+            break;
+        case 'C':
+            o->sim.crash_after_start = true;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (rc == 0 && optind < argc) {
+        fprintf(stderr, "vmsim: unexpected argument '%s'\n", argv[optind]);
+        rc = -1;
+    }
+    if (rc == 0 && o->id != NULL && o->machines > 1) {
+        fprintf(stderr, "vmsim: --id names one machine, --machines asks for %lu\n", o->machines);
+        rc = -1;
+    }
+    return rc;
+}
+
+/* The id of machine i: --id, else prefix + two-digit number from 01. */
+static int machine_id(const struct opts *o, size_t i, char *buf, size_t size)
+{
+    int n;
+
+    if (o->id != NULL)
+        n = snprintf(buf, size, "%s", o->id);
+    else
+        n = snprintf(buf, size, "%s%02zu", o->prefix, i + 1);
+    if (n < 0 || (size_t)n >= size || !vend_machine_id_valid(buf)) {
+        fprintf(stderr, "vmsim: machine id '%s%s' does not match %s\n", o->id ? o->id : o->prefix,
+                o->id ? "" : "NN", VEND_MACHINE_ID_PATTERN);
+        return -1;
+    }
+    return 0;
+}
+
+static int start(struct vmsim *v, const struct opts *o)
+{
+    char id[VEND_MACHINE_ID_MAX + 1];
+    struct vend_fw_hal hal;
+    struct vend_fw_params p;
+    size_t i;
+    int rc;
+
+    v->m = calloc(v->n, sizeof(*v->m));
+    v->sim = calloc(v->n, sizeof(*v->sim));
+    v->link = calloc(v->n, sizeof(*v->link));
+    v->pfd = calloc(v->n, sizeof(*v->pfd));
+    v->pfd_link = calloc(v->n, sizeof(*v->pfd_link));
+    if (!v->m || !v->sim || !v->link || !v->pfd || !v->pfd_link) {
+        fprintf(stderr, "vmsim: out of memory for %zu machines\n", v->n);
+        return -1;
+    }
+    for (i = 0; i < v->n; i++)
+        v->sim[i].kv_fd = -1;
+    for (i = 0; i < v->n; i++) {
+        if (machine_id(o, i, id, sizeof(id)) < 0)
+            return -1;
+        if (sim_open(&v->sim[i], id, &o->sim, o->seed, o->state_dir) < 0)
+            return -1;
+        sim_hal(&v->sim[i], &hal, link_publish, &v->link[i]);
+        p = (struct vend_fw_params){.machine_id = id, .fw = FW_VERSION, .nslots = o->sim.nslots};
+        rc = vend_fw_machine_init(&v->m[i], &hal, &p);
+        if (rc != VEND_OK) {
+            fprintf(stderr, "vmsim: cannot start the core of '%s': %s\n", id, vend_strerror(rc));
+            return -1;
+        }
+        /* Local default only: a config from the backend replaces it (and is persisted). */
+        if (o->telemetry_ms != 0)
+            v->m[i].config.telemetry_interval_ms = (uint32_t)o->telemetry_ms;
+        if (link_open(&v->link[i], &v->m[i], &v->broker) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void stop(struct vmsim *v)
+{
+    size_t i;
+
+    for (i = 0; v->link && i < v->n; i++)
+        link_close(&v->link[i]);
+    for (i = 0; v->sim && i < v->n; i++)
+        sim_close(&v->sim[i]);
+    free(v->m);
+    free(v->sim);
+    free(v->link);
+    free(v->pfd);
+    free(v->pfd_link);
+}
+
+static void run(struct vmsim *v)
+{
+    uint64_t now = now_ms(), next_tick = now;
+    size_t i, j, npfd;
+    int timeout, fd;
+    short revents;
+
+    while (!s_stop) {
+        now = now_ms();
+        if (now >= next_tick) {
+            for (i = 0; i < v->n; i++)
+                vend_fw_machine_tick(&v->m[i]);
+            next_tick += TICK_MS;
+            if (next_tick <= now)
+                next_tick = now + TICK_MS;
+        }
+        npfd = 0;
+        for (i = 0; i < v->n; i++) {
+            fd = link_socket(&v->link[i]);
+            if (fd < 0)
+                continue;
+            v->pfd[npfd].fd = fd;
+            v->pfd[npfd].events = (short)(POLLIN | (link_want_write(&v->link[i]) ? POLLOUT : 0));
+            v->pfd[npfd].revents = 0;
+            v->pfd_link[npfd++] = i;
+        }
+        timeout = next_tick > now ? (int)(next_tick - now) : 0;
+        if (poll(v->pfd, npfd, timeout) < 0 && errno != EINTR) {
+            fprintf(stderr, "vmsim: poll: %s\n", strerror(errno));
+            return;
+        }
+        now = now_ms();
+        /* Every link, polled or not: housekeeping and reconnects run on each pass. */
+        for (i = 0, j = 0; i < v->n; i++) {
+            revents = 0;
+            if (j < npfd && v->pfd_link[j] == i)
+                revents = v->pfd[j++].revents;
+            link_service(&v->link[i], (revents & (POLLIN | POLLHUP | POLLERR)) != 0,
+                         (revents & POLLOUT) != 0, now);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {
+        .machines = 1,
+        .prefix = "VM",
+        .state_dir = ".",
+        .seed = 1,
+        .sim = {.nslots = 10, .stock = 10, .motor_ms = 1200, .drop_prob = 0.98, .jam_rate = 0.01},
+    };
+    struct vmsim v;
+    struct sigaction sa;
+    const char *url;
+    int rc = 1;
+
+    memset(&v, 0, sizeof(v));
+    if (parse_args(argc, argv, &o) < 0)
+        return 2;
+    url = getenv("MQTT_BROKER_URL");
+    if (link_parse_url(url && *url ? url : "mqtt://localhost:1883", &v.broker) < 0)
+        return 2;
+    v.broker.username = getenv("MQTT_USERNAME");
+    v.broker.password = getenv("MQTT_PASSWORD");
+    if (v.broker.username && *v.broker.username == '\0')
+        v.broker.username = NULL;
+    v.n = o.machines;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (link_lib_init() < 0)
+        return 1;
+    if (start(&v, &o) == 0) {
+        fprintf(stderr, "vmsim: %zu machine(s) on %s:%u\n", v.n, v.broker.host,
+                (unsigned)v.broker.port);
+        run(&v);
+        rc = s_stop ? 0 : 1;
+    }
+    stop(&v);
+    link_lib_cleanup();
+    if (s_stop)
+        fprintf(stderr, "vmsim: stopped\n");
+    return rc;
+}
