@@ -22,7 +22,7 @@ build: bootstrap $(B)/release/CMakeCache.txt
 	@cmake --build $(B)/release -j$(JOBS)
 
 run: bootstrap $(B)/release/CMakeCache.txt
-	@cmake --build $(B)/release -j$(JOBS) --target vendd fake-midtrans
+	@cmake --build $(B)/release -j$(JOBS) --target vendd fake-midtrans vmsim
 	@tools/run-dev
 
 test: bootstrap check-format test-release test-asan test-m32 build-rv32
