@@ -7,6 +7,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,7 +32,7 @@ struct e2e {
 };
 
 /* Start vmsim as VM01 on the harness's broker, its journal and log in the test's directory. */
-static pid_t start_vmsim(struct e2e *e)
+static pid_t start_vmsim(struct e2e *e, bool crash_after_start)
 {
     const char *bin = getenv("VMSIM");
     char url[64];
@@ -47,8 +48,13 @@ static pid_t start_vmsim(struct e2e *e)
         if (log == NULL || dup2(STDOUT_FILENO, STDERR_FILENO) < 0)
             _exit(126);
         setenv("MQTT_BROKER_URL", url, 1);
-        execl(bin, bin, "--id", "VM01", "--slots", "2", "--stock", "10", "--motor-ms", "300",
-              "--drop-prob", "1", "--state-dir", e->state_dir, (char *)NULL);
+        if (crash_after_start)
+            execl(bin, bin, "--id", "VM01", "--slots", "2", "--stock", "10", "--motor-ms", "300",
+                  "--drop-prob", "1", "--state-dir", e->state_dir, "--crash-after-start",
+                  (char *)NULL);
+        else
+            execl(bin, bin, "--id", "VM01", "--slots", "2", "--stock", "10", "--motor-ms", "300",
+                  "--drop-prob", "1", "--state-dir", e->state_dir, (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -71,7 +77,7 @@ static int setup(void **state)
         goto fail;
     if (harness_mqtt_open(&e->watch, e->f->h.broker.port, "e2e-watch", "vm/VM01/#", NULL, NULL) < 0)
         goto fail;
-    e->sim = start_vmsim(e);
+    e->sim = start_vmsim(e, false);
     if (e->sim <= 0)
         goto fail;
     /* VM01 is there when vendd has its retained ONLINE status. */
@@ -164,10 +170,46 @@ static void order_dispenses_from_the_machine_and_a_duplicate_changes_nothing(voi
     }
 }
 
+/* The machine loses power mid-run and comes back: it says so (POWER_LOSS) from its journal,
+ * never runs the unit again, and vendd holds the refund for a person (the product may have
+ * dropped). */
+static void machine_crash_mid_dispense_is_reported_not_rerun(void **state)
+{
+    struct e2e *e = *state;
+    struct harness *h = &e->f->h;
+    int status = 0;
+
+    kill(e->sim, SIGTERM);
+    waitpid(e->sim, &status, 0);
+    e->sim = start_vmsim(e, true);
+    assert_true(e->sim > 0);
+    assert_int_equal(harness_log_wait(h, "machine 'VM01' is ONLINE", 2, 10000), 2);
+    assert_int_equal(harness_order(h, "e2e-crash", 1, 1), 0);
+    assert_int_equal(harness_trigger(h, "e2e-crash", NULL), 200);
+    assert_int_equal(waitpid(e->sim, &status, 0), e->sim); /* vmsim dies with the motor on */
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    e->sim = start_vmsim(e, false);
+    assert_true(e->sim > 0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT status || ' ' || failure_reason FROM orders "
+                                      "WHERE id = 'e2e-crash'",
+                                      "FAILED POWER_LOSS", 10000),
+                     0);
+    assert_int_equal(harness_sql_wait(h, "SELECT status FROM refunds WHERE order_id = 'e2e-crash'",
+                                      "OPERATOR", 0),
+                     0);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT needs_inspection FROM slots WHERE slot_number = 1", "1", 0), 0);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test_setup_teardown(
-        order_dispenses_from_the_machine_and_a_duplicate_changes_nothing, setup, teardown)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            order_dispenses_from_the_machine_and_a_duplicate_changes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(machine_crash_mid_dispense_is_reported_not_rerun, setup,
+                                        teardown),
+    };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
