@@ -25,6 +25,7 @@
 #include "log.h"
 #include "loop.h"
 #include "machines.h"
+#include "settle.h"
 #include "store.h"
 #include "vend/codec.h"
 #include "vend/err.h"
@@ -132,7 +133,8 @@ static int setup(void **state)
     return 0;
 }
 
-/* stock.h's invariant: reserved = units of PENDING and PAID orders + QUEUED and SENT units. */
+/* stock.h's invariant: reserved = units of PENDING and PAID orders + QUEUED, SENT and
+ * UNSETTLED units. */
 static void expect_reservations_consistent(struct t *t)
 {
     int64_t drift = dfx_int(
@@ -141,7 +143,7 @@ static void expect_reservations_consistent(struct t *t)
         "(SELECT COALESCE(sum(i.quantity), 0) FROM order_items i JOIN orders o "
         "ON o.id = i.order_id WHERE i.slot_id = s.id AND o.status IN ('PENDING', 'PAID')) + "
         "(SELECT count(*) FROM dispense_logs l WHERE l.slot_id = s.id "
-        "AND l.status IN ('QUEUED', 'SENT'))");
+        "AND l.status IN ('QUEUED', 'SENT', 'UNSETTLED'))");
 
     if (drift != 0)
         fail_msg("%lld slot(s) with a reserved count that does not match the open orders",
@@ -950,6 +952,210 @@ static void power_loss_holds_the_refund_for_a_person(void **state)
     expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'REFUND_FOR_OPERATOR'", 1);
 }
 
+/* ---- a settling machine: asked at the deadline, never failed blind (settle.h) ---------- */
+
+static void make_vm01_settle(struct t *t)
+{
+    dfx_sql(t->f.v.db, "UPDATE machines SET settle = 1 WHERE id = 'VM01'");
+}
+
+/* O1 on a settling VM01, sent, and its deadline passed: UNSETTLED and asked once. */
+static void unsettled_o1(struct t *t)
+{
+    make_vm01_settle(t);
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    advance(MOTOR_MS + GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+}
+
+static void deadline_on_a_settling_machine_asks_instead_of_failing(void **state)
+{
+    struct t *t = *state;
+
+    unsettled_o1(t);
+    expect_text(t, "SELECT status || ' ' || settle_asks FROM dispense_logs", "UNSETTLED 1");
+    /* The product may have dropped: no refund, the order open, the stock still promised. */
+    expect_text(t, "SELECT status FROM orders", "DISPENSING");
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
+    expect_int(t, "SELECT reserved FROM slots WHERE id = 1", 1);
+    expect_int(t,
+               "SELECT count(*) FROM alerts WHERE kind = 'UNIT_UNSETTLED' AND order_id = 'O1' "
+               "AND resolved_at IS NULL",
+               1);
+    assert_int_equal(t->broker.published, 2);
+    assert_string_equal(t->broker.topic[1], "vm/VM01/command");
+    assert_string_equal(t->broker.payload[1], "{\"cmd\":\"settle\",\"slot\":1,\"orderId\":\"O1\"}");
+    assert_int_equal(t->f.v.metrics.dispense_unsettled, 1);
+    assert_int_equal(t->f.v.metrics.dispense_no_result, 0);
+}
+
+static void settle_answered_with_the_drop_completes_without_refund(void **state)
+{
+    struct t *t = *state;
+
+    unsettled_o1(t);
+    /* The machine's journal had the result vendd lost. */
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || settled_by FROM dispense_logs", "SUCCEEDED MACHINE");
+    expect_text(t, "SELECT status FROM orders", "COMPLETED");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
+    expect_int(t,
+               "SELECT count(*) FROM alerts WHERE kind = 'UNIT_UNSETTLED' AND "
+               "resolved_at IS NULL",
+               0);
+    /* The machine repeats its result until the next dispense: nothing changes. */
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_ECONFLICT);
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+}
+
+static void settle_answered_cancelled_fails_and_refunds(void **state)
+{
+    struct t *t = *state;
+
+    unsettled_o1(t);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "CANCELLED"), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || error_message || ' ' || settled_by FROM dispense_logs",
+                "FAILED CANCELLED MACHINE");
+    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders", "FAILED CANCELLED");
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 5000");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 5);
+}
+
+static void unsettled_unit_is_asked_again_with_backoff_and_when_online(void **state)
+{
+    struct t *t = *state;
+    struct vend_status online = {
+        .status = VEND_PRESENCE_ONLINE, .has_settle = true, .settle = true};
+    bool changed = false;
+
+    unsettled_o1(t);
+    deadline_arm(&t->f.v); /* as the timer does after its sweep */
+    assert_int_equal(deadline_armed_for(&t->f.v), deadline_now_ms(&t->f.v) + SETTLE_ASK_FIRST_MS);
+    advance(SETTLE_ASK_FIRST_MS - 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    assert_int_equal(t->broker.published, 2);
+    advance(2);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    assert_int_equal(t->broker.published, 3);
+    expect_int(t, "SELECT settle_asks FROM dispense_logs", 2);
+    /* The gap doubles. */
+    deadline_arm(&t->f.v);
+    assert_int_equal(deadline_armed_for(&t->f.v),
+                     deadline_now_ms(&t->f.v) + 2 * SETTLE_ASK_FIRST_MS);
+    /* The broker away: asks are counted and rescheduled, nothing is lost. */
+    t->broker.up = false;
+    advance(2 * SETTLE_ASK_FIRST_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    assert_int_equal(t->broker.published, 3);
+    /* The machine comes back: asked at once. */
+    t->broker.up = true;
+    assert_int_equal(machines_apply_status(&t->f.v, "VM01", &online, &changed), VEND_OK);
+    settle_machine_online(&t->f.v, "VM01");
+    assert_int_equal(t->broker.published, 4);
+    assert_string_equal(t->broker.payload[3], t->broker.payload[1]);
+    expect_text(t, "SELECT status FROM dispense_logs", "UNSETTLED");
+}
+
+static void unsettled_machine_gets_no_new_dispense(void **state)
+{
+    struct t *t = *state;
+
+    unsettled_o1(t);
+    one_unit_order(t, "O2");
+    trigger_ok(t, "O2", false); /* the unit may still be running */
+    dispense_pump(&t->f.v, "VM01");
+    assert_int_equal(t->broker.published, 2);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "CANCELLED"), VEND_OK);
+    /* Settled: O2 goes out now. */
+    assert_int_equal(t->broker.published, 3);
+    assert_non_null(strstr(t->broker.payload[2], "\"orderId\":\"O2\""));
+}
+
+static void order_with_an_unsettled_unit_ends_when_it_is_settled(void **state)
+{
+    struct t *t = *state;
+    const struct item it[] = {{1, 2, 5000}};
+
+    make_vm01_settle(t);
+    paid_order(t, "O1", "VM01", it, 1);
+    trigger_ok(t, "O1", true);
+    advance(MOTOR_MS + GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT group_concat(status, ',') FROM dispense_logs ORDER BY unit",
+                "UNSETTLED,QUEUED");
+    /* Unit 2 cannot go out while unit 1 is unsettled; its dispatch limit passes. */
+    advance(TTL_S * 1000);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status || ' ' || error_message FROM dispense_logs WHERE unit = 2",
+                "FAILED MACHINE_UNREACHABLE");
+    /* Unit 1 may have dropped: the order is still open, and nothing is refunded yet. */
+    expect_text(t, "SELECT status FROM orders", "DISPENSING");
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
+    /* It did: the order fails, refunding exactly the unit that never went out. */
+    assert_int_equal(result(t, "VM01", "O1", 1, 1, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders",
+                "FAILED MACHINE_UNREACHABLE");
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 5000");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+}
+
+static void operator_settles_an_unsettled_unit_by_hand(void **state)
+{
+    struct t *t = *state;
+    char *before, *after;
+
+    make_vm01_settle(t);
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    /* Still SENT (inside its deadline): not the operator's to settle. */
+    before = money_snapshot(t);
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, true), VEND_ESTATE);
+    assert_int_equal(settle_by_operator(&t->f.v, "NOPE", 1, true), VEND_ENOTFOUND);
+    after = money_snapshot(t);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    advance(MOTOR_MS + GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, false), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || error_message || ' ' || settled_by FROM dispense_logs",
+                "FAILED SETTLED_NOT_DROPPED OPERATOR");
+    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders",
+                "FAILED SETTLED_NOT_DROPPED");
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 5000");
+    assert_int_equal(t->f.v.metrics.dispense_settled_by_operator, 1);
+    /* The machine's answer arriving afterwards contradicts nothing it can change. */
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "CANCELLED"), VEND_ECONFLICT);
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, true), VEND_ESTATE);
+}
+
+static void unsettled_unit_survives_a_restart_and_is_asked_again(void **state)
+{
+    struct t *t = *state;
+
+    unsettled_o1(t);
+    restart(t);
+    expect_text(t, "SELECT status FROM dispense_logs", "UNSETTLED");
+    advance(SETTLE_ASK_FIRST_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    assert_int_equal(t->broker.published, 3);
+    assert_string_equal(t->broker.payload[2], t->broker.payload[1]);
+}
+
+static void guide_machine_still_fails_no_result_at_the_deadline(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    advance(MOTOR_MS + GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
+    assert_int_equal(t->broker.published, 1); /* no settle to a machine that cannot answer */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1000,6 +1206,23 @@ int main(void)
         cmocka_unit_test_setup_teardown(settle_machine_gets_expires_at, setup, teardown),
         cmocka_unit_test_setup_teardown(power_loss_holds_the_refund_for_a_person, setup, teardown),
         cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(deadline_on_a_settling_machine_asks_instead_of_failing,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(settle_answered_with_the_drop_completes_without_refund,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(settle_answered_cancelled_fails_and_refunds, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(unsettled_unit_is_asked_again_with_backoff_and_when_online,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(unsettled_machine_gets_no_new_dispense, setup, teardown),
+        cmocka_unit_test_setup_teardown(order_with_an_unsettled_unit_ends_when_it_is_settled, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(operator_settles_an_unsettled_unit_by_hand, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(unsettled_unit_survives_a_restart_and_is_asked_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(guide_machine_still_fails_no_result_at_the_deadline, setup,
                                         teardown),
     };
 

@@ -47,6 +47,7 @@ void api_metrics(void *ctx, const struct http_request *req, struct http_response
 
 /* api_dispense.c */
 void api_dispense_trigger(void *ctx, const struct http_request *req, struct http_response *res);
+void api_dispense_settle(void *ctx, const struct http_request *req, struct http_response *res);
 void api_dispense_status(void *ctx, const struct http_request *req, struct http_response *res);
 void api_dispense_logs(void *ctx, const struct http_request *req, struct http_response *res);
 

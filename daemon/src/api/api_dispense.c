@@ -9,6 +9,7 @@
 #include "log.h"
 #include "machines.h"
 #include "orders.h"
+#include "settle.h"
 #include "store.h"
 #include "vend/err.h"
 #include "vend/msg.h"
@@ -58,6 +59,60 @@ void api_dispense_trigger(void *ctx, const struct http_request *req, struct http
         break;
     default:
         api_reply_err(res, rc, "cannot trigger order '%s'", order_id);
+        break;
+    }
+}
+
+/* An operator's word on an UNSETTLED unit, after looking at the machine (settle.h). */
+void api_dispense_settle(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    static const char *const fields[] = {"order_id", "unit", "dropped", NULL};
+    char order_id[VEND_ORDER_ID_MAX + 1];
+    const json_t *dropped = json_object_get(req->json, "dropped");
+    int64_t unit = 1;
+    json_t *order = NULL;
+    int rc;
+
+    if (!api_fields_allowed(req->json, fields, res) ||
+        !api_field_string(req->json, "order_id", true, VEND_ORDER_ID_MAX, order_id,
+                          sizeof(order_id), res) ||
+        !api_field_int(req->json, "unit", false, VEND_UNIT_MIN, VEND_UNIT_MAX, &unit, res))
+        return;
+    if (!vend_order_id_valid(order_id)) {
+        http_reply_error(res, 422, "INVALID_FIELD", "'order_id' must match " VEND_ORDER_ID_PATTERN);
+        return;
+    }
+    if (!json_is_boolean(dropped)) {
+        http_reply_error(res, 422, "INVALID_FIELD",
+                         "'dropped' is required: true if the product fell, false if not");
+        return;
+    }
+    rc = settle_by_operator(v, order_id, unit, json_is_true(dropped));
+    switch (rc) {
+    case VEND_OK:
+        if (orders_get_json(v, order_id, &order) < 0) {
+            api_reply_err(res, VEND_EDB, "order '%s' settled, but cannot be read back", order_id);
+            return;
+        }
+        http_reply_json(res, 200,
+                        json_pack("{s:s, s:O, s:O}", "order_id", order_id, "status",
+                                  json_object_get(order, "status"), "units",
+                                  json_object_get(order, "units")));
+        json_decref(order);
+        break;
+    case VEND_ESTATE:
+        http_reply_error(res, 409, "WRONG_STATE",
+                         "order '%s' unit %lld is not UNSETTLED: only a unit waiting for its "
+                         "machine's word can be settled by hand",
+                         order_id, (long long)unit);
+        break;
+    case VEND_ENOTFOUND:
+        http_reply_error(res, 404, "NOT_FOUND", "no unit %lld of order '%s'", (long long)unit,
+                         order_id);
+        break;
+    default:
+        api_reply_err(res, rc, "cannot settle order '%s' unit %lld", order_id, (long long)unit);
         break;
     }
 }

@@ -11,6 +11,7 @@ const struct http_route api_routes[] = {
     {HTTP_GET, "/metrics", OP, api_metrics},
 
     {HTTP_POST, "/api/dispense/trigger", OP, api_dispense_trigger},
+    {HTTP_POST, "/api/dispense/settle", OP, api_dispense_settle},
     {HTTP_GET, "/api/dispense/status/{order_id}", OP, api_dispense_status},
     {HTTP_GET, "/api/dispense/logs/{machine_id}", OP, api_dispense_logs},
 

@@ -28,6 +28,9 @@
     X(dispense_sweep_retries, "deadline sweeps that could not finish and were retried later")      \
     X(dispense_results_retried, "results kept because the database could not take them at once")   \
     X(dispense_results_dropped, "results dropped because too many were waiting for the database")  \
+    X(dispense_unsettled, "units past their deadline on a settling machine, asked, not failed")    \
+    X(settle_asks, "settle commands published")                                                    \
+    X(dispense_settled_by_operator, "unsettled units an operator settled by hand")                 \
     X(orders_created, "customer orders recorded and sent to Midtrans")                             \
     X(orders_expired, "customer orders that expired unpaid")                                       \
     X(payment_notifications_applied, "payment notifications verified, stored and applied")         \

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "loop.h"
 #include "refunds.h"
+#include "settle.h"
 #include "store.h"
 #include "unit_status.h"
 #include "vend/err.h"
@@ -111,6 +112,8 @@ void deadline_arm(struct vendd *v)
     rc = store_query_text(v->db,
                           "SELECT min(t) FROM (SELECT min(deadline_at) AS t FROM dispense_logs "
                           "WHERE status = 'SENT' AND deadline_at > $1 UNION ALL "
+                          "SELECT min(deadline_at) AS t FROM dispense_logs "
+                          "WHERE status = 'UNSETTLED' AND deadline_at > $1 UNION ALL "
                           "SELECT min(dispatch_by) AS t FROM dispense_logs "
                           "WHERE status = 'QUEUED' AND dispatch_by > $1) AS limits",
                           p, 1, next, sizeof(next));
@@ -150,50 +153,80 @@ void deadline_stop(struct vendd *v)
 struct overdue {
     size_t n;
     int unusable; /* rows that could not be read: logged, counted, retried with backoff */
-    struct {
+    struct overdue_row {
         int64_t log_id;
         int64_t unit;
         int64_t timeout_ms;
         char order_id[VEND_ORDER_ID_MAX + 1];
         char machine_id[VEND_MACHINE_ID_MAX + 1];
+        bool settle;            /* the machine takes settle commands (settle.h) */
+        struct settle_unit ask; /* if settle: what to ask it */
     } rows[SWEEP_BATCH];
 };
+
+/* Every select of overdue_kinds returns these columns, in this order. LEFT JOIN: a damaged
+ * row with no machine or order row must still reach its limit (and the person it needs). */
+#define OVERDUE_COLUMNS                                                                            \
+    "SELECT l.id, l.order_id, l.machine_id, l.unit, l.timeout_ms, m.settle, l.slot_id, "           \
+    "l.slot_number, o.quantity, l.settle_asks FROM dispense_logs l "                               \
+    "LEFT JOIN machines m ON m.id = l.machine_id LEFT JOIN orders o ON o.id = l.order_id "
 
 static int take_overdue(void *arg, const struct db_row *row)
 {
     struct overdue *od = arg;
+    struct overdue_row *r = &od->rows[od->n];
 
     if (od->n == SWEEP_BATCH)
         return 1;
-    od->rows[od->n].log_id = db_row_int(row, 0);
-    od->rows[od->n].unit = db_row_int(row, 3);
-    od->rows[od->n].timeout_ms = db_row_int(row, 4);
-    if (store_copy_text(od->rows[od->n].order_id, sizeof(od->rows[0].order_id),
-                        db_row_text(row, 1)) < 0 ||
-        store_copy_text(od->rows[od->n].machine_id, sizeof(od->rows[0].machine_id),
-                        db_row_text(row, 2)) < 0) {
+    memset(r, 0, sizeof(*r));
+    r->log_id = db_row_int(row, 0);
+    r->unit = db_row_int(row, 3);
+    r->timeout_ms = db_row_int(row, 4);
+    r->settle = db_row_int(row, 5) == 1;
+    r->ask.log_id = r->log_id;
+    r->ask.slot_id = db_row_int(row, 6);
+    r->ask.asks = db_row_int(row, 9);
+    if (store_copy_text(r->order_id, sizeof(r->order_id), db_row_text(row, 1)) < 0 ||
+        store_copy_text(r->machine_id, sizeof(r->machine_id), db_row_text(row, 2)) < 0) {
         log_warnx("dispense_logs row %" PRId64 " is past its limit but unusable (order or "
                   "machine id out of range); it needs a person",
-                  od->rows[od->n].log_id);
+                  r->log_id);
         od->unusable++;
         return 0;
     }
+    memcpy(r->ask.order_id, r->order_id, sizeof(r->order_id));
+    memcpy(r->ask.machine_id, r->machine_id, sizeof(r->machine_id));
+    /* A row the settle command cannot carry is failed as for a guide machine (NO_RESULT):
+     * it could not have been sent as a dispense either (dispense.c checks the same). */
+    r->ask.sendable =
+        settle_unit_command(&r->ask, db_row_int(row, 7), r->unit, db_row_int(row, 8)) == VEND_OK;
+    r->settle = r->settle && r->ask.sendable;
     od->n++;
     return 0;
 }
 
-/* The two limits a unit can miss; each fails the unit and its order. */
+/* What the sweep does with a unit past one of its limits. */
+enum overdue_action {
+    FAIL,           /* fail the unit and its order */
+    SETTLE_OR_FAIL, /* a settling machine's unit becomes UNSETTLED; another fails */
+    ASK_AGAIN,      /* ask the machine again about an UNSETTLED unit */
+};
+
 static const struct overdue_kind {
     const char *select; /* $1 = now; rows ordered by limit, at most SWEEP_BATCH usable */
-    enum unit_status from, to;
+    enum overdue_action action;
+    enum unit_status from, to; /* of FAIL and the fail side of SETTLE_OR_FAIL */
     const char *reason;
 } overdue_kinds[] = {
-    {"SELECT id, order_id, machine_id, unit, timeout_ms FROM dispense_logs "
-     "WHERE status = 'SENT' AND deadline_at < $1 ORDER BY deadline_at, id",
-     UNIT_SENT, UNIT_NO_RESULT, "NO_RESULT"},
-    {"SELECT id, order_id, machine_id, unit, timeout_ms FROM dispense_logs "
-     "WHERE status = 'QUEUED' AND dispatch_by < $1 ORDER BY dispatch_by, id",
-     UNIT_QUEUED, UNIT_FAILED, "MACHINE_UNREACHABLE"},
+    {OVERDUE_COLUMNS "WHERE l.status = 'SENT' AND l.deadline_at < $1 "
+                     "ORDER BY l.deadline_at, l.id",
+     SETTLE_OR_FAIL, UNIT_SENT, UNIT_NO_RESULT, "NO_RESULT"},
+    {OVERDUE_COLUMNS "WHERE l.status = 'QUEUED' AND l.dispatch_by < $1 "
+                     "ORDER BY l.dispatch_by, l.id",
+     FAIL, UNIT_QUEUED, UNIT_FAILED, "MACHINE_UNREACHABLE"},
+    {OVERDUE_COLUMNS "WHERE l.status = 'UNSETTLED' AND l.deadline_at < $1 "
+                     "ORDER BY l.deadline_at, l.id",
+     ASK_AGAIN, UNIT_UNSETTLED, UNIT_UNSETTLED, NULL},
 };
 
 /* Fail one overdue unit and its order in one transaction. */
@@ -238,6 +271,26 @@ static void log_expired(struct vendd *v, const struct overdue_kind *k, const str
     }
 }
 
+static int act_on(struct vendd *v, const struct overdue_kind *k, struct overdue *od, size_t i,
+                  int64_t now, const char *now_iso)
+{
+    struct overdue_row *r = &od->rows[i];
+    int rc;
+
+    /* Whatever the machine says of itself now: an UNSETTLED unit was sent to one that
+     * settles, and its journal is what can answer. */
+    if (k->action == ASK_AGAIN)
+        return settle_ask_again(v, &r->ask, now);
+    if (k->action == SETTLE_OR_FAIL && r->settle)
+        return settle_overdue_unit(v, &r->ask, now);
+    rc = expire_unit(v, k, r->log_id, r->order_id, r->machine_id, now_iso);
+    if (rc > 0) {
+        log_expired(v, k, od, i);
+        dispense_pump(v, r->machine_id);
+    }
+    return rc;
+}
+
 int deadline_sweep(struct vendd *v)
 {
     char now_iso[STORE_ISO_SIZE];
@@ -257,14 +310,8 @@ int deadline_sweep(struct vendd *v)
             od->unusable = 0;
             rc = db_exec(v->db, overdue_kinds[k].select, p, 1, take_overdue, od);
             unusable += od->unusable;
-            for (size_t i = 0; rc >= 0 && i < od->n; i++) {
-                rc = expire_unit(v, &overdue_kinds[k], od->rows[i].log_id, od->rows[i].order_id,
-                                 od->rows[i].machine_id, now_iso);
-                if (rc > 0) {
-                    log_expired(v, &overdue_kinds[k], od, i);
-                    dispense_pump(v, od->rows[i].machine_id);
-                }
-            }
+            for (size_t i = 0; rc >= 0 && i < od->n; i++)
+                rc = act_on(v, &overdue_kinds[k], od, i, now, now_iso);
         } while (rc >= 0 && od->n == SWEEP_BATCH);
     }
     if (rc < 0)
@@ -345,17 +392,21 @@ static int anchor_clock(struct vendd *v)
 
 int deadline_resume(struct vendd *v)
 {
-    int64_t sent = 0, queued = 0;
+    int64_t sent = 0, queued = 0, unsettled = 0;
 
     if (anchor_clock(v) < 0)
         return VEND_EDB;
     if (store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'SENT'", NULL, 0,
                         &sent) < 0 ||
         store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'QUEUED'", NULL,
-                        0, &queued) < 0)
+                        0, &queued) < 0 ||
+        store_query_int(v->db, "SELECT count(*) FROM dispense_logs WHERE status = 'UNSETTLED'",
+                        NULL, 0, &unsettled) < 0)
         return VEND_EDB;
-    if (sent > 0 || queued > 0)
-        log_info("resuming %" PRId64 " dispense(s) in flight and %" PRId64 " queued", sent, queued);
+    if (sent > 0 || queued > 0 || unsettled > 0)
+        log_info("resuming %" PRId64 " dispense(s) in flight, %" PRId64 " queued and %" PRId64
+                 " unsettled",
+                 sent, queued, unsettled);
     /* Results the machines published while we were down wait in our broker session; give
      * them one grace period to arrive before anything is failed for want of one. */
     v->deadline.not_before_ms = deadline_now_ms(v) + (int64_t)v->conf->dispense_result_grace_ms;

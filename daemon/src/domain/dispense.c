@@ -38,8 +38,22 @@
 int dispense_fail_order_locked(struct vendd *v, const char *order_id, const char *machine_id,
                                const char *reason, const char *now_iso)
 {
+    struct db_value p[1] = {DB_TEXT(order_id)};
+    int64_t unsettled = 0;
     int rc;
 
+    rc = store_query_int(v->db,
+                         "SELECT count(*) FROM dispense_logs WHERE order_id = $1 AND "
+                         "status = 'UNSETTLED'",
+                         p, 1, &unsettled);
+    if (rc < 0)
+        return rc;
+    if (unsettled > 0) {
+        /* A unit of it may have dropped (settle.h): what is owed is known only when it is
+         * settled, so the order ends then (dispense_result.c). Its unsent units never go. */
+        rc = unit_fail_unsent_locked(v, order_id, now_iso);
+        return rc < 0 ? rc : VEND_OK;
+    }
     rc = order_transition_locked(v, order_id, ORDER_DISPENSING, ORDER_FAILED, reason, now_iso);
     if (rc == VEND_ESTATE)
         return VEND_OK; /* already final: nothing more to do */
@@ -123,9 +137,11 @@ static int pump_locked(struct vendd *v, const char *machine_id, int64_t now,
 
     pc->ready = false;
     db_iso_time(sent_at, sizeof(sent_at), now);
+    /* An UNSETTLED unit may still be running, and a new dispense would acknowledge the
+     * machine's stored results (settle.h): it counts as in flight. */
     rc = store_query_int(v->db,
-                         "SELECT count(*) FROM dispense_logs WHERE machine_id = $1 AND status = "
-                         "'SENT'",
+                         "SELECT count(*) FROM dispense_logs WHERE machine_id = $1 AND status IN "
+                         "('SENT', 'UNSETTLED')",
                          p, 1, &busy);
     if (rc < 0 || busy > 0)
         return rc < 0 ? rc : VEND_OK; /* busy: its result or deadline pumps again */

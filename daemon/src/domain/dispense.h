@@ -65,7 +65,9 @@ bool dispense_send_after_commit(struct vendd *v, const struct dispense_send *sen
 /*
  * Inside a transaction: order_id fails for reason (DISPENSING -> FAILED); its units not yet
  * sent fail NOT_SENT and the refund of what did not drop is queued (refunds.h). An order
- * already final is left as it is. Returns VEND_OK or a VEND_E*.
+ * already final is left as it is. While a unit of it is UNSETTLED (settle.h) only its unsent
+ * units fail: the order fails, and its refund is reckoned, when that unit is settled.
+ * Returns VEND_OK or a VEND_E*.
  */
 int dispense_fail_order_locked(struct vendd *v, const char *order_id, const char *machine_id,
                                const char *reason, const char *now_iso);

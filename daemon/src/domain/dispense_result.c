@@ -17,6 +17,7 @@
 #include "log.h"
 #include "loop.h"
 #include "refunds.h"
+#include "settle.h"
 #include "stock.h"
 #include "store.h"
 #include "unit_status.h"
@@ -114,20 +115,60 @@ static int flag_slot_locked(struct vendd *v, const struct unit_row *u,
     return rc < 0 ? rc : VEND_OK;
 }
 
-/* Inside a transaction: a result for a SENT unit. */
-static int apply_result_locked(struct vendd *v, const struct unit_row *u,
-                               const struct vend_dispense_result *r, int64_t unit,
-                               const char *now_iso, bool *order_done)
+/*
+ * Inside a transaction: the last unit of a DISPENSING order dropped. It completes, unless a
+ * unit of it failed while this one was UNSETTLED (dispense_fail_order_locked() then left the
+ * order open until now): then it fails, and its refund counts this drop.
+ */
+static int end_order_locked(struct vendd *v, const char *order_id, const char *machine_id,
+                            const char *now_iso, bool *order_done)
 {
-    bool ok = r->success && r->drop_detected;
-    struct unit_change c = result_change(r, now_iso);
-    struct db_value p[1] = {DB_TEXT(r->order_id)};
+    struct db_value p[1] = {DB_TEXT(order_id)};
+    char reason[64] = "";
     int64_t open_units = 0;
     int rc;
 
-    rc = unit_transition_locked(v, u->log_id, UNIT_SENT, ok ? UNIT_SUCCEEDED : UNIT_FAILED, &c);
+    rc = store_query_int(v->db,
+                         "SELECT count(*) FROM dispense_logs WHERE order_id = $1 AND status IN "
+                         "('QUEUED', 'SENT', 'UNSETTLED')",
+                         p, 1, &open_units);
     if (rc < 0)
         return rc;
+    if (open_units > 0)
+        return VEND_OK; /* the next unit goes out when this transaction has committed */
+    rc = store_query_text(v->db,
+                          "SELECT COALESCE(error_message, status) FROM dispense_logs WHERE "
+                          "order_id = $1 AND status IN ('FAILED', 'NO_RESULT') ORDER BY unit "
+                          "LIMIT 1",
+                          p, 1, reason, sizeof(reason));
+    if (rc < 0)
+        return rc;
+    *order_done = true;
+    if (rc == 1)
+        return dispense_fail_order_locked(v, order_id, machine_id, reason, now_iso);
+    rc = order_transition_locked(v, order_id, ORDER_DISPENSING, ORDER_COMPLETED, NULL, now_iso);
+    return rc == VEND_ESTATE ? VEND_OK : rc;
+}
+
+/* Inside a transaction: a result for a SENT or UNSETTLED unit (the machine's answer to a
+ * settle, or an operator's word on it). */
+static int apply_result_locked(struct vendd *v, const struct unit_row *u,
+                               const struct vend_dispense_result *r, int64_t unit,
+                               const char *now_iso, bool by_operator, bool *order_done)
+{
+    bool ok = r->success && r->drop_detected;
+    struct unit_change c = result_change(r, now_iso);
+    int rc;
+
+    c.by_operator = by_operator;
+    rc = unit_transition_locked(v, u->log_id, u->status, ok ? UNIT_SUCCEEDED : UNIT_FAILED, &c);
+    if (rc < 0)
+        return rc;
+    if (u->status == UNIT_UNSETTLED) {
+        rc = alerts_resolve_order_locked(v, r->order_id, SETTLE_ALERT, now_iso);
+        if (rc < 0)
+            return rc;
+    }
     if (!ok) {
         v->metrics.dispense_failed++;
         /* A motor cycle without a drop (something is stuck), or a drop the machine did not
@@ -157,17 +198,7 @@ static int apply_result_locked(struct vendd *v, const struct unit_row *u,
     rc = stock_take_unit_locked(v, u->slot_id, u->machine_id, r->order_id, unit, now_iso);
     if (rc < 0)
         return rc;
-    rc = store_query_int(v->db,
-                         "SELECT count(*) FROM dispense_logs WHERE order_id = $1 AND status <> "
-                         "'SUCCEEDED'",
-                         p, 1, &open_units);
-    if (rc < 0)
-        return rc;
-    if (open_units > 0)
-        return VEND_OK; /* the next unit goes out when this transaction has committed */
-    *order_done = true;
-    rc = order_transition_locked(v, r->order_id, ORDER_DISPENSING, ORDER_COMPLETED, NULL, now_iso);
-    return rc == VEND_ESTATE ? VEND_OK : rc;
+    return end_order_locked(v, r->order_id, u->machine_id, now_iso, order_done);
 }
 
 /*
@@ -233,9 +264,10 @@ static int reject_settled_unit(struct vendd *v, const struct unit_row *u,
     return same ? VEND_ECONFLICT : VEND_ESTATE;
 }
 
-int dispense_result_apply(struct vendd *v, const char *machine_id,
-                          const struct vend_dispense_result *r)
+/* machine_id NULL: an operator's word (dispense_result_apply_operator()). */
+static int apply(struct vendd *v, const char *machine_id, const struct vend_dispense_result *r)
 {
+    bool by_operator = machine_id == NULL;
     int64_t unit = r->unit ? r->unit : 1;
     struct db_value p[2] = {DB_TEXT(r->order_id), DB_INT(unit)};
     struct unit_row u = {0};
@@ -262,6 +294,15 @@ int dispense_result_apply(struct vendd *v, const char *machine_id,
         rc = reject_unknown_unit(v, machine_id, r->order_id, unit);
         goto out;
     }
+    if (by_operator && u.status != UNIT_UNSETTLED) {
+        log_warnx("refused to settle order '%s' unit %" PRId64 " by hand: it is %s, not "
+                  "UNSETTLED",
+                  r->order_id, unit, unit_status_name(u.status));
+        rc = VEND_ESTATE;
+        goto out;
+    }
+    if (by_operator)
+        machine_id = u.machine_id;
     if (u.err == VEND_OK && strcmp(u.machine_id, machine_id) != 0) {
         log_warnx("rejected dispense_result from '%s': order '%s' was sent to '%s'", machine_id,
                   r->order_id, u.machine_id);
@@ -274,7 +315,7 @@ int dispense_result_apply(struct vendd *v, const char *machine_id,
         rc = u.err;
         goto out;
     }
-    if (u.slot_number != r->slot) {
+    if (!by_operator && u.slot_number != r->slot) {
         log_warnx("rejected dispense_result for order '%s': slot %u, but the command was for "
                   "slot %" PRId64,
                   r->order_id, (unsigned)r->slot, u.slot_number);
@@ -283,8 +324,8 @@ int dispense_result_apply(struct vendd *v, const char *machine_id,
     }
 
     rejected = false;
-    if (u.status == UNIT_SENT) {
-        rc = apply_result_locked(v, &u, r, unit, now_iso, &order_done);
+    if (u.status == UNIT_SENT || u.status == UNIT_UNSETTLED) {
+        rc = apply_result_locked(v, &u, r, unit, now_iso, by_operator, &order_done);
     } else if (u.status == UNIT_NO_RESULT && !u.late_result) {
         rc = apply_late_result_locked(v, &u, r, unit, now_iso);
     } else if (u.status == UNIT_QUEUED) {
@@ -301,6 +342,10 @@ int dispense_result_apply(struct vendd *v, const char *machine_id,
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    if (u.status == UNIT_UNSETTLED)
+        log_info("order '%s' unit %" PRId64 " settled by %s: %s", r->order_id, unit,
+                 by_operator ? "an operator" : "the machine",
+                 r->success && r->drop_detected ? "dropped" : "not dropped");
     if (order_done)
         log_info("order '%s' %s", r->order_id,
                  r->success && r->drop_detected ? "COMPLETED" : "FAILED");
@@ -308,6 +353,9 @@ int dispense_result_apply(struct vendd *v, const char *machine_id,
     deadline_arm(v);
     refunds_schedule(v);
 out:
+    if (rc < 0 && by_operator && rejected)
+        log_warnx("order '%s' unit %" PRId64 " not settled by hand: %s", r->order_id, unit,
+                  vend_strerror(rc));
     if (rc < 0) {
         /* Rejections were logged where they were found; anything else failed to apply. */
         if (!rejected)
@@ -316,6 +364,17 @@ out:
         db_rollback(v->db);
     }
     return rc;
+}
+
+int dispense_result_apply(struct vendd *v, const char *machine_id,
+                          const struct vend_dispense_result *r)
+{
+    return apply(v, machine_id, r);
+}
+
+int dispense_result_apply_operator(struct vendd *v, const struct vend_dispense_result *r)
+{
+    return apply(v, NULL, r);
 }
 
 /* ---- results that could not be committed yet ----------------------------------------------- */

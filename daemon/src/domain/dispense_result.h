@@ -27,6 +27,14 @@ int dispense_result_apply(struct vendd *v, const char *machine_id,
                           const struct vend_dispense_result *r);
 
 /*
+ * An operator's word on an UNSETTLED unit (settle.h): r->order_id, r->unit, and success and
+ * drop_detected both true (it dropped) or false (with r->error). The unit's machine and slot
+ * are taken from its row. Returns as dispense_result_apply(); VEND_ESTATE when the unit is
+ * not UNSETTLED.
+ */
+int dispense_result_apply_operator(struct vendd *v, const struct vend_dispense_result *r);
+
+/*
  * What the MQTT ingest calls. The broker has acknowledged r already (libmosquitto sends the
  * PUBACK before vendd sees the message), so a result that cannot be committed now (the
  * database busy or failing) must not be dropped: it waits in a bounded queue, in arrival

@@ -14,17 +14,19 @@
 #include "vendd.h"
 
 static const char *const names[UNIT_STATUS_COUNT] = {
-    [UNIT_QUEUED] = "QUEUED", [UNIT_SENT] = "SENT",           [UNIT_SUCCEEDED] = "SUCCEEDED",
-    [UNIT_FAILED] = "FAILED", [UNIT_NO_RESULT] = "NO_RESULT",
+    [UNIT_QUEUED] = "QUEUED",       [UNIT_SENT] = "SENT",     [UNIT_UNSETTLED] = "UNSETTLED",
+    [UNIT_SUCCEEDED] = "SUCCEEDED", [UNIT_FAILED] = "FAILED", [UNIT_NO_RESULT] = "NO_RESULT",
 };
 
 /* What an edge binds after $1 = the row id. */
 enum binds {
-    BIND_SEND,   /* $2 command_sent_at, $3 deadline_at */
-    BIND_NONE,   /* nothing */
-    BIND_RESULT, /* $2 completed_at, $3 duration, $4 success, $5 drop, $6 error */
-    BIND_FAIL,   /* $2 completed_at, $3 error */
-    BIND_AT,     /* $2 completed_at */
+    BIND_SEND,    /* $2 command_sent_at, $3 deadline_at */
+    BIND_NONE,    /* nothing */
+    BIND_RESULT,  /* $2 completed_at, $3 duration, $4 success, $5 drop, $6 error */
+    BIND_SETTLED, /* BIND_RESULT, and $7 settled_by */
+    BIND_FAIL,    /* $2 completed_at, $3 error */
+    BIND_AT,      /* $2 completed_at */
+    BIND_ASK,     /* $2 deadline_at: when to ask the machine again */
 };
 
 static const struct edge {
@@ -48,6 +50,18 @@ static const struct edge {
     {UNIT_SENT, UNIT_NO_RESULT, BIND_AT,
      "UPDATE dispense_logs SET status = 'NO_RESULT', completed_at = $2, "
      "error_message = 'NO_RESULT' WHERE id = $1 AND status = 'SENT'"},
+    /* A settling machine keeps a journal: ask it rather than fail the unit blind. */
+    {UNIT_SENT, UNIT_UNSETTLED, BIND_ASK,
+     "UPDATE dispense_logs SET status = 'UNSETTLED', deadline_at = $2 "
+     "WHERE id = $1 AND status = 'SENT'"},
+    {UNIT_UNSETTLED, UNIT_SUCCEEDED, BIND_SETTLED,
+     "UPDATE dispense_logs SET status = 'SUCCEEDED', completed_at = $2, duration_ms = $3, "
+     "success = $4, drop_detected = $5, error_message = $6, settled_by = $7, deadline_at = NULL "
+     "WHERE id = $1 AND status = 'UNSETTLED'"},
+    {UNIT_UNSETTLED, UNIT_FAILED, BIND_SETTLED,
+     "UPDATE dispense_logs SET status = 'FAILED', completed_at = $2, duration_ms = $3, "
+     "success = $4, drop_detected = $5, error_message = $6, settled_by = $7, deadline_at = NULL "
+     "WHERE id = $1 AND status = 'UNSETTLED'"},
     {UNIT_QUEUED, UNIT_FAILED, BIND_FAIL,
      "UPDATE dispense_logs SET status = 'FAILED', completed_at = $2, error_message = $3 "
      "WHERE id = $1 AND status = 'QUEUED'"},
@@ -87,12 +101,12 @@ int unit_transition_locked(struct vendd *v, int64_t log_id, enum unit_status fro
                            enum unit_status to, const struct unit_change *c)
 {
     const struct edge *e = find_edge(from, to);
-    struct db_value p[6] = {DB_INT(log_id)};
+    struct db_value p[7] = {DB_INT(log_id)};
     size_t n = 1;
     int rc;
 
     if (e == NULL || (e->binds != BIND_NONE && (c == NULL || c->at == NULL)) ||
-        (e->binds == BIND_SEND && c->deadline == NULL) ||
+        ((e->binds == BIND_SEND || e->binds == BIND_ASK) && c->deadline == NULL) ||
         (e->binds == BIND_FAIL && c->error == NULL)) {
         log_warnx("dispense_logs row %" PRId64 ": %s -> %s is not a transition of the unit "
                   "state machine, or lacks its fields",
@@ -107,11 +121,17 @@ int unit_transition_locked(struct vendd *v, int64_t log_id, enum unit_status fro
     case BIND_NONE:
         break;
     case BIND_RESULT:
+    case BIND_SETTLED:
         p[n++] = DB_TEXT(c->at);
         p[n++] = c->has_duration ? DB_INT(c->duration_ms) : DB_NULL;
         p[n++] = DB_INT(c->success);
         p[n++] = DB_INT(c->drop_detected);
         p[n++] = DB_TEXT(c->error);
+        if (e->binds == BIND_SETTLED)
+            p[n++] = DB_TEXT(c->by_operator ? "OPERATOR" : "MACHINE");
+        break;
+    case BIND_ASK:
+        p[n++] = DB_TEXT(c->deadline);
         break;
     case BIND_FAIL:
         p[n++] = DB_TEXT(c->at);

@@ -7,13 +7,20 @@
  *   QUEUED ──command published──> SENT ──result: success && dropDetected──> SUCCEEDED
  *     │  ^                          ├──result: anything else──────────────> FAILED
  *     │  └──broker gone before the publish (nothing left vendd)
- *     │                             └──deadline passed─────────────────────> NO_RESULT
+ *     │                             ├──deadline passed, guide machine─────> NO_RESULT
+ *     │                             └──deadline passed, settling machine──> UNSETTLED
  *     ├──dispatch limit passed (broker away)──> FAILED  MACHINE_UNREACHABLE
  *     ├──row unusable (out of range)──────────> FAILED  INVALID_UNIT
  *     └──its order failed first───────────────> FAILED  NOT_SENT
  *
+ *   UNSETTLED ──the machine's answer (a result, CANCELLED)──> SUCCEEDED | FAILED
+ *             └──an operator's word, after looking──────────> SUCCEEDED | FAILED
+ *
  * NO_RESULT is final for the unit; a result that arrives later is recorded on the row
  * (late_result, unit_record_late_result_locked) without moving it, SPEC §4 rule 6.
+ * UNSETTLED is not final: the product may have dropped, so its stock stays promised, its
+ * order stays DISPENSING and nothing is refunded until the machine (settle.h) or a person
+ * says what happened.
  */
 #ifndef VENDD_UNIT_STATUS_H
 #define VENDD_UNIT_STATUS_H
@@ -27,20 +34,22 @@ struct vendd;
 enum unit_status {
     UNIT_QUEUED,
     UNIT_SENT,
+    UNIT_UNSETTLED,
     UNIT_SUCCEEDED,
     UNIT_FAILED,
     UNIT_NO_RESULT,
 };
-#define UNIT_STATUS_COUNT 5
+#define UNIT_STATUS_COUNT 6
 
 /* What a transition writes besides the status; which fields count depends on the edge. */
 struct unit_change {
     const char *at;       /* QUEUED->SENT: command_sent_at; else completed_at */
-    const char *deadline; /* QUEUED->SENT: deadline_at */
+    const char *deadline; /* QUEUED->SENT: deadline_at; SENT->UNSETTLED: when to ask again */
     const char *error;    /* error_message: the failure code, or a success's stray code */
-    /* SENT->SUCCEEDED|FAILED: what the machine said */
+    /* SENT|UNSETTLED->SUCCEEDED|FAILED: what the machine (or the operator) said */
     bool success, drop_detected, has_duration;
     int64_t duration_ms;
+    bool by_operator; /* UNSETTLED->SUCCEEDED|FAILED: settled_by OPERATOR, not MACHINE */
 };
 
 const char *unit_status_name(enum unit_status s);

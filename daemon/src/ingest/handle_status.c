@@ -13,6 +13,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "machines.h"
+#include "settle.h"
 #include "vend/codec.h"
 #include "vend/err.h"
 #include "vend/msg.h"
@@ -40,5 +41,8 @@ int handle_status(struct vendd *v, const char *machine_id, const char *payload, 
     v->metrics.status_updates++;
     if (changed)
         log_info("machine '%s' is %s", machine_id, vend_presence_name(st.status));
+    /* A machine that (re)connects can answer what it could not while away. */
+    if (st.status == VEND_PRESENCE_ONLINE)
+        settle_machine_online(v, machine_id);
     return VEND_OK;
 }
