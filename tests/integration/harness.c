@@ -623,7 +623,10 @@ const char *harness_reply_str(const struct harness_reply *r, const char *dotted)
             return NULL;
         memcpy(key, p, n);
         key[n] = '\0';
-        j = json_object_get(j, key);
+        /* A number indexes an array: "units.0.status". */
+        j = json_is_array(j) && key[0] >= '0' && key[0] <= '9'
+                ? json_array_get(j, strtoul(key, NULL, 10))
+                : json_object_get(j, key);
         p += n + (dot != NULL);
     }
     return json_is_string(j) ? json_string_value(j) : NULL;

@@ -126,7 +126,7 @@ long harness_call_wake(struct harness *h, const char *method, const char *path, 
 long harness_call(struct harness *h, const char *method, const char *path, const char *body,
                   struct harness_reply *r);
 void harness_reply_free(struct harness_reply *r);
-/* A string member at a dotted path ("error.status") of r->json, or NULL. */
+/* A string member at a dotted path ("error.status", "units.0.status") of r->json, or NULL. */
 const char *harness_reply_str(const struct harness_reply *r, const char *dotted);
 
 /* The value of the /metrics sample whose line starts with series ("name{labels}"); 0 if
