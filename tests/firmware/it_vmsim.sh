@@ -3,6 +3,8 @@
 # a dispense drops, a repeated command is answered from the journal without a second motor
 # run, the retained status is ONLINE with "settle":true, and a crash after STARTED
 # (--crash-after-start) is reported as POWER_LOSS by the next start, from the kv file.
+# The other fault modes: a door opened mid-run (--door-open-rate), a machine gone silent
+# (--silent-after, woken by SIGUSR1 or --silent-ms), a lost broker (--lose-broker-every).
 # Usage: it_vmsim.sh path/to/vmsim
 set -euo pipefail
 
@@ -23,7 +25,7 @@ trap cleanup EXIT
 
 fail() {
     echo "it_vmsim: FAIL: $*" >&2
-    for f in vmsim.log vmsim2.log vmsim3.log sub.log mosquitto.log; do
+    for f in vmsim{,2,3,4,5,6,7}.log sub.log mosquitto.log; do
         [[ -f $tmp/$f ]] && { echo "--- $f" >&2; tail -n 30 "$tmp/$f" >&2; }
     done
     exit 1
@@ -90,7 +92,24 @@ run_vmsim() { # LOG [flags...]
     vm_pid=$!
 }
 pub() { mosquitto_pub -p "$port" -q 1 -t "vm/$ID/command" -m "$1"; }
+dispense() { pub "{\"cmd\":\"dispense\",\"slot\":$1,\"orderId\":\"$2\",\"timeoutMs\":2150}"; }
 motor_runs() { grep -c 'motor on' "$tmp/$1" || true; }
+ONLINE="^vm/$ID/status .*\"ONLINE\""
+OFFLINE="^vm/$ID/status .*\"OFFLINE\""
+DOOR="^vm/$ID/status .*\"door\":" # then the quoted state
+RESULT="^vm/$ID/dispense_result .*" # then the quoted order id
+seen() { grep -cE "$1" "$tmp/sub.log" || true; } # ERE: how many lines of sub.log match
+said() { grep -vc "^vm/$ID/command " "$tmp/sub.log" || true; } # what the machine published
+result() { grep -E "$RESULT\"$1\"" "$tmp/sub.log" | head -n 1; } # ORDER: its first result
+stop_vmsim() { # WHAT: SIGTERM, expect exit 0 and the will, so later counts start after it
+    local off
+    off=$(seen "$OFFLINE")
+    kill -TERM "$vm_pid"
+    wait_exit "$vm_pid"
+    vm_pid=''
+    ((rc == 0)) || fail "vmsim exited $rc on SIGTERM ($1)"
+    wait_for "$tmp/sub.log" "$OFFLINE" $((off + 1)) || fail "no OFFLINE status after SIGTERM ($1)"
+}
 
 run_vmsim vmsim.log
 # Everything the machine says, in order; the retained status proves the subscription is live.
@@ -119,11 +138,7 @@ sleep 0.3
 [[ $(motor_runs vmsim.log) -eq 1 ]] || fail "the repeated command ran the motor again"
 
 # Clean shutdown: exit 0, will published.
-kill -TERM "$vm_pid"
-wait_exit "$vm_pid"
-vm_pid=''
-((rc == 0)) || fail "vmsim exited $rc on SIGTERM"
-wait_for "$tmp/sub.log" "^vm/$ID/status .*\"OFFLINE\"" 1 || fail "no OFFLINE status after SIGTERM"
+stop_vmsim "first run"
 
 # A crash once the unit is journaled STARTED: the next start reports POWER_LOSS.
 run_vmsim vmsim2.log --crash-after-start
@@ -138,5 +153,81 @@ wait_for "$tmp/sub.log" '^vm/VM01/dispense_result .*"IT-VMSIM-2"' 1 ||
 r3=$(grep -E '^vm/VM01/dispense_result .*"IT-VMSIM-2"' "$tmp/sub.log" | head -n 1)
 [[ $r3 == *'"success":false'* && $r3 == *'"error":"POWER_LOSS"'* ]] || fail "after crash: $r3"
 [[ $(motor_runs vmsim3.log) -eq 0 ]] || fail "the restart ran a motor"
+
+stop_vmsim "after the crash run"
+
+# A door opened mid-run: the run stops DOOR_OPEN, the status shows the door, and a command
+# arriving while it is open is refused DOOR_OPEN without a run (SIM_DOOR_OPEN_MS is 2 s).
+n=$(seen "$ONLINE")
+run_vmsim vmsim4.log --door-open-rate 1
+wait_for "$tmp/sub.log" "$ONLINE" $((n + 1)) || fail "no ONLINE status (door run)"
+closed=$(seen "$DOOR\"CLOSED\"")
+dispense 3 IT-VMSIM-DOOR-1
+wait_for "$tmp/sub.log" "$RESULT\"IT-VMSIM-DOOR-1\"" 1 || fail "no result for IT-VMSIM-DOOR-1"
+dispense 3 IT-VMSIM-DOOR-2
+r=$(result IT-VMSIM-DOOR-1)
+[[ $r == *'"success":false'* && $r == *'"error":"DOOR_OPEN"'* ]] || fail "door mid-run: $r"
+wait_for "$tmp/sub.log" "$RESULT\"IT-VMSIM-DOOR-2\"" 1 || fail "no result for IT-VMSIM-DOOR-2"
+r=$(result IT-VMSIM-DOOR-2)
+[[ $r == *'"success":false'* && $r == *'"error":"DOOR_OPEN"'* ]] || fail "door open: $r"
+[[ $(motor_runs vmsim4.log) -eq 1 ]] || fail "motor ran $(motor_runs vmsim4.log) times, expected 1"
+wait_for "$tmp/sub.log" "$DOOR\"OPEN\"" 1 || fail "no status with the door open"
+wait_for "$tmp/sub.log" "$DOOR\"CLOSED\"" $((closed + 1)) || fail "no status with the door closed again"
+stop_vmsim "door run"
+
+# Silent from the first command: dropped, nothing published (not even telemetry, every 1 s),
+# still ONLINE; SIGUSR1 wakes it: ONLINE again, and the next command is answered.
+n=$(seen "$ONLINE")
+run_vmsim vmsim5.log --silent-after 0 --telemetry-ms 1000
+wait_for "$tmp/sub.log" "$ONLINE" $((n + 1)) || fail "no ONLINE status (silent run)"
+dispense 1 IT-VMSIM-SIL-1
+wait_for "$tmp/vmsim5.log" 'goes silent' 1 || fail "--silent-after 0: the machine did not go silent"
+sleep 0.2 # what it published at connect has arrived
+quiet=$(said)
+sleep 1.5
+(($(said) == quiet)) || fail "a silent machine published: $(tail -n 2 "$tmp/sub.log")"
+[[ $(seen "$RESULT\"IT-VMSIM-SIL-1\"") -eq 0 && $(motor_runs vmsim5.log) -eq 0 ]] ||
+    fail "a silent machine ran its command"
+status=$(mosquitto_sub -p "$port" -t "vm/$ID/status" -C 1 -W 10) || fail "no retained status"
+[[ $status == *'"status":"ONLINE"'* ]] || fail "retained status of a silent machine: $status"
+kill -USR1 "$vm_pid"
+wait_for "$tmp/sub.log" "$ONLINE" $((n + 2)) || fail "no ONLINE status after SIGUSR1"
+dispense 1 IT-VMSIM-SIL-2
+wait_for "$tmp/sub.log" "$RESULT\"IT-VMSIM-SIL-2\"" 1 || fail "no result for IT-VMSIM-SIL-2 after the wake"
+[[ $(result IT-VMSIM-SIL-2) == *'"success":true'* ]] || fail "after the wake: $(result IT-VMSIM-SIL-2)"
+[[ $(seen "$RESULT\"IT-VMSIM-SIL-1\"") -eq 0 ]] || fail "a command dropped while silent was run"
+stop_vmsim "silent run"
+
+# Silent during a run (--silent-after 1): the unit ends, but its result waits for the wake,
+# which --silent-ms brings without a signal.
+n=$(seen "$ONLINE")
+run_vmsim vmsim6.log --silent-after 1 --silent-ms 1500 --motor-ms 1000
+wait_for "$tmp/sub.log" "$ONLINE" $((n + 1)) || fail "no ONLINE status (--silent-ms run)"
+dispense 2 IT-VMSIM-SIL-3
+dispense 2 IT-VMSIM-SIL-4
+wait_for "$tmp/vmsim6.log" 'goes silent' 1 || fail "--silent-after 1: the machine did not go silent"
+wait_for "$tmp/vmsim6.log" 'motor off' 1 || fail "the run of IT-VMSIM-SIL-3 did not end"
+[[ $(seen "$RESULT\"IT-VMSIM-SIL-3\"") -eq 0 ]] || fail "a silent machine published its result"
+wait_for "$tmp/sub.log" "$ONLINE" $((n + 2)) || fail "no ONLINE status after --silent-ms"
+wait_for "$tmp/sub.log" "$RESULT\"IT-VMSIM-SIL-3\"" 1 || fail "no result for IT-VMSIM-SIL-3 after the wake"
+[[ $(result IT-VMSIM-SIL-3) == *'"success":true'* ]] || fail "after the wake: $(result IT-VMSIM-SIL-3)"
+[[ $(seen "$RESULT\"IT-VMSIM-SIL-4\"") -eq 0 && $(motor_runs vmsim6.log) -eq 1 ]] ||
+    fail "the command dropped while silent was run"
+stop_vmsim "--silent-ms run"
+
+# A lost broker: the will (OFFLINE) while vmsim runs, ONLINE again, a command answered, and
+# the next reconnect re-publishes the unacknowledged result.
+n=$(seen "$ONLINE") off=$(seen "$OFFLINE")
+run_vmsim vmsim7.log --lose-broker-every 1500 --lose-broker-for 500
+wait_for "$tmp/sub.log" "$ONLINE" $((n + 1)) || fail "no ONLINE status (lose-broker run)"
+wait_for "$tmp/sub.log" "$OFFLINE" $((off + 1)) || fail "no OFFLINE will after --lose-broker-every"
+kill -0 "$vm_pid" || fail "vmsim died losing the broker"
+wait_for "$tmp/sub.log" "$ONLINE" $((n + 2)) || fail "no ONLINE status after losing the broker"
+dispense 4 IT-VMSIM-LOSE-1
+wait_for "$tmp/sub.log" "$RESULT\"IT-VMSIM-LOSE-1\"" 1 || fail "no result for IT-VMSIM-LOSE-1"
+[[ $(result IT-VMSIM-LOSE-1) == *'"success":true'* ]] || fail "lose-broker: $(result IT-VMSIM-LOSE-1)"
+wait_for "$tmp/sub.log" "$RESULT\"IT-VMSIM-LOSE-1\"" 2 || fail "IT-VMSIM-LOSE-1 not re-published on reconnect"
+[[ $(motor_runs vmsim7.log) -eq 1 ]] || fail "motor ran $(motor_runs vmsim7.log) times, expected 1"
+stop_vmsim "lose-broker run"
 
 echo "it_vmsim: ok"

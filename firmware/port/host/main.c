@@ -3,7 +3,8 @@
  * client, all in one poll() loop that ticks every core every TICK_MS.
  *
  * Globals: only s_stop, the flag the SIGINT/SIGTERM handler sets (a handler takes no
- * argument). Everything else lives in struct vmsim, built by main().
+ * argument). Everything else lives in struct vmsim, built by main(). SIGUSR1 (wake the
+ * silent machines, fault.h) needs no flag: it stays blocked and the loop collects it.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fault.h"
 #include "mqtt_link.h"
 #include "sim_hal.h"
 #include "vend/err.h"
@@ -24,6 +26,7 @@
 #define TICK_MS      10
 #define MACHINES_MAX 1000
 #define FW_VERSION   "1.0.0-vmsim"
+#define DAY_MS       86400000UL /* the bound of the fault timers */
 
 static volatile sig_atomic_t s_stop;
 
@@ -35,6 +38,9 @@ struct vmsim {
     struct pollfd *pfd;
     size_t *pfd_link; /* pfd[i] belongs to link[pfd_link[i]] */
     struct link_broker broker;
+    struct fault *fault;
+    struct fault_opts fault_opts;
+    sigset_t wake_sigs; /* SIGUSR1 */
 };
 
 struct opts {
@@ -45,6 +51,7 @@ struct opts {
     unsigned long telemetry_ms; /* 0: the core's config */
     unsigned long long seed;
     struct sim_opts sim;
+    struct fault_opts fault;
 };
 
 static void on_signal(int sig)
@@ -65,7 +72,10 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: vmsim [--id ID | --machines N [--prefix P]] [--slots K] [--stock S]\n"
                "             [--motor-ms MS] [--drop-prob P] [--jam-rate P] [--telemetry-ms MS]\n"
-               "             [--seed N] [--state-dir DIR] [--crash-after-start]\n"
+               "             [--door-open-rate P] [--seed N] [--state-dir DIR]\n"
+               "faults:      [--crash-after-start] [--silent-after N [--silent-ms MS]]\n"
+               "             [--lose-broker-every MS [--lose-broker-for MS]]\n"
+               "             a silent machine wakes on SIGUSR1 (or after --silent-ms)\n"
                "environment: MQTT_BROKER_URL (mqtt://host:port), MQTT_USERNAME, "
                "MQTT_PASSWORD\n");
 }
@@ -115,11 +125,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"telemetry-ms", required_argument, NULL, 't'},
         {"seed", required_argument, NULL, 'S'},
         {"state-dir", required_argument, NULL, 'D'},
+        {"door-open-rate", required_argument, NULL, 'o'},
         {"crash-after-start", no_argument, NULL, 'C'},
+        {"silent-after", required_argument, NULL, 'A'},
+        {"silent-ms", required_argument, NULL, 'W'},
+        {"lose-broker-every", required_argument, NULL, 'L'},
+        {"lose-broker-for", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     unsigned long v;
+    bool lose_for = false;
     int c, rc = 0;
 
     while (rc == 0 && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -166,8 +182,28 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case 'D':
             o->state_dir = optarg;
             break;
+        case 'o':
+            rc = parse_prob("door-open-rate", optarg, &o->sim.door_open_rate);
+            break;
         case 'C':
             o->sim.crash_after_start = true;
+            break;
+        case 'A':
+            rc = parse_ulong("silent-after", optarg, 0, UINT32_MAX, &v);
+            o->fault.silent_after = v;
+            break;
+        case 'W':
+            rc = parse_ulong("silent-ms", optarg, 1, DAY_MS, &v);
+            o->fault.silent_ms = (uint32_t)v;
+            break;
+        case 'L':
+            rc = parse_ulong("lose-broker-every", optarg, 1, DAY_MS, &v);
+            o->fault.lose_every_ms = (uint32_t)v;
+            break;
+        case 'F':
+            rc = parse_ulong("lose-broker-for", optarg, 0, DAY_MS, &v);
+            o->fault.lose_for_ms = (uint32_t)v;
+            lose_for = true;
             break;
         case 'h':
             usage(stdout);
@@ -183,6 +219,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
     }
     if (rc == 0 && o->id != NULL && o->machines > 1) {
         fprintf(stderr, "vmsim: --id names one machine, --machines asks for %lu\n", o->machines);
+        rc = -1;
+    }
+    if (rc == 0 && o->fault.silent_ms != 0 && o->fault.silent_after == FAULT_NEVER) {
+        fprintf(stderr, "vmsim: --silent-ms needs --silent-after\n");
+        rc = -1;
+    }
+    if (rc == 0 && lose_for && o->fault.lose_every_ms == 0) {
+        fprintf(stderr, "vmsim: --lose-broker-for needs --lose-broker-every\n");
         rc = -1;
     }
     return rc;
@@ -218,7 +262,8 @@ static int start(struct vmsim *v, const struct opts *o)
     v->link = calloc(v->n, sizeof(*v->link));
     v->pfd = calloc(v->n, sizeof(*v->pfd));
     v->pfd_link = calloc(v->n, sizeof(*v->pfd_link));
-    if (!v->m || !v->sim || !v->link || !v->pfd || !v->pfd_link) {
+    v->fault = calloc(v->n, sizeof(*v->fault));
+    if (!v->m || !v->sim || !v->link || !v->pfd || !v->pfd_link || !v->fault) {
         fprintf(stderr, "vmsim: out of memory for %zu machines\n", v->n);
         return -1;
     }
@@ -241,7 +286,9 @@ static int start(struct vmsim *v, const struct opts *o)
             v->m[i].config.telemetry_interval_ms = (uint32_t)o->telemetry_ms;
         if (link_open(&v->link[i], &v->m[i], &v->broker) < 0)
             return -1;
+        v->link[i].silent_after = o->fault.silent_after;
     }
+    v->fault_opts = o->fault;
     return 0;
 }
 
@@ -258,14 +305,17 @@ static void stop(struct vmsim *v)
     free(v->link);
     free(v->pfd);
     free(v->pfd_link);
+    free(v->fault);
 }
 
 static void run(struct vmsim *v)
 {
+    static const struct timespec no_wait = {0, 0};
     uint64_t now = now_ms(), next_tick = now;
     size_t i, j, npfd;
     int timeout, fd;
     short revents;
+    bool wake;
 
     while (!s_stop) {
         now = now_ms();
@@ -300,6 +350,9 @@ static void run(struct vmsim *v)
             link_service(&v->link[i], (revents & (POLLIN | POLLHUP | POLLERR)) != 0,
                          (revents & POLLOUT) != 0, now);
         }
+        wake = sigtimedwait(&v->wake_sigs, NULL, &no_wait) == SIGUSR1;
+        for (i = 0; i < v->n; i++)
+            fault_service(&v->fault[i], &v->fault_opts, &v->link[i], wake, now);
     }
 }
 
@@ -311,6 +364,7 @@ int main(int argc, char **argv)
         .state_dir = ".",
         .seed = 1,
         .sim = {.nslots = 10, .stock = 10, .motor_ms = 1200, .drop_prob = 0.98, .jam_rate = 0.01},
+        .fault = {.silent_after = FAULT_NEVER, .lose_for_ms = 2000},
     };
     struct vmsim v;
     struct sigaction sa;
@@ -335,6 +389,10 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Blocked before the first machine exists, so an early SIGUSR1 waits instead of killing. */
+    sigemptyset(&v.wake_sigs);
+    sigaddset(&v.wake_sigs, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &v.wake_sigs, NULL);
 
     if (link_lib_init() < 0)
         return 1;

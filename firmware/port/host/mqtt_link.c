@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "vend/err.h"
 
@@ -54,8 +55,9 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int qos_cou
         return;
     l->connected = true;
     l->retry_gap_ms = LINK_RETRY_MIN_MS;
-    fprintf(stderr, "vmsim: '%s' connected\n", l->id);
-    vend_fw_machine_on_connect(l->m);
+    fprintf(stderr, "vmsim: '%s' connected%s\n", l->id, l->silent ? " (silent)" : "");
+    if (!l->silent)
+        vend_fw_machine_on_connect(l->m);
 }
 
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
@@ -69,6 +71,16 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 
     (void)mosq;
     (void)props;
+    if (!l->silent && strcmp(msg->topic, l->t_command) == 0 && l->commands++ == l->silent_after) {
+        fprintf(stderr, "vmsim: '%s' goes silent after %llu command(s)\n", l->id,
+                (unsigned long long)l->silent_after);
+        l->silent = true;
+        vend_fw_machine_on_disconnect(l->m);
+    }
+    if (l->silent) {
+        fprintf(stderr, "vmsim: '%s' is silent: dropped a message on '%s'\n", l->id, msg->topic);
+        return;
+    }
     memset(&diag, 0, sizeof(diag));
     if (strcmp(msg->topic, l->t_command) == 0) {
         rc = vend_fw_machine_on_command(l->m, payload, len, &diag);
@@ -166,7 +178,7 @@ static void try_connect(struct link *l, uint64_t now_ms)
 {
     int rc;
 
-    if (l->mosq == NULL || l->socket_up || now_ms < l->retry_at_ms)
+    if (l->mosq == NULL || l->socket_up || now_ms < l->retry_at_ms || now_ms < l->away_until_ms)
         return;
     rc = mosquitto_connect_bind_v5(l->mosq, l->broker->host, l->broker->port, KEEPALIVE_S, NULL,
                                    NULL);
@@ -191,6 +203,7 @@ int link_open(struct link *l, struct vend_fw_machine *m, const struct link_broke
     l->m = m;
     l->broker = b;
     l->retry_gap_ms = LINK_RETRY_MIN_MS;
+    l->silent_after = UINT64_MAX;
     memcpy(l->id, m->machine_id, sizeof(l->id));
     if (vend_topic_format(l->t_command, sizeof(l->t_command), l->id, VEND_TOPIC_COMMAND) < 0 ||
         vend_topic_format(l->t_config, sizeof(l->t_config), l->id, VEND_TOPIC_CONFIG) < 0) {
@@ -293,4 +306,28 @@ void link_service(struct link *l, bool readable, bool writable, uint64_t now_ms)
         lost(l);
     }
     try_connect(l, now_ms);
+}
+
+void link_wake(struct link *l)
+{
+    if (!l->silent)
+        return;
+    l->silent = false;
+    fprintf(stderr, "vmsim: '%s' wakes up\n", l->id);
+    if (l->connected)
+        vend_fw_machine_on_connect(l->m);
+}
+
+void link_drop(struct link *l, uint64_t until_ms)
+{
+    int fd = link_socket(l);
+
+    if (fd < 0)
+        return;
+    /*
+     * No DISCONNECT: to the broker the connection just ends, which is unclean, so it
+     * publishes the will. Our next read sees the end and takes the lost-connection path.
+     */
+    shutdown(fd, SHUT_RDWR);
+    l->away_until_ms = until_ms;
 }

@@ -8,6 +8,9 @@
  * both subscriptions, so nothing the core publishes on connect can race a command it would
  * miss. A lost connection is retried every second, up to LINK_RETRY_MAX_MS apart.
  *
+ * Fault modes (fault.h): a silent link drops what it receives and keeps its core believing
+ * it is disconnected until link_wake(); link_drop() cuts the connection the unclean way.
+ *
  * NEEDSWORK: the (re)connect is mosquitto_connect_bind_v5(), which blocks the loop for the
  * TCP handshake: instant on loopback, not for a remote broker with a fleet of clients.
  */
@@ -46,6 +49,11 @@ struct link {
     bool socket_up; /* a TCP connection exists (maybe not yet acknowledged) */
     uint64_t retry_at_ms;
     uint32_t retry_gap_ms;
+
+    bool silent;            /* drops what it receives; the core is told it is disconnected */
+    uint64_t commands;      /* commands received while not silent */
+    uint64_t silent_after;  /* silent at the command after this many; UINT64_MAX: never */
+    uint64_t away_until_ms; /* link_drop(): no reconnect before */
 };
 
 /* Parses mqtt://host[:port][/] into b (port 1883 by default). 0, or -1 with a line on stderr. */
@@ -57,7 +65,8 @@ void link_lib_cleanup(void);
 
 /*
  * Creates the client of machine m (already initialised: the will comes from it) and starts
- * connecting. 0, or -1 with a line on stderr naming the machine.
+ * connecting; silent_after is UINT64_MAX (the caller may lower it before the first
+ * link_service). 0, or -1 with a line on stderr naming the machine.
  */
 int link_open(struct link *l, struct vend_fw_machine *m, const struct link_broker *b);
 /* Disconnects with the will (so the status reads OFFLINE) and frees the client. */
@@ -72,5 +81,13 @@ int link_socket(const struct link *l);
 bool link_want_write(const struct link *l);
 /* After poll(): reads and/or writes, housekeeping, reconnects when due. */
 void link_service(struct link *l, bool readable, bool writable, uint64_t now_ms);
+
+/* Ends the silence: if connected, the core is told so (status, unacknowledged results). */
+void link_wake(struct link *l);
+/*
+ * Cuts the TCP connection without a DISCONNECT, so the broker publishes the will; the link
+ * does not reconnect before until_ms. Nothing if there is no connection.
+ */
+void link_drop(struct link *l, uint64_t until_ms);
 
 #endif

@@ -52,6 +52,7 @@ static int motor_set(void *ctx, uint16_t slot, bool on)
 {
     struct sim *s = S(ctx);
     uint64_t now = mono_ms(ctx);
+    bool door;
 
     if (slot < 1 || slot > s->opts.nslots)
         return VEND_EIO;
@@ -82,8 +83,12 @@ static int motor_set(void *ctx, uint16_t slot, bool on)
         s->stall_at = now + s->opts.motor_ms / 2;
     else if (s->stock[slot] > 0 && rnd(s) < s->opts.drop_prob)
         s->drop_at = now + s->opts.motor_ms;
-    fprintf(stderr, "vmsim: '%s' slot %u motor on (run %u, stock %u)\n", s->id, (unsigned)slot,
-            (unsigned)s->motor_runs, (unsigned)s->stock[slot]);
+    /* Drawn last and only when asked for, so the knob leaves a seed's other draws alone. */
+    door = s->opts.door_open_rate > 0.0 && rnd(s) < s->opts.door_open_rate;
+    if (door)
+        s->door_at = now + s->opts.motor_ms / 4;
+    fprintf(stderr, "vmsim: '%s' slot %u motor on (run %u, stock %u)%s\n", s->id, (unsigned)slot,
+            (unsigned)s->motor_runs, (unsigned)s->stock[slot], door ? ", the door will open" : "");
     return VEND_OK;
 }
 
@@ -135,7 +140,11 @@ static int slot_level(void *ctx, uint16_t slot, enum vend_level *out)
 
 static enum vend_door door(void *ctx)
 {
-    (void)ctx;
+    struct sim *s = S(ctx);
+    uint64_t now = mono_ms(ctx);
+
+    if (s->door_at != UINT64_MAX && now >= s->door_at && now < s->door_at + SIM_DOOR_OPEN_MS)
+        return VEND_DOOR_OPEN;
     return VEND_DOOR_CLOSED;
 }
 
@@ -286,6 +295,7 @@ int sim_open(struct sim *s, const char *id, const struct sim_opts *o, uint64_t s
     s->mono_base_ms = clock_ms(CLOCK_MONOTONIC) - 1; /* mono 0 is "never" to some cores */
     s->drop_at = UINT64_MAX;
     s->stall_at = UINT64_MAX;
+    s->door_at = UINT64_MAX;
     for (slot = 1; slot <= o->nslots; slot++)
         s->stock[slot] = o->stock;
     n = snprintf(s->kv_path, sizeof(s->kv_path), "%s/%s.kv", dir, id);

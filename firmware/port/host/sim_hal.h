@@ -1,8 +1,20 @@
 /*
  * sim_hal.h - the simulated vending machine behind vmsim's HAL: motors that take motor_ms to
  * push a product into the drop beam, a drop that happens with drop_prob, jams with jam_rate,
- * a stock count per slot, a closed door, a real monotonic and wall clock, and a file-backed
- * key-value store (one file per machine) so the journal survives a restart of vmsim.
+ * a stock count per slot, a door that is closed except when a run opens it (door_open_rate),
+ * a real monotonic and wall clock, and a file-backed key-value store (one file per machine)
+ * so the journal survives a restart of vmsim.
+ *
+ * The door: with door_open_rate, a motor run has the door opened a quarter of motor_ms after
+ * the motor went on (before a jam or a drop can happen), open for SIM_DOOR_OPEN_MS. The core
+ * stops the run with DOOR_OPEN and publishes the door in its status. Until the door reads
+ * closed again, a dispense for a new unit that passes the checks before it (machine.h:
+ * EXPIRED, INVALID_SLOT, MOTOR_FAULT, BUSY) is refused DOOR_OPEN, journaled and answered like
+ * any refusal, and never runs; a unit the journal knows gets its stored answer.
+ *
+ * Random draws (temperature, jam, drop, door) come from one generator per machine, seeded
+ * from --seed and the machine id; the door draws only when door_open_rate > 0, so a seed
+ * replays the same runs with or without the knob's default.
  *
  * One struct sim per machine; sim_hal() fills the core's HAL with functions over it. The
  * struct must not move once sim_hal() has been called (the HAL's ctx points at it).
@@ -21,6 +33,8 @@
 #define SIM_KV_ENTRIES 128            /* the journal needs 2 * 32 + config 2 */
 #define SIM_PATH_MAX   512
 
+#define SIM_DOOR_OPEN_MS 2000 /* long enough for a test to send a command meanwhile */
+
 /* The simulated machine's knobs, from the command line. */
 struct sim_opts {
     uint16_t nslots;        /* 1..SIM_SLOTS_MAX */
@@ -28,6 +42,7 @@ struct sim_opts {
     uint32_t motor_ms;      /* motor run until the product reaches the drop beam */
     double drop_prob;       /* 0..1: a product that reaches the beam is seen */
     double jam_rate;        /* 0..1: the spiral stalls halfway */
+    double door_open_rate;  /* 0..1: the door is opened during the run */
     bool crash_after_start; /* exit(1) once the journal says STARTED (motor switched on) */
 };
 
@@ -52,6 +67,7 @@ struct sim {
     uint16_t running;  /* slot whose motor runs; 0 = none */
     uint64_t drop_at;  /* mono ms the product crosses the beam; UINT64_MAX = never */
     uint64_t stall_at; /* mono ms the spiral jams; UINT64_MAX = never */
+    uint64_t door_at;  /* mono ms the door opens, for SIM_DOOR_OPEN_MS; UINT64_MAX = never */
     uint64_t motor_on_at;
     uint32_t motor_runs;
 
