@@ -938,18 +938,39 @@ static void settle_machine_gets_expires_at(void **state)
                         "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"O1\",\"timeoutMs\":1500}");
 }
 
-/* A machine that restarted mid-run cannot say whether the product fell: no blind refund. */
-static void power_loss_holds_the_refund_for_a_person(void **state)
+/* A machine that restarted mid-run cannot say whether the product fell: no blind refund.
+ * The unit waits for a person, who counts the slot and settles it. */
+static void power_loss_waits_for_the_operator(void **state)
 {
     struct t *t = *state;
 
     one_unit_order(t, "O1");
     trigger_ok(t, "O1", true);
     assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "POWER_LOSS"), VEND_OK);
-    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders", "FAILED POWER_LOSS");
-    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "OPERATOR 5000");
+    expect_text(t,
+                "SELECT status || ' ' || error_message || ' ' || COALESCE(deadline_at, '-') "
+                "FROM dispense_logs",
+                "UNSETTLED POWER_LOSS -");
+    expect_text(t, "SELECT status FROM orders", "DISPENSING");
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
+    expect_int(t, "SELECT reserved FROM slots WHERE id = 1", 1);
     expect_int(t, "SELECT needs_inspection FROM slots WHERE id = 1", 1);
-    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'REFUND_FOR_OPERATOR'", 1);
+    expect_int(t,
+               "SELECT count(*) FROM alerts WHERE kind = 'UNIT_UNSETTLED' AND resolved_at IS "
+               "NULL",
+               1);
+    /* Not asked about: the machine's journal cannot tell more. The repeat changes nothing. */
+    advance(SETTLE_ASK_MAX_MS * 2);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    assert_int_equal(t->broker.published, 1);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "POWER_LOSS"), VEND_OK);
+    expect_int(t, "SELECT count(*) FROM alerts", 1);
+    /* The operator counted the slot: it fell. */
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, true), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || settled_by FROM dispense_logs", "SUCCEEDED OPERATOR");
+    expect_text(t, "SELECT status FROM orders", "COMPLETED");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
 }
 
 /* ---- a settling machine: asked at the deadline, never failed blind (settle.h) ---------- */
@@ -1156,6 +1177,67 @@ static void guide_machine_still_fails_no_result_at_the_deadline(void **state)
     assert_int_equal(t->broker.published, 1); /* no settle to a machine that cannot answer */
 }
 
+/* Review D1: a unit the sweep found moved already must not leave its transaction open. */
+static void sweep_of_units_already_failed_leaves_no_transaction_open(void **state)
+{
+    struct t *t = *state;
+    const struct item it[] = {{1, 3, 5000}};
+
+    make_vm01_settle(t);
+    paid_order(t, "O1", "VM01", it, 1);
+    trigger_ok(t, "O1", true);
+    advance(MOTOR_MS + GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    /* Units 2 and 3 pass their dispatch limit together: failing 2 fails 3 as NOT_SENT. */
+    advance(TTL_S * 1000);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t,
+                "SELECT group_concat(status || ' ' || error_message, ',') FROM "
+                "(SELECT * FROM dispense_logs WHERE unit > 1 ORDER BY unit)",
+                "FAILED MACHINE_UNREACHABLE,FAILED NOT_SENT");
+    assert_int_equal(dfx_sql(t->f.v.db, "BEGIN IMMEDIATE"), 0);
+    assert_int_equal(dfx_sql(t->f.v.db, "ROLLBACK"), 0);
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, true), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 10000");
+}
+
+/* Review D2: the machine's answer after an operator's word is not lost. */
+static void machine_drop_after_operator_said_not_dropped_is_counted(void **state)
+{
+    struct t *t = *state;
+
+    unsettled_o1(t);
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, false), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 5000");
+    /* The journal had the drop: stock taken, the refund withdrawn, the order complete. */
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    expect_text(t, "SELECT status FROM refunds", "CANCELLED");
+    expect_text(t, "SELECT status FROM orders", "COMPLETED");
+    expect_int(t, "SELECT late_result FROM dispense_logs", 1);
+    /* Once only. */
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_ECONFLICT);
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+}
+
+static void machine_cancel_after_operator_said_dropped_alerts(void **state)
+{
+    struct t *t = *state;
+
+    unsettled_o1(t);
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, true), VEND_OK);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "CANCELLED"), VEND_OK);
+    expect_int(t,
+               "SELECT count(*) FROM alerts WHERE kind = 'SETTLE_CONTRADICTED' AND "
+               "resolved_at IS NULL",
+               1);
+    expect_int(t, "SELECT needs_inspection FROM slots WHERE id = 1", 1);
+    /* The operator looked at the machine: the order stays as they said; a person decides. */
+    expect_text(t, "SELECT status FROM orders", "COMPLETED");
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "CANCELLED"), VEND_ECONFLICT);
+    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'SETTLE_CONTRADICTED'", 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1204,7 +1286,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(settle_machine_gets_expires_at, setup, teardown),
-        cmocka_unit_test_setup_teardown(power_loss_holds_the_refund_for_a_person, setup, teardown),
+        cmocka_unit_test_setup_teardown(power_loss_waits_for_the_operator, setup, teardown),
         cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(deadline_on_a_settling_machine_asks_instead_of_failing,
@@ -1223,6 +1305,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(unsettled_unit_survives_a_restart_and_is_asked_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(guide_machine_still_fails_no_result_at_the_deadline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(sweep_of_units_already_failed_leaves_no_transaction_open,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(machine_drop_after_operator_said_not_dropped_is_counted,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(machine_cancel_after_operator_said_dropped_alerts, setup,
                                         teardown),
     };
 

@@ -11,8 +11,8 @@
  *     the unit waits UNSETTLED; the broker thaws and delivers the command late, and the
  *     machine refuses it (expiresAt) and says so when asked;
  *  3. the database is locked for a while: the result waits in memory and is applied after.
- * And: a machine that goes silent leaves its unit UNSETTLED (visible in the API) until an
- * operator settles it by hand.
+ * And: a machine that goes silent leaves its unit UNSETTLED (visible in the API) until it
+ * returns and answers, or an operator settles it by hand.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -40,8 +40,9 @@ struct e2e {
     char sim_log[HARNESS_PATH_MAX + 16];
 };
 
-/* vmsim as VM01 on the harness's broker: one slot, a 300 ms motor, every run drops. */
-static pid_t start_vmsim(struct e2e *e)
+/* vmsim as VM01 on the harness's broker: one slot, a 300 ms motor, every run drops; silent
+ * (--silent-after 0: connected, deaf and mute until SIGUSR1) if asked. */
+static pid_t start_vmsim(struct e2e *e, bool silent)
 {
     const char *bin = getenv("VMSIM");
     char url[64];
@@ -57,8 +58,13 @@ static pid_t start_vmsim(struct e2e *e)
         if (log == NULL || dup2(STDOUT_FILENO, STDERR_FILENO) < 0)
             _exit(126);
         setenv("MQTT_BROKER_URL", url, 1);
-        execl(bin, bin, "--id", "VM01", "--slots", "1", "--stock", "10", "--motor-ms", "300",
-              "--drop-prob", "1", "--state-dir", e->state_dir, (char *)NULL);
+        if (silent)
+            execl(bin, bin, "--id", "VM01", "--slots", "1", "--stock", "10", "--motor-ms", "300",
+                  "--drop-prob", "1", "--state-dir", e->state_dir, "--silent-after", "0",
+                  (char *)NULL);
+        else
+            execl(bin, bin, "--id", "VM01", "--slots", "1", "--stock", "10", "--motor-ms", "300",
+                  "--drop-prob", "1", "--state-dir", e->state_dir, (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -79,7 +85,7 @@ static int setup(void **state)
     snprintf(e->sim_log, sizeof(e->sim_log), "%s/vmsim.log", e->f->h.dir);
     if (mkdir(e->state_dir, 0700) != 0)
         goto fail;
-    e->sim = start_vmsim(e);
+    e->sim = start_vmsim(e, false);
     if (e->sim <= 0)
         goto fail;
     /* VM01 settles: vendd has read "settle":true from its retained status. */
@@ -285,6 +291,47 @@ static void silent_machine_leaves_the_unit_to_the_operator(void **state)
     assert_int_equal(sql_int(e, "SELECT current_stock FROM slots WHERE slot_number = 1"), 5);
 }
 
+/* A machine that stops answering: its unit waits UNSETTLED, and settles when it returns. */
+static void silent_machine_settles_when_it_returns(void **state)
+{
+    struct e2e *e = *state;
+    struct harness *h = &e->f->h;
+    int status = 0;
+
+    kill(e->sim, SIGTERM);
+    waitpid(e->sim, &status, 0);
+    e->sim = start_vmsim(e, true);
+    assert_true(e->sim > 0);
+    assert_int_equal(harness_log_wait(h, "machine 'VM01' is ONLINE", 2, 10000), 2);
+    assert_int_equal(harness_order(h, "mute", 1, 1), 0);
+    assert_int_equal(harness_trigger(h, "mute", NULL), 200); /* dropped by the deaf machine */
+    assert_int_equal(harness_sql_wait(h, "SELECT status FROM dispense_logs WHERE order_id = 'mute'",
+                                      "UNSETTLED", 15000),
+                     0);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'mute'", "DISPENSING", 0), 0);
+    assert_int_equal(sql_int(e, "SELECT count(*) FROM refunds"), 0);
+    /* It wakes and says ONLINE: vendd asks at once (well before its next ask, 5 s after the
+     * first); it never got the command, so it journals the unit as never to run, and the
+     * order fails with its refund. */
+    assert_int_equal(kill(e->sim, SIGUSR1), 0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT status || ' ' || failure_reason FROM orders "
+                                      "WHERE id = 'mute'",
+                                      "FAILED CANCELLED", 4000),
+                     0);
+    assert_int_equal(harness_sql_wait(h, "SELECT settled_by FROM dispense_logs", "MACHINE", 0), 0);
+    assert_int_equal(sql_int(e, "SELECT count(*) FROM refunds WHERE order_id = 'mute'"), 1);
+    assert_int_equal(motor_runs(e), 0);
+    assert_int_equal(sql_int(e, "SELECT current_stock FROM slots WHERE slot_number = 1"), 5);
+    /* The machine is free again: the next order dispenses. */
+    assert_int_equal(harness_order(h, "after-mute", 1, 1), 0);
+    assert_int_equal(harness_trigger(h, "after-mute", NULL), 200);
+    assert_int_equal(harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'after-mute'",
+                                      "COMPLETED", 10000),
+                     0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -296,6 +343,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(silent_machine_leaves_the_unit_to_the_operator, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(silent_machine_settles_when_it_returns, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -171,8 +171,8 @@ static void order_dispenses_from_the_machine_and_a_duplicate_changes_nothing(voi
 }
 
 /* The machine loses power mid-run and comes back: it says so (POWER_LOSS) from its journal,
- * never runs the unit again, and vendd holds the refund for a person (the product may have
- * dropped). */
+ * never runs the unit again, and vendd leaves the unit to a person (the product may have
+ * dropped), who settles it by hand; only then is anything refunded. */
 static void machine_crash_mid_dispense_is_reported_not_rerun(void **state)
 {
     struct e2e *e = *state;
@@ -191,15 +191,35 @@ static void machine_crash_mid_dispense_is_reported_not_rerun(void **state)
     e->sim = start_vmsim(e, false);
     assert_true(e->sim > 0);
     assert_int_equal(harness_sql_wait(h,
-                                      "SELECT status || ' ' || failure_reason FROM orders "
-                                      "WHERE id = 'e2e-crash'",
-                                      "FAILED POWER_LOSS", 10000),
-                     0);
-    assert_int_equal(harness_sql_wait(h, "SELECT status FROM refunds WHERE order_id = 'e2e-crash'",
-                                      "OPERATOR", 0),
+                                      "SELECT status || ' ' || error_message FROM dispense_logs "
+                                      "WHERE order_id = 'e2e-crash'",
+                                      "UNSETTLED POWER_LOSS", 10000),
                      0);
     assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'e2e-crash'", "DISPENSING", 0),
+        0);
+    assert_int_equal(harness_sql_wait(h, "SELECT count(*) FROM refunds", "0", 0), 0);
+    assert_int_equal(
         harness_sql_wait(h, "SELECT needs_inspection FROM slots WHERE slot_number = 1", "1", 0), 0);
+    /* The operator counts the slot: nothing fell. The customer gets the money back. */
+    {
+        struct harness_reply r = {0};
+
+        assert_int_equal(harness_call(h, "POST", "/api/dispense/settle",
+                                      "{\"order_id\":\"e2e-crash\",\"dropped\":false}", &r),
+                         200);
+        harness_reply_free(&r);
+    }
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT status || ' ' || failure_reason FROM orders "
+                                      "WHERE id = 'e2e-crash'",
+                                      "FAILED SETTLED_NOT_DROPPED", 0),
+                     0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT count(*) FROM refunds WHERE order_id = "
+                                      "'e2e-crash'",
+                                      "1", 0),
+                     0);
 }
 
 int main(void)

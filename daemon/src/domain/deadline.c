@@ -249,7 +249,8 @@ static int expire_unit(struct vendd *v, const struct overdue_kind *k, int64_t lo
     if (rc >= 0)
         rc = db_commit(v->db) < 0 ? VEND_EDB : 1;
 out:
-    if (rc < 0)
+    /* 1 is committed; 0 (a result moved it first) still holds the transaction open. */
+    if (rc <= 0)
         db_rollback(v->db);
     return rc;
 }

@@ -37,6 +37,7 @@ struct unit_row {
     int64_t success;
     int64_t drop_detected;
     int64_t late_result;
+    bool by_operator; /* settled_by OPERATOR */
     enum order_status order_status;
 };
 
@@ -56,6 +57,7 @@ static int take_unit_row(void *arg, const struct db_row *row)
     u->late_result = db_row_int(row, 7);
     if (u->err == VEND_OK)
         u->err = order_status_parse(db_row_text(row, 8), &u->order_status);
+    u->by_operator = db_row_text(row, 9) != NULL && strcmp(db_row_text(row, 9), "OPERATOR") == 0;
     if (u->err != VEND_OK)
         u->err = VEND_ECORRUPT;
     return 1;
@@ -179,19 +181,7 @@ static int apply_result_locked(struct vendd *v, const struct unit_row *u,
                 return rc;
         }
         *order_done = true;
-        rc = dispense_fail_order_locked(v, r->order_id, u->machine_id, c.error, now_iso);
-        if (rc < 0 || !r->has_error || strcmp(r->error, "POWER_LOSS") != 0)
-            return rc;
-        /* The machine restarted mid-run: the motor ran for an unknown time, and the product
-         * may have dropped (docs/PROTOCOL.md). Never refunded blind: a person looks at the
-         * slot, then pays back or not. */
-        rc = flag_slot_locked(v, u, r, unit, now_iso);
-        if (rc < 0)
-            return rc;
-        return refunds_hold_for_operator_locked(v, r->order_id, u->machine_id,
-                                                "the machine lost power during the dispense: "
-                                                "count the slot before paying back",
-                                                now_iso);
+        return dispense_fail_order_locked(v, r->order_id, u->machine_id, c.error, now_iso);
     }
 
     v->metrics.dispense_succeeded++;
@@ -264,6 +254,16 @@ static int reject_settled_unit(struct vendd *v, const struct unit_row *u,
     return same ? VEND_ECONFLICT : VEND_ESTATE;
 }
 
+static bool is_power_loss(const struct vend_dispense_result *r)
+{
+    return r->has_error && strcmp(r->error, SETTLE_POWER_LOSS) == 0;
+}
+
+/* The fields of a struct settle_row, from a unit row. */
+#define SETTLE_ROW(u, r, unit)                                                                     \
+    .log_id = (u).log_id, .slot_id = (u).slot_id, .unit = (unit), .order_id = (r)->order_id,       \
+    .machine_id = (u).machine_id, .status = (u).status, .order_status = (u).order_status
+
 /* machine_id NULL: an operator's word (dispense_result_apply_operator()). */
 static int apply(struct vendd *v, const char *machine_id, const struct vend_dispense_result *r)
 {
@@ -283,7 +283,7 @@ static int apply(struct vendd *v, const char *machine_id, const struct vend_disp
     }
     rc = db_exec(v->db,
                  "SELECT l.id, l.status, l.machine_id, l.slot_id, l.slot_number, l.success, "
-                 "l.drop_detected, l.late_result, o.status FROM dispense_logs l "
+                 "l.drop_detected, l.late_result, o.status, l.settled_by FROM dispense_logs l "
                  "JOIN orders o ON o.id = l.order_id WHERE l.order_id = $1 AND l.unit = $2",
                  p, 2, take_unit_row, &u);
     if (rc < 0) {
@@ -324,8 +324,16 @@ static int apply(struct vendd *v, const char *machine_id, const struct vend_disp
     }
 
     rejected = false;
-    if (u.status == UNIT_SENT || u.status == UNIT_UNSETTLED) {
+    if (!by_operator && is_power_loss(r) && (u.status == UNIT_SENT || u.status == UNIT_UNSETTLED)) {
+        rc = settle_hold_for_operator_locked(v, &(struct settle_row){SETTLE_ROW(u, r, unit)},
+                                             now_iso);
+    } else if (u.status == UNIT_SENT || u.status == UNIT_UNSETTLED) {
         rc = apply_result_locked(v, &u, r, unit, now_iso, by_operator, &order_done);
+    } else if (!by_operator && u.by_operator && !u.late_result &&
+               (r->success && r->drop_detected) != (u.status == UNIT_SUCCEEDED)) {
+        rc = settle_machine_contradicts_operator_locked(
+            v, &(struct settle_row){SETTLE_ROW(u, r, unit)}, r->success && r->drop_detected,
+            r->has_error ? r->error : NULL, now_iso);
     } else if (u.status == UNIT_NO_RESULT && !u.late_result) {
         rc = apply_late_result_locked(v, &u, r, unit, now_iso);
     } else if (u.status == UNIT_QUEUED) {

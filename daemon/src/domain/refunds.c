@@ -381,22 +381,6 @@ static int to_operator_locked(struct vendd *v, int64_t id, const char *order_id,
     return rc < 0 ? rc : VEND_OK;
 }
 
-int refunds_hold_for_operator_locked(struct vendd *v, const char *order_id, const char *machine_id,
-                                     const char *why, const char *now_iso)
-{
-    struct db_value p[1] = {DB_TEXT(order_id)};
-    int64_t id = 0;
-    int rc = store_query_int(v->db,
-                             "SELECT id FROM refunds WHERE order_id = $1 AND status = 'QUEUED' "
-                             "AND attempts = 0",
-                             p, 1, &id);
-
-    if (rc <= 0)
-        return rc < 0 ? rc : VEND_OK;
-    rc = to_operator_locked(v, id, order_id, machine_id, why, now_iso);
-    return rc == VEND_ESTATE ? VEND_OK : rc;
-}
-
 static void send_unlink(struct vendd *v, struct refund_send *s)
 {
     for (struct refund_send **pp = &v->refund_sends; *pp != NULL; pp = &(*pp)->next) {

@@ -58,14 +58,6 @@ int refunds_on_late_drop_locked(struct vendd *v, const char *order_id, const cha
                                 enum order_status order_status, const char *now_iso);
 
 /*
- * Inside a transaction: the refund just queued for order_id must not go out by itself (the
- * outcome is unknown, e.g. a machine that lost power mid-dispense): it waits for a person
- * (OPERATOR, why as its last_error, alert REFUND_FOR_OPERATOR). Returns VEND_OK or a VEND_E*.
- */
-int refunds_hold_for_operator_locked(struct vendd *v, const char *order_id, const char *machine_id,
-                                     const char *why, const char *now_iso);
-
-/*
  * Inside a transaction: Midtrans says order_id was refunded (a refund notification, or its
  * refund call's answer). A refund waiting for that is DONE. Returns 1 if one became DONE,
  * 0 if none was waiting, or a VEND_E*.

@@ -12,6 +12,8 @@
 #include "db.h"
 #include "dispense_result.h"
 #include "log.h"
+#include "refunds.h"
+#include "stock.h"
 #include "store.h"
 #include "unit_status.h"
 #include "vend/codec.h"
@@ -55,8 +57,8 @@ static bool publish_settle(struct vendd *v, const struct settle_unit *u)
     int len, rc;
 
     if (!u->sendable) {
-        log_warnx("order '%s' is UNSETTLED on '%s' but its row cannot make a settle command; "
-                  "an operator must settle it by hand",
+        log_warnx("order '%s' is UNSETTLED on '%s' but its row cannot make a settle command "
+                  "(damaged data); it needs a person",
                   u->order_id, u->machine_id);
         return false;
     }
@@ -203,7 +205,8 @@ void settle_machine_online(struct vendd *v, const char *machine_id)
     if (db_exec(v->db,
                 "SELECT l.id, l.order_id, l.machine_id, l.slot_number, l.unit, o.quantity "
                 "FROM dispense_logs l JOIN orders o ON o.id = l.order_id "
-                "WHERE l.machine_id = $1 AND l.status = 'UNSETTLED' ORDER BY l.id",
+                "WHERE l.machine_id = $1 AND l.status = 'UNSETTLED' "
+                "AND l.deadline_at IS NOT NULL ORDER BY l.id",
                 p, 1, take_unsettled, &us) < 0) {
         log_warnx("cannot read the unsettled units of '%s': %s; they are asked about later",
                   machine_id, db_errmsg(v->db));
@@ -211,6 +214,85 @@ void settle_machine_online(struct vendd *v, const char *machine_id)
     }
     for (size_t i = 0; i < us.n; i++)
         publish_settle(v, &us.u[i]);
+}
+
+/* Inside a transaction: the slot needs someone to look at it. */
+static int flag_slot_locked(struct vendd *v, int64_t slot_id, const char *now_iso)
+{
+    struct db_value p[2] = {DB_INT(slot_id), DB_TEXT(now_iso)};
+    int rc = db_exec(v->db,
+                     "UPDATE slots SET needs_inspection = 1, version = version + 1, "
+                     "updated_at = $2 WHERE id = $1",
+                     p, 2, NULL, NULL);
+
+    return rc < 0 ? rc : VEND_OK;
+}
+
+/* Inside a transaction: raise alert kind about u, or restate the open one. */
+static int alert_locked(struct vendd *v, const struct settle_row *u, const char *kind,
+                        const char *msg, const char *now_iso)
+{
+    int rc = alerts_raise_locked(v,
+                                 &(struct alert){.machine_id = u->machine_id,
+                                                 .kind = kind,
+                                                 .message = msg,
+                                                 .order_id = u->order_id,
+                                                 .slot_id = u->slot_id},
+                                 now_iso);
+
+    if (rc == 0)
+        rc = alerts_restate_order_locked(v, u->order_id, kind, msg);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+int settle_hold_for_operator_locked(struct vendd *v, const struct settle_row *u,
+                                    const char *now_iso)
+{
+    char msg[400];
+    int rc;
+
+    rc = unit_await_operator_locked(v, u->log_id, u->status, SETTLE_POWER_LOSS, now_iso);
+    if (rc < 0)
+        return rc;
+    rc = flag_slot_locked(v, u->slot_id, now_iso);
+    if (rc < 0)
+        return rc;
+    snprintf(msg, sizeof(msg),
+             "order '%s' unit %" PRId64 ": '%s' lost power during the dispense and cannot say "
+             "whether the product fell; count the slot, then settle the unit by hand "
+             "(POST /api/dispense/settle)",
+             u->order_id, u->unit, u->machine_id);
+    log_warnx("alert %s: %s", SETTLE_ALERT, msg);
+    return alert_locked(v, u, SETTLE_ALERT, msg, now_iso);
+}
+
+int settle_machine_contradicts_operator_locked(struct vendd *v, const struct settle_row *u,
+                                               bool dropped, const char *code, const char *now_iso)
+{
+    char msg[400];
+    int rc;
+
+    rc = unit_record_operator_contradiction_locked(v, u->log_id, dropped, dropped);
+    if (rc < 0)
+        return rc;
+    if (dropped) {
+        log_warnx("order '%s' unit %" PRId64 ": '%s' says it dropped after an operator said "
+                  "it did not; the drop is counted",
+                  u->order_id, u->unit, u->machine_id);
+        rc = stock_take_unit_locked(v, u->slot_id, u->machine_id, u->order_id, u->unit, now_iso);
+        if (rc < 0)
+            return rc;
+        return refunds_on_late_drop_locked(v, u->order_id, u->machine_id, u->order_status, now_iso);
+    }
+    rc = flag_slot_locked(v, u->slot_id, now_iso);
+    if (rc < 0)
+        return rc;
+    snprintf(msg, sizeof(msg),
+             "order '%s' unit %" PRId64 ": an operator settled it as dropped, but '%s' says "
+             "it did not drop (%s); count the slot: the customer may be owed the unit",
+             u->order_id, u->unit, u->machine_id, code != NULL ? code : "FAILED");
+    log_warnx("alert %s: %s", SETTLE_CONTRADICTED, msg);
+    return alert_locked(v, u, SETTLE_CONTRADICTED, msg, now_iso);
 }
 
 int settle_by_operator(struct vendd *v, const char *order_id, int64_t unit, bool dropped)

@@ -24,6 +24,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "order_status.h"
+#include "unit_status.h"
 #include "vend/msg.h"
 
 struct vendd;
@@ -34,6 +36,10 @@ struct vendd;
 #define SETTLE_ALERT "UNIT_UNSETTLED"
 /* The failure code of a unit an operator settled as not dropped. */
 #define SETTLE_NOT_DROPPED "SETTLED_NOT_DROPPED"
+/* The code of a unit whose outcome only a person can tell. */
+#define SETTLE_POWER_LOSS "POWER_LOSS"
+/* The alert of a machine's answer that contradicts an operator's settle. */
+#define SETTLE_CONTRADICTED "SETTLE_CONTRADICTED"
 
 /* A unit to settle, as read by the deadline sweep. */
 struct settle_unit {
@@ -67,6 +73,39 @@ int settle_ask_again(struct vendd *v, struct settle_unit *u, int64_t now);
 
 /* machine_id said ONLINE: ask it at once about each of its UNSETTLED units. */
 void settle_machine_online(struct vendd *v, const char *machine_id);
+
+/* A unit row as settle.c needs it, read by dispense_result.c. */
+struct settle_row {
+    int64_t log_id;
+    int64_t slot_id;
+    int64_t unit;
+    const char *order_id;
+    const char *machine_id;
+    enum unit_status status;
+    enum order_status order_status;
+};
+
+/*
+ * Inside a transaction: the machine answered POWER_LOSS for SENT or UNSETTLED unit u: it
+ * restarted mid-run, the motor ran for an unknown time, and only a person can tell whether
+ * the product fell (docs/PROTOCOL.md). The unit waits UNSETTLED for an operator, no longer
+ * asked about; the slot is flagged for inspection and the UNIT_UNSETTLED alert says so.
+ * Nothing is refunded blind. Returns VEND_OK or a VEND_E*.
+ */
+int settle_hold_for_operator_locked(struct vendd *v, const struct settle_row *u,
+                                    const char *now_iso);
+
+/*
+ * Inside a transaction: after an operator settled unit u, its machine answers the opposite
+ * (dropped is what the machine says). Recorded once on the row. The machine dropped it after
+ * all: the stock is taken and the refund withdrawn, shrunk or alerted as for a late result
+ * (refunds.h). The machine says it did not drop what the operator said did: the slot is
+ * flagged and an alert SETTLE_CONTRADICTED asks a person to count it (the customer may be
+ * owed the unit). Returns VEND_OK, VEND_ECONFLICT when an answer is recorded already, or a
+ * VEND_E*.
+ */
+int settle_machine_contradicts_operator_locked(struct vendd *v, const struct settle_row *u,
+                                               bool dropped, const char *code, const char *now_iso);
 
 /*
  * An operator's word on UNSETTLED unit `unit` of order_id, after looking at the machine:

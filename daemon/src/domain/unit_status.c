@@ -106,7 +106,7 @@ int unit_transition_locked(struct vendd *v, int64_t log_id, enum unit_status fro
     int rc;
 
     if (e == NULL || (e->binds != BIND_NONE && (c == NULL || c->at == NULL)) ||
-        ((e->binds == BIND_SEND || e->binds == BIND_ASK) && c->deadline == NULL) ||
+        (e->binds == BIND_SEND && c->deadline == NULL) ||
         (e->binds == BIND_FAIL && c->error == NULL)) {
         log_warnx("dispense_logs row %" PRId64 ": %s -> %s is not a transition of the unit "
                   "state machine, or lacks its fields",
@@ -161,6 +161,39 @@ int unit_fail_unsent_locked(struct vendd *v, const char *order_id, const char *n
                    "UPDATE dispense_logs SET status = 'FAILED', error_message = 'NOT_SENT', "
                    "completed_at = $2 WHERE order_id = $1 AND status = 'QUEUED'",
                    p, 2, NULL, NULL);
+}
+
+int unit_await_operator_locked(struct vendd *v, int64_t log_id, enum unit_status from,
+                               const char *code, const char *now_iso)
+{
+    struct db_value p[2] = {DB_INT(log_id), DB_TEXT(code)};
+    int rc;
+
+    if (from == UNIT_SENT) {
+        rc = unit_transition_locked(v, log_id, UNIT_SENT, UNIT_UNSETTLED,
+                                    &(struct unit_change){.at = now_iso, .deadline = NULL});
+        if (rc < 0)
+            return rc;
+    } else if (from != UNIT_UNSETTLED) {
+        return VEND_ESTATE;
+    }
+    rc = db_exec(v->db,
+                 "UPDATE dispense_logs SET deadline_at = NULL, error_message = $2 "
+                 "WHERE id = $1 AND status = 'UNSETTLED'",
+                 p, 2, NULL, NULL);
+    return rc < 0 ? rc : rc == 1 ? VEND_OK : VEND_ESTATE;
+}
+
+int unit_record_operator_contradiction_locked(struct vendd *v, int64_t log_id, bool success,
+                                              bool drop_detected)
+{
+    struct db_value p[3] = {DB_INT(log_id), DB_INT(success), DB_INT(drop_detected)};
+    int rc = db_exec(v->db,
+                     "UPDATE dispense_logs SET late_result = 1, success = $2, drop_detected = $3 "
+                     "WHERE id = $1 AND settled_by = 'OPERATOR' AND late_result = 0",
+                     p, 3, NULL, NULL);
+
+    return rc < 0 ? rc : rc == 1 ? VEND_OK : VEND_ECONFLICT;
 }
 
 int unit_record_late_result_locked(struct vendd *v, int64_t log_id, const struct unit_change *c)

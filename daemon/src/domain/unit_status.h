@@ -76,4 +76,21 @@ int unit_fail_unsent_locked(struct vendd *v, const char *order_id, const char *n
  */
 int unit_record_late_result_locked(struct vendd *v, int64_t log_id, const struct unit_change *c);
 
+/*
+ * Inside a transaction: a SENT or UNSETTLED unit whose outcome only a person can tell (the
+ * machine lost power mid-run, code POWER_LOSS) waits UNSETTLED for the operator: it is no
+ * longer asked about (deadline_at NULL) and carries code. Returns VEND_OK, VEND_ESTATE when
+ * the unit is neither, or another VEND_E*.
+ */
+int unit_await_operator_locked(struct vendd *v, int64_t log_id, enum unit_status from,
+                               const char *code, const char *now_iso);
+
+/*
+ * Inside a transaction: the machine's answer for a unit an operator settled, which says the
+ * opposite, is recorded once on the row (late_result 0 -> 1, its success and drop). The
+ * status stays the operator's. Returns VEND_OK, or VEND_ECONFLICT when one is recorded.
+ */
+int unit_record_operator_contradiction_locked(struct vendd *v, int64_t log_id, bool success,
+                                              bool drop_detected);
+
 #endif
