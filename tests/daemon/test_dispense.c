@@ -380,6 +380,36 @@ static void no_drop_fails_flags_and_refunds(void **state)
                 "order 'O1' failed (NO_DROP): refund of 5000 due");
 }
 
+/* What the firmware core sends (success and drop both false, with a code): a fault of the
+ * slot flags it; a refusal or a door does not. */
+static void slot_faults_from_the_firmware_flag_the_slot(void **state)
+{
+    static const struct {
+        const char *code;
+        int flagged;
+    } cases[] = {{"NO_DROP", 1}, {"JAMMED", 1},  {"MOTOR_FAULT", 1}, {"DOOR_OPEN", 0},
+                 {"BUSY", 0},    {"EXPIRED", 0}, {"CANCELLED", 0}};
+    struct t *t = *state;
+    char id[16], sql[128], want[64];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(id, sizeof(id), "F%zu", i);
+        one_unit_order(t, id);
+        trigger_ok(t, id, true);
+        assert_int_equal(result(t, "VM01", id, 1, 0, false, false, cases[i].code), VEND_OK);
+        snprintf(sql, sizeof(sql),
+                 "SELECT status || ' ' || error_message FROM dispense_logs "
+                 "WHERE order_id = '%s'",
+                 id);
+        snprintf(want, sizeof(want), "FAILED %s", cases[i].code);
+        expect_text(t, sql, want);
+        if (dfx_int(t->f.v.db, "SELECT needs_inspection FROM slots WHERE id = 1") !=
+            cases[i].flagged)
+            fail_msg("%s: needs_inspection should be %d", cases[i].code, cases[i].flagged);
+        dfx_sql(t->f.v.db, "UPDATE slots SET needs_inspection = 0 WHERE id = 1");
+    }
+}
+
 static void drop_without_success_alerts(void **state)
 {
     struct t *t = *state;
@@ -1247,6 +1277,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(no_drop_fails_flags_and_refunds, setup, teardown),
         cmocka_unit_test_setup_teardown(drop_without_success_alerts, setup, teardown),
+        cmocka_unit_test_setup_teardown(slot_faults_from_the_firmware_flag_the_slot, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(out_of_range_unit_fails_invalid_unit, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_unit_fails_the_units_behind_it_not_sent, setup,
                                         teardown),

@@ -88,6 +88,21 @@ static struct unit_change result_change(const struct vend_dispense_result *r, co
     };
 }
 
+/* Failures that say the slot itself is wrong (empty, stuck, broken), not that the run was
+ * refused: the slot is flagged for a person, so no customer pays for it again unseen. */
+static const char *const s_slot_faults[] = {"NO_DROP", "JAMMED", "MOTOR_FAULT", "TIMEOUT"};
+
+static bool slot_needs_a_look(const struct vend_dispense_result *r)
+{
+    if (r->success != r->drop_detected)
+        return true; /* a motor cycle without a drop, or a drop the machine did not call one */
+    for (size_t i = 0; r->has_error && i < sizeof(s_slot_faults) / sizeof(s_slot_faults[0]); i++) {
+        if (strcmp(r->error, s_slot_faults[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Inside a transaction: the slot needs inspection; a drop without success also alerts. */
 static int flag_slot_locked(struct vendd *v, const struct unit_row *u,
                             const struct vend_dispense_result *r, int64_t unit, const char *now_iso)
@@ -173,9 +188,9 @@ static int apply_result_locked(struct vendd *v, const struct unit_row *u,
     }
     if (!ok) {
         v->metrics.dispense_failed++;
-        /* A motor cycle without a drop (something is stuck), or a drop the machine did not
-         * call a success (the count may now be one too high): have someone look. */
-        if (r->success != r->drop_detected) {
+        /* A motor cycle without a drop (empty, stuck), or a drop the machine did not call a
+         * success (the count may now be one too high): have someone look. */
+        if (slot_needs_a_look(r)) {
             rc = flag_slot_locked(v, u, r, unit, now_iso);
             if (rc < 0)
                 return rc;

@@ -112,8 +112,12 @@ static bool drop_sensor(void *ctx)
         /* The product has left the spiral: counted once, whatever the core decides. */
         s->stock[s->running]--;
         s->running = 0;
+        /* A latched sensor, as a real HAL keeps one (an interrupt holds the pulse): the beam
+         * reads blocked for DROP_BEAM_MS from the first read that sees it, so a tick that
+         * comes late (100 machines in one loop, a slow fdatasync) cannot miss the drop. */
+        s->drop_seen_at = now;
     }
-    return now < s->drop_at + DROP_BEAM_MS;
+    return now < s->drop_seen_at + DROP_BEAM_MS;
 }
 
 static int slot_level(void *ctx, uint16_t slot, enum vend_level *out)

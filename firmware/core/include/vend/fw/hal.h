@@ -43,7 +43,10 @@ struct vend_fw_hal {
     int (*motor_set)(void *ctx, uint16_t slot, bool on);
     /* What the driver of slot senses now. */
     enum vend_fw_motor (*motor_state)(void *ctx, uint16_t slot);
-    /* True while the drop sensor sees something (a product falling through the beam). */
+    /* True while the drop sensor sees something (a product falling through the beam). The
+     * core polls it once a tick and wants it blocked for dropSensorDelay: a HAL whose beam
+     * pulse can be shorter than that plus a tick must latch it (an interrupt) and report it
+     * for at least that long from the first read, or a slow tick misses a drop. */
     bool (*drop_sensor)(void *ctx);
     /* The fill level of slot; VEND_ENOTFOUND if the slot has no level sensor. */
     int (*slot_level)(void *ctx, uint16_t slot, enum vend_level *out);
