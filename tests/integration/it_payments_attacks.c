@@ -288,7 +288,7 @@ static void refund_answer_lost(void **state)
                                        "\"delay_ms\":3000,\"drop\":true,\"count\":1000}",
                                        NULL),
                      200);
-    assert_int_equal(harness_answer_ex(&f->machine, id, slot, unit, false, false, "JAMMED"), 0);
+    assert_int_equal(harness_answer_ex(&f->machine, id, slot, unit, false, false, "DOOR_OPEN"), 0);
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "FAILED", WAIT_MS);
     expect_sql(h, "SELECT status || ' ' || attempts FROM refunds WHERE order_id = '%s'", id,
                "QUEUED 1", 8000);
@@ -341,7 +341,7 @@ static void refund_notification_ends_a_requeued_refund(void **state)
                                        "\"delay_ms\":3000,\"drop\":true}",
                                        NULL),
                      200);
-    assert_int_equal(harness_answer_ex(&f->machine, id, slot, unit, false, false, "JAMMED"), 0);
+    assert_int_equal(harness_answer_ex(&f->machine, id, slot, unit, false, false, "DOOR_OPEN"), 0);
     expect_sql(h, "SELECT status || ' ' || attempts FROM refunds WHERE order_id = '%s'", id,
                "QUEUED 1", 8000);
     /* Midtrans tells vendd the refund went through (signed refund notification, 200): that
@@ -392,7 +392,7 @@ static void shutdown_with_calls_in_flight(void **state)
                                        "\"delay_ms\":20000,\"count\":10}",
                                        NULL),
                      200);
-    assert_int_equal(harness_answer_ex(&f->machine, id, slot, unit, false, false, "JAMMED"), 0);
+    assert_int_equal(harness_answer_ex(&f->machine, id, slot, unit, false, false, "DOOR_OPEN"), 0);
     expect_sql(h, "SELECT status FROM refunds WHERE order_id = '%s'", id, "SENT", 8000);
     before = harness_fake_requests(h, "POST", "/v2/charge", NULL);
     for (int i = 0; i < 4; i++) {

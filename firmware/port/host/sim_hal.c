@@ -5,6 +5,13 @@
 
 #include "sim_hal.h"
 
+/* How long, and for how many reads at least, a falling product blocks the beam (see
+ * drop_sensor()). */
+#define BEAM_MS    80
+#define BEAM_READS 12
+/* A motor switched off this long after the product was seen stopped on it (see motor_set()). */
+#define BEAM_SETTLED_MS 40
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,8 +22,6 @@
 #include <unistd.h>
 
 #include "vend/err.h"
-
-#define DROP_BEAM_MS 80 /* how long a falling product blocks the beam */
 
 static struct sim *S(void *ctx)
 {
@@ -63,6 +68,14 @@ static int motor_set(void *ctx, uint16_t slot, bool on)
         s->motor_on[slot] = false;
         if (s->running == slot)
             s->running = 0;
+        /* Off well after the product was seen: the core has had its debounce and stopped on
+         * it; the product is gone, and the next run must start with a clear beam (the core
+         * ignores a beam blocked since before its run). Off sooner (the run's time ran out
+         * as the product came): the beam stays, for the core to finish its debounce. */
+        if (s->beam_until != 0 && now >= s->beam_seen + BEAM_SETTLED_MS) {
+            s->beam_reads = 0;
+            s->beam_until = 0;
+        }
         return VEND_OK;
     }
     if (s->motor_on[slot])
@@ -111,13 +124,22 @@ static bool drop_sensor(void *ctx)
     if (s->running != 0 && s->stock[s->running] > 0) {
         /* The product has left the spiral: counted once, whatever the core decides. */
         s->stock[s->running]--;
+        fprintf(stderr, "vmsim: '%s' slot %u product fell (stock %u)\n", s->id,
+                (unsigned)s->running, (unsigned)s->stock[s->running]);
         s->running = 0;
-        /* A latched sensor, as a real HAL keeps one (an interrupt holds the pulse): the beam
-         * reads blocked for DROP_BEAM_MS from the first read that sees it, so a tick that
-         * comes late (100 machines in one loop, a slow fdatasync) cannot miss the drop. */
-        s->drop_seen_at = now;
+        /* A latched sensor, as a real HAL keeps one (an interrupt holds the pulse): the
+         * product blocks the beam for BEAM_MS from the first read that sees it AND for the
+         * next BEAM_READS reads, so neither a loop kept off the CPU (100 machines, a slow
+         * fdatasync, a busy host) nor one ticking fast can miss it. */
+        s->beam_reads = BEAM_READS;
+        s->beam_until = now + BEAM_MS;
+        s->beam_seen = now;
     }
-    return now < s->drop_seen_at + DROP_BEAM_MS;
+    if (s->beam_reads == 0 && now >= s->beam_until)
+        return false;
+    if (s->beam_reads > 0)
+        s->beam_reads--;
+    return true;
 }
 
 static int slot_level(void *ctx, uint16_t slot, enum vend_level *out)
