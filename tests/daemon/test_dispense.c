@@ -1268,6 +1268,75 @@ static void machine_cancel_after_operator_said_dropped_alerts(void **state)
     expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'SETTLE_CONTRADICTED'", 1);
 }
 
+/* Second review: a machine repeats its last result until the next dispense (PROTOCOL.md,
+ * "Acknowledging results"). After the operator counted the slot and said "dropped", the
+ * repeated POWER_LOSS says nothing of the drop: no contradiction, no flag. */
+static void power_loss_repeated_after_the_operator_is_no_contradiction(void **state)
+{
+    struct t *t = *state;
+
+    make_vm01_settle(t);
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, false, false, "POWER_LOSS"), VEND_OK);
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, true), VEND_OK);
+    dfx_sql(t->f.v.db, "UPDATE slots SET needs_inspection = 0 WHERE id = 1"); /* looked at */
+    assert_true(result(t, "VM01", "O1", 1, 0, false, false, "POWER_LOSS") < 0);
+    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'SETTLE_CONTRADICTED'", 0);
+    expect_int(t, "SELECT needs_inspection FROM slots WHERE id = 1", 0);
+    expect_text(t, "SELECT success || drop_detected || late_result FROM dispense_logs", "110");
+}
+
+/* A late result without a drop blames the slot as a live one does (SPEC §4 rule 4). */
+static void late_no_drop_flags_the_slot(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    fail_by_deadline(t);
+    expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, false, "NO_DROP"), VEND_OK);
+    expect_int(t, "SELECT needs_inspection FROM slots WHERE id = 1", 1);
+}
+
+/* A unit held for the operator does not take the machine out of service: its other slots
+ * serve other orders; the rest of the held unit's own order is not sent. */
+static void power_loss_hold_leaves_the_machine_serving(void **state)
+{
+    struct t *t = *state;
+    const struct item two[] = {{1, 2, 5000}};
+    const struct item other[] = {{2, 1, 7000}};
+
+    make_vm01_settle(t);
+    paid_order(t, "O1", "VM01", two, 1);
+    trigger_ok(t, "O1", true);
+    assert_int_equal(result(t, "VM01", "O1", 1, 1, false, false, "POWER_LOSS"), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || error_message FROM dispense_logs WHERE unit = 2",
+                "FAILED NOT_SENT");
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "DISPENSING");
+    paid_order(t, "O2", "VM01", other, 1);
+    trigger_ok(t, "O2", true); /* sent at once: the machine is idle */
+    assert_int_equal(result(t, "VM01", "O2", 2, 0, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O2'", "COMPLETED");
+    /* The operator settles the held unit: the order ends, refunding what did not drop. */
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, true), VEND_OK);
+    expect_text(t, "SELECT status || ' ' || failure_reason FROM orders WHERE id = 'O1'",
+                "FAILED NOT_SENT");
+    expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 5000");
+}
+
+/* The operator said dropped; the machine reports a drop without success: no contradiction. */
+static void drop_without_success_after_operator_dropped_agrees(void **state)
+{
+    struct t *t = *state;
+
+    unsettled_o1(t);
+    assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, true), VEND_OK);
+    assert_true(result(t, "VM01", "O1", 1, 0, false, true, "MOTOR_FAULT") < 0);
+    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'SETTLE_CONTRADICTED'", 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1343,6 +1412,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(machine_drop_after_operator_said_not_dropped_is_counted,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(machine_cancel_after_operator_said_dropped_alerts, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(power_loss_repeated_after_the_operator_is_no_contradiction,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(late_no_drop_flags_the_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(power_loss_hold_leaves_the_machine_serving, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(drop_without_success_after_operator_dropped_agrees, setup,
                                         teardown),
     };
 

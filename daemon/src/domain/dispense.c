@@ -137,11 +137,13 @@ static int pump_locked(struct vendd *v, const char *machine_id, int64_t now,
 
     pc->ready = false;
     db_iso_time(sent_at, sizeof(sent_at), now);
-    /* An UNSETTLED unit may still be running, and a new dispense would acknowledge the
-     * machine's stored results (settle.h): it counts as in flight. */
+    /* An UNSETTLED unit still asked about may still be running, and a new dispense would
+     * acknowledge the machine's stored results (settle.h): it counts as in flight. One held
+     * for an operator (deadline_at NULL: the machine has answered) does not. The predicate
+     * is the in-flight index's (schema 0007). */
     rc = store_query_int(v->db,
-                         "SELECT count(*) FROM dispense_logs WHERE machine_id = $1 AND status IN "
-                         "('SENT', 'UNSETTLED')",
+                         "SELECT count(*) FROM dispense_logs WHERE machine_id = $1 AND "
+                         "(status = 'SENT' OR (status = 'UNSETTLED' AND deadline_at IS NOT NULL))",
                          p, 1, &busy);
     if (rc < 0 || busy > 0)
         return rc < 0 ? rc : VEND_OK; /* busy: its result or deadline pumps again */

@@ -228,7 +228,7 @@ static int apply_late_result_locked(struct vendd *v, const struct unit_row *u,
     log_warnx("late result for order '%s' unit %" PRId64 " from '%s': %s", r->order_id, unit,
               u->machine_id, ok ? "dropped" : "not dropped");
     if (!ok)
-        return VEND_OK;
+        return slot_needs_a_look(r) ? flag_slot_locked(v, u, r, unit, now_iso) : VEND_OK;
     rc = stock_take_unit_locked(v, u->slot_id, u->machine_id, r->order_id, unit, now_iso);
     if (rc < 0)
         return rc;
@@ -272,6 +272,18 @@ static int reject_settled_unit(struct vendd *v, const struct unit_row *u,
 static bool is_power_loss(const struct vend_dispense_result *r)
 {
     return r->has_error && strcmp(r->error, SETTLE_POWER_LOSS) == 0;
+}
+
+/* The machine's answer says the opposite of what an operator settled unit u as. POWER_LOSS
+ * says nothing of the drop (the machine re-publishes it until acknowledged); a drop without
+ * success is still a drop. */
+static bool contradicts_operator(const struct unit_row *u, const struct vend_dispense_result *r)
+{
+    if (is_power_loss(r))
+        return false;
+    if (u->status == UNIT_SUCCEEDED)
+        return !r->drop_detected;
+    return r->success && r->drop_detected;
 }
 
 /* The fields of a struct settle_row, from a unit row. */
@@ -344,8 +356,7 @@ static int apply(struct vendd *v, const char *machine_id, const struct vend_disp
                                              now_iso);
     } else if (u.status == UNIT_SENT || u.status == UNIT_UNSETTLED) {
         rc = apply_result_locked(v, &u, r, unit, now_iso, by_operator, &order_done);
-    } else if (!by_operator && u.by_operator && !u.late_result &&
-               (r->success && r->drop_detected) != (u.status == UNIT_SUCCEEDED)) {
+    } else if (!by_operator && u.by_operator && !u.late_result && contradicts_operator(&u, r)) {
         rc = settle_machine_contradicts_operator_locked(
             v, &(struct settle_row){SETTLE_ROW(u, r, unit)}, r->success && r->drop_detected,
             r->has_error ? r->error : NULL, now_iso);

@@ -92,7 +92,7 @@ static int count_ask_locked(struct vendd *v, const struct settle_unit *u, int64_
     db_iso_time(next, sizeof(next), now + ask_gap_ms(u->asks));
     return db_exec(v->db,
                    "UPDATE dispense_logs SET settle_asks = settle_asks + 1, deadline_at = $2 "
-                   "WHERE id = $1 AND status = 'UNSETTLED'",
+                   "WHERE id = $1 AND status = 'UNSETTLED' AND deadline_at IS NOT NULL",
                    p, 2, NULL, NULL);
 }
 
@@ -252,6 +252,11 @@ int settle_hold_for_operator_locked(struct vendd *v, const struct settle_row *u,
     int rc;
 
     rc = unit_await_operator_locked(v, u->log_id, u->status, SETTLE_POWER_LOSS, now_iso);
+    if (rc < 0)
+        return rc;
+    /* The rest of its order is not sent: it ends, with its refund, when the operator has
+     * settled this unit (the machine itself serves other orders meanwhile). */
+    rc = unit_fail_unsent_locked(v, u->order_id, now_iso);
     if (rc < 0)
         return rc;
     rc = flag_slot_locked(v, u->slot_id, now_iso);

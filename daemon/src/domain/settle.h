@@ -89,8 +89,9 @@ struct settle_row {
  * Inside a transaction: the machine answered POWER_LOSS for SENT or UNSETTLED unit u: it
  * restarted mid-run, the motor ran for an unknown time, and only a person can tell whether
  * the product fell (docs/PROTOCOL.md). The unit waits UNSETTLED for an operator, no longer
- * asked about; the slot is flagged for inspection and the UNIT_UNSETTLED alert says so.
- * Nothing is refunded blind. Returns VEND_OK or a VEND_E*.
+ * asked about and no longer in flight (the machine serves other orders); the rest of its
+ * order is not sent; the slot is flagged for inspection and the UNIT_UNSETTLED alert says
+ * so. Nothing is refunded blind. Returns VEND_OK or a VEND_E*.
  */
 int settle_hold_for_operator_locked(struct vendd *v, const struct settle_row *u,
                                     const char *now_iso);
