@@ -27,6 +27,7 @@
 #include "mqtt.h"
 #include "notify.h"
 #include "store.h"
+#include "telemetry.h"
 #include "vend/err.h"
 #include "vendd.h"
 
@@ -226,6 +227,7 @@ int app_run(const struct vendd_conf *conf)
     rc = start_payments(&v);
     if (rc < 0)
         goto out;
+    telemetry_prune_start(&v);
     rc = mqtt_client_start(v.mqtt);
     if (rc < 0) {
         log_warnx("cannot start the MQTT client: %s", vend_strerror(rc));
@@ -252,6 +254,7 @@ out:
         mqtt_lib_cleanup();
     if (v.loop != NULL) {
         deadline_stop(&v);
+        telemetry_prune_stop(&v);
         dispense_results_free(&v);
     }
     db_close(v.db);

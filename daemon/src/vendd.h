@@ -12,6 +12,7 @@
 #include "broker_seam.h"
 #include "deadline.h"
 #include "metrics.h"
+#include "telemetry.h"
 
 struct vendd_conf;
 struct loop;
@@ -48,6 +49,8 @@ struct vendd {
     /* The timer that sends refunds, and their Midtrans calls in flight (refunds.c). */
     uint64_t refunds_timer;
     struct refund_send *refund_sends;
+    /* The timer that prunes raw telemetry past TELEMETRY_RETENTION_DAYS (telemetry.c). */
+    struct telemetry_prune_state telemetry_prune;
     /* Order ids made when the kernel's random generator fails (orders.c). */
     uint32_t order_seq;
     /* Wall clock in epoch milliseconds; a seam so tests can pin time. */

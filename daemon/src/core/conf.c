@@ -78,6 +78,8 @@ static const struct conf_opt s_opts[] = {
     {"ORDER_RATE_PER_MIN", OPT_UINT, 1, 10000, "10", FIELD(order_rate_per_min), false},
     /* A refund call without an answer is retried after this, doubling to an hour. */
     {"REFUND_RETRY_S", OPT_UINT, 1, 3600, "30", FIELD(refund_retry_s), false},
+    /* Raw telemetry rows; the hourly rollup and the latest reading are kept for good. */
+    {"TELEMETRY_RETENTION_DAYS", OPT_UINT, 1, 3650, "30", FIELD(telemetry_retention_days), false},
     {"LOG_FORMAT", OPT_LOGFMT, 0, 0, "text", FIELD(log_format), false},
 };
 

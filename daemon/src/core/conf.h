@@ -90,6 +90,7 @@ struct vendd_conf {
     unsigned int order_pending_max;        /* PENDING orders per machine, 1..1000 */
     unsigned int order_rate_per_min;       /* customer orders per client address */
     unsigned int refund_retry_s;           /* first backoff of an unanswered refund call */
+    unsigned int telemetry_retention_days; /* raw telemetry kept, 1..3650 (telemetry.h) */
 
     enum log_format log_format; /* LOG_FORMAT: text | json */
 };

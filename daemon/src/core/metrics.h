@@ -38,6 +38,7 @@
     X(payment_notifications_rejected, "payment notifications refused (signature, amount, form)")   \
     X(refunds_done, "refunds Midtrans accepted")                                                   \
     X(telemetry_stored, "telemetry messages stored")                                               \
+    X(telemetry_pruned, "raw telemetry rows deleted past TELEMETRY_RETENTION_DAYS")                \
     X(status_updates, "machine status messages applied")
 
 struct metrics {

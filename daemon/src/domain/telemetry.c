@@ -1,0 +1,347 @@
+/*
+ * telemetry.c - a reading stored in one transaction (machine row, raw row, slot levels,
+ * mismatch alerts, the hourly rollup), and the timer that prunes raw rows past the
+ * retention window; see telemetry.h for the rules.
+ */
+#include "telemetry.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alerts.h"
+#include "conf.h"
+#include "db.h"
+#include "log.h"
+#include "loop.h"
+#include "store.h"
+#include "vend/err.h"
+#include "vendd.h"
+
+#define HOUR_MS ((int64_t)3600 * 1000)
+#define DAY_MS  (24 * HOUR_MS)
+
+/* The first run waits for the start's own work (the broker session's backlog) to pass. */
+#define PRUNE_START_MS  60000
+#define PRUNE_PERIOD_MS 600000
+#define RETRY_FIRST_MS  1000
+
+/* When a sensor level contradicts the counted stock. */
+enum mismatch_when {
+    MISMATCH_NEVER,      /* a partial level cannot be checked against a count */
+    MISMATCH_IF_STOCKED, /* the sensor sees nothing, the count says some */
+    MISMATCH_IF_EMPTY,   /* the sensor sees plenty, the count says none */
+};
+
+static const struct {
+    enum vend_level level;
+    enum mismatch_when when;
+} mismatch_rules[] = {
+    {VEND_LEVEL_EMPTY, MISMATCH_IF_STOCKED}, {VEND_LEVEL_LOW, MISMATCH_NEVER},
+    {VEND_LEVEL_MEDIUM, MISMATCH_NEVER},     {VEND_LEVEL_HIGH, MISMATCH_IF_EMPTY},
+    {VEND_LEVEL_FULL, MISMATCH_IF_EMPTY},
+};
+
+static bool level_contradicts(enum vend_level level, int64_t stock)
+{
+    for (size_t i = 0; i < sizeof(mismatch_rules) / sizeof(mismatch_rules[0]); i++) {
+        if (mismatch_rules[i].level != level)
+            continue;
+        switch (mismatch_rules[i].when) {
+        case MISMATCH_NEVER:
+            return false;
+        case MISMATCH_IF_STOCKED:
+            return stock > 0;
+        case MISMATCH_IF_EMPTY:
+            return stock == 0;
+        }
+    }
+    return false;
+}
+
+struct slot_state {
+    bool found;
+    int64_t id;
+    int64_t stock;
+    bool has_level; /* the slot had a sensor level before this reading */
+    enum vend_level level;
+};
+
+static int take_slot_state(void *arg, const struct db_row *row)
+{
+    struct slot_state *s = arg;
+    const char *level = db_row_text(row, 2);
+
+    s->found = true;
+    s->id = db_row_int(row, 0);
+    s->stock = db_row_int(row, 1);
+    /* A stored level the codec does not know (the schema CHECK forbids it) counts as none. */
+    s->has_level = level != NULL && vend_level_parse(level, strlen(level), &s->level) == VEND_OK;
+    return 1;
+}
+
+/* Inside the transaction: one open alert per slot (alerts_raise_locked skips repeats). */
+static int raise_mismatch_locked(struct vendd *v, const char *machine_id, uint16_t slot_number,
+                                 const struct slot_state *s, enum vend_level level,
+                                 const char *now_iso, bool *raised)
+{
+    char msg[160];
+    int rc;
+
+    snprintf(msg, sizeof(msg), "machine '%s' slot %u: sensor reads %s but the count is %lld",
+             machine_id, (unsigned)slot_number, vend_level_name(level), (long long)s->stock);
+    rc = alerts_raise_locked(v,
+                             &(struct alert){.machine_id = machine_id,
+                                             .kind = TELEMETRY_MISMATCH_KIND,
+                                             .message = msg,
+                                             .slot_id = s->id},
+                             now_iso);
+    *raised = rc == 1;
+    return rc < 0 ? rc : VEND_OK;
+}
+
+/* Inside the transaction: the per-slot part. Counts unknown slots, alerts raised and the
+ * levels that changed. */
+static int apply_slots_locked(struct vendd *v, const char *machine_id,
+                              const struct vend_telemetry *t, const char *now_iso,
+                              struct telemetry_outcome *out, int64_t *level_changes)
+{
+    struct db_value p[3];
+    int rc;
+
+    for (size_t i = 0; i < t->nslots; i++) {
+        struct slot_state s = {0};
+
+        p[0] = DB_TEXT(machine_id);
+        p[1] = DB_INT(t->slots[i].id);
+        rc = db_exec(v->db,
+                     "SELECT id, current_stock, sensor_level FROM slots WHERE machine_id = $1 "
+                     "AND slot_number = $2",
+                     p, 2, take_slot_state, &s);
+        if (rc < 0)
+            return rc;
+        if (!s.found) {
+            out->unknown_slots++;
+            continue;
+        }
+        if (s.has_level && s.level != t->slots[i].level)
+            (*level_changes)++;
+        p[0] = DB_INT(s.id);
+        p[1] = DB_TEXT(vend_level_name(t->slots[i].level));
+        p[2] = DB_TEXT(now_iso);
+        rc = db_exec(v->db, "UPDATE slots SET sensor_level = $2, sensor_at = $3 WHERE id = $1", p,
+                     3, NULL, NULL);
+        if (rc < 0)
+            return rc;
+        if (!level_contradicts(t->slots[i].level, s.stock))
+            continue;
+        rc = raise_mismatch_locked(v, machine_id, t->slots[i].id, &s, t->slots[i].level, now_iso,
+                                   &out->raised[i]);
+        if (rc < 0)
+            return rc;
+    }
+    return VEND_OK;
+}
+
+/*
+ * Inside the transaction: add the reading to its machine's hour. The hour's row exists but
+ * for the first reading of the hour, so it is an UPDATE by primary key, and an INSERT only
+ * then: an INSERT .. ON CONFLICT DO UPDATE costs about four times as much per reading.
+ *
+ * An opening is judged against the door the machine's previous telemetry named: the hour's
+ * last_door, or for a new hour that of the newest earlier one. Not machines.door: status
+ * messages move that one too, and the firmware sends one at every door change, before any
+ * telemetry could see it.
+ */
+static int rollup_locked(struct vendd *v, const char *machine_id, const struct vend_telemetry *t,
+                         const char *hour, int64_t level_changes)
+{
+    struct db_value p[6];
+    int64_t centi = 0;
+    int rc;
+
+    if (t->has_temperature) /* hundredths, as the codec keeps them: the sum stays exact */
+        centi = (int64_t)(t->temperature * 100.0 + (t->temperature < 0 ? -0.5 : 0.5));
+    p[0] = DB_TEXT(machine_id);
+    p[1] = DB_TEXT(hour);
+    p[2] = t->has_temperature ? DB_REAL(t->temperature) : DB_NULL;
+    p[3] = DB_INT(centi);
+    p[4] = DB_TEXT(vend_door_name(t->door)); /* NULL when not reported */
+    p[5] = DB_INT(level_changes);
+    rc = db_exec(v->db,
+                 "UPDATE telemetry_hourly SET samples = samples + 1, "
+                 "temp_samples = temp_samples + CASE WHEN $3 IS NULL THEN 0 ELSE 1 END, "
+                 "temp_min = CASE WHEN $3 IS NULL OR $3 >= temp_min THEN temp_min ELSE $3 END, "
+                 "temp_max = CASE WHEN $3 IS NULL OR $3 <= temp_max THEN temp_max ELSE $3 END, "
+                 "temp_sum_centi = temp_sum_centi + $4, "
+                 "door_openings = door_openings + "
+                 "CASE WHEN $5 = 'OPEN' AND last_door = 'CLOSED' THEN 1 ELSE 0 END, "
+                 "level_changes = level_changes + $6, last_door = COALESCE($5, last_door) "
+                 "WHERE machine_id = $1 AND hour = $2",
+                 p, 6, NULL, NULL);
+    if (rc != 0)
+        return rc < 0 ? rc : VEND_OK;
+    return db_exec(v->db,
+                   "INSERT INTO telemetry_hourly (machine_id, hour, samples, temp_samples, "
+                   "temp_min, temp_max, temp_sum_centi, door_openings, level_changes, last_door) "
+                   "SELECT $1, $2, 1, CASE WHEN $3 IS NULL THEN 0 ELSE 1 END, $3, $3, $4, "
+                   "CASE WHEN $5 = 'OPEN' AND prev.door = 'CLOSED' THEN 1 ELSE 0 END, $6, "
+                   "COALESCE($5, prev.door) "
+                   "FROM (SELECT (SELECT last_door FROM telemetry_hourly WHERE machine_id = $1 "
+                   "ORDER BY hour DESC LIMIT 1) AS door) AS prev",
+                   p, 6, NULL, NULL);
+}
+
+int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_telemetry *t,
+                    const char *data, struct telemetry_outcome *out)
+{
+    char now_iso[STORE_ISO_SIZE], hour[STORE_ISO_SIZE];
+    const char *door = vend_door_name(t->door); /* NULL when not reported */
+    int64_t now = v->now_ms(), level_changes = 0;
+    struct db_value p[6];
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    db_iso_time(now_iso, sizeof(now_iso), now);
+    db_iso_time(hour, sizeof(hour), now - now % HOUR_MS);
+
+    rc = db_begin(v->db);
+    if (rc < 0)
+        goto out;
+    /* The machine row first: an unknown machine is NOTFOUND, not a foreign-key error. */
+    p[0] = DB_TEXT(machine_id);
+    p[1] = t->has_temperature ? DB_REAL(t->temperature) : DB_NULL;
+    p[2] = DB_TEXT(door);
+    p[3] = DB_TEXT(now_iso);
+    /* What the message does not report keeps its last known value. */
+    rc = db_exec(v->db,
+                 "UPDATE machines SET temperature = COALESCE($2, temperature), "
+                 "door = COALESCE($3, door), last_seen = $4, updated_at = $4 WHERE id = $1",
+                 p, 4, NULL, NULL);
+    if (rc != 1) {
+        rc = rc < 0 ? rc : VEND_ENOTFOUND;
+        goto out;
+    }
+    p[1] = t->has_timestamp ? DB_TEXT(t->timestamp) : DB_NULL;
+    p[2] = t->has_temperature ? DB_REAL(t->temperature) : DB_NULL;
+    p[3] = DB_TEXT(door);
+    p[4] = DB_TEXT(data);
+    p[5] = DB_TEXT(now_iso);
+    rc = db_exec(v->db,
+                 "INSERT INTO telemetry (machine_id, device_time, temperature, door, data, "
+                 "received_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                 p, 6, NULL, NULL);
+    if (rc < 0)
+        goto out;
+    rc = apply_slots_locked(v, machine_id, t, now_iso, out, &level_changes);
+    if (rc < 0)
+        goto out;
+    rc = rollup_locked(v, machine_id, t, hour, level_changes);
+    if (rc < 0)
+        goto out;
+    rc = db_commit(v->db);
+out:
+    if (rc < 0) {
+        db_rollback(v->db);
+        return rc;
+    }
+    v->metrics.telemetry_stored++;
+    return VEND_OK;
+}
+
+/* ---- retention ------------------------------------------------------------------------ */
+
+int telemetry_prune(struct vendd *v)
+{
+    char cutoff[STORE_ISO_SIZE];
+    struct db_value p[2];
+    int rc, n = 0;
+
+    db_iso_time(cutoff, sizeof(cutoff),
+                v->now_ms() - (int64_t)v->conf->telemetry_retention_days * DAY_MS);
+    p[0] = DB_TEXT(cutoff);
+    p[1] = DB_INT(TELEMETRY_PRUNE_BATCH);
+    rc = db_begin(v->db);
+    if (rc < 0)
+        goto out;
+    /* Oldest first through telemetry_received (schema 0008): a batch reads its own rows only,
+     * however many are due; ORDER BY id would scan the whole table. */
+    rc = db_exec(v->db,
+                 "DELETE FROM telemetry WHERE id IN (SELECT id FROM telemetry "
+                 "WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
+                 p, 2, NULL, NULL);
+    if (rc < 0)
+        goto out;
+    n = rc;
+    rc = db_commit(v->db);
+out:
+    if (rc < 0) {
+        db_rollback(v->db);
+        return rc;
+    }
+    v->metrics.telemetry_pruned += (uint64_t)n;
+    return n;
+}
+
+static void on_timer(void *arg);
+
+static void arm(struct vendd *v, uint64_t delay_ms)
+{
+    struct telemetry_prune_state *s = &v->telemetry_prune;
+
+    telemetry_prune_stop(v);
+    s->timer = loop_timer_add(v->loop, delay_ms, on_timer, v);
+    s->delay_ms = delay_ms;
+    if (s->timer == 0)
+        log_warnx("cannot arm the telemetry prune timer; raw telemetry is kept until the next "
+                  "start");
+}
+
+void telemetry_prune_run(struct vendd *v)
+{
+    struct telemetry_prune_state *s = &v->telemetry_prune;
+    int rc = telemetry_prune(v);
+
+    if (rc < 0) {
+        /* Busy database or worse: try again, ever more slowly, never in a tight loop. */
+        s->retry_ms = s->retry_ms == 0                    ? RETRY_FIRST_MS
+                      : s->retry_ms * 2 > PRUNE_PERIOD_MS ? PRUNE_PERIOD_MS
+                                                          : s->retry_ms * 2;
+        log_warnx("cannot prune raw telemetry: %s (%s); next try in %" PRId64 " ms",
+                  vend_strerror(rc), db_errmsg(v->db), s->retry_ms);
+        arm(v, (uint64_t)s->retry_ms);
+        return;
+    }
+    s->retry_ms = 0;
+    s->pruned_run += (uint64_t)rc;
+    if (rc == TELEMETRY_PRUNE_BATCH) {
+        /* More is due: the next batch after whatever else the loop has waiting. */
+        arm(v, 0);
+        return;
+    }
+    if (s->pruned_run > 0)
+        log_info("pruned %" PRIu64 " raw telemetry row(s) older than %u day(s)", s->pruned_run,
+                 v->conf->telemetry_retention_days);
+    s->pruned_run = 0;
+    arm(v, PRUNE_PERIOD_MS);
+}
+
+static void on_timer(void *arg)
+{
+    struct vendd *v = arg;
+
+    v->telemetry_prune.timer = 0;
+    telemetry_prune_run(v);
+}
+
+void telemetry_prune_start(struct vendd *v)
+{
+    arm(v, PRUNE_START_MS);
+}
+
+void telemetry_prune_stop(struct vendd *v)
+{
+    if (v->telemetry_prune.timer != 0)
+        loop_timer_del(v->loop, v->telemetry_prune.timer);
+    v->telemetry_prune.timer = 0;
+}

@@ -1,0 +1,401 @@
+/*
+ * test_telemetry.c - telemetry.c on a real database with a pinned clock: the hourly rollup of
+ * a scripted sequence of readings across two hours and two machines, pruning by the window in
+ * batches (exactly the rows older than it, oldest first, never one inside it, a second run
+ * changes nothing), the machine row and the history surviving the prune, and the prune
+ * timer's re-arming and backoff.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "conf.h"
+#include "fixture.h"
+#include "machines.h"
+#include "store.h"
+#include "telemetry.h"
+#include "vend/codec.h"
+#include "vend/err.h"
+#include "vend/msg.h"
+
+#define MIN_MS (60 * 1000)
+#define DAY_MS ((int64_t)24 * 3600 * 1000)
+
+#define T0     1764234000000 /* 2025-11-27T09:00:00.000Z */
+#define T0_ISO "2025-11-27T09:00:00.000Z"
+#define H1_ISO "2025-11-27T10:00:00.000Z"
+
+#define RETENTION_DAYS 30
+#define PERIOD_MS      600000 /* the prune timer's period, telemetry.c */
+
+struct t {
+    struct dfx f;
+    struct vendd_conf conf;
+};
+
+static int setup(void **state)
+{
+    struct t *t = calloc(1, sizeof(*t));
+
+    assert_non_null(t);
+    dfx_open(&t->f);
+    dfx_clock_set(T0);
+    t->conf.telemetry_retention_days = RETENTION_DAYS;
+    t->f.v.conf = &t->conf;
+    dfx_sql(t->f.v.db, "INSERT INTO machines (id, name, created_at, updated_at) VALUES "
+                       "('VM01', 'VM01', '" T0_ISO "', '" T0_ISO "'), "
+                       "('VM02', 'VM02', '" T0_ISO "', '" T0_ISO "')");
+    /* VM01: slot 1 with 5 counted, slot 2 with none. */
+    dfx_sql(t->f.v.db, "INSERT INTO slots (id, machine_id, slot_number, capacity, "
+                       "current_stock, created_at, updated_at) VALUES "
+                       "(11, 'VM01', 1, 10, 5, '" T0_ISO "', '" T0_ISO "'), "
+                       "(12, 'VM01', 2, 10, 0, '" T0_ISO "', '" T0_ISO "')");
+    *state = t;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct t *t = *state;
+
+    telemetry_prune_stop(&t->f.v);
+    dfx_close(&t->f);
+    free(t);
+    return 0;
+}
+
+/* Store reading json of machine at minute min after T0, through the domain call. */
+static void store_at(struct t *t, const char *machine, int64_t min, const char *json)
+{
+    struct vend_telemetry r;
+    struct vend_diag diag;
+    struct telemetry_outcome done;
+
+    dfx_clock_set(T0 + min * MIN_MS);
+    assert_int_equal(vend_decode_telemetry(json, strlen(json), &r, &diag), VEND_OK);
+    assert_int_equal(telemetry_store(&t->f.v, machine, &r, json, &done), VEND_OK);
+}
+
+/* One hourly row as "samples temp_samples min max sum_centi openings changes last_door",
+ * '-' for NULL. */
+static void hourly(struct t *t, const char *machine, const char *hour, char *buf, size_t size)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT samples || ' ' || temp_samples || ' ' || "
+             "CASE WHEN temp_min IS NULL THEN '-' ELSE printf('%%.2f', temp_min) END || ' ' || "
+             "CASE WHEN temp_max IS NULL THEN '-' ELSE printf('%%.2f', temp_max) END || ' ' || "
+             "temp_sum_centi || ' ' || "
+             "door_openings || ' ' || level_changes || ' ' || coalesce(last_door, '-') "
+             "FROM telemetry_hourly WHERE machine_id = '%s' AND hour = '%s'",
+             machine, hour);
+    dfx_text(t->f.v.db, sql, buf, size);
+}
+
+/* What pruning must never touch: the machine rows, the slots, the history, the alerts. */
+static char *kept(struct t *t)
+{
+    static const char *const sql[] = {
+        "SELECT * FROM machines ORDER BY id",
+        "SELECT * FROM slots ORDER BY id",
+        "SELECT * FROM telemetry_hourly ORDER BY machine_id, hour",
+        "SELECT * FROM alerts ORDER BY id",
+    };
+    json_t *all = json_array();
+    char *out;
+
+    for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+        json_t *rows = store_query_json(t->f.v.db, sql[i], NULL, 0);
+
+        assert_non_null(rows);
+        json_array_append_new(all, rows);
+    }
+    out = json_dumps(all, JSON_COMPACT);
+    assert_non_null(out);
+    json_decref(all);
+    return out;
+}
+
+/*
+ * The script: VM01 across 09:00 and 10:00, VM02 once at 09:25. A status message says the
+ * door is OPEN before the telemetry does (the firmware sends one at each door change):
+ * the opening still counts, since it is judged against the previous telemetry.
+ */
+static void play_script(struct t *t)
+{
+    struct vend_status st = {.status = VEND_PRESENCE_ONLINE, .door = VEND_DOOR_OPEN};
+    bool changed;
+
+    store_at(t, "VM01", 10,
+             "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":2,\"level\":\"EMPTY\"}],"
+             "\"temperature\":4.5,\"door\":\"CLOSED\"}");
+    dfx_clock_set(T0 + 15 * MIN_MS);
+    assert_int_equal(machines_apply_status(&t->f.v, "VM01", &st, &changed), VEND_OK);
+    store_at(t, "VM01", 20,
+             "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":2,\"level\":\"EMPTY\"}],"
+             "\"temperature\":5.25,\"door\":\"OPEN\"}");
+    store_at(t, "VM02", 25, "{\"slots\":[],\"temperature\":20,\"door\":\"OPEN\"}");
+    store_at(t, "VM01", 30, "{\"slots\":[{\"id\":1,\"level\":\"HIGH\"}],\"door\":\"OPEN\"}");
+    /* Slot 9 is not configured: skipped, not a change. */
+    store_at(t, "VM01", 40,
+             "{\"slots\":[{\"id\":1,\"level\":\"MEDIUM\"},{\"id\":2,\"level\":\"LOW\"},"
+             "{\"id\":9,\"level\":\"EMPTY\"}],\"temperature\":4.35}");
+    store_at(t, "VM01", 50, "{\"slots\":[],\"temperature\":-1.25,\"door\":\"CLOSED\"}");
+    /* 10:00: the first opening is judged against the last door of 09:00. */
+    store_at(t, "VM01", 65, "{\"slots\":[],\"temperature\":6,\"door\":\"OPEN\"}");
+    store_at(t, "VM01", 75,
+             "{\"slots\":[{\"id\":1,\"level\":\"MEDIUM\"}],\"temperature\":6.01,\"door\":"
+             "\"CLOSED\"}");
+    /* Silent on the door: the next OPEN is still an opening from CLOSED. */
+    store_at(t, "VM01", 80, "{\"slots\":[]}");
+    store_at(t, "VM01", 85, "{\"slots\":[{\"id\":1,\"level\":\"LOW\"}],\"door\":\"OPEN\"}");
+}
+
+static void test_rollup_two_hours(void **state)
+{
+    struct t *t = *state;
+    char buf[256];
+
+    play_script(t);
+    assert_int_equal(t->f.v.metrics.telemetry_stored, 10);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), 10);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry_hourly"), 3);
+    /* 4.5, 5.25, 4.35, -1.25 (sum 12.85, avg 3.2125; 4.35 * 100 is 434.99999... in a double,
+     * so a sum that truncated would be off); door CLOSED->OPEN once; HIGH, then MEDIUM and
+     * LOW: three level changes. */
+    hourly(t, "VM01", T0_ISO, buf, sizeof(buf));
+    assert_string_equal(buf, "5 4 -1.25 5.25 1285 1 3 CLOSED");
+    /* 6, 6.01; OPEN at 10:05 and again at 10:25; MEDIUM->LOW. */
+    hourly(t, "VM01", H1_ISO, buf, sizeof(buf));
+    assert_string_equal(buf, "4 2 6.00 6.01 1201 2 1 OPEN");
+    /* Its first reading: no earlier door to open from, VM01's is not VM02's. */
+    hourly(t, "VM02", T0_ISO, buf, sizeof(buf));
+    assert_string_equal(buf, "1 1 20.00 20.00 2000 0 0 OPEN");
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT round(CAST(temp_sum_centi AS REAL) / 100 / "
+                                        "temp_samples * 10000) FROM telemetry_hourly WHERE "
+                                        "machine_id = 'VM01' AND hour = '" T0_ISO "'"),
+                     32125);
+
+    /* The machine row holds the latest reading; what 10:25 left out keeps 10:15's value. */
+    dfx_text(t->f.v.db,
+             "SELECT printf('%.2f', temperature) || ' ' || door || ' ' || last_seen FROM "
+             "machines WHERE id = 'VM01'",
+             buf, sizeof(buf));
+    assert_string_equal(buf, "6.01 OPEN 2025-11-27T10:25:00.000Z");
+    dfx_text(t->f.v.db,
+             "SELECT group_concat(sensor_level, ' ') FROM (SELECT * FROM slots "
+             "ORDER BY id)",
+             buf, sizeof(buf));
+    assert_string_equal(buf, "LOW LOW");
+}
+
+/* A reading that cannot be stored leaves no trace in the rollup either. */
+static void test_rollup_rolls_back(void **state)
+{
+    struct t *t = *state;
+    const char *json = "{\"slots\":[],\"temperature\":7}";
+    struct vend_telemetry r;
+    struct vend_diag diag;
+    struct telemetry_outcome done;
+
+    assert_int_equal(vend_decode_telemetry(json, strlen(json), &r, &diag), VEND_OK);
+    assert_int_equal(telemetry_store(&t->f.v, "VM99", &r, json, &done), VEND_ENOTFOUND);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry_hourly"), 0);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), 0);
+    assert_int_equal(t->f.v.metrics.telemetry_stored, 0);
+}
+
+/* A raw row straight into the table, received at at_ms. */
+static void insert_raw(struct t *t, int64_t at_ms)
+{
+    char at[STORE_ISO_SIZE];
+    struct db_value p[1];
+
+    db_iso_time(at, sizeof(at), at_ms);
+    p[0] = DB_TEXT(at);
+    assert_int_equal(db_exec(t->f.v.db,
+                             "INSERT INTO telemetry (machine_id, data, received_at) "
+                             "VALUES ('VM01', '{}', $1)",
+                             p, 1, NULL, NULL),
+                     1);
+}
+
+static int64_t count_before(struct t *t, int64_t at_ms)
+{
+    char at[STORE_ISO_SIZE];
+    struct db_value p[1];
+    int64_t n = -1;
+
+    db_iso_time(at, sizeof(at), at_ms);
+    p[0] = DB_TEXT(at);
+    assert_int_equal(store_query_int(t->f.v.db,
+                                     "SELECT count(*) FROM telemetry WHERE received_at < $1", p, 1,
+                                     &n),
+                     1);
+    return n;
+}
+
+#define OLD   1201 /* rows older than the window: two full batches and 201 */
+#define YOUNG 301  /* rows inside it, the oldest exactly at its edge */
+
+static void test_prune_exactly_the_old_rows(void **state)
+{
+    struct t *t = *state;
+    const int64_t now = T0 + 40 * DAY_MS, cutoff = now - RETENTION_DAYS * DAY_MS;
+    char ids_young[16384], ids_left[16384], sql[256], edge[STORE_ISO_SIZE], *before, *after;
+
+    play_script(t); /* history and a machine row to keep */
+    dfx_clock_set(now);
+    dfx_sql(t->f.v.db, "DELETE FROM telemetry");
+    /* Old and young interleaved, so id order is not time order: old row i is received at
+     * cutoff - 1 ms - i minutes, young row i at the cutoff + i minutes. */
+    assert_int_equal(db_begin(t->f.v.db), VEND_OK);
+    for (int i = 0; i < OLD; i++) {
+        insert_raw(t, cutoff - 1 - i * MIN_MS);
+        if (i < YOUNG)
+            insert_raw(t, cutoff + i * MIN_MS);
+    }
+    assert_int_equal(db_commit(t->f.v.db), VEND_OK);
+    assert_int_equal(count_before(t, cutoff), OLD);
+    db_iso_time(edge, sizeof(edge), cutoff);
+    snprintf(sql, sizeof(sql),
+             "SELECT group_concat(id) FROM (SELECT id FROM telemetry WHERE received_at >= '%s' "
+             "ORDER BY id)",
+             edge);
+    dfx_text(t->f.v.db, sql, ids_young, sizeof(ids_young));
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), OLD + YOUNG);
+    before = kept(t);
+
+    /* Oldest first, a batch at a time: after the first, the oldest left is old row 700. */
+    assert_int_equal(telemetry_prune(&t->f.v), TELEMETRY_PRUNE_BATCH);
+    assert_int_equal(count_before(t, cutoff), OLD - TELEMETRY_PRUNE_BATCH);
+    assert_int_equal(count_before(t, cutoff - 1 - 700 * MIN_MS), 0);
+    assert_int_equal(count_before(t, cutoff - 1 - 699 * MIN_MS), 1);
+    assert_int_equal(telemetry_prune(&t->f.v), TELEMETRY_PRUNE_BATCH);
+    assert_int_equal(telemetry_prune(&t->f.v), OLD - 2 * TELEMETRY_PRUNE_BATCH);
+    assert_int_equal(t->f.v.metrics.telemetry_pruned, OLD);
+
+    /* Exactly the young rows are left, the one at the edge too. */
+    assert_int_equal(count_before(t, cutoff), 0);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), YOUNG);
+    dfx_text(t->f.v.db, "SELECT group_concat(id) FROM (SELECT id FROM telemetry ORDER BY id)",
+             ids_left, sizeof(ids_left));
+    assert_string_equal(ids_left, ids_young);
+    after = kept(t);
+    assert_string_equal(after, before);
+    free(after);
+
+    /* Again: nothing is due, nothing changes. */
+    assert_int_equal(telemetry_prune(&t->f.v), 0);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), YOUNG);
+    after = kept(t);
+    assert_string_equal(after, before);
+    assert_int_equal(t->f.v.metrics.telemetry_pruned, OLD);
+    free(after);
+    free(before);
+}
+
+/* Every raw row past the window goes; the latest reading and the history stay. */
+static void test_prune_keeps_latest_and_history(void **state)
+{
+    struct t *t = *state;
+    char *before, *after, buf[128];
+
+    play_script(t);
+    before = kept(t);
+    dfx_clock_set(T0 + 85 * MIN_MS + RETENTION_DAYS * DAY_MS); /* the last one is at the edge */
+    assert_int_equal(telemetry_prune(&t->f.v), 9);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), 1);
+    dfx_clock_set(dfx_clock_ms() + 1);
+    assert_int_equal(telemetry_prune(&t->f.v), 1);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), 0);
+    after = kept(t);
+    assert_string_equal(after, before);
+    free(after);
+    free(before);
+    dfx_text(t->f.v.db,
+             "SELECT printf('%.2f', temperature) || ' ' || door || ' ' || last_seen FROM "
+             "machines WHERE id = 'VM01'",
+             buf, sizeof(buf));
+    assert_string_equal(buf, "6.01 OPEN 2025-11-27T10:25:00.000Z");
+
+    /* Readings after the prune still know the door they open from: the newest hour's (OPEN
+     * since 10:25, so this OPEN is no opening), carried into a new hour through a reading
+     * that does not name the door. */
+    store_at(t, "VM01", 31 * 24 * 60, "{\"slots\":[],\"door\":\"OPEN\"}");
+    store_at(t, "VM01", 31 * 24 * 60 + 1, "{\"slots\":[],\"door\":\"CLOSED\"}");
+    store_at(t, "VM01", 31 * 24 * 60 + 60, "{\"slots\":[]}");
+    store_at(t, "VM01", 31 * 24 * 60 + 61, "{\"slots\":[],\"door\":\"OPEN\"}");
+    hourly(t, "VM01", "2025-12-28T09:00:00.000Z", buf, sizeof(buf));
+    assert_string_equal(buf, "2 0 - - 0 0 0 CLOSED");
+    hourly(t, "VM01", "2025-12-28T10:00:00.000Z", buf, sizeof(buf));
+    assert_string_equal(buf, "2 0 - - 0 1 0 OPEN");
+}
+
+/* The timer: at once while batches come back full, the period when done, backoff on failure. */
+static void test_prune_timer(void **state)
+{
+    struct t *t = *state;
+    const int64_t now = T0 + 40 * DAY_MS, cutoff = now - RETENTION_DAYS * DAY_MS;
+    struct telemetry_prune_state *s = &t->f.v.telemetry_prune;
+    int64_t want = 1000;
+
+    dfx_clock_set(now);
+    assert_int_equal(db_begin(t->f.v.db), VEND_OK);
+    for (int i = 0; i < 2 * TELEMETRY_PRUNE_BATCH + 1; i++)
+        insert_raw(t, cutoff - 1 - i * 1000);
+    assert_int_equal(db_commit(t->f.v.db), VEND_OK);
+    telemetry_prune_start(&t->f.v);
+    assert_int_not_equal(s->timer, 0);
+    telemetry_prune_run(&t->f.v);
+    assert_int_not_equal(s->timer, 0);
+    assert_int_equal(s->delay_ms, 0);
+    telemetry_prune_run(&t->f.v);
+    assert_int_equal(s->delay_ms, 0);
+    assert_int_equal(s->pruned_run, 2 * TELEMETRY_PRUNE_BATCH);
+    telemetry_prune_run(&t->f.v);
+    assert_int_equal(s->delay_ms, PERIOD_MS);
+    assert_int_equal(s->pruned_run, 0);
+    assert_int_equal(t->f.v.metrics.telemetry_pruned, 2 * TELEMETRY_PRUNE_BATCH + 1);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), 0);
+
+    /* A batch that fails (here: no table) backs off, doubling up to the period. */
+    dfx_sql(t->f.v.db, "ALTER TABLE telemetry RENAME TO telemetry_away");
+    for (int i = 0; i < 12; i++) {
+        telemetry_prune_run(&t->f.v);
+        assert_int_not_equal(s->timer, 0);
+        assert_int_equal(s->delay_ms, want);
+        want = want * 2 > PERIOD_MS ? PERIOD_MS : want * 2;
+    }
+    assert_int_equal(s->delay_ms, PERIOD_MS);
+    dfx_sql(t->f.v.db, "ALTER TABLE telemetry_away RENAME TO telemetry");
+    insert_raw(t, cutoff - 1);
+    telemetry_prune_run(&t->f.v);
+    assert_int_equal(s->retry_ms, 0);
+    assert_int_equal(s->delay_ms, PERIOD_MS);
+    assert_int_equal(t->f.v.metrics.telemetry_pruned, 2 * TELEMETRY_PRUNE_BATCH + 2);
+    telemetry_prune_stop(&t->f.v);
+    assert_int_equal(s->timer, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_rollup_two_hours, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollup_rolls_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_exactly_the_old_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_keeps_latest_and_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_timer, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
