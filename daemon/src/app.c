@@ -64,14 +64,19 @@ static void on_mqtt_state(void *arg, bool connected)
         dispense_pump_all(v);
 }
 
-/* Created before the dispenses resume (they ask whether it is connected), started after. */
-static int create_mqtt(struct vendd *v)
+/*
+ * Created before the dispenses resume (they ask whether it is connected), started after.
+ * Two sessions (ingest.h): the dispense session under MQTT_CLIENT_ID, the telemetry session
+ * under MQTT_CLIENT_ID + "-telemetry".
+ */
+static int create_mqtt(struct vendd *v, enum ingest_session session)
 {
     const struct vendd_conf *conf = v->conf;
     struct ingest_subscriptions subs;
     struct mqtt_config mc = {0};
+    char bulk_id[MQTT_MAX_CLIENT_ID + 1];
 
-    ingest_subscriptions(&subs);
+    ingest_subscriptions(session, &subs);
     mc.host = conf->mqtt_host;
     mc.port = (uint16_t)conf->mqtt_port;
     mc.tls = conf->mqtt_tls;
@@ -85,7 +90,15 @@ static int create_mqtt(struct vendd *v)
     mc.subscriptions = subs.filters;
     mc.nsubscriptions = subs.n;
     mc.session_expiry_s = SESSION_EXPIRY_S;
-    return mqtt_client_new(&v->mqtt, v->loop, &mc, ingest_message, on_mqtt_state, v);
+    mc.after_burst = ingest_commit;
+    if (session == INGEST_DISPENSE)
+        return mqtt_client_new(&v->mqtt, v->loop, &mc, ingest_message, on_mqtt_state, v);
+    if ((size_t)snprintf(bulk_id, sizeof(bulk_id), "%s-telemetry", conf->mqtt_client_id) >=
+        sizeof(bulk_id))
+        return VEND_EINVAL;
+    mc.client_id = bulk_id;
+    mc.label = "telemetry session";
+    return mqtt_client_new(&v->mqtt_bulk, v->loop, &mc, ingest_message, NULL, v);
 }
 
 /* The broker seam (broker_seam.h): the domain publishes through these, never through mqtt.c. */
@@ -213,7 +226,9 @@ int app_run(const struct vendd_conf *conf)
                   vend_strerror(rc));
         goto out;
     }
-    rc = create_mqtt(&v);
+    rc = create_mqtt(&v, INGEST_DISPENSE);
+    if (rc >= 0)
+        rc = create_mqtt(&v, INGEST_BULK);
     if (rc < 0) {
         log_warnx("cannot create the MQTT client: %s", vend_strerror(rc));
         goto out;
@@ -229,6 +244,8 @@ int app_run(const struct vendd_conf *conf)
         goto out;
     telemetry_prune_start(&v);
     rc = mqtt_client_start(v.mqtt);
+    if (rc >= 0)
+        rc = mqtt_client_start(v.mqtt_bulk);
     if (rc < 0) {
         log_warnx("cannot start the MQTT client: %s", vend_strerror(rc));
         goto out;
@@ -247,6 +264,10 @@ out:
     httpc_free(v.httpc);
     ratelimit_free(v.order_limit);
     http_server_free(v.http);
+    /* What the last burst left in its batch is committed before the clients go. */
+    if (v.db != NULL)
+        ingest_commit(&v);
+    mqtt_client_free(v.mqtt_bulk);
     mqtt_client_free(v.mqtt);
     /* Paired with the init whichever step failed after it (mqtt.h), not only once a
      * client exists. */

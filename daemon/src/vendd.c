@@ -5,6 +5,7 @@
  * the --check output, 78 bad configuration; otherwise app_run()'s status.
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -63,6 +64,12 @@ int main(int argc, char **argv)
     char shortopt[3] = "-?";
     int c;
 
+    /* SQLite's statement journals (one per write inside a savepoint: every message of a
+     * group commit) are allocated and freed per statement; glibc's default would give the
+     * top of the heap back to the kernel after each and take it again (brk and page faults
+     * were a quarter of the ingest's CPU). Keep up to 16 MiB of freed heap instead. */
+    mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     opterr = 0; /* our own message, without argv[0]'s full path */
     for (;;) {
         c = getopt_long(argc, argv, "nvhV", longopts, NULL);

@@ -44,6 +44,15 @@ struct vendd {
     struct checkout *checkout;
     /* Customer orders per client address (ORDER_RATE_PER_MIN). */
     struct ratelimit *order_limit;
+    /* The telemetry session (ingest.h); v->mqtt is the dispense session. */
+    struct mqtt_client *mqtt_bulk;
+    /* Messages in the open group commit, and whether it is full (ingest.c). */
+    size_t ingest_batched;
+    bool ingest_batch_full;
+    /* The broker's $SYS drop count has been read once; the last warning about it
+     * (broker_stats.c). */
+    bool broker_stats_seen;
+    int64_t broker_warned_ms;
     /* Results waiting for the database to take them (dispense_result.c). */
     struct result_backlog *result_backlog;
     /* The timer that sends refunds, and their Midtrans calls in flight (refunds.c). */

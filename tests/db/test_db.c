@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "db.h"
 #include "db_backend.h"
@@ -859,6 +860,56 @@ static int stop_early(void *arg, const struct db_row *row)
     return s->seen >= s->stop_after;
 }
 
+/* Group commit: a savepoint per message, one commit for all; another connection sees
+ * nothing before it. */
+static void test_batch(void **state)
+{
+    char path[512];
+    struct db *db;
+    sqlite3 *other;
+    sqlite3_stmt *st;
+    int64_t seen = -1;
+
+    (void)state;
+    db = open_ok("batch.db");
+    seed(db);
+    path_of(path, sizeof(path), "batch.db");
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    assert_int_equal(db_batch_begin(db), VEND_OK);
+    assert_true(db_batch_open(db));
+    assert_int_equal(db_batch_begin(db), VEND_EINTERNAL);
+    /* Message 1 applies, message 2 fails half-way and rolls back alone, message 3 applies. */
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(4)), 1);
+    assert_int_equal(db_begin(db), VEND_EINTERNAL); /* one level only */
+    assert_int_equal(db_commit(db), VEND_OK);
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC0(db, "DELETE FROM orders WHERE id = 'O2'"), 1);
+    db_rollback(db);
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 2", DB_INT(1)), 1);
+    assert_int_equal(db_commit(db), VEND_OK);
+    /* Not durable yet: the other connection still reads the old row. */
+    assert_int_equal(
+        sqlite3_prepare_v2(other, "SELECT current_stock FROM slots WHERE id = 1", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    seen = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    assert_int_equal(seen, 5);
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    assert_false(db_batch_open(db));
+    assert_int_equal(db_batch_commit(db), VEND_OK); /* none open: nothing to do */
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 1"), 4);
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 2"), 1);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM orders"), 3);
+    /* Outside a batch, transactions are real again. */
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(db_commit(db), VEND_OK);
+    sqlite3_close(other);
+    db_close(db);
+}
+
 static void test_row_callback_stop(void **state)
 {
     struct db *db;
@@ -990,6 +1041,7 @@ int main(void)
         cmocka_unit_test(test_bad_statements),
         cmocka_unit_test(test_changes_count),
         cmocka_unit_test(test_transactions),
+        cmocka_unit_test(test_batch),
         cmocka_unit_test(test_row_callback_stop),
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_iso_time),

@@ -131,9 +131,9 @@ for topic in telemetry dispense_result status; do
     n=$(grep -c "Subscribed to vm/+/$topic\$" "$work/vendd.log" || true)
     [[ $n -eq 1 ]] || fail "vendd log: expected one 'Subscribed to vm/+/$topic', saw $n"
 done
-order=$(sed -n 's|.*Subscribed to vm/+/\([a-z_]*\)$|\1|p' "$work/vendd.log" | paste -sd, -)
-[[ $order == telemetry,dispense_result,status ]] ||
-    fail "vendd log: subscriptions in the order $order, not as the guide shows them"
+# The guide's three subscriptions, each once. Their order is not the guide's any more:
+# telemetry has its own MQTT session (so a telemetry flood cannot hold up results, SPEC §10),
+# and the two sessions subscribe independently.
 
 # ---- setup through the API (-q: ignore any user .curlrc) ---------------------------------
 # api_call METHOD PATH BODY EXPECTED_STATUS_PATTERN

@@ -208,6 +208,7 @@ static int wait_http(struct harness *h)
 static int vendd_start(struct harness *h, bool want_mqtt)
 {
     int subs = harness_log_count(h, "Subscribed to vm/+/status");
+    int subs_bulk = harness_log_count(h, "Subscribed to vm/+/telemetry");
     uint64_t deadline = harness_now_ms() + HARNESS_START_MS;
 
     if (h->pid > 0)
@@ -223,7 +224,9 @@ static int vendd_start(struct harness *h, bool want_mqtt)
             return fail("vendd exited during start (log: %s)", h->log_path);
         st = harness_call(h, "GET", "/health", NULL, &r);
         if (st == 200 && json_is_true(json_object_get(r.json, "mqtt_connected")) &&
-            harness_log_count(h, "Subscribed to vm/+/status") > subs) {
+            json_is_true(json_object_get(r.json, "mqtt_telemetry_connected")) &&
+            harness_log_count(h, "Subscribed to vm/+/status") > subs &&
+            harness_log_count(h, "Subscribed to vm/+/telemetry") > subs_bulk) {
             harness_reply_free(&r);
             h->starts++;
             return 0;

@@ -154,6 +154,8 @@ static int write_config(const struct test_broker *b)
             "set_tcp_nodelay true\n"
             "max_inflight_messages 0\n"
             "max_queued_messages 10000\n"
+            /* $SYS every second: vendd's broker gauges follow it in tests. */
+            "sys_interval 1\n"
             "log_dest file %s/mosquitto.log\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
             (unsigned)b->port, b->dir);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dispense_result.h"
 #include "metrics.h"
 #include "mqtt.h"
 #include "vend/err.h"
@@ -132,18 +133,42 @@ void api_health(void *ctx, const struct http_request *req, struct http_response 
     bool mqtt_up = mqtt_client_connected(v->mqtt);
 
     (void)req;
-    /* 200 while vendd can take orders; the broker's state is reported, not fatal. */
+    /* 200 while vendd can take orders; the broker's state is reported, not fatal.
+     * mqtt_connected is the dispense session (commands and results). */
     http_reply_json(res, 200,
-                    json_pack("{s:s, s:s, s:b}", "status", "ok", "version", VENDD_VERSION,
-                              "mqtt_connected", mqtt_up));
+                    json_pack("{s:s, s:s, s:b, s:b}", "status", "ok", "version", VENDD_VERSION,
+                              "mqtt_connected", mqtt_up, "mqtt_telemetry_connected",
+                              mqtt_client_connected(v->mqtt_bulk)));
+}
+
+/* Both sessions' counters, summed: the series keep the names they had with one session. */
+static struct mqtt_stats mqtt_stats_sum(const struct vendd *v)
+{
+    struct mqtt_stats sum = {0};
+    const struct mqtt_client *const clients[] = {v->mqtt, v->mqtt_bulk};
+
+    for (size_t i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+        const struct mqtt_stats *s = clients[i] != NULL ? mqtt_client_stats(clients[i]) : NULL;
+
+        if (s == NULL)
+            continue;
+        sum.received += s->received;
+        sum.published += s->published;
+        sum.publish_failed += s->publish_failed;
+        sum.reconnects += s->reconnects;
+    }
+    return sum;
 }
 
 void api_metrics(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct vendd *v = ctx;
+    struct mqtt_stats mq = mqtt_stats_sum(v);
 
+    v->metrics.results_waiting = dispense_results_waiting(v);
+    v->metrics.ingest_batch_open = v->ingest_batched;
     (void)req;
     res->status = 200;
-    res->body = metrics_render(&v->metrics, v->mqtt != NULL ? mqtt_client_stats(v->mqtt) : NULL);
+    res->body = metrics_render(&v->metrics, &mq);
     res->content_type = "text/plain; version=0.0.4";
 }

@@ -179,22 +179,106 @@ int db_exec(struct db *db, const char *sql, const struct db_value *params, size_
     return db->ops->exec(db, sql, params, nparams, fn, arg);
 }
 
+/* The savepoint of one message inside a batch; SAVEPOINT is standard SQL (SQLite and
+ * PostgreSQL alike). */
+#define BATCH_SAVEPOINT "batch_msg"
+
 int db_begin(struct db *db)
 {
-    return db == NULL ? VEND_EINVAL : db->ops->begin(db);
+    int rc;
+
+    if (db == NULL)
+        return VEND_EINVAL;
+    if (!db->batch)
+        return db->ops->begin(db);
+    if (db->nested) {
+        db_set_error(db, "a transaction is already open inside the batch");
+        return VEND_EINTERNAL;
+    }
+    if (!db->ops->in_transaction(db)) {
+        /* An error (I/O, disk full) ended the batch's transaction behind our back: what it
+         * held is gone, and a savepoint now would be a transaction of its own anyway. */
+        log_warnx("database batch transaction was rolled back by the database: %s", db->errmsg);
+        db->batch = false;
+        return db->ops->begin(db);
+    }
+    rc = db_exec(db, "SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    db->nested = true;
+    return VEND_OK;
 }
 
 int db_commit(struct db *db)
 {
-    return db == NULL ? VEND_EINVAL : db->ops->commit(db);
+    int rc;
+
+    if (db == NULL)
+        return VEND_EINVAL;
+    if (!db->batch)
+        return db->ops->commit(db);
+    if (!db->nested) {
+        db_set_error(db, "no transaction is open inside the batch");
+        return VEND_EINTERNAL;
+    }
+    rc = db_exec(db, "RELEASE SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL);
+    db->nested = rc < 0; /* a failed release is left for db_rollback() */
+    return rc < 0 ? rc : VEND_OK;
 }
 
 void db_rollback(struct db *db)
 {
     if (db == NULL)
         return;
+    if (db->batch) {
+        if (!db->nested)
+            return; /* nothing of this message's is open */
+        db->nested = false;
+        if (db_exec(db, "ROLLBACK TO SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL) < 0 ||
+            db_exec(db, "RELEASE SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL) < 0)
+            log_warnx("database rollback to savepoint failed: %s", db->errmsg);
+        return;
+    }
     if (db->ops->rollback(db) < 0)
         log_warnx("database rollback failed: %s", db->errmsg);
+}
+
+int db_batch_begin(struct db *db)
+{
+    int rc;
+
+    if (db == NULL)
+        return VEND_EINVAL;
+    if (db->batch) {
+        db_set_error(db, "a batch is already open");
+        return VEND_EINTERNAL;
+    }
+    rc = db->ops->begin(db);
+    if (rc < 0)
+        return rc;
+    db->batch = true;
+    db->nested = false;
+    return VEND_OK;
+}
+
+bool db_batch_open(const struct db *db)
+{
+    return db != NULL && db->batch;
+}
+
+int db_batch_commit(struct db *db)
+{
+    int rc;
+
+    if (db == NULL || !db->batch)
+        return VEND_OK;
+    if (db->nested)
+        db_rollback(db); /* a message left open is a bug; it must not ride along */
+    db->batch = false;
+    rc = db->ops->commit(db);
+    if (rc < 0 && db->ops->rollback(db) < 0)
+        log_warnx("database rollback of a failed batch failed: %s", db->errmsg);
+    return rc;
 }
 
 const char *db_errmsg(const struct db *db)

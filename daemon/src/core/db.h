@@ -90,6 +90,20 @@ int db_commit(struct db *db);
 /* Never fails in a way the caller can act on; logs instead. */
 void db_rollback(struct db *db);
 
+/*
+ * Group commit: one transaction (one fsync) for many small writes, e.g. a burst of
+ * telemetry. Inside a batch, db_begin()/db_commit()/db_rollback() open, release and roll
+ * back a savepoint, so each message's code keeps its one transaction shape and one bad
+ * message rolls back alone; only db_batch_commit() makes the batch durable. Nothing that
+ * must follow durability (a dispense command) may run before it: code with such effects
+ * runs outside a batch. One level only: db_begin() twice inside a batch is VEND_EINTERNAL.
+ */
+int db_batch_begin(struct db *db);
+/* True while a batch is open. */
+bool db_batch_open(const struct db *db);
+/* Commit the batch (rolled back if the commit fails). VEND_OK also when none was open. */
+int db_batch_commit(struct db *db);
+
 /* Apply every migration newer than the stored version, each in its own transaction. */
 int db_migrate(struct db *db);
 /* The version recorded in schema_version (0 for an empty database). */

@@ -45,6 +45,8 @@ struct db_backend {
     int (*commit)(struct db *db);
     /* Does nothing when no transaction is open. */
     int (*rollback)(struct db *db);
+    /* A transaction is open (some errors end one by themselves: a batch must notice). */
+    bool (*in_transaction)(struct db *db);
 
     /* Row accessors; col is already checked against row_count. */
     int (*row_count)(const struct db_row *row);
@@ -60,6 +62,8 @@ struct db {
     const struct db_backend *ops;
     void *be; /* backend state, owned by ops */
     char errmsg[DB_ERRMSG_MAX];
+    bool batch;  /* db_batch_begin() opened a transaction that db_batch_commit() ends */
+    bool nested; /* inside the batch, db_begin() opened the savepoint */
 };
 
 /* What a backend hands to a row callback: its ops and its cursor (a statement). */

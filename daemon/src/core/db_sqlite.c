@@ -329,6 +329,11 @@ static int sq_rollback(struct db *db)
     return rc < 0 ? rc : VEND_OK;
 }
 
+static bool sq_in_transaction(struct db *db)
+{
+    return !sqlite3_get_autocommit(state(db)->conn);
+}
+
 /* Runs a one-row query (a PRAGMA) and copies its first column as text into out. */
 static int query_text(struct db *db, const char *sql, char *out, size_t outlen)
 {
@@ -555,6 +560,7 @@ const struct db_backend db_backend_sqlite = {
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .in_transaction = sq_in_transaction,
     .row_count = sq_row_count,
     .row_is_null = sq_row_is_null,
     .row_int = sq_row_int,

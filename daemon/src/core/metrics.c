@@ -66,6 +66,13 @@ char *metrics_render(const struct metrics *m, const struct mqtt_stats *mq)
              m->name);
     METRICS_COUNTERS(METRICS_RENDER)
 #undef METRICS_RENDER
+#define METRICS_RENDER_GAUGE(name, help)                                                           \
+    text_add(&t,                                                                                   \
+             "# HELP vendd_" #name " " help "\n# TYPE vendd_" #name " gauge\nvendd_" #name         \
+             " %" PRIu64 "\n",                                                                     \
+             m->name);
+    METRICS_GAUGES(METRICS_RENDER_GAUGE)
+#undef METRICS_RENDER_GAUGE
 #define METRICS_RENDER_MQTT(name, field, help)                                                     \
     text_add(&t,                                                                                   \
              "# HELP vendd_" #name "_total " help "\n# TYPE vendd_" #name "_total counter\n"       \

@@ -30,6 +30,8 @@
     X(dispense_results_dropped, "results dropped because too many were waiting for the database")  \
     X(dispense_unsettled, "units past their deadline on a settling machine, asked, not failed")    \
     X(settle_asks, "settle commands published")                                                    \
+    X(ingest_batches, "group commits of inbound telemetry and status")                             \
+    X(ingest_batch_lost, "telemetry and status messages lost with a group commit that failed")     \
     X(dispense_settled_by_operator, "unsettled units an operator settled by hand")                 \
     X(orders_created, "customer orders recorded and sent to Midtrans")                             \
     X(orders_expired, "customer orders that expired unpaid")                                       \
@@ -41,9 +43,18 @@
     X(telemetry_pruned, "raw telemetry rows deleted past TELEMETRY_RETENTION_DAYS")                \
     X(status_updates, "machine status messages applied")
 
+/* X(name, help) for gauges: values as last seen, not counts of vendd's own. */
+#define METRICS_GAUGES(X)                                                                          \
+    X(broker_messages_dropped, "the broker's $SYS count of messages it dropped (queue limits)")    \
+    X(broker_messages_stored, "the broker's $SYS count of messages it holds (queued, retained)")   \
+    X(broker_clients_connected, "the broker's $SYS count of connected clients")                    \
+    X(results_waiting, "dispense results waiting in memory for the database")                      \
+    X(ingest_batch_open, "messages in the group commit being built")
+
 struct metrics {
 #define METRICS_FIELD(name, help) uint64_t name;
     METRICS_COUNTERS(METRICS_FIELD)
+    METRICS_GAUGES(METRICS_FIELD)
 #undef METRICS_FIELD
     /* rejected[kind][-err]: bad input per topic kind and error code. */
     uint64_t mqtt_rejected[VEND_TOPIC_KIND_COUNT][METRICS_ERR_SLOTS];

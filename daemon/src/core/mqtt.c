@@ -76,7 +76,9 @@ struct mqtt_client {
 
     mqtt_message_fn *on_message;
     mqtt_state_fn *on_state;
+    void (*after_burst)(void *arg);
     void *arg;
+    char *label; /* "" or "telemetry " for log lines */
 
     struct sockaddr_storage addrs[MAX_ADDRS];
     socklen_t addrlens[MAX_ADDRS];
@@ -225,7 +227,8 @@ static void teardown(struct mqtt_client *c, const char *reason)
     if (loop_now_ms(c->loop) - c->up_since_ms >= STABLE_MS)
         c->backoff_ms = BACKOFF_MIN_MS;
     delay = schedule_retry(c);
-    log_warnx("MQTT connection to broker lost: %s; reconnecting in %u ms", reason, (unsigned)delay);
+    log_warnx("MQTT %sconnection to broker lost: %s; reconnecting in %u ms", c->label, reason,
+              (unsigned)delay);
     if (c->on_state)
         c->on_state(c->arg, false);
 }
@@ -283,7 +286,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc, int flags,
     if (c->ever_up)
         c->stats.reconnects++;
     c->ever_up = true;
-    log_info("MQTT connected to broker");
+    log_info("MQTT %sconnected to broker", c->label);
     log_debug("MQTT broker %s:%u, session %s", c->host, (unsigned)c->port,
               (flags & 1) ? "resumed" : "new");
     /* Always (re)subscribe: a broker restarted without persistence has lost
@@ -599,8 +602,19 @@ static void mosq_io(void *arg, int fd, unsigned events)
     if (!c->mosq)
         return;
     c->in_lib++;
-    if (events & LOOP_READ)
-        mosquitto_loop_read(c->mosq, 1);
+    if (events & LOOP_READ) {
+        /* libmosquitto reads one packet per call: keep reading while packets keep
+         * delivering messages, so a burst is handled (and committed) as one. */
+        for (unsigned i = 0; i < MQTT_READ_BURST; i++) {
+            uint64_t before = c->stats.received;
+
+            if (mosquitto_loop_read(c->mosq, 1) != MOSQ_ERR_SUCCESS || c->lost ||
+                c->stats.received == before || mosquitto_socket(c->mosq) < 0)
+                break;
+        }
+        if (c->after_burst != NULL)
+            c->after_burst(c->arg);
+    }
     /* Also flush what callbacks just queued (SUBSCRIBEs after CONNACK,
      * replies from on_message) instead of waiting one more poll. */
     if (!c->lost && mosquitto_socket(c->mosq) >= 0 &&
@@ -697,7 +711,7 @@ int mqtt_client_new(struct mqtt_client **out, struct loop *loop, const struct mq
                     mqtt_message_fn *on_message_fn, mqtt_state_fn *on_state, void *arg)
 {
     struct mqtt_client *c;
-    size_t i;
+    size_t i, n;
     int rc;
 
     *out = NULL;
@@ -724,6 +738,11 @@ int mqtt_client_new(struct mqtt_client **out, struct loop *loop, const struct mq
         c->subs[i] = xstrdup(cfg->subscriptions[i]);
     c->session_expiry_s = cfg->session_expiry_s;
     c->on_message = on_message_fn;
+    c->after_burst = cfg->after_burst;
+    n = cfg->label != NULL ? strnlen(cfg->label, MQTT_MAX_LABEL) + 2 : 1;
+    c->label = xmalloc(n);
+    snprintf(c->label, n, "%.*s%s", MQTT_MAX_LABEL, cfg->label != NULL ? cfg->label : "",
+             cfg->label != NULL ? " " : "");
     c->on_state = on_state;
     c->arg = arg;
     c->state = ST_IDLE;
@@ -859,6 +878,7 @@ void mqtt_client_free(struct mqtt_client *c)
     free(c->username);
     free(c->ca_file);
     free(c->client_id);
+    free(c->label);
     free(c->host);
     free(c);
 }

@@ -28,6 +28,7 @@ struct mqtt_client;
 #define MQTT_MAX_SUBSCRIPTIONS 64
 #define MQTT_MAX_CLIENT_ID     128
 #define MQTT_MAX_HOST          253
+#define MQTT_MAX_LABEL         32
 /* Largest outbound payload; backend messages are a few hundred bytes. */
 #define MQTT_MAX_PUBLISH 65536
 /* Sent as the CONNECT Maximum-Packet-Size: the broker drops bigger inbound packets. */
@@ -44,7 +45,16 @@ struct mqtt_config {
     const char *const *subscriptions; /* topic filters, subscribed at QoS 1 */
     size_t nsubscriptions;            /* <= MQTT_MAX_SUBSCRIPTIONS */
     uint32_t session_expiry_s;        /* broker keeps our session (and QoS1 queue) this long */
+    /* Optional: called on the loop after each burst of inbound messages (at most
+     * MQTT_READ_BURST of them, read while the socket had more), with on_message's arg: where
+     * a group commit ends (db_batch_commit()). */
+    void (*after_burst)(void *arg);
+    /* Optional: names the session in log lines ("MQTT telemetry session connected ..."). */
+    const char *label;
 };
+
+/* Inbound packets read per wake-up of the socket before the loop runs anything else. */
+#define MQTT_READ_BURST 256
 
 struct mqtt_stats {
     uint64_t received;       /* inbound messages handed to on_message */

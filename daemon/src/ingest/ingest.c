@@ -2,8 +2,10 @@
 #include "ingest.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "broker_stats.h"
 #include "db.h"
 #include "log.h"
 #include "machines.h"
@@ -26,10 +28,12 @@ typedef int ingest_handler_fn(struct vendd *v, const char *machine_id, const cha
 static const struct {
     enum vend_topic_kind kind;
     ingest_handler_fn *fn;
+    enum ingest_session session;
+    bool grouped; /* applied inside the burst's batch (its effects need no durable commit) */
 } s_topics[] = {
-    {VEND_TOPIC_TELEMETRY, handle_telemetry},
-    {VEND_TOPIC_DISPENSE_RESULT, handle_result},
-    {VEND_TOPIC_STATUS, handle_status},
+    {VEND_TOPIC_TELEMETRY, handle_telemetry, INGEST_BULK, true},
+    {VEND_TOPIC_DISPENSE_RESULT, handle_result, INGEST_DISPENSE, false},
+    {VEND_TOPIC_STATUS, handle_status, INGEST_DISPENSE, true},
 };
 #define NTOPICS (sizeof(s_topics) / sizeof(s_topics[0]))
 
@@ -56,14 +60,54 @@ static void filter_build(char *buf, enum vend_topic_kind kind)
     (void)rc;
 }
 
-void ingest_subscriptions(struct ingest_subscriptions *out)
+void ingest_subscriptions(enum ingest_session session, struct ingest_subscriptions *out)
 {
     memset(out, 0, sizeof(*out));
     for (size_t i = 0; i < NTOPICS; i++) {
-        filter_build(out->filter[i], s_topics[i].kind);
-        out->filters[i] = out->filter[i];
+        if (s_topics[i].session != session)
+            continue;
+        filter_build(out->filter[out->n], s_topics[i].kind);
+        out->filters[out->n] = out->filter[out->n];
+        out->n++;
     }
-    out->n = NTOPICS;
+    /* The broker's own counters ride on the dispense session (broker_stats.h): on the bulk
+     * one they would wait behind the very flood they are to reveal. */
+    for (size_t i = 0; session == INGEST_DISPENSE && broker_stats_filter(i) != NULL; i++) {
+        assert(out->n < INGEST_TOPICS_MAX && strlen(broker_stats_filter(i)) <= INGEST_FILTER_MAX);
+        snprintf(out->filter[out->n], sizeof(out->filter[0]), "%s", broker_stats_filter(i));
+        out->filters[out->n] = out->filter[out->n];
+        out->n++;
+    }
+}
+
+void ingest_commit(void *arg)
+{
+    struct vendd *v = arg;
+    size_t n = v->ingest_batched;
+    int rc;
+
+    if (!db_batch_open(v->db))
+        return;
+    v->ingest_batched = 0;
+    rc = db_batch_commit(v->db);
+    if (rc < 0) {
+        /* PUBACKed already: these readings are gone (a result is never in a batch). */
+        v->metrics.ingest_batch_lost += n;
+        log_warnx("lost %zu telemetry/status message(s): their group commit failed: %s (%s)", n,
+                  vend_strerror(rc), db_errmsg(v->db));
+        return;
+    }
+    v->metrics.ingest_batches++;
+}
+
+/* Open the burst's batch if none is; without one (database busy) each message gets its own
+ * transaction, as the handlers would do anyway. */
+static void batch_join(struct vendd *v)
+{
+    if (!db_batch_open(v->db) && db_batch_begin(v->db) < 0)
+        return;
+    if (++v->ingest_batched >= INGEST_BATCH_MAX)
+        v->ingest_batch_full = true;
 }
 
 void ingest_message(void *arg, const char *topic, const void *payload, size_t len, bool retained)
@@ -71,14 +115,21 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
     struct vendd *v = arg;
     struct vend_topic t;
     ingest_handler_fn *fn = NULL;
+    bool grouped = false;
     int rc;
 
     (void)retained;
+    if (broker_stats_topic(topic)) {
+        broker_stats_message(v, topic, payload, len);
+        return;
+    }
     v->metrics.mqtt_messages_received++;
     rc = vend_topic_parse(topic, strlen(topic), &t);
     for (size_t i = 0; rc == VEND_OK && i < NTOPICS; i++) {
-        if (s_topics[i].kind == t.kind)
+        if (s_topics[i].kind == t.kind) {
             fn = s_topics[i].fn;
+            grouped = s_topics[i].grouped;
+        }
     }
     if (fn == NULL) {
         v->metrics.mqtt_messages_unknown_topic++;
@@ -98,7 +149,15 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
         rc = rc < 0 ? rc : VEND_ENOTFOUND;
         goto out;
     }
+    if (grouped)
+        batch_join(v);
+    else
+        ingest_commit(v); /* what came before it is durable first; it is never batched */
     rc = fn(v, t.machine_id, payload, len);
+    if (v->ingest_batch_full) {
+        v->ingest_batch_full = false;
+        ingest_commit(v);
+    }
 out:
     if (rc < 0)
         metrics_reject(&v->metrics, t.kind, rc);

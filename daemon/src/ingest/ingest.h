@@ -8,6 +8,14 @@
  * applies the message in one transaction, or rejects it whole. Every
  * rejection is logged with its reason and counted per kind and error in
  * /metrics; none stops the daemon or leaves a partial write.
+ *
+ * Two MQTT sessions (SPEC §10): the dispense session carries results and status in (and
+ * commands out), the bulk session carries telemetry, so a telemetry flood can never fill
+ * the broker's queue that results travel in. Group commit: the telemetry and status of one
+ * burst (mqtt.h, MQTT_READ_BURST) are applied in one transaction, a savepoint per message
+ * (db_batch_begin()); a result is never in a batch: the batch before it is committed first,
+ * and the result is applied in its own transaction, whose effects (the next command) follow
+ * its commit.
  */
 #ifndef VENDD_INGEST_H
 #define VENDD_INGEST_H
@@ -21,18 +29,30 @@ struct vendd;
 #define INGEST_TOPICS_MAX 8
 #define INGEST_FILTER_MAX 64
 
-/* The filters vendd subscribes to (QoS 1), built from the topic table in ingest.c. */
+enum ingest_session {
+    INGEST_DISPENSE, /* results and status; the commands go out on it */
+    INGEST_BULK,     /* telemetry */
+};
+
+/* The filters one session subscribes to (QoS 1), built from the topic table in ingest.c. */
 struct ingest_subscriptions {
     char filter[INGEST_TOPICS_MAX][INGEST_FILTER_MAX + 1];
     const char *filters[INGEST_TOPICS_MAX]; /* filter[i], the form struct mqtt_config takes */
     size_t n;
 };
 
-/* Fills *out in table order, which is the order the guide logs the subscriptions. */
-void ingest_subscriptions(struct ingest_subscriptions *out);
+/* Fills *out with session's filters, in table order (the order the guide shows). */
+void ingest_subscriptions(enum ingest_session session, struct ingest_subscriptions *out);
 
 /* mqtt_message_fn: arg is the struct vendd. */
 void ingest_message(void *arg, const char *topic, const void *payload, size_t len, bool retained);
+
+/* After a burst of inbound messages (struct mqtt_config after_burst): commit the batch.
+ * Also called before anything else that must not run inside one. */
+void ingest_commit(void *arg);
+
+/* Messages in a batch before it is committed whatever the burst. */
+#define INGEST_BATCH_MAX 512
 
 /*
  * Handlers: payload is NOT NUL-terminated; machine_id is registered. They return VEND_OK
