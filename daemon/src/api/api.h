@@ -54,6 +54,7 @@ void api_dispense_logs(void *ctx, const struct http_request *req, struct http_re
 /* api_orders.c */
 void api_orders_create(void *ctx, const struct http_request *req, struct http_response *res);
 void api_orders_get(void *ctx, const struct http_request *req, struct http_response *res);
+void api_orders_list(void *ctx, const struct http_request *req, struct http_response *res);
 void api_orders_cancel(void *ctx, const struct http_request *req, struct http_response *res);
 
 /* api_payments.c */
@@ -67,6 +68,10 @@ void api_machines_list(void *ctx, const struct http_request *req, struct http_re
 void api_machines_get(void *ctx, const struct http_request *req, struct http_response *res);
 void api_machines_put_slot(void *ctx, const struct http_request *req, struct http_response *res);
 void api_machines_put_config(void *ctx, const struct http_request *req, struct http_response *res);
+void api_machines_telemetry(void *ctx, const struct http_request *req, struct http_response *res);
 void api_stock_get(void *ctx, const struct http_request *req, struct http_response *res);
+
+/* api_alerts.c */
+void api_alerts_list(void *ctx, const struct http_request *req, struct http_response *res);
 
 #endif

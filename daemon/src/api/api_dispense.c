@@ -9,6 +9,7 @@
 #include "log.h"
 #include "machines.h"
 #include "orders.h"
+#include "page.h"
 #include "settle.h"
 #include "store.h"
 #include "vend/err.h"
@@ -16,9 +17,10 @@
 #include "vend/topic.h"
 #include "vendd.h"
 
-/* Dispense logs returned by GET /api/dispense/logs/{machine_id} unless ?limit= says less. */
-#define LOGS_LIMIT_DEFAULT 50
-#define LOGS_LIMIT_MAX     500
+/* Newest command first, then the units never sent (machines.h); the array keeps its name
+ * from before lists had pages. */
+static const struct page_spec s_logs_page = {
+    "logs", 2, {{"command_sent_at", PAGE_KEY_TIME_NULL}, {"id", PAGE_KEY_ROWID}}};
 
 void api_dispense_trigger(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -140,24 +142,18 @@ void api_dispense_logs(void *ctx, const struct http_request *req, struct http_re
 {
     struct vendd *v = ctx;
     const char *machine_id = http_param(req, "machine_id");
-    const char *limit_arg = http_query(req, "limit");
-    long limit = LOGS_LIMIT_DEFAULT;
     char why[256];
+    struct page pg;
     json_t *logs;
-    char *end = NULL;
     int rc;
 
-    if (limit_arg != NULL) {
-        limit = strtol(limit_arg, &end, 10);
-        if (end == limit_arg || *end != '\0' || limit < 1 || limit > LOGS_LIMIT_MAX) {
-            http_reply_error(res, 422, "INVALID_FIELD", "'limit' must be 1 to %d", LOGS_LIMIT_MAX);
-            return;
-        }
-    }
-    rc = machines_dispense_logs_json(v, machine_id, limit, &logs, why, sizeof(why));
+    if (!page_read(req, &s_logs_page, &pg, res))
+        return;
+    rc = machines_dispense_logs_json(v, machine_id, pg.key[0][0] != '\0' ? pg.key[0] : NULL,
+                                     pg.key_int[1], page_rows(&pg), &logs, why, sizeof(why));
     if (rc < 0) {
         api_reply_err(res, rc, "%s", why);
         return;
     }
-    http_reply_json(res, 200, logs);
+    page_reply(res, &s_logs_page, &pg, json_pack("{s:s}", "machine_id", machine_id), "logs", logs);
 }

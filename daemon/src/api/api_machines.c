@@ -8,6 +8,7 @@
 
 #include "api.h"
 #include "machines.h"
+#include "page.h"
 #include "slots.h"
 #include "vend/err.h"
 #include "vend/msg.h"
@@ -80,17 +81,22 @@ void api_machines_create(void *ctx, const struct http_request *req, struct http_
     http_reply_json(res, 201, machine);
 }
 
+/* Machines by id; the array keeps its name from before lists had pages. */
+static const struct page_spec s_machines_page = {"machines", 1, {{"id", PAGE_KEY_MACHINE_ID}}};
+
 void api_machines_list(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct vendd *v = ctx;
+    struct page pg;
     json_t *machines;
 
-    (void)req;
-    if (machines_list_json(v, &machines) < 0) {
+    if (!page_read(req, &s_machines_page, &pg, res))
+        return;
+    if (machines_page_json(v, pg.after ? pg.key[0] : NULL, page_rows(&pg), &machines) < 0) {
         api_reply_err(res, VEND_EDB, "cannot list machines");
         return;
     }
-    http_reply_json(res, 200, machines);
+    page_reply(res, &s_machines_page, &pg, json_object(), "machines", machines);
 }
 
 void api_machines_get(void *ctx, const struct http_request *req, struct http_response *res)
@@ -127,6 +133,31 @@ void api_stock_get(void *ctx, const struct http_request *req, struct http_respon
         return;
     }
     http_reply_json(res, 200, stock);
+}
+
+/* ---- GET /api/machines/{id}/telemetry ---------------------------------------------------- */
+
+static const struct page_spec s_telemetry_page = {
+    "telemetry", 2, {{"received_at", PAGE_KEY_TIME}, {"id", PAGE_KEY_ROWID}}};
+
+void api_machines_telemetry(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    const char *id = path_machine_id(req, "id", res);
+    char why[WHY_SIZE];
+    struct page pg;
+    json_t *rows;
+    int rc;
+
+    if (id == NULL || !page_read(req, &s_telemetry_page, &pg, res))
+        return;
+    rc = machines_telemetry_json(v, id, pg.after ? pg.key[0] : NULL, pg.key_int[1], page_rows(&pg),
+                                 &rows, why, sizeof(why));
+    if (rc < 0) {
+        api_reply_err(res, rc, "%s", why);
+        return;
+    }
+    page_reply(res, &s_telemetry_page, &pg, json_pack("{s:s}", "machine_id", id), "items", rows);
 }
 
 /* ---- PUT /api/machines/{id}/slots/{slot} -------------------------------------------------- */

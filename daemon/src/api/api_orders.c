@@ -1,6 +1,6 @@
 /*
  * api_orders.c - POST /api/orders (a customer's order paid through Midtrans, or the
- * operator's manual order), GET /api/orders/{id}, POST /api/orders/{id}/cancel.
+ * operator's manual order), GET /api/orders[/{id}], POST /api/orders/{id}/cancel.
  *
  * Order creation is public (a kiosk or a phone calls it), so a customer's order is bounded:
  * requests per client address (ORDER_RATE_PER_MIN) here, PENDING orders per machine
@@ -12,6 +12,8 @@
 #include "api.h"
 #include "conf.h"
 #include "orders.h"
+#include "order_status.h"
+#include "page.h"
 #include "checkout.h"
 #include "ratelimit.h"
 #include "vend/err.h"
@@ -202,6 +204,41 @@ void api_orders_get(void *ctx, const struct http_request *req, struct http_respo
         return;
     }
     http_reply_json(res, 200, order);
+}
+
+/* Newest first; the id breaks ties of created_at. */
+static const struct page_spec s_orders_page = {
+    "orders", 2, {{"created_at", PAGE_KEY_TIME}, {"id", PAGE_KEY_ORDER_ID}}};
+
+void api_orders_list(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    const char *machine_id = http_query(req, "machine_id"), *status = http_query(req, "status");
+    enum order_status st;
+    char names[ORDER_STATUS_COUNT * ORDER_STATUS_SIZE] = "";
+    struct page pg;
+    json_t *rows;
+
+    if (machine_id != NULL && !vend_machine_id_valid(machine_id)) {
+        http_reply_error(res, 422, "INVALID_FIELD",
+                         "'machine_id' must match " VEND_MACHINE_ID_PATTERN);
+        return;
+    }
+    if (status != NULL && order_status_parse(status, &st) < 0) {
+        for (int i = 0; i < ORDER_STATUS_COUNT; i++)
+            snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+                     i > 0 ? ", " : "", order_status_name((enum order_status)i));
+        http_reply_error(res, 422, "INVALID_FIELD", "'status' must be one of %s", names);
+        return;
+    }
+    if (!page_read(req, &s_orders_page, &pg, res))
+        return;
+    if (orders_page_json(v, machine_id, status, pg.after ? pg.key[0] : NULL,
+                         pg.after ? pg.key[1] : NULL, page_rows(&pg), &rows) < 0) {
+        api_reply_err(res, VEND_EDB, "cannot list orders");
+        return;
+    }
+    page_reply(res, &s_orders_page, &pg, json_object(), "items", rows);
 }
 
 void api_orders_cancel(void *ctx, const struct http_request *req, struct http_response *res)

@@ -7,15 +7,17 @@
 #include <string.h>
 
 #include "api.h"
+#include "orders.h"
+#include "page.h"
 #include "payments.h"
 #include "refunds.h"
 #include "vend/err.h"
 #include "vendd.h"
 
-/* Refunds listed unless ?limit= says less. */
-#define REFUNDS_LIMIT_DEFAULT 100
-#define REFUNDS_LIMIT_MAX     1000
-#define NOTE_MAX              200
+#define NOTE_MAX 200
+
+/* Newest first; the array keeps its name from before lists had pages. */
+static const struct page_spec s_refunds_page = {"refunds", 1, {{"id", PAGE_KEY_ROWID}}};
 
 void api_payments_webhook(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -33,21 +35,13 @@ void api_payments_webhook(void *ctx, const struct http_request *req, struct http
 void api_refunds_list(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct vendd *v = ctx;
-    const char *status = http_query(req, "status"), *limit_arg = http_query(req, "limit");
-    long limit = REFUNDS_LIMIT_DEFAULT;
-    char *end = NULL;
-    json_t *out = NULL;
+    struct page pg;
+    json_t *rows = NULL;
     int rc;
 
-    if (limit_arg != NULL) {
-        limit = strtol(limit_arg, &end, 10);
-        if (end == limit_arg || *end != '\0' || limit < 1 || limit > REFUNDS_LIMIT_MAX) {
-            http_reply_error(res, 422, "INVALID_FIELD", "'limit' must be 1 to %d",
-                             REFUNDS_LIMIT_MAX);
-            return;
-        }
-    }
-    rc = refunds_list_json(v, status, limit, &out);
+    if (!page_read(req, &s_refunds_page, &pg, res))
+        return;
+    rc = refunds_page_json(v, http_query(req, "status"), pg.key_int[0], page_rows(&pg), &rows);
     if (rc == VEND_EINVAL) {
         http_reply_error(res, 422, "INVALID_FIELD",
                          "'status' must be QUEUED, SENT, DONE, OPERATOR, CANCELLED or all");
@@ -57,7 +51,7 @@ void api_refunds_list(void *ctx, const struct http_request *req, struct http_res
         api_reply_err(res, rc, "cannot list refunds");
         return;
     }
-    http_reply_json(res, 200, out);
+    page_reply(res, &s_refunds_page, &pg, json_object(), "refunds", rows);
 }
 
 void api_refunds_done(void *ctx, const struct http_request *req, struct http_response *res)

@@ -17,6 +17,7 @@ const struct http_route api_routes[] = {
 
     /* Public: a customer's order (the handler asks for the operator for a manual one). */
     {HTTP_POST, "/api/orders", HTTP_PUBLIC, api_orders_create},
+    {HTTP_GET, "/api/orders", OP, api_orders_list},
     {HTTP_GET, "/api/orders/{id}", OP, api_orders_get},
     {HTTP_POST, "/api/orders/{id}/cancel", HTTP_PUBLIC | HTTP_BODY_OPTIONAL, api_orders_cancel},
 
@@ -30,7 +31,10 @@ const struct http_route api_routes[] = {
     {HTTP_GET, "/api/machines/{id}", OP, api_machines_get},
     {HTTP_PUT, "/api/machines/{id}/slots/{slot}", OP, api_machines_put_slot},
     {HTTP_PUT, "/api/machines/{id}/config", OP, api_machines_put_config},
+    {HTTP_GET, "/api/machines/{id}/telemetry", OP, api_machines_telemetry},
     {HTTP_GET, "/api/stock/{machine_id}", OP, api_stock_get},
+
+    {HTTP_GET, "/api/alerts", OP, api_alerts_list},
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

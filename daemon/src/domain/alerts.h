@@ -5,7 +5,10 @@
 #ifndef VENDD_ALERTS_H
 #define VENDD_ALERTS_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+#include <jansson.h>
 
 struct vendd;
 
@@ -37,5 +40,15 @@ int alerts_restate_order_locked(struct vendd *v, const char *order_id, const cha
  * for is no longer due). Returns the number resolved or a VEND_E*. */
 int alerts_resolve_order_locked(struct vendd *v, const char *order_id, const char *kind,
                                 const char *now_iso);
+
+/*
+ * A page of alerts (docs/HTTP-API.md "Lists"): at most n, newest first by (created_at, id),
+ * the open ones (open) or the resolved ones (!open), of machine_id (NULL: every one), after
+ * the alert (after_time, after_id) (after_time NULL: from the newest), as an array in *out:
+ * id, machine_id, kind, message, order_id, slot_number (null if about no slot), created_at,
+ * resolved_at. Returns VEND_OK or VEND_EDB (*out NULL).
+ */
+int alerts_page_json(struct vendd *v, bool open, const char *machine_id, const char *after_time,
+                     int64_t after_id, int64_t n, json_t **out);
 
 #endif

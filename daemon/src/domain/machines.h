@@ -66,8 +66,15 @@ int machines_apply_status(struct vendd *v, const char *id, const struct vend_sta
 int machines_get_json(struct vendd *v, const char *id, bool with_slots, json_t **out, char *why,
                       size_t why_size);
 
-/* {"machines": [...]} ordered by id, in *out. Returns VEND_OK or VEND_EDB (*out NULL). */
-int machines_list_json(struct vendd *v, json_t **out);
+/*
+ * The lists below are read a page at a time (docs/HTTP-API.md "Lists"): at most n rows, in
+ * the list's order, from the row after the given key on (the key of the previous page's
+ * last row; none: from the start), so a page costs n rows whatever the table holds.
+ */
+
+/* Machines as the API shows them, by id, after after_id (NULL: from the first), as an
+ * array in *out. Returns VEND_OK or VEND_EDB (*out NULL). */
+int machines_page_json(struct vendd *v, const char *after_id, int64_t n, json_t **out);
 
 /*
  * The stock view {"machine_id", "slots"} in *out. Returns VEND_OK, VEND_ENOTFOUND, or a
@@ -76,11 +83,24 @@ int machines_list_json(struct vendd *v, json_t **out);
 int machines_stock_json(struct vendd *v, const char *id, json_t **out, char *why, size_t why_size);
 
 /*
- * {"machine_id", "logs"}: the machine's newest limit dispense_logs rows, newest first.
- * Returns VEND_OK, VEND_ENOTFOUND or VEND_EDB (*out NULL, why set).
+ * Machine id's dispense_logs rows, as an array in *out: the units sent, newest command first
+ * by (command_sent_at, id), then those never sent (command_sent_at NULL: queued, or failed
+ * before sending), newest (highest id) first. The page starts after the row (after_sent,
+ * after_id): after_id 0 from the start; after_sent NULL, a row never sent. Returns VEND_OK,
+ * VEND_ENOTFOUND or VEND_EDB (*out NULL, why set).
  */
-int machines_dispense_logs_json(struct vendd *v, const char *id, int64_t limit, json_t **out,
-                                char *why, size_t why_size);
+int machines_dispense_logs_json(struct vendd *v, const char *id, const char *after_sent,
+                                int64_t after_id, int64_t n, json_t **out, char *why,
+                                size_t why_size);
+
+/*
+ * Machine id's raw telemetry rows (id, device_time, temperature, door, data: the message as
+ * the machine sent it, as text, received_at), newest first by (received_at, id), after the row
+ * (after_time, after_id) (after_time NULL: from the newest), as an array in *out. Returns
+ * VEND_OK, VEND_ENOTFOUND or VEND_EDB (*out NULL, why set).
+ */
+int machines_telemetry_json(struct vendd *v, const char *id, const char *after_time,
+                            int64_t after_id, int64_t n, json_t **out, char *why, size_t why_size);
 
 /*
  * Store cfg as machine id's config and publish it, retained at QoS 1, on its config topic

@@ -5,6 +5,7 @@
  */
 #include "orders.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -383,4 +384,54 @@ out:
     json_decref(events);
     json_decref(refunds);
     return rc;
+}
+
+/* ---- lists, a page at a time (docs/HTTP-API.md "Lists") --------------------------------- */
+
+/* What a list shows of an order: its own columns, not its parts nor its payment page. */
+#define ORDER_LIST                                                                                 \
+    "SELECT id, machine_id, status, origin, payment_method, quantity, total_amount, "              \
+    "failure_reason, paid_at, dispensed_at, expires_at, created_at, updated_at FROM orders"
+#define ORDER_AFTER(a, b) "(created_at, id) < ($" #a ", $" #b ")"
+/* Newest first. id breaks ties, so the key is unique and a page boundary cuts nowhere. */
+#define ORDER_ORDER " ORDER BY created_at DESC, id DESC LIMIT $1"
+
+/*
+ * One statement per combination of filters, [machine][status][after], each its own prepared
+ * statement: a filter written as "($2 IS NULL OR status = $2)" would keep the planner from
+ * the index that serves it. Parameters in the order orders_page_json() binds them.
+ */
+static const char *const s_order_pages[2][2][2] = {
+    {{ORDER_LIST ORDER_ORDER, ORDER_LIST " WHERE " ORDER_AFTER(2, 3) ORDER_ORDER},
+     {ORDER_LIST " WHERE status = $2" ORDER_ORDER,
+      ORDER_LIST " WHERE status = $2 AND " ORDER_AFTER(3, 4) ORDER_ORDER}},
+    {{ORDER_LIST " WHERE machine_id = $2" ORDER_ORDER,
+      ORDER_LIST " WHERE machine_id = $2 AND " ORDER_AFTER(3, 4) ORDER_ORDER},
+     {ORDER_LIST " WHERE machine_id = $2 AND status = $3" ORDER_ORDER,
+      ORDER_LIST " WHERE machine_id = $2 AND status = $3 AND " ORDER_AFTER(4, 5) ORDER_ORDER}},
+};
+
+int orders_page_json(struct vendd *v, const char *machine_id, const char *status,
+                     const char *after_time, const char *after_id, int64_t n, json_t **out)
+{
+    struct db_value p[5];
+    size_t np = 0;
+
+    assert((after_time == NULL) == (after_id == NULL));
+    p[np++] = DB_INT(n);
+    if (machine_id != NULL)
+        p[np++] = DB_TEXT(machine_id);
+    if (status != NULL)
+        p[np++] = DB_TEXT(status);
+    if (after_time != NULL) {
+        p[np++] = DB_TEXT(after_time);
+        p[np++] = DB_TEXT(after_id);
+    }
+    *out = store_query_json(
+        v->db, s_order_pages[machine_id != NULL][status != NULL][after_time != NULL], p, np);
+    if (*out == NULL) {
+        log_warnx("cannot list orders: %s", db_errmsg(v->db));
+        return VEND_EDB;
+    }
+    return VEND_OK;
 }

@@ -85,4 +85,14 @@ int orders_create_manual(struct vendd *v, struct order_new *in, char *why, size_
  */
 int orders_get_json(struct vendd *v, const char *id, json_t **out);
 
+/*
+ * A page of orders (docs/HTTP-API.md "Lists"): at most n, newest first by (created_at, id),
+ * those of machine_id and in status (each NULL: any), after the order (after_time,
+ * after_id) (both NULL: from the newest), as an array in *out. Each shows the order's own
+ * columns, as orders_get_json() does, without its parts and its payment page. Returns
+ * VEND_OK or VEND_EDB (*out NULL).
+ */
+int orders_page_json(struct vendd *v, const char *machine_id, const char *status,
+                     const char *after_time, const char *after_id, int64_t n, json_t **out);
+
 #endif

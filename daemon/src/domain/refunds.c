@@ -241,33 +241,54 @@ int refunds_confirmed_locked(struct vendd *v, const char *order_id, const char *
     return rc < 0 ? rc : 1;
 }
 
-static const char *const list_statuses[] = {"QUEUED", "SENT", "DONE", "OPERATOR", "CANCELLED"};
+#define REFUND_LIST_SELECT                                                                         \
+    "SELECT r.id, r.order_id, o.machine_id, o.payment_method, r.amount, r.reason, r.status, "      \
+    "r.attempts, r.last_error, r.note, r.done_at, r.created_at, r.updated_at "                     \
+    "FROM refunds r JOIN orders o ON o.id = r.order_id"
+#define REFUND_LIST_ORDER " ORDER BY r.id DESC LIMIT $1"
+/* The operator's queue: refunds that need a person, and those held or retrying. */
+#define REFUND_QUEUE "r.status IN ('OPERATOR', 'QUEUED')"
 
-int refunds_list_json(struct vendd *v, const char *status, int64_t limit, json_t **out)
+static const char *const s_refund_statuses[] = {"QUEUED", "SENT", "DONE", "OPERATOR", "CANCELLED"};
+
+/* [which: 0 the queue, 1 every one, 2 one status][after: a cursor given]. */
+static const char *const s_refund_pages[3][2] = {
+    {REFUND_LIST_SELECT " WHERE " REFUND_QUEUE REFUND_LIST_ORDER,
+     REFUND_LIST_SELECT " WHERE " REFUND_QUEUE " AND r.id < $2" REFUND_LIST_ORDER},
+    {REFUND_LIST_SELECT REFUND_LIST_ORDER, REFUND_LIST_SELECT " WHERE r.id < $2" REFUND_LIST_ORDER},
+    {REFUND_LIST_SELECT " WHERE r.status = $2" REFUND_LIST_ORDER,
+     REFUND_LIST_SELECT " WHERE r.status = $2 AND r.id < $3" REFUND_LIST_ORDER},
+};
+
+int refunds_page_json(struct vendd *v, const char *status, int64_t after_id, int64_t n,
+                      json_t **out)
 {
-    struct db_value p[2] = {DB_TEXT(status), DB_INT(limit)};
-    bool known = status == NULL || strcmp(status, "all") == 0;
+    struct db_value p[3];
+    size_t np = 0, which = 2;
+    bool known = false;
 
     *out = NULL;
-    for (size_t i = 0; !known && i < sizeof(list_statuses) / sizeof(list_statuses[0]); i++)
-        known = strcmp(status, list_statuses[i]) == 0;
-    if (!known)
-        return VEND_EINVAL;
-    if (status == NULL)
-        p[0] = DB_TEXT("QUEUE");
-    *out = store_query_json(
-        v->db,
-        "SELECT r.id, r.order_id, o.machine_id, o.payment_method, r.amount, r.reason, r.status, "
-        "r.attempts, r.last_error, r.note, r.done_at, r.created_at, r.updated_at "
-        "FROM refunds r JOIN orders o ON o.id = r.order_id "
-        "WHERE $1 = 'all' OR r.status = $1 OR ($1 = 'QUEUE' AND r.status IN ('OPERATOR', "
-        "'QUEUED')) ORDER BY r.id DESC LIMIT $2",
-        p, 2);
+    if (status == NULL) {
+        which = 0;
+    } else if (strcmp(status, "all") == 0) {
+        which = 1;
+    } else {
+        for (size_t i = 0; !known && i < sizeof(s_refund_statuses) / sizeof(s_refund_statuses[0]);
+             i++)
+            known = strcmp(status, s_refund_statuses[i]) == 0;
+        if (!known)
+            return VEND_EINVAL;
+    }
+    p[np++] = DB_INT(n);
+    if (which == 2)
+        p[np++] = DB_TEXT(status);
+    if (after_id > 0)
+        p[np++] = DB_INT(after_id);
+    *out = store_query_json(v->db, s_refund_pages[which][after_id > 0], p, np);
     if (*out == NULL) {
         log_warnx("cannot list refunds: %s", db_errmsg(v->db));
         return VEND_EDB;
     }
-    *out = json_pack("{s:o}", "refunds", *out);
     return VEND_OK;
 }
 

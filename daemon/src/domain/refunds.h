@@ -78,10 +78,14 @@ void refunds_sweep(struct vendd *v);
 /* Drop the timer (shutdown); calls in flight are abandoned with the Midtrans client. */
 void refunds_stop(struct vendd *v);
 
-/* GET /api/refunds: {"refunds": [...]} newest first, of status (NULL: the operator's queue,
- * OPERATOR and QUEUED; "all": every one), at most limit. Returns VEND_OK, VEND_EINVAL for
- * an unknown status, or VEND_EDB. */
-int refunds_list_json(struct vendd *v, const char *status, int64_t limit, json_t **out);
+/*
+ * A page of refunds for GET /api/refunds, newest (highest id) first, with their order's
+ * machine_id and payment_method: at most n after refund after_id (0: from the newest), of
+ * status (NULL: the operator's queue, OPERATOR and QUEUED; "all": every one), as an array in
+ * *out. Returns VEND_OK, VEND_EINVAL for an unknown status, or VEND_EDB (*out NULL).
+ */
+int refunds_page_json(struct vendd *v, const char *status, int64_t after_id, int64_t n,
+                      json_t **out);
 
 /*
  * POST /api/refunds/{id}/done: a person paid refund id back (note says how). Only a refund

@@ -20,11 +20,13 @@
 #define MOTOR_MS_DEFAULT 1500
 
 /* One slot as the API shows it; price is the effective price (override, else product). */
-#define SLOT_SELECT                                                                                \
-    "SELECT s.slot_number, s.product_id, p.name AS product_name, "                                 \
+#define SLOT_COLUMNS                                                                               \
+    "s.slot_number, s.product_id, p.name AS product_name, "                                        \
     "COALESCE(s.price_override, p.price) AS price, s.capacity, s.current_stock, "                  \
     "s.motor_duration_ms, s.sensor_level, s.sensor_at, s.needs_inspection, s.version, "            \
-    "s.is_active, s.updated_at FROM slots s LEFT JOIN products p ON p.id = s.product_id"
+    "s.is_active, s.updated_at"
+#define SLOT_SELECT                                                                                \
+    "SELECT " SLOT_COLUMNS " FROM slots s LEFT JOIN products p ON p.id = s.product_id"
 
 /* The slot as stored (found false: there is none yet), or as the operator wants it. */
 struct slot_row {
@@ -374,5 +376,37 @@ int slots_list_json(struct vendd *v, const char *machine_id, json_t **out)
         log_warnx("cannot read the slots of machine '%s': %s", machine_id, db_errmsg(v->db));
         return VEND_EDB;
     }
+    return VEND_OK;
+}
+
+int slots_stock_json(struct vendd *v, const char *machine_id, json_t **out)
+{
+    struct db_value p[1] = {DB_TEXT(machine_id)};
+    json_t *rows;
+
+    /*
+     * The machine and its slots in one statement, not an existence check and then the
+     * slots: this is a hot read (a kiosk's stock screen), and each statement outside a
+     * transaction takes and drops SQLite's read lock. The LEFT JOIN gives an unknown machine
+     * no row and a machine without slots one row of NULLs.
+     */
+    *out = NULL;
+    rows = store_query_json(v->db,
+                            "SELECT " SLOT_COLUMNS " FROM machines m "
+                            "LEFT JOIN slots s ON s.machine_id = m.id "
+                            "LEFT JOIN products p ON p.id = s.product_id "
+                            "WHERE m.id = $1 ORDER BY s.slot_number",
+                            p, 1);
+    if (rows == NULL) {
+        log_warnx("cannot read the stock of machine '%s': %s", machine_id, db_errmsg(v->db));
+        return VEND_EDB;
+    }
+    if (json_array_size(rows) == 0) {
+        json_decref(rows);
+        return VEND_ENOTFOUND;
+    }
+    if (json_is_null(json_object_get(json_array_get(rows, 0), "slot_number")))
+        json_array_clear(rows);
+    *out = rows;
     return VEND_OK;
 }

@@ -68,4 +68,8 @@ int slots_get_json(struct vendd *v, const char *machine_id, int64_t slot_number,
 /* Every slot of machine_id, by number, as an array in *out. VEND_OK or VEND_EDB (logged). */
 int slots_list_json(struct vendd *v, const char *machine_id, json_t **out);
 
+/* slots_list_json() for a machine that may not exist, in one statement: VEND_OK,
+ * VEND_ENOTFOUND or VEND_EDB (logged); *out is NULL on an error. */
+int slots_stock_json(struct vendd *v, const char *machine_id, json_t **out);
+
 #endif
