@@ -9,8 +9,6 @@
  * drop_sensor()). */
 #define BEAM_MS    80
 #define BEAM_READS 12
-/* A motor switched off this long after the product was seen stopped on it (see motor_set()). */
-#define BEAM_SETTLED_MS 40
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,14 +66,6 @@ static int motor_set(void *ctx, uint16_t slot, bool on)
         s->motor_on[slot] = false;
         if (s->running == slot)
             s->running = 0;
-        /* Off well after the product was seen: the core has had its debounce and stopped on
-         * it; the product is gone, and the next run must start with a clear beam (the core
-         * ignores a beam blocked since before its run). Off sooner (the run's time ran out
-         * as the product came): the beam stays, for the core to finish its debounce. */
-        if (s->beam_until != 0 && now >= s->beam_seen + BEAM_SETTLED_MS) {
-            s->beam_reads = 0;
-            s->beam_until = 0;
-        }
         return VEND_OK;
     }
     if (s->motor_on[slot])
@@ -88,6 +78,10 @@ static int motor_set(void *ctx, uint16_t slot, bool on)
     }
     s->motor_on[slot] = true;
     s->motor_on_at = now;
+    /* A new run: the last product is gone, the beam clear. */
+    s->beam_reads = 0;
+    s->beam_until = 0;
+    s->reads_since_on = 0;
     s->running = slot;
     s->motor_runs++;
     s->drop_at = UINT64_MAX;
@@ -119,6 +113,12 @@ static bool drop_sensor(void *ctx)
     struct sim *s = S(ctx);
     uint64_t now = mono_ms(ctx);
 
+    /* The first read of a run sees a clear beam, however late it comes: a product takes at
+     * least a tick to fall. (The core ignores a beam that is blocked at its first read,
+     * "blocked since before the run"; a loop kept off the CPU past drop_at would otherwise
+     * lose the drop.) */
+    if (s->running != 0 && s->reads_since_on++ == 0)
+        return false;
     if (s->drop_at == UINT64_MAX || now < s->drop_at)
         return false;
     if (s->running != 0 && s->stock[s->running] > 0) {
@@ -133,7 +133,6 @@ static bool drop_sensor(void *ctx)
          * fdatasync, a busy host) nor one ticking fast can miss it. */
         s->beam_reads = BEAM_READS;
         s->beam_until = now + BEAM_MS;
-        s->beam_seen = now;
     }
     if (s->beam_reads == 0 && now >= s->beam_until)
         return false;

@@ -64,13 +64,13 @@ struct sim {
 
     uint32_t stock[SIM_SLOTS_MAX + 1];
     bool motor_on[SIM_SLOTS_MAX + 1];
-    uint16_t running;    /* slot whose motor runs; 0 = none */
-    uint64_t drop_at;    /* mono ms the product crosses the beam; UINT64_MAX = never */
-    unsigned beam_reads; /* reads of the drop sensor the product still blocks the beam */
-    uint64_t beam_until; /* and the mono ms until which it blocks it at least; 0: clear */
-    uint64_t beam_seen;  /* the mono ms the sensor first saw it */
-    uint64_t stall_at;   /* mono ms the spiral jams; UINT64_MAX = never */
-    uint64_t door_at;    /* mono ms the door opens, for SIM_DOOR_OPEN_MS; UINT64_MAX = never */
+    uint16_t running;        /* slot whose motor runs; 0 = none */
+    uint64_t drop_at;        /* mono ms the product crosses the beam; UINT64_MAX = never */
+    unsigned beam_reads;     /* reads of the drop sensor the product still blocks the beam */
+    uint64_t beam_until;     /* and the mono ms until which it blocks it at least; 0: clear */
+    unsigned reads_since_on; /* reads of the drop sensor since the motor started */
+    uint64_t stall_at;       /* mono ms the spiral jams; UINT64_MAX = never */
+    uint64_t door_at;        /* mono ms the door opens, for SIM_DOOR_OPEN_MS; UINT64_MAX = never */
     uint64_t motor_on_at;
     uint32_t motor_runs;
 
