@@ -101,6 +101,19 @@ static int create_mqtt(struct vendd *v, enum ingest_session session)
     return mqtt_client_new(&v->mqtt_bulk, v->loop, &mc, ingest_message, NULL, v);
 }
 
+/* The WAL checkpoint, off the commits' path (db_checkpoint()): once a second. */
+#define CHECKPOINT_MS 1000
+
+static void on_checkpoint(void *arg)
+{
+    struct vendd *v = arg;
+
+    if (db_checkpoint(v->db) < 0)
+        log_warnx("database checkpoint failed: %s; the next in %d ms", db_errmsg(v->db),
+                  CHECKPOINT_MS);
+    v->checkpoint_timer = loop_timer_add(v->loop, CHECKPOINT_MS, on_checkpoint, v);
+}
+
 /* The broker seam (broker_seam.h): the domain publishes through these, never through mqtt.c. */
 static int broker_mqtt_publish(void *ctx, const char *topic, const void *payload, size_t len,
                                int qos, bool retain, uint32_t expiry_s)
@@ -157,12 +170,19 @@ static int start_payments(struct vendd *v)
     return rc;
 }
 
+/* http_config data_version: what the cached answers of read routes depend on. */
+static void http_data_version(void *ctx, uint64_t version[2])
+{
+    db_version(((struct vendd *)ctx)->db, version);
+}
+
 static int start_http(struct vendd *v)
 {
     struct http_config hc = {
         .host = v->conf->host,
         .port = (uint16_t)v->conf->port,
         .api_token = v->conf->dev_mode ? NULL : v->conf->api_token,
+        .data_version = http_data_version,
     };
     /* http.c logs where it listens. */
     return http_server_start(&v->http, v->loop, &hc, api_routes, api_nroutes, v);
@@ -250,6 +270,7 @@ int app_run(const struct vendd_conf *conf)
         log_warnx("cannot start the MQTT client: %s", vend_strerror(rc));
         goto out;
     }
+    v.checkpoint_timer = loop_timer_add(v.loop, CHECKPOINT_MS, on_checkpoint, &v);
     notify_systemd("READY=1");
     rc = loop_run(v.loop);
     notify_systemd("STOPPING=1");
@@ -274,6 +295,8 @@ out:
     if (mqtt_lib)
         mqtt_lib_cleanup();
     if (v.loop != NULL) {
+        if (v.checkpoint_timer != 0)
+            loop_timer_del(v.loop, v.checkpoint_timer);
         deadline_stop(&v);
         telemetry_prune_stop(&v);
         dispense_results_free(&v);

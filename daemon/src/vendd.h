@@ -44,6 +44,8 @@ struct vendd {
     struct checkout *checkout;
     /* Customer orders per client address (ORDER_RATE_PER_MIN). */
     struct ratelimit *order_limit;
+    /* The timer of the WAL checkpoint (app.c). */
+    uint64_t checkpoint_timer;
     /* The telemetry session (ingest.h); v->mqtt is the dispense session. */
     struct mqtt_client *mqtt_bulk;
     /* Messages in the open group commit, and whether it is full (ingest.c). */

@@ -910,6 +910,23 @@ static void test_batch(void **state)
     db_close(db);
 }
 
+/* The checkpoint runs from a timer, not inside commits; it waits while a transaction is open. */
+static void test_checkpoint_off_the_commit_path(void **state)
+{
+    struct db *db;
+
+    (void)state;
+    db = open_ok("ckpt.db");
+    assert_int_equal(query_int(db, "PRAGMA wal_autocheckpoint"), 20000);
+    assert_int_equal(query_int(db, "PRAGMA cache_size"), -8192);
+    seed(db);
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(db_checkpoint(db), VEND_OK); /* inside a transaction: nothing done */
+    assert_int_equal(db_commit(db), VEND_OK);
+    assert_int_equal(db_checkpoint(db), VEND_OK);
+    db_close(db);
+}
+
 static void test_row_callback_stop(void **state)
 {
     struct db *db;
@@ -1042,6 +1059,7 @@ int main(void)
         cmocka_unit_test(test_changes_count),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_checkpoint_off_the_commit_path),
         cmocka_unit_test(test_row_callback_stop),
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_iso_time),

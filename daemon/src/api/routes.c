@@ -18,7 +18,7 @@ const struct http_route api_routes[] = {
     /* Public: a customer's order (the handler asks for the operator for a manual one). */
     {HTTP_POST, "/api/orders", HTTP_PUBLIC, api_orders_create},
     {HTTP_GET, "/api/orders", OP, api_orders_list},
-    {HTTP_GET, "/api/orders/{id}", OP, api_orders_get},
+    {HTTP_GET, "/api/orders/{id}", OP | HTTP_CACHED, api_orders_get},
     {HTTP_POST, "/api/orders/{id}/cancel", HTTP_PUBLIC | HTTP_BODY_OPTIONAL, api_orders_cancel},
 
     /* Public: authenticated by its signature (payments.c). */
@@ -32,7 +32,7 @@ const struct http_route api_routes[] = {
     {HTTP_PUT, "/api/machines/{id}/slots/{slot}", OP, api_machines_put_slot},
     {HTTP_PUT, "/api/machines/{id}/config", OP, api_machines_put_config},
     {HTTP_GET, "/api/machines/{id}/telemetry", OP, api_machines_telemetry},
-    {HTTP_GET, "/api/stock/{machine_id}", OP, api_stock_get},
+    {HTTP_GET, "/api/stock/{machine_id}", OP | HTTP_CACHED, api_stock_get},
 
     {HTTP_GET, "/api/alerts", OP, api_alerts_list},
 };

@@ -261,6 +261,20 @@ int db_batch_begin(struct db *db)
     return VEND_OK;
 }
 
+int db_checkpoint(struct db *db)
+{
+    if (db == NULL || db->batch || db->ops->in_transaction(db))
+        return VEND_OK; /* a transaction is open: the next tick */
+    return db->ops->checkpoint(db);
+}
+
+void db_version(struct db *db, uint64_t out[2])
+{
+    out[0] = out[1] = 0;
+    if (db != NULL)
+        db->ops->version(db, out);
+}
+
 bool db_batch_open(const struct db *db)
 {
     return db != NULL && db->batch;

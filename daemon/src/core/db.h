@@ -99,6 +99,15 @@ void db_rollback(struct db *db);
  * runs outside a batch. One level only: db_begin() twice inside a batch is VEND_EINTERNAL.
  */
 int db_batch_begin(struct db *db);
+/* Copy the write-ahead log into the database file without waiting for readers (call it
+ * from a timer, outside any transaction: it is the checkpoint commits no longer do). */
+int db_checkpoint(struct db *db);
+
+/* Two numbers that move at every change of the data, by this connection or a commit of any
+ * other (for caches of what was read: http_cache.h); out[1] is UINT64_MAX when it could not
+ * be read. */
+void db_version(struct db *db, uint64_t out[2]);
+
 /* True while a batch is open. */
 bool db_batch_open(const struct db *db);
 /* Commit the batch (rolled back if the commit fails). VEND_OK also when none was open. */

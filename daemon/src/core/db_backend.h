@@ -47,6 +47,12 @@ struct db_backend {
     int (*rollback)(struct db *db);
     /* A transaction is open (some errors end one by themselves: a batch must notice). */
     bool (*in_transaction)(struct db *db);
+    /* Move what the write-ahead log holds into the database file, as far as it can without
+     * waiting for readers; VEND_OK also when there is nothing to do or no such log. */
+    int (*checkpoint)(struct db *db);
+    /* What moves at every change of the data: this connection's changes and the commits of
+     * any other connection (for caches of what was read). */
+    void (*version)(struct db *db, uint64_t out[2]);
 
     /* Row accessors; col is already checked against row_count. */
     int (*row_count)(const struct db_row *row);

@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "http_cache.h"
 #include "log.h"
 #include "loop.h"
 #include "vend/err.h"
@@ -64,7 +65,9 @@ struct http_server {
     unsigned char token_digest[SHA256_DIGEST_LENGTH];
     uint16_t port;
     struct http_call *deferred; /* answers a handler promised for later (http_defer) */
-    bool resumed;               /* a deferred answer is ready: run MHD again at once */
+    struct http_cache *cache;   /* NULL without cfg->data_version */
+    void (*data_version)(void *ctx, uint64_t version[2]);
+    bool resumed; /* a deferred answer is ready: run MHD again at once */
 };
 
 /* Per-request state, MHD's *con_cls: lives from the first handler call to
@@ -574,6 +577,8 @@ static void handler_run(struct http_server *s, struct MHD_Connection *c, struct 
 {
     struct http_request req;
     json_t *json = NULL;
+    uint64_t version[2];
+    bool cached;
 
     if (method_has_body(call->method)) {
         body_parse(c, call, &json);
@@ -595,7 +600,22 @@ static void handler_run(struct http_server *s, struct MHD_Connection *c, struct 
     req.conn_ = c;
     req.call_ = call;
 
+    cached = s->cache != NULL && (call->route->flags & HTTP_CACHED) != 0 &&
+             call->method == HTTP_GET &&
+             MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, NULL, NULL) == 0;
+    if (cached) {
+        s->data_version(s->ctx, version);
+        res->body = http_cache_get(s->cache, url, version);
+        if (res->body != NULL) {
+            res->status = 200;
+            json_decref(json);
+            return;
+        }
+    }
     call->route->fn(s->ctx, &req, res);
+    if (cached && !call->deferred && res->status == 200 && res->body != NULL &&
+        res->content_type == NULL)
+        http_cache_put(s->cache, url, version, res->body);
     json_decref(json);
     if (call->deferred)
         return; /* answered later through http_deferred_reply() */
@@ -804,6 +824,9 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
     s->ctx = ctx;
     s->epoll_fd = -1;
     s->body_max = cfg->body_max != 0 ? cfg->body_max : HTTP_BODY_MAX_DEFAULT;
+    s->data_version = cfg->data_version;
+    if (s->data_version != NULL)
+        s->cache = http_cache_new();
     if (cfg->api_token != NULL) {
         s->token_mode = true;
         SHA256((const unsigned char *)cfg->api_token, strlen(cfg->api_token), s->token_digest);
@@ -876,6 +899,7 @@ void http_server_free(struct http_server *s)
     if (s->mhd != NULL)
         MHD_stop_daemon(s->mhd);
     OPENSSL_cleanse(s->token_digest, sizeof(s->token_digest));
+    http_cache_free(s->cache);
     free(s);
 }
 

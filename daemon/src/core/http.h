@@ -46,6 +46,9 @@ enum http_route_flags {
     HTTP_OPERATOR = 1u << 0,
     /* POST/PUT/PATCH may come without a body (req->json is then NULL). */
     HTTP_BODY_OPTIONAL = 1u << 1,
+    /* A GET whose answer depends only on its path and the database: kept while the data
+     * version stays the same (http_config data_version); only asked without a query. */
+    HTTP_CACHED = 1u << 2,
 };
 
 /* Everything here is valid during the handler call only. */
@@ -99,6 +102,9 @@ struct http_config {
     uint16_t port;         /* 0 = ephemeral, see http_server_port() */
     const char *api_token; /* NULL = development mode; copied */
     size_t body_max;       /* largest accepted request body; 0 = HTTP_BODY_MAX_DEFAULT */
+    /* Optional: the data version under the answers (db_version()), with ctx. With it, the
+     * answers of HTTP_CACHED routes are kept while it stays the same (http_cache.h). */
+    void (*data_version)(void *ctx, uint64_t version[2]);
 };
 
 /*

@@ -1,0 +1,34 @@
+/*
+ * http_cache.h - answers of read routes kept until the data under them changes.
+ *
+ * The hot reads (a machine's stock, an order) are asked far more often than the database
+ * changes, and building them (SQL, JSON) cost five times a libmicrohttpd hello-world. An
+ * answer is kept with the database's data version at the time it was built (db_version():
+ * every commit, ours or another process's, moves it) and served again only while the version
+ * is the same, so a cached answer is never older than the data. Bounded: HTTP_CACHE_SLOTS
+ * answers of at most HTTP_CACHE_BODY_MAX bytes each, direct-mapped by the request's path.
+ */
+#ifndef VENDD_HTTP_CACHE_H
+#define VENDD_HTTP_CACHE_H
+
+#include <stdint.h>
+
+#define HTTP_CACHE_SLOTS    256
+#define HTTP_CACHE_BODY_MAX 16384
+#define HTTP_CACHE_KEY_MAX  255
+/* A version that could not be read: nothing is kept or served at it. */
+#define HTTP_CACHE_VERSION_UNKNOWN UINT64_MAX
+
+struct http_cache;
+
+struct http_cache *http_cache_new(void);
+void http_cache_free(struct http_cache *c);
+
+/* A malloc'd copy of the answer kept for key at version, or NULL. */
+char *http_cache_get(struct http_cache *c, const char *key, const uint64_t version[2]);
+
+/* Keep body as the answer for key at version (not if either is too long). */
+void http_cache_put(struct http_cache *c, const char *key, const uint64_t version[2],
+                    const char *body);
+
+#endif
