@@ -6,16 +6,18 @@
  * answer is kept with the database's data version at the time it was built (db_version():
  * every commit, ours or another process's, moves it) and served again only while the version
  * is the same, so a cached answer is never older than the data. Bounded: HTTP_CACHE_SLOTS
- * answers of at most HTTP_CACHE_BODY_MAX bytes each, direct-mapped by the request's path.
+ * answers (direct-mapped by the request's path, enough for a fleet's machines) of at most
+ * HTTP_CACHE_BODY_MAX bytes each and HTTP_CACHE_BYTES_MAX in all.
  */
 #ifndef VENDD_HTTP_CACHE_H
 #define VENDD_HTTP_CACHE_H
 
 #include <stdint.h>
 
-#define HTTP_CACHE_SLOTS    256
-#define HTTP_CACHE_BODY_MAX 16384
-#define HTTP_CACHE_KEY_MAX  255
+#define HTTP_CACHE_SLOTS     16384
+#define HTTP_CACHE_BODY_MAX  16384
+#define HTTP_CACHE_BYTES_MAX (8u * 1024 * 1024)
+#define HTTP_CACHE_KEY_MAX   255
 /* A version that could not be read: nothing is kept or served at it. */
 #define HTTP_CACHE_VERSION_UNKNOWN UINT64_MAX
 
