@@ -918,7 +918,7 @@ static void test_checkpoint_off_the_commit_path(void **state)
     (void)state;
     db = open_ok("ckpt.db");
     assert_int_equal(query_int(db, "PRAGMA wal_autocheckpoint"), 20000);
-    assert_int_equal(query_int(db, "PRAGMA cache_size"), -8192);
+    assert_int_equal(query_int(db, "PRAGMA cache_size"), -4096);
     seed(db);
     assert_int_equal(db_begin(db), VEND_OK);
     assert_int_equal(db_checkpoint(db), VEND_OK); /* inside a transaction: nothing done */

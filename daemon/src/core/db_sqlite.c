@@ -474,11 +474,12 @@ static int sq_open(struct db *db, const char *path)
     /* The checkpoint that copies the WAL into the database runs from the owner's timer
      * (db_checkpoint()), not inside whichever commit crosses 1000 pages: in the commit it was
      * a tenth of the ingest's CPU and a stall of up to 100 ms for the next dispense. 20000
-     * pages (80 MB) is the safety net if the timer never comes. The page cache holds 8 MiB
-     * (the default 2 MiB re-read pages every telemetry message). */
+     * pages (80 MB) is the safety net if the timer never comes. The page cache holds 4 MiB
+     * (the default 2 MiB re-read pages every telemetry message; more would crowd the 32 MB budget).
+     */
     rc = sqlite3_exec(st->conn,
                       "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
-                      "PRAGMA wal_autocheckpoint=20000; PRAGMA cache_size=-8192",
+                      "PRAGMA wal_autocheckpoint=20000; PRAGMA cache_size=-4096",
                       NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         rc = fail(db, rc, "pragma");

@@ -16,7 +16,7 @@
 
 #define HTTP_CACHE_SLOTS     16384
 #define HTTP_CACHE_BODY_MAX  16384
-#define HTTP_CACHE_BYTES_MAX (8u * 1024 * 1024)
+#define HTTP_CACHE_BYTES_MAX (4u * 1024 * 1024)
 #define HTTP_CACHE_KEY_MAX   255
 /* A version that could not be read: nothing is kept or served at it. */
 #define HTTP_CACHE_VERSION_UNKNOWN UINT64_MAX
