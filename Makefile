@@ -3,12 +3,14 @@
 
 MAKEFLAGS   += --no-print-directory
 JOBS        ?= 2
+PREFIX      ?= /usr/local
+DESTDIR     ?=
 FUZZ_SECONDS ?= 10
 B           := build
 CMAKE_Q     := cmake -Wno-dev --log-level=WARNING
 
 .PHONY: all bootstrap build run test test-release test-asan test-m32 build-rv32 fuzz bench \
-        format check-format clean
+        format check-format clean install
 
 all: build
 
@@ -24,6 +26,12 @@ build: bootstrap $(B)/release/CMakeCache.txt
 run: bootstrap $(B)/release/CMakeCache.txt
 	@cmake --build $(B)/release -j$(JOBS) --target vendd fake-midtrans vmsim
 	@tools/run-dev
+
+# The release build of what is installed (cmake/install.cmake lists it) into $(DESTDIR)$(PREFIX):
+# `make install PREFIX=/usr DESTDIR=/tmp/pkg` stages a package.
+install: bootstrap $(B)/release/CMakeCache.txt
+	@cmake --build $(B)/release -j$(JOBS) --target vend-installables
+	@DESTDIR="$(DESTDIR)" cmake --install $(B)/release --prefix "$(PREFIX)"
 
 test: bootstrap check-format test-release test-asan test-m32 build-rv32
 	@echo "make test: all suites passed"

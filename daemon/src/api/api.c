@@ -1,4 +1,4 @@
-/* api.c - helpers shared by the handlers, and the health and metrics endpoints. */
+/* api.c - helpers shared by the handlers, and the health, metrics and OpenAPI endpoints. */
 #include "api.h"
 
 #include <stdarg.h>
@@ -10,6 +10,7 @@
 #include "mqtt.h"
 #include "vend/err.h"
 #include "vendd.h"
+#include "xmalloc.h"
 
 /*
  * Unicode's control characters (C0, DEL, C1) in the UTF-8 jansson guarantees. Text fields
@@ -171,4 +172,13 @@ void api_metrics(void *ctx, const struct http_request *req, struct http_response
     res->status = 200;
     res->body = metrics_render(&v->metrics, &mq);
     res->content_type = "text/plain; version=0.0.4";
+}
+
+void api_openapi(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    (void)ctx;
+    (void)req;
+    res->status = 200;
+    res->body = xmalloc(api_openapi_json_len + 1);
+    memcpy(res->body, api_openapi_json, api_openapi_json_len + 1);
 }

@@ -41,9 +41,15 @@ bool api_fields_allowed(const json_t *body, const char *const *allowed, struct h
 void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* api.c: GET /health and GET /metrics */
+/* api.c: GET /health, GET /metrics and GET /api/openapi.json */
 void api_health(void *ctx, const struct http_request *req, struct http_response *res);
 void api_metrics(void *ctx, const struct http_request *req, struct http_response *res);
+void api_openapi(void *ctx, const struct http_request *req, struct http_response *res);
+
+/* The OpenAPI description of the route table (daemon/openapi/openapi.json, compiled in by
+ * daemon/openapi/embed.cmake): api_openapi_json_len bytes, NUL-terminated. */
+extern const char api_openapi_json[];
+extern const size_t api_openapi_json_len;
 
 /* api_dispense.c */
 void api_dispense_trigger(void *ctx, const struct http_request *req, struct http_response *res);

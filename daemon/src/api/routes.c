@@ -9,6 +9,8 @@
 const struct http_route api_routes[] = {
     {HTTP_GET, "/health", HTTP_PUBLIC, api_health},
     {HTTP_GET, "/metrics", OP, api_metrics},
+    /* Public: the description of this table (daemon/openapi/openapi.json), no data. */
+    {HTTP_GET, "/api/openapi.json", HTTP_PUBLIC, api_openapi},
 
     {HTTP_POST, "/api/dispense/trigger", OP, api_dispense_trigger},
     {HTTP_POST, "/api/dispense/settle", OP, api_dispense_settle},
