@@ -19,6 +19,7 @@
 #include "refunds.h"
 #include "dispense.h"
 #include "dispense_result.h"
+#include "events.h"
 #include "http.h"
 #include "ingest.h"
 #include "log.h"
@@ -240,6 +241,9 @@ int app_run(const struct vendd_conf *conf)
     if (mqtt_lib_init() < 0)
         goto out;
     mqtt_lib = true;
+    /* Before the HTTP server: its handlers attach event streams. */
+    if (events_start(&v) < 0)
+        goto out;
     rc = start_http(&v);
     if (rc < 0) {
         log_warnx("cannot start the HTTP server on %s port %u: %s", conf->host, conf->port,
@@ -285,6 +289,8 @@ out:
     httpc_free(v.httpc);
     ratelimit_free(v.order_limit);
     http_server_free(v.http);
+    /* After the server, which ends every event stream. */
+    events_stop(&v);
     /* What the last burst left in its batch is committed before the clients go. */
     if (v.db != NULL)
         ingest_commit(&v);

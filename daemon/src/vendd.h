@@ -25,6 +25,7 @@ struct checkout;
 struct refund_send;
 struct ratelimit;
 struct result_backlog;
+struct events;
 
 struct vendd {
     const struct vendd_conf *conf;
@@ -44,6 +45,8 @@ struct vendd {
     struct checkout *checkout;
     /* Customer orders per client address (ORDER_RATE_PER_MIN). */
     struct ratelimit *order_limit;
+    /* The event stream's clients and what they have been sent (events.c). */
+    struct events *events;
     /* The timer of the WAL checkpoint (app.c). */
     uint64_t checkpoint_timer;
     /* The telemetry session (ingest.h); v->mqtt is the dispense session. */

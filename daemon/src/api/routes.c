@@ -37,6 +37,8 @@ const struct http_route api_routes[] = {
     {HTTP_GET, "/api/stock/{machine_id}", OP | HTTP_CACHED, api_stock_get},
 
     {HTTP_GET, "/api/alerts", OP, api_alerts_list},
+    /* Server-sent events: answered with a stream that lasts (domain/events.h). */
+    {HTTP_GET, "/api/events", OP, api_events},
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

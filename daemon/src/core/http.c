@@ -51,6 +51,13 @@ _Static_assert(HTTP_PARAM_MAX == VEND_ORDER_ID_MAX, "path parameters follow the 
 #define TIMER_MAX_MS 60000
 #define MSG_MAX      256
 #define LOG_PATH_MAX 128
+/* MHD reads a stream into its per-connection write buffer (chunked on HTTP/1.1); this block
+ * is the response's own buffer, used only for an HTTP/1.0 client. */
+#define STREAM_BLOCK 4096
+/* A stream's socket buffer in the kernel. Left to autotuning it grows to megabytes on a fast
+ * link (loopback: 4 MiB), so a client that stops reading would tie that much up and look
+ * healthy until it was full; streams are small and slow, and this is plenty for them. */
+#define STREAM_SNDBUF (64 * 1024)
 
 struct http_server {
     struct loop *loop;
@@ -67,7 +74,24 @@ struct http_server {
     struct http_call *deferred; /* answers a handler promised for later (http_defer) */
     struct http_cache *cache;   /* NULL without cfg->data_version */
     void (*data_version)(void *ctx, uint64_t version[2]);
-    bool resumed; /* a deferred answer is ready: run MHD again at once */
+    bool resumed;                /* a deferred answer is ready: run MHD again at once */
+    struct http_stream *streams; /* open streams (http_stream_start), ended on free */
+};
+
+/* One streamed answer (http_stream_start): MHD's content reader argument, freed by MHD's
+ * free callback when the response goes, which is when done_fn runs. */
+struct http_stream {
+    struct http_server *server;
+    struct MHD_Connection *conn;
+    http_stream_read_fn *read_fn;
+    http_stream_done_fn *done_fn;
+    void *arg;
+    const char *content_type;
+    bool asleep;  /* suspended by the reader: nothing to send until http_stream_wake() */
+    bool ending;  /* http_stream_end(): the next read closes the connection */
+    int fd;       /* the connection's socket, -1 if MHD does not tell */
+    bool watched; /* fd is on the loop while asleep: a client that hangs up is seen at once */
+    struct http_stream *next, *prev;
 };
 
 /* Per-request state, MHD's *con_cls: lives from the first handler call to
@@ -96,6 +120,8 @@ struct http_call {
     bool deferred, answered;
     struct http_response later;
     struct http_call *next_deferred;
+    /* http_stream_start(): the stream to answer with once the handler returns */
+    struct http_stream *stream;
 };
 
 static const char *const s_method_names[] = {
@@ -496,6 +522,109 @@ static enum MHD_Result respond(struct MHD_Connection *c, struct http_call *call,
     return ret;
 }
 
+/* ---- streams: MHD's side ---------------------------------------------- */
+
+static void stream_unwatch(struct http_stream *st)
+{
+    if (!st->watched)
+        return;
+    loop_io_del(st->server->loop, st->fd);
+    st->watched = false;
+}
+
+/*
+ * A suspended connection is out of MHD's sight, so a client that closes its end would hold
+ * the stream until the next wake. Its socket turns readable then (a listening client sends
+ * nothing after its request): end the stream at once. Bytes from the client are MHD's
+ * business once the stream wakes; stop watching so they do not spin the loop.
+ */
+static void on_stream_fd(void *arg, int fd, unsigned events)
+{
+    struct http_stream *st = arg;
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    (void)events;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    stream_unwatch(st);
+    if (n <= 0)
+        http_stream_end(st);
+}
+
+/* MHD's content reader. Nothing to send: suspend, so MHD neither spins on the reader nor
+ * times the connection out, until http_stream_wake() resumes it. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct http_stream *st = cls;
+    long n;
+
+    (void)pos;
+    if (st->ending)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    n = st->read_fn(st->arg, buf, max);
+    if (n < 0 || (size_t)n > max) {
+        st->ending = true;
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    if (n > 0)
+        return (ssize_t)n;
+    st->asleep = true;
+    MHD_suspend_connection(st->conn);
+    if (st->fd >= 0 && loop_io_add(st->server->loop, st->fd, LOOP_READ, on_stream_fd, st) == 0)
+        st->watched = true;
+    return 0;
+}
+
+/* MHD's free callback for the response: the stream is over. */
+static void stream_free(void *cls)
+{
+    struct http_stream *st = cls;
+    struct http_server *s = st->server;
+
+    stream_unwatch(st);
+    if (st->prev != NULL)
+        st->prev->next = st->next;
+    else
+        s->streams = st->next;
+    if (st->next != NULL)
+        st->next->prev = st->prev;
+    st->done_fn(st->arg);
+    free(st);
+}
+
+/* Queues the stream the handler started, as respond() queues a body. */
+static enum MHD_Result respond_stream(struct MHD_Connection *c, struct http_call *call,
+                                      const char *method, const char *url)
+{
+    struct http_stream *st = call->stream;
+    struct http_response res = {0};
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    char path[LOG_PATH_MAX];
+
+    call->stream = NULL;
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, st,
+                                          stream_free);
+    if (r == NULL) {
+        log_warnx("cannot create HTTP stream response for '%s'", call->route->pattern);
+        stream_free(st);
+        http_reply_error(&res, 500, "INTERNAL", "cannot start the stream");
+        return respond(c, call, method, url, &res);
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, st->content_type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    /* A reverse proxy (nginx) would otherwise hold the events back to fill its buffer. */
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    /* MHD owns st from here: a failed queue frees the response, and stream_free runs. */
+    ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    log_safe(path, sizeof(path), url);
+    log_debug("http %s %s %s 200 stream %lluus", call->remote, method, path,
+              (unsigned long long)elapsed_us(&call->start));
+    return ret;
+}
+
 /* ---- request processing ----------------------------------------------- */
 
 static bool content_type_is_json(const char *ct)
@@ -617,8 +746,8 @@ static void handler_run(struct http_server *s, struct MHD_Connection *c, struct 
         res->content_type == NULL)
         http_cache_put(s->cache, url, version, res->body);
     json_decref(json);
-    if (call->deferred)
-        return; /* answered later through http_deferred_reply() */
+    if (call->deferred || call->stream != NULL)
+        return; /* answered later through http_deferred_reply(), or streamed */
     if (res->status < 100 || res->status > 599) {
         log_warnx("handler for '%s' %s set no valid response (status %d)", call->route->pattern,
                   s_method_names[call->method], res->status);
@@ -687,6 +816,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         handler_run(s, c, call, url, &res);
     if (call->deferred && call->err_status == 0)
         return MHD_YES; /* suspended in the handler: MHD calls again once resumed */
+    if (call->stream != NULL)
+        return respond_stream(c, call, method, url);
     if (call->err_status != 0)
         http_reply_error(&res, call->err_status, call->err_code, "%s", call->err_msg);
     return respond(c, call, method, url, &res);
@@ -701,6 +832,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     if (call == NULL)
         return;
+    /* Set only during the handler's call, which answers with it at once. */
+    assert(call->stream == NULL);
     free(call->body);
     free(call->later.body);
     free(call);
@@ -893,11 +1026,22 @@ void http_server_free(struct http_server *s)
             usleep(1000);
         }
     }
+    /* MHD must not stop with a suspended connection (microhttpd.h): wake the streams that
+     * sleep; MHD_stop_daemon() then closes every connection, and each stream's done_fn runs. */
+    for (struct http_stream *st = s->streams; st != NULL; st = st->next) {
+        st->ending = true;
+        stream_unwatch(st);
+        if (st->asleep) {
+            st->asleep = false;
+            MHD_resume_connection(st->conn);
+        }
+    }
     if (s->epoll_fd >= 0)
         loop_io_del(s->loop, s->epoll_fd);
     loop_timer_del(s->loop, s->timer_id);
     if (s->mhd != NULL)
         MHD_stop_daemon(s->mhd);
+    assert(s->streams == NULL);
     OPENSSL_cleanse(s->token_digest, sizeof(s->token_digest));
     http_cache_free(s->cache);
     free(s);
@@ -949,6 +1093,16 @@ struct http_deferred *http_defer(const struct http_request *req)
     return (struct http_deferred *)call;
 }
 
+/* A resumed connection is served on MHD's next run: make it soon, from the loop, not from
+ * inside a caller that may itself be inside MHD_run (mhd_run re-arms at 0 then, seeing
+ * resumed). */
+static void run_soon(struct http_server *s)
+{
+    s->resumed = true;
+    loop_timer_del(s->loop, s->timer_id);
+    s->timer_id = loop_timer_add(s->loop, 0, on_timer, s);
+}
+
 static void deferred_answer(struct http_call *call, const struct http_response *res)
 {
     struct http_server *s = call->server;
@@ -962,11 +1116,7 @@ static void deferred_answer(struct http_call *call, const struct http_response *
     call->later = *res;
     call->answered = true;
     MHD_resume_connection(call->conn);
-    /* MHD sends it on its next run; run it soon, from the loop, not from inside a caller
-     * that may itself be inside MHD_run (mhd_run re-arms at 0 then, seeing resumed). */
-    s->resumed = true;
-    loop_timer_del(s->loop, s->timer_id);
-    s->timer_id = loop_timer_add(s->loop, 0, on_timer, s);
+    run_soon(s);
 }
 
 void http_deferred_reply(struct http_deferred *d, int status, json_t *body)
@@ -989,4 +1139,60 @@ void http_deferred_error(struct http_deferred *d, int status, const char *code, 
     va_end(ap);
     http_reply_error(&res, status, code, "%s", msg);
     deferred_answer((struct http_call *)d, &res);
+}
+
+/* ---- streams ---------------------------------------------------------- */
+
+struct http_stream *http_stream_start(const struct http_request *req, const char *content_type,
+                                      http_stream_read_fn *read_fn, http_stream_done_fn *done_fn,
+                                      void *arg)
+{
+    struct http_call *call = req->call_;
+    struct http_server *s = call->server;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(call->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct http_stream *st;
+
+    assert(!call->deferred && call->stream == NULL && read_fn != NULL && done_fn != NULL);
+    st = xcalloc(1, sizeof(*st));
+    st->server = s;
+    st->conn = call->conn;
+    st->fd = ci != NULL ? ci->connect_fd : -1;
+    if (st->fd >= 0 &&
+        setsockopt(st->fd, SOL_SOCKET, SO_SNDBUF, &(int){STREAM_SNDBUF}, sizeof(int)) < 0)
+        log_warn("cannot bound the send buffer of the stream to '%s'", call->remote);
+    st->read_fn = read_fn;
+    st->done_fn = done_fn;
+    st->arg = arg;
+    st->content_type = content_type;
+    st->next = s->streams;
+    if (s->streams != NULL)
+        s->streams->prev = st;
+    s->streams = st;
+    call->stream = st;
+    return st;
+}
+
+void http_stream_wake(struct http_stream *st)
+{
+    if (!st->asleep)
+        return;
+    stream_unwatch(st);
+    st->asleep = false;
+    MHD_resume_connection(st->conn);
+    run_soon(st->server);
+}
+
+void http_stream_end(struct http_stream *st)
+{
+    st->ending = true;
+    stream_unwatch(st);
+    if (st->asleep) {
+        st->asleep = false;
+        MHD_resume_connection(st->conn);
+    }
+    /* A client that stopped reading never lets MHD call the reader again, which would close
+     * the connection: a timeout of a second, counted from its last activity, does. */
+    MHD_set_connection_option(st->conn, MHD_CONNECTION_OPTION_TIMEOUT, 1u);
+    run_soon(st->server);
 }

@@ -159,6 +159,39 @@ void http_deferred_reply(struct http_deferred *d, int status, json_t *body);
 void http_deferred_error(struct http_deferred *d, int status, const char *code, const char *fmt,
                          ...) __attribute__((format(printf, 4, 5)));
 
+/*
+ * Streaming, for a handler whose answer is a body without end (server-sent events). Inside the
+ * handler, http_stream_start() makes the answer 200 with content_type and "Cache-Control:
+ * no-store", whose body is read from read_fn as the client can take it; the handler then
+ * returns without setting res. Chunked on HTTP/1.1; the connection is closed when it ends.
+ *
+ * read_fn copies up to max bytes into buf and returns how many (> 0); or 0 when it has
+ * nothing now: the stream then sleeps (no CPU, no timeout) until http_stream_wake(); or -1
+ * to end the stream. It runs on the loop, inside the HTTP server's run: it must not call
+ * http_stream_wake() or http_stream_end() on its own stream, nor free the server.
+ *
+ * done_fn runs exactly once, when the stream is over for any reason (client gone, -1 from
+ * read_fn, http_stream_end(), the server freed, or the response could not be made), and the
+ * handle is invalid from then on. http_server_free() ends every stream, so whoever holds
+ * handles may outlive the server: its done_fn runs inside http_server_free().
+ *
+ * A client that closes its end is seen at once, asleep or not, and the stream ends. One whose
+ * host vanished without a word is only seen when a write fails: wake the stream from time to
+ * time (a heartbeat). The kernel keeps at most 64 KiB unsent per stream (not the megabytes
+ * of autotuning), so a client that stops reading soon stops the reads too.
+ */
+struct http_stream;
+typedef long http_stream_read_fn(void *arg, char *buf, size_t max);
+typedef void http_stream_done_fn(void *arg);
+struct http_stream *http_stream_start(const struct http_request *req, const char *content_type,
+                                      http_stream_read_fn *read_fn, http_stream_done_fn *done_fn,
+                                      void *arg);
+/* read_fn may have something again: call it soon. Harmless on a stream that is not asleep. */
+void http_stream_wake(struct http_stream *st);
+/* End the stream and close its connection soon, even if the client has stopped reading (its
+ * unsent bytes are dropped). done_fn follows, from the loop, not from inside this call. */
+void http_stream_end(struct http_stream *st);
+
 /* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. NULL or other families: false. */
 bool http_addr_is_loopback(const struct sockaddr *sa);
 

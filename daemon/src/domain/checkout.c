@@ -13,6 +13,7 @@
 
 #include "conf.h"
 #include "db.h"
+#include "events.h"
 #include "log.h"
 #include "loop.h"
 #include "midtrans.h"
@@ -171,6 +172,7 @@ static int cancel_locally(struct vendd *v, const char *order_id, const char *why
     if (rc < 0)
         goto out;
     rc = db_commit(v->db);
+    events_emit(v);
 out:
     if (rc < 0) {
         db_rollback(v->db);
@@ -260,6 +262,7 @@ int checkout_create(struct vendd *v, struct order_new *in, char *why, size_t why
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
 
     for (size_t i = 0; i < in->nitems; i++) {
         snprintf(items[i].id, sizeof(items[i].id), "slot-%" PRId64, in->lines[i].slot);
@@ -332,6 +335,7 @@ int checkout_cancel(struct vendd *v, const char *order_id, char status[ORDER_STA
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
     snprintf(status, ORDER_STATUS_SIZE, "%s", order_status_name(ORDER_CANCELLED));
     log_info("order '%s' CANCELLED before payment", order_id);
     /* A payment that still arrives is refunded (apply_locked). */
@@ -360,6 +364,7 @@ static void expire_order(struct vendd *v, const char *order_id)
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
     v->metrics.orders_expired++;
     log_info("order '%s' EXPIRED: not paid in %u s", order_id, v->conf->order_payment_ttl_s);
     call_simple(v, CALL_EXPIRE, order_id);

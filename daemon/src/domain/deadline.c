@@ -11,6 +11,7 @@
 #include "conf.h"
 #include "db.h"
 #include "dispense.h"
+#include "events.h"
 #include "log.h"
 #include "loop.h"
 #include "refunds.h"
@@ -248,6 +249,7 @@ static int expire_unit(struct vendd *v, const struct overdue_kind *k, int64_t lo
         rc = dispense_fail_order_locked(v, order_id, machine_id, k->reason, now_iso);
     if (rc >= 0)
         rc = db_commit(v->db) < 0 ? VEND_EDB : 1;
+    events_emit(v);
 out:
     /* 1 is committed; 0 (a result moved it first) still holds the transaction open. */
     if (rc <= 0)

@@ -18,6 +18,7 @@
 #include "conf.h"
 #include "db.h"
 #include "deadline.h"
+#include "events.h"
 #include "log.h"
 #include "refunds.h"
 #include "stock.h"
@@ -205,6 +206,7 @@ static void requeue(struct vendd *v, const struct dispense_send *pc)
         rc = db_commit(v->db);
     if (rc < 0)
         db_rollback(v->db);
+    events_emit(v);
     log_warnx("broker unavailable: order '%s' unit %u queued for machine '%s'%s", pc->cmd.order_id,
               (unsigned)(pc->cmd.unit ? pc->cmd.unit : 1), pc->machine_id,
               rc < 0 ? " (requeue failed; the deadline will fail it)" : "");
@@ -267,6 +269,7 @@ void dispense_pump(struct vendd *v, const char *machine_id)
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
     publish_pending(v, &pc);
     deadline_arm(v);
     refunds_schedule(v); /* an unusable unit failed its order */
@@ -478,6 +481,7 @@ int dispense_trigger(struct vendd *v, const char *order_id, char status[DISPENSE
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
     snprintf(status, DISPENSE_STATUS_SIZE, "%s", order_status_name(ORDER_DISPENSING));
     *sent = dispense_send_after_commit(v, &send);
 out:

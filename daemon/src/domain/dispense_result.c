@@ -14,6 +14,7 @@
 #include "db.h"
 #include "deadline.h"
 #include "dispense.h"
+#include "events.h"
 #include "log.h"
 #include "loop.h"
 #include "refunds.h"
@@ -376,6 +377,7 @@ static int apply(struct vendd *v, const char *machine_id, const struct vend_disp
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
     if (u.status == UNIT_UNSETTLED)
         log_info("order '%s' unit %" PRId64 " settled by %s: %s", r->order_id, unit,
                  by_operator ? "an operator" : "the machine",

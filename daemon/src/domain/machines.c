@@ -9,6 +9,7 @@
 
 #include "broker_seam.h"
 #include "db.h"
+#include "events.h"
 #include "log.h"
 #include "slots.h"
 #include "store.h"
@@ -49,6 +50,7 @@ int machines_register(struct vendd *v, const char *id, const char *name, const c
         log_warnx("cannot register machine '%s': %s", id, db_errmsg(v->db));
         return rc;
     }
+    events_emit(v);
     log_info("registered machine '%s'", id);
     return VEND_OK;
 }
@@ -117,6 +119,7 @@ int machines_apply_status(struct vendd *v, const char *id, const struct vend_sta
         goto out;
     }
     rc = db_commit(v->db);
+    events_emit(v);
 out:
     if (rc < 0)
         db_rollback(v->db);

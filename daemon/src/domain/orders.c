@@ -13,6 +13,7 @@
 
 #include "conf.h"
 #include "db.h"
+#include "events.h"
 #include "log.h"
 #include "machines.h"
 #include "stock.h"
@@ -309,6 +310,7 @@ int orders_create_manual(struct vendd *v, struct order_new *in, char *why, size_
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
     log_info("manual order '%s' recorded PAID: machine '%s' slot %" PRId64 " x%" PRId64 "%s",
              in->id, in->machine_id, in->items[0].slot, in->items[0].quantity,
              in->nitems > 1 ? " and more" : "");

@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "db.h"
 #include "dispense.h"
+#include "events.h"
 #include "log.h"
 #include "midtrans.h"
 #include "refunds.h"
@@ -289,6 +290,7 @@ int payments_apply(struct vendd *v, const struct midtrans_notification *n, const
             rc = db_commit(v->db);
         if (rc < 0)
             goto out;
+        events_emit(v);
         return anomaly; /* committed: the event and its alert are kept */
     }
     if (rc < 0)
@@ -303,6 +305,7 @@ int payments_apply(struct vendd *v, const struct midtrans_notification *n, const
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
     refunds_schedule(v); /* a payment after expiry queues one */
     if (strcmp(*outcome, "PAID") == 0) {
         log_info("order '%s' PAID (%s): dispensing", n->order_id,

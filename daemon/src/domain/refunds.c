@@ -11,6 +11,7 @@
 
 #include "alerts.h"
 #include "conf.h"
+#include "events.h"
 #include "loop.h"
 #include "midtrans.h"
 #include "db.h"
@@ -346,6 +347,7 @@ int refunds_mark_done(struct vendd *v, int64_t id, const char *note, char status
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
     snprintf(status, 16, "DONE");
     log_info("refund %" PRId64 " of order '%s' marked done by the operator: %s", id, h.order_id,
              note);
@@ -473,6 +475,7 @@ static void on_refund_answer(void *arg, const struct midtrans_result *res)
     if (rc < 0)
         goto out;
     rc = db_commit(v->db);
+    events_emit(v);
 out:
     if (rc < 0) {
         db_rollback(v->db);
@@ -563,6 +566,7 @@ static void send_one(struct vendd *v, const struct due_refund *r, const char *no
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
+    events_emit(v);
     if (r->amount == 0 || !gateway || v->midtrans == NULL)
         return;
     /* After the commit that says SENT: a crash now leaves it SENT, and the next start sends

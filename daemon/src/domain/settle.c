@@ -11,6 +11,7 @@
 #include "alerts.h"
 #include "db.h"
 #include "dispense_result.h"
+#include "events.h"
 #include "log.h"
 #include "refunds.h"
 #include "stock.h"
@@ -134,6 +135,7 @@ int settle_overdue_unit(struct vendd *v, struct settle_unit *u, int64_t now)
     if (rc < 0)
         goto out;
     rc = db_commit(v->db) < 0 ? VEND_EDB : 1;
+    events_emit(v);
 out:
     if (rc <= 0) {
         db_rollback(v->db);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "db.h"
+#include "events.h"
 #include "log.h"
 #include "machines.h"
 #include "orders.h"
@@ -334,6 +335,7 @@ int slots_put(struct vendd *v, const char *machine_id, int64_t slot_number,
     if (rc < 0)
         goto out;
     rc = db_commit(v->db);
+    events_emit(v);
 out:
     if (rc < 0) {
         db_rollback(v->db);

@@ -12,6 +12,7 @@
 #include "alerts.h"
 #include "conf.h"
 #include "db.h"
+#include "events.h"
 #include "log.h"
 #include "loop.h"
 #include "store.h"
@@ -249,6 +250,7 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
     if (rc < 0)
         goto out;
     rc = db_commit(v->db);
+    events_emit(v);
 out:
     if (rc < 0) {
         db_rollback(v->db);
