@@ -25,9 +25,10 @@
 
 #include "harness.h"
 
-#define FLOOD_RATE_PER_S 48000 /* offered telemetry: 3x what vendd stores without loss (make bench) */
-#define FLOOD_SECONDS    8
-#define ORDERS           12
+#define FLOOD_RATE_PER_S                                                                           \
+    48000 /* offered telemetry: 3x what vendd stores without loss (make bench) */
+#define FLOOD_SECONDS 8
+#define ORDERS        12
 
 static const char s_telemetry[] =
     "{\"timestamp\":\"2025-11-04T10:30:00Z\",\"slots\":[{\"id\":1,\"level\":\"FULL\"},"
