@@ -309,6 +309,40 @@ static void seeded_walks(void **state)
                 2);
 }
 
+/* An operator resolves an alert: it leaves the open list, once; a second time is 409. */
+static void alert_is_resolved_once(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    struct harness_reply r = {0};
+    long long id = 0, open = 0;
+    char path[64], sql[128];
+
+    assert_int_equal(harness_sql_exec(h, "INSERT INTO alerts (machine_id, kind, message, "
+                                         "created_at) VALUES ('VM01', 'TEST', 'resolve me', "
+                                         "'2026-11-29T00:00:00.000Z')"),
+                     1);
+    assert_int_equal(
+        harness_sql_int(h, "SELECT max(id) FROM alerts WHERE resolved_at IS NULL", &id), 1);
+    assert_int_equal(
+        harness_sql_int(h, "SELECT count(*) FROM alerts WHERE resolved_at IS NULL", &open), 1);
+    snprintf(path, sizeof(path), "/api/alerts/%lld/resolve", id);
+    assert_int_equal(harness_call(h, "POST", path, NULL, &r), 200);
+    assert_non_null(harness_reply_str(&r, "resolved_at"));
+    harness_reply_free(&r);
+    snprintf(sql, sizeof(sql), "SELECT resolved_at IS NOT NULL FROM alerts WHERE id = %lld", id);
+    assert_int_equal(harness_sql_wait(h, sql, "1", 0), 0);
+    snprintf(sql, sizeof(sql), "%lld", open - 1);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT count(*) FROM alerts WHERE resolved_at IS NULL", sql, 0), 0);
+    assert_int_equal(harness_call(h, "POST", path, NULL, &r), 409);
+    harness_reply_free(&r);
+    assert_int_equal(harness_call(h, "POST", "/api/alerts/999999/resolve", NULL, &r), 404);
+    harness_reply_free(&r);
+    assert_int_equal(harness_call(h, "POST", "/api/alerts/x1/resolve", NULL, &r), 404);
+    harness_reply_free(&r);
+}
+
 static void bad_arguments_are_422(void **state)
 {
     static const char *const lists[] = {"/api/machines",           "/api/orders",
@@ -368,9 +402,9 @@ static void stops_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(machines_walk), cmocka_unit_test(orders_walk),
-        cmocka_unit_test(seeded_walks),  cmocka_unit_test(bad_arguments_are_422),
-        cmocka_unit_test(stops_cleanly),
+        cmocka_unit_test(machines_walk),         cmocka_unit_test(orders_walk),
+        cmocka_unit_test(seeded_walks),          cmocka_unit_test(alert_is_resolved_once),
+        cmocka_unit_test(bad_arguments_are_422), cmocka_unit_test(stops_cleanly),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -79,6 +79,7 @@ void api_stock_get(void *ctx, const struct http_request *req, struct http_respon
 
 /* api_alerts.c */
 void api_alerts_list(void *ctx, const struct http_request *req, struct http_response *res);
+void api_alerts_resolve(void *ctx, const struct http_request *req, struct http_response *res);
 
 /* api_events.c */
 void api_events(void *ctx, const struct http_request *req, struct http_response *res);

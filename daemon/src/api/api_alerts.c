@@ -1,4 +1,5 @@
 /* api_alerts.c - GET /api/alerts: the operator's alerts, a page at a time (SPEC §8). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "alerts.h"
@@ -37,4 +38,35 @@ void api_alerts_list(void *ctx, const struct http_request *req, struct http_resp
         return;
     }
     page_reply(res, &s_alerts_page, &pg, json_object(), "items", rows);
+}
+
+/* POST /api/alerts/{id}/resolve: the operator has seen the alert and acted on it. */
+void api_alerts_resolve(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct vendd *v = ctx;
+    const char *id_arg = http_param(req, "id");
+    char resolved_at[32] = "", *end = NULL;
+    long long id = id_arg != NULL ? strtoll(id_arg, &end, 10) : 0;
+    int rc;
+
+    if (id_arg == NULL || end == id_arg || *end != '\0' || id < 1) {
+        http_reply_error(res, 404, "NOT_FOUND", "no alert '%s'", id_arg != NULL ? id_arg : "");
+        return;
+    }
+    rc = alerts_resolve(v, id, resolved_at);
+    switch (rc) {
+    case VEND_OK:
+        http_reply_json(res, 200,
+                        json_pack("{s:I, s:s}", "id", (json_int_t)id, "resolved_at", resolved_at));
+        break;
+    case VEND_ENOTFOUND:
+        http_reply_error(res, 404, "NOT_FOUND", "no alert %lld", id);
+        break;
+    case VEND_ESTATE:
+        http_reply_error(res, 409, "WRONG_STATE", "alert %lld was resolved at %s", id, resolved_at);
+        break;
+    default:
+        api_reply_err(res, rc, "cannot resolve alert %lld", id);
+        break;
+    }
 }

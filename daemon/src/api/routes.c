@@ -37,6 +37,7 @@ const struct http_route api_routes[] = {
     {HTTP_GET, "/api/stock/{machine_id}", OP | HTTP_CACHED, api_stock_get},
 
     {HTTP_GET, "/api/alerts", OP, api_alerts_list},
+    {HTTP_POST, "/api/alerts/{id}/resolve", OP | HTTP_BODY_OPTIONAL, api_alerts_resolve},
     /* Server-sent events: answered with a stream that lasts (domain/events.h). */
     {HTTP_GET, "/api/events", OP, api_events},
 };

@@ -2,6 +2,8 @@
 #include "alerts.h"
 
 #include "db.h"
+#include "events.h"
+#include "store.h"
 #include "log.h"
 #include "store.h"
 #include "vend/err.h"
@@ -93,5 +95,35 @@ int alerts_page_json(struct vendd *v, bool open, const char *machine_id, const c
         log_warnx("cannot list alerts: %s", db_errmsg(v->db));
         return VEND_EDB;
     }
+    return VEND_OK;
+}
+
+int alerts_resolve(struct vendd *v, int64_t id, char resolved_at[32])
+{
+    struct db_value p[2] = {DB_INT(id)};
+    int rc;
+
+    vendd_now_iso(v, resolved_at, 32);
+    p[1] = DB_TEXT(resolved_at);
+    rc = db_begin(v->db);
+    if (rc < 0)
+        return rc;
+    rc = db_exec(v->db, "UPDATE alerts SET resolved_at = $2 WHERE id = $1 AND resolved_at IS NULL",
+                 p, 2, NULL, NULL);
+    if (rc == 0) {
+        /* Not open: resolved already (say when), or no such alert. */
+        rc = store_query_text(v->db, "SELECT resolved_at FROM alerts WHERE id = $1", p, 1,
+                              resolved_at, 32);
+        rc = rc < 0 ? rc : rc == 1 ? VEND_ESTATE : VEND_ENOTFOUND;
+        goto out;
+    }
+    if (rc > 0)
+        rc = db_commit(v->db);
+out:
+    if (rc < 0) {
+        db_rollback(v->db);
+        return rc;
+    }
+    events_emit(v);
     return VEND_OK;
 }

@@ -42,6 +42,13 @@ int alerts_resolve_order_locked(struct vendd *v, const char *order_id, const cha
                                 const char *now_iso);
 
 /*
+ * An operator resolves alert id (has seen it, acted). Its own transaction; the event stream
+ * hears of it. Returns VEND_OK, VEND_ENOTFOUND for no such alert, VEND_ESTATE when it is
+ * resolved already (*resolved_at then holds when), or VEND_EDB.
+ */
+int alerts_resolve(struct vendd *v, int64_t id, char resolved_at[32]);
+
+/*
  * A page of alerts (docs/HTTP-API.md "Lists"): at most n, newest first by (created_at, id),
  * the open ones (open) or the resolved ones (!open), of machine_id (NULL: every one), after
  * the alert (after_time, after_id) (after_time NULL: from the newest), as an array in *out:
