@@ -185,6 +185,7 @@ static int start_http(struct vendd *v)
         .api_token = v->conf->dev_mode ? NULL : v->conf->api_token,
         .data_version = http_data_version,
     };
+    v->signin_limit = ratelimit_new(API_SIGNIN_PER_MIN);
     /* http.c logs where it listens. */
     return http_server_start(&v->http, v->loop, &hc, api_routes, api_nroutes, v);
 }
@@ -289,6 +290,7 @@ out:
     httpc_free(v.httpc);
     ratelimit_free(v.order_limit);
     http_server_free(v.http);
+    ratelimit_free(v.signin_limit);
     /* After the server, which ends every event stream. */
     events_stop(&v);
     /* What the last burst left in its batch is committed before the clients go. */

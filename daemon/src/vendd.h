@@ -45,6 +45,8 @@ struct vendd {
     struct checkout *checkout;
     /* Customer orders per client address (ORDER_RATE_PER_MIN). */
     struct ratelimit *order_limit;
+    /* Operator sign-ins per client address (API_SIGNIN_PER_MIN, api_session.c). */
+    struct ratelimit *signin_limit;
     /* The event stream's clients and what they have been sent (events.c). */
     struct events *events;
     /* The timer of the WAL checkpoint (app.c). */

@@ -84,4 +84,33 @@ void api_alerts_resolve(void *ctx, const struct http_request *req, struct http_r
 /* api_events.c */
 void api_events(void *ctx, const struct http_request *req, struct http_response *res);
 
+/* api_web.c: the dashboard, its assets and the purchase page (web_assets.h) */
+void api_web_index(void *ctx, const struct http_request *req, struct http_response *res);
+void api_web_asset(void *ctx, const struct http_request *req, struct http_response *res);
+void api_web_buy(void *ctx, const struct http_request *req, struct http_response *res);
+
+/* An origin ("http://127.0.0.1:8080") fits in this, a URL of MIDTRANS_API_BASE's size too. */
+#define API_ORIGIN_SIZE 520
+/*
+ * With payments through a Midtrans on loopback (the project's fake, as `make run` starts it),
+ * its "simulate payment" URL ("<origin>/_fake/pay/", the order id appended) in url and its
+ * origin in origin, and true; false with the real Midtrans (or none). The purchase page may
+ * then call it (GET /api/buy/{machine_id} says "simulated_payments", its CSP allows it).
+ */
+bool api_simulated_payments(const struct vendd *v, char *url, size_t url_size, char *origin,
+                            size_t origin_size);
+
+/* api_session.c: the operator's sign-in (session.h). Sign-ins per client address a minute. */
+#define API_SIGNIN_PER_MIN 10
+void api_session_get(void *ctx, const struct http_request *req, struct http_response *res);
+void api_session_create(void *ctx, const struct http_request *req, struct http_response *res);
+void api_session_delete(void *ctx, const struct http_request *req, struct http_response *res);
+
+/* api_buy.c: what a customer may buy now, and the status of a customer's order */
+void api_buy_menu(void *ctx, const struct http_request *req, struct http_response *res);
+void api_buy_order(void *ctx, const struct http_request *req, struct http_response *res);
+
+/* api_sales.c */
+void api_sales(void *ctx, const struct http_request *req, struct http_response *res);
+
 #endif

@@ -84,13 +84,13 @@ static void on_created(void *arg, const struct order_created *oc)
         return;
     }
     http_deferred_reply(d, 201,
-                        json_pack("{s:s, s:s, s:s, s:I, s:s, s:s?, s:s?, s:s?}", "order_id",
+                        json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s?, s:s?, s:s?}", "order_id",
                                   oc->order_id, "status", "PENDING", "payment_method",
                                   orders_payment_method_name(oc->method), "total_amount",
-                                  (json_int_t)oc->total, "expires_at", oc->expires_at, "snap_token",
-                                  oc->token[0] ? oc->token : NULL, "redirect_url",
-                                  oc->redirect_url[0] ? oc->redirect_url : NULL, "qr_string",
-                                  oc->qr_string[0] ? oc->qr_string : NULL));
+                                  (json_int_t)oc->total, "expires_at", oc->expires_at, "status_key",
+                                  oc->status_key, "snap_token", oc->token[0] ? oc->token : NULL,
+                                  "redirect_url", oc->redirect_url[0] ? oc->redirect_url : NULL,
+                                  "qr_string", oc->qr_string[0] ? oc->qr_string : NULL));
 }
 
 static void create_manual(struct vendd *v, const struct http_request *req, struct order_new *in,

@@ -40,6 +40,22 @@ const struct http_route api_routes[] = {
     {HTTP_POST, "/api/alerts/{id}/resolve", OP | HTTP_BODY_OPTIONAL, api_alerts_resolve},
     /* Server-sent events: answered with a stream that lasts (domain/events.h). */
     {HTTP_GET, "/api/events", OP, api_events},
+
+    {HTTP_GET, "/api/sales", OP, api_sales},
+
+    /* Public: how a browser becomes the operator (session.h); a sign-in is rate limited. */
+    {HTTP_GET, "/api/session", HTTP_PUBLIC, api_session_get},
+    {HTTP_POST, "/api/session", HTTP_PUBLIC, api_session_create},
+    {HTTP_DELETE, "/api/session", HTTP_PUBLIC, api_session_delete},
+
+    /* Public: the purchase page's reads. A customer's order only with its status_key. */
+    {HTTP_GET, "/api/buy/orders/{id}", HTTP_PUBLIC, api_buy_order},
+    {HTTP_GET, "/api/buy/{machine_id}", HTTP_PUBLIC, api_buy_menu},
+
+    /* Public: the dashboard and the purchase page, files compiled in; they hold no data. */
+    {HTTP_GET, "/", HTTP_PUBLIC, api_web_index},
+    {HTTP_GET, "/assets/{name}", HTTP_PUBLIC, api_web_asset},
+    {HTTP_GET, "/buy/{machine_id}", HTTP_PUBLIC, api_web_buy},
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

@@ -21,12 +21,11 @@
 #include <time.h>
 
 #include <microhttpd.h>
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
 
 #include "http_cache.h"
 #include "log.h"
 #include "loop.h"
+#include "session.h"
 #include "vend/err.h"
 #include "vend/msg.h"
 #include "vend/topic.h"
@@ -69,7 +68,7 @@ struct http_server {
     void *ctx;
     size_t body_max;
     bool token_mode;
-    unsigned char token_digest[SHA256_DIGEST_LENGTH];
+    struct session session; /* token mode: the token's digest and the sign-in keys */
     uint16_t port;
     struct http_call *deferred; /* answers a handler promised for later (http_defer) */
     struct http_cache *cache;   /* NULL without cfg->data_version */
@@ -209,55 +208,147 @@ static void call_fail(struct http_call *call, int status, const char *code, cons
     va_end(ap);
 }
 
-/*
- * Development mode: loopback clients only (403 otherwise). Token mode: the
- * bearer token must match; both sides are hashed first so the comparison is
- * constant-time over equal lengths whatever the client sent.
- */
-/* The request carries the operator's credentials (loopback in development mode). */
-static bool is_operator(const struct http_server *s, struct MHD_Connection *c, bool loopback)
-{
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    const char *v;
+/* What a request's operator credentials came to (operator_auth()). */
+enum op_auth {
+    OP_OK,
+    OP_NOT_LOOPBACK,   /* development mode, another host */
+    OP_NOT_LOCAL_NAME, /* development mode, addressed to a name that is not loopback's */
+    OP_NONE,           /* token mode: neither a bearer token nor a session cookie */
+    OP_BAD_BEARER,
+    OP_BAD_SESSION, /* the cookie is not ours, was changed, or has expired */
+    OP_NO_CSRF,     /* a write with a good cookie but without its X-CSRF-Token */
+};
 
-    if (!s->token_mode)
-        return loopback;
-    v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (v == NULL || strncasecmp(v, "Bearer ", 7) != 0)
+/*
+ * The Host a request was addressed to (NULL: none, not a browser) is loopback's own name:
+ * "localhost", an address of 127.0.0.0/8 or [::1], with or without a port. A browser sends the
+ * name of the page's origin, so a page of a name an attacker owns that resolves to 127.0.0.1
+ * (DNS rebinding) sends that name: it is not the operator's dashboard.
+ */
+static bool host_is_local_name(const char *host)
+{
+    char name[64];
+    struct in_addr a4;
+    struct in6_addr a6;
+    bool v6 = host != NULL && host[0] == '[';
+    const char *port;
+    size_t n;
+
+    if (host == NULL)
+        return true;
+    host += v6;
+    n = strcspn(host, v6 ? "]" : ":");
+    port = host + n + (v6 && host[n] == ']');
+    if (v6 && host[n] != ']')
         return false;
-    v += 7;
-    while (*v == ' ')
-        v++;
-    SHA256((const unsigned char *)v, strlen(v), digest);
-    return CRYPTO_memcmp(digest, s->token_digest, sizeof(digest)) == 0;
+    if (*port == ':')
+        port += 1 + strspn(port + 1, "0123456789");
+    if (*port != '\0' || n == 0 || n >= sizeof(name))
+        return false;
+    memcpy(name, host, n);
+    name[n] = '\0';
+    if (v6)
+        return inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    if (strcasecmp(name, "localhost") == 0)
+        return true;
+    return inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
-static void auth_check(const struct http_server *s, struct MHD_Connection *c,
-                       struct http_call *call)
+/*
+ * Development mode: loopback clients only, addressed to a loopback name (host_is_local_name).
+ * Token mode: the bearer token, else the session
+ * cookie (session.h), whose writes also carry its CSRF token; every secret is compared in
+ * constant time. A bearer header wins over a cookie, so a wrong token is never excused.
+ */
+static enum op_auth operator_auth(const struct http_server *s, struct MHD_Connection *c,
+                                  bool loopback, bool write)
 {
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    const char *v;
+    const char *v, *cookie;
 
     if (!s->token_mode) {
-        if (!call->loopback)
-            call_fail(call, 403, "FORBIDDEN",
-                      "operator endpoints answer only loopback clients in development mode");
-        return;
+        if (!loopback)
+            return OP_NOT_LOOPBACK;
+        return host_is_local_name(
+                   MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
+                   ? OP_OK
+                   : OP_NOT_LOCAL_NAME;
     }
     v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (v != NULL && strncasecmp(v, "Bearer ", 7) == 0) {
         v += 7;
         while (*v == ' ')
             v++;
-        SHA256((const unsigned char *)v, strlen(v), digest);
-        if (CRYPTO_memcmp(digest, s->token_digest, sizeof(digest)) == 0)
-            return;
+        return session_token_valid(&s->session, v) ? OP_OK : OP_BAD_BEARER;
+    }
+    cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, SESSION_COOKIE);
+    if (cookie == NULL)
+        return OP_NONE;
+    if (!session_valid(&s->session, cookie, (int64_t)time(NULL)))
+        return OP_BAD_SESSION;
+    if (write &&
+        !session_csrf_valid(&s->session, cookie,
+                            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CSRF-Token")))
+        return OP_NO_CSRF;
+    return OP_OK;
+}
+
+static void auth_check(const struct http_server *s, struct MHD_Connection *c,
+                       struct http_call *call)
+{
+    switch (operator_auth(s, c, call->loopback, call->method != HTTP_GET)) {
+    case OP_OK:
+        return;
+    case OP_NOT_LOOPBACK:
+        call_fail(call, 403, "FORBIDDEN",
+                  "operator endpoints answer only loopback clients in development mode");
+        return;
+    case OP_NOT_LOCAL_NAME:
+        call_fail(call, 403, "FORBIDDEN",
+                  "in development mode operator endpoints answer only requests addressed to "
+                  "localhost, 127.0.0.1 or [::1] (Host '%.100s')",
+                  MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST));
+        return;
+    case OP_NO_CSRF:
+        call_fail(call, 403, "CSRF", "a write signed in by cookie needs its 'X-CSRF-Token' header");
+        return;
+    case OP_NONE:
+        call_fail(call, 401, "UNAUTHORIZED",
+                  "missing 'Authorization: Bearer' header (or a session: POST /api/session)");
+        break;
+    case OP_BAD_BEARER:
         call_fail(call, 401, "UNAUTHORIZED", "invalid bearer token");
-    } else {
-        call_fail(call, 401, "UNAUTHORIZED", "missing 'Authorization: Bearer' header");
+        break;
+    case OP_BAD_SESSION:
+        call_fail(call, 401, "UNAUTHORIZED", "session cookie invalid or expired: sign in again");
+        break;
     }
     call->extra_header = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
     memcpy(call->extra_value, "Bearer", sizeof("Bearer"));
+}
+
+/*
+ * A browser sends Origin with every cross-site write; vendd serves no other site, so a write
+ * from another origin is refused whoever it is (a loopback client in development mode, a
+ * signed-in operator, a bearer token). Same origin: the Origin's host[:port] is the Host the
+ * request was sent to (behind a proxy, the proxy must pass Host on). No Origin: not a browser's
+ * cross-site request (curl, vendctl, Midtrans).
+ */
+static bool origin_ok(struct MHD_Connection *c)
+{
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+
+    if (origin == NULL)
+        return true;
+    if (host == NULL)
+        return false;
+    if (strncasecmp(origin, "http://", 7) == 0)
+        origin += 7;
+    else if (strncasecmp(origin, "https://", 8) == 0)
+        origin += 8;
+    else
+        return false; /* "null" (a sandboxed or file: page), or another scheme */
+    return strcasecmp(origin, host) == 0;
 }
 
 /* ---- routes ----------------------------------------------------------- */
@@ -438,6 +529,40 @@ static bool pattern_ok(const char *pattern)
 
 /* ---- responses -------------------------------------------------------- */
 
+/* One extra header of an answer (http_reply_header()): name and value follow the struct. */
+struct http_header_line {
+    struct http_header_line *next;
+    const char *name, *value;
+};
+
+void http_reply_header(struct http_response *res, const char *name, const char *value)
+{
+    size_t nn = strlen(name) + 1, vn = strlen(value) + 1;
+    struct http_header_line *h = xmalloc(sizeof(*h) + nn + vn), **tail = &res->headers;
+    char *p = (char *)(h + 1);
+
+    assert(strpbrk(name, "\r\n:") == NULL && strpbrk(value, "\r\n") == NULL);
+    memcpy(p, name, nn);
+    memcpy(p + nn, value, vn);
+    h->name = p;
+    h->value = p + nn;
+    h->next = NULL;
+    /* In the order given: a reader of the answer sees what the handler wrote. */
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = h;
+}
+
+static void headers_free(struct http_response *res)
+{
+    while (res->headers != NULL) {
+        struct http_header_line *h = res->headers;
+
+        res->headers = h->next;
+        free(h);
+    }
+}
+
 void http_reply_json(struct http_response *res, int status, json_t *body)
 {
     char *buf;
@@ -501,19 +626,24 @@ static enum MHD_Result respond(struct MHD_Connection *c, struct http_call *call,
     if (res->body != NULL)
         r = MHD_create_response_from_buffer_with_free_callback(strlen(res->body), res->body, free);
     else
-        r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        r = MHD_create_response_from_buffer(res->static_len, (void *)(uintptr_t)res->static_body,
+                                            MHD_RESPMEM_PERSISTENT);
     if (r == NULL) {
         free(res->body);
         res->body = NULL;
+        headers_free(res);
         log_warnx("cannot create HTTP response for '%s'", method);
         return MHD_NO;
     }
-    if (res->body != NULL)
+    if (res->body != NULL || res->static_body != NULL)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                                 res->content_type != NULL ? res->content_type : "application/json");
     res->body = NULL;
     if (call->extra_header != NULL && res->status == call->err_status)
         MHD_add_response_header(r, call->extra_header, call->extra_value);
+    for (const struct http_header_line *h = res->headers; h != NULL; h = h->next)
+        MHD_add_response_header(r, h->name, h->value);
+    headers_free(res);
     ret = MHD_queue_response(c, (unsigned)res->status, r);
     MHD_destroy_response(r);
     log_safe(path, sizeof(path), url);
@@ -746,8 +876,10 @@ static void handler_run(struct http_server *s, struct MHD_Connection *c, struct 
         res->content_type == NULL)
         http_cache_put(s->cache, url, version, res->body);
     json_decref(json);
-    if (call->deferred || call->stream != NULL)
-        return; /* answered later through http_deferred_reply(), or streamed */
+    if (call->deferred || call->stream != NULL) {
+        headers_free(res); /* http.h: headers go with an answer given now */
+        return;            /* answered later through http_deferred_reply(), or streamed */
+    }
     if (res->status < 100 || res->status > 599) {
         log_warnx("handler for '%s' %s set no valid response (status %d)", call->route->pattern,
                   s_method_names[call->method], res->status);
@@ -779,6 +911,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                       "path contains a control character (%%00-%%1F or %%7F)");
         else
             route_resolve(s, method, url, call);
+        if (call->route != NULL && call->method != HTTP_GET && !origin_ok(c))
+            call_fail(call, 403, "CSRF", "a write from another origin (Origin '%.100s')",
+                      MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
         if (call->route != NULL && (call->route->flags & HTTP_OPERATOR) != 0)
             auth_check(s, c, call);
         /* A declared body over the limit is refused before it is read: the
@@ -962,7 +1097,7 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
         s->cache = http_cache_new();
     if (cfg->api_token != NULL) {
         s->token_mode = true;
-        SHA256((const unsigned char *)cfg->api_token, strlen(cfg->api_token), s->token_digest);
+        session_init(&s->session, cfg->api_token);
     }
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_DUAL_STACK;
@@ -1042,7 +1177,7 @@ void http_server_free(struct http_server *s)
     if (s->mhd != NULL)
         MHD_stop_daemon(s->mhd);
     assert(s->streams == NULL);
-    OPENSSL_cleanse(s->token_digest, sizeof(s->token_digest));
+    session_clear(&s->session);
     http_cache_free(s->cache);
     free(s);
 }
@@ -1072,11 +1207,23 @@ const char *http_param(const struct http_request *req, const char *name)
     return NULL;
 }
 
+const char *http_cookie(const struct http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn_, MHD_COOKIE_KIND, name);
+}
+
 bool http_is_operator(const struct http_request *req)
 {
     const struct http_call *call = req->call_;
 
-    return is_operator(call->server, req->conn_, req->loopback);
+    return operator_auth(call->server, req->conn_, req->loopback, req->method != HTTP_GET) == OP_OK;
+}
+
+const struct session *http_session(const struct http_request *req)
+{
+    const struct http_call *call = req->call_;
+
+    return call->server->token_mode ? &call->server->session : NULL;
 }
 
 /* ---- answers given later ---------------------------------------------- */

@@ -11,6 +11,9 @@
  *   {"error":{"code":"...","message":"..."}} and the fitting status.
  * - Every response is sent on the handler's second MHD call, never the first,
  *   so keep-alive works (docs/internals/http.md, "The two-call rule").
+ * - A POST/PUT/PATCH/DELETE whose Origin header is not this server's origin (its
+ *   Host) is refused 403 CSRF on every route, in every mode: a browser on
+ *   another site never writes here, whatever credentials it holds.
  */
 #ifndef VENDD_HTTP_H
 #define VENDD_HTTP_H
@@ -22,6 +25,7 @@
 #include <jansson.h>
 
 struct loop;
+struct session;
 struct sockaddr;
 struct MHD_Connection;
 struct http_server;
@@ -42,7 +46,8 @@ enum http_method {
 
 enum http_route_flags {
     HTTP_PUBLIC = 0,
-    /* Operator endpoint: loopback only in development mode, else a bearer token. */
+    /* Operator endpoint: loopback only in development mode, else a bearer token or the
+     * session cookie (a write with the cookie also needs X-CSRF-Token). */
     HTTP_OPERATOR = 1u << 0,
     /* POST/PUT/PATCH may come without a body (req->json is then NULL). */
     HTTP_BODY_OPTIONAL = 1u << 1,
@@ -70,16 +75,23 @@ struct http_request {
     void *call_;
 };
 
+struct http_header_line;
+
 /*
  * What a handler answers. The server zeroes it before the call. body is a
  * NUL-terminated string allocated with xmalloc (or malloc); the server frees
- * it. content_type is a static string; NULL means "application/json".
+ * it. Without body, static_body (static_len bytes, any bytes) is sent and
+ * never freed: compiled-in files. content_type is a static string; NULL means
+ * "application/json". headers are added with http_reply_header().
  * status 0 after the handler returns means it forgot to answer: 500.
  */
 struct http_response {
     int status;
     char *body;
     const char *content_type;
+    const void *static_body;
+    size_t static_len;
+    struct http_header_line *headers; /* private: http_reply_header() */
 };
 
 typedef void http_handler_fn(void *ctx, const struct http_request *req, struct http_response *res);
@@ -140,10 +152,23 @@ void http_reply_json(struct http_response *res, int status, json_t *body);
 void http_reply_error(struct http_response *res, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* True when req carries the operator's credentials, as HTTP_OPERATOR routes require them: a
- * loopback client in development mode, else the bearer token. For public routes that do
- * more for an operator (an operator's manual order). */
+/* Adds "name: value" to the answer (both copied; neither may hold CR or LF: callers build
+ * them). For an answer given now, not through http_defer() or a stream. */
+void http_reply_header(struct http_response *res, const char *name, const char *value);
+
+/* The value of the request's cookie name, or NULL. Borrowed, valid during the handler. */
+const char *http_cookie(const struct http_request *req, const char *name);
+
+/*
+ * True when req carries the operator's credentials, as HTTP_OPERATOR routes require them: a
+ * loopback client in development mode; else the bearer token, or the session cookie
+ * (session.h) with, for a POST/PUT/PATCH/DELETE, its X-CSRF-Token. For public routes that do
+ * more for an operator (an operator's manual order, GET /api/session).
+ */
 bool http_is_operator(const struct http_request *req);
+
+/* The sign-in keys (session.h) derived from api_token; NULL in development mode. */
+const struct session *http_session(const struct http_request *req);
 
 /*
  * Answering later, for a handler that must wait for something that is not on this loop turn

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "conf.h"
 #include "db.h"
 #include "events.h"
@@ -45,6 +47,7 @@ struct call {
     enum payment_method method;
     int64_t total;
     char expires_at[STORE_ISO_SIZE];
+    char status_key[ORDER_STATUS_KEY_SIZE];
     checkout_created_fn *done; /* CALL_CREATE; NULL once abandoned */
     void *arg;
 };
@@ -54,6 +57,11 @@ struct checkout {
     size_t checks; /* CALL_CHECK in flight */
     uint64_t timer;
 };
+
+bool checkout_available(const struct vendd *v)
+{
+    return v->midtrans != NULL;
+}
 
 int checkout_new(struct checkout **out)
 {
@@ -194,6 +202,7 @@ static void created(struct call *c, const struct midtrans_result *res)
 
     snprintf(oc.order_id, sizeof(oc.order_id), "%s", c->order_id);
     snprintf(oc.expires_at, sizeof(oc.expires_at), "%s", c->expires_at);
+    snprintf(oc.status_key, sizeof(oc.status_key), "%s", c->status_key);
     if (res->err == VEND_OK) {
         snprintf(oc.token, sizeof(oc.token), "%s", res->token);
         snprintf(oc.redirect_url, sizeof(oc.redirect_url), "%s", res->redirect_url);
@@ -234,17 +243,27 @@ int checkout_create(struct vendd *v, struct order_new *in, char *why, size_t why
 {
     struct midtrans_item items[ORDER_ITEMS_MAX];
     struct midtrans_request req = {0};
-    struct db_value p[2];
-    char next[STORE_ISO_SIZE];
+    struct db_value p[3];
+    char next[STORE_ISO_SIZE], key[ORDER_STATUS_KEY_SIZE];
+    unsigned char raw[(ORDER_STATUS_KEY_SIZE - 1) / 2];
     struct call *c;
     int64_t now = v->now_ms();
     int rc;
 
     why[0] = '\0';
-    if (v->midtrans == NULL) {
+    if (!checkout_available(v)) {
         snprintf(why, why_size, "payments are not configured (MIDTRANS_SERVER_KEY)");
         return VEND_EUNAVAILABLE;
     }
+    /* Whoever holds the key reads the order's status, so it cannot be guessed: 128 bits from
+     * OpenSSL's generator, never the order id's counter. */
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        snprintf(why, why_size, "the random generator failed: no status key for the order");
+        log_warnx("cannot record order: %s", why);
+        return VEND_EINTERNAL;
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(key + 2 * i, sizeof(key) - 2 * i, "%02x", raw[i]);
     rc = db_begin(v->db);
     if (rc < 0)
         goto out;
@@ -256,7 +275,9 @@ int checkout_create(struct vendd *v, struct order_new *in, char *why, size_t why
                 now + (int64_t)v->conf->midtrans_timeout_ms + PAYMENT_CHECK_INTERVAL_S * 1000);
     p[0] = DB_TEXT(in->id);
     p[1] = DB_TEXT(next);
-    rc = db_exec(v->db, "UPDATE orders SET next_check_at = $2 WHERE id = $1", p, 2, NULL, NULL);
+    p[2] = DB_TEXT(key);
+    rc = db_exec(v->db, "UPDATE orders SET next_check_at = $2, status_key = $3 WHERE id = $1", p, 3,
+                 NULL, NULL);
     if (rc < 0)
         goto out;
     rc = db_commit(v->db);
@@ -287,6 +308,7 @@ int checkout_create(struct vendd *v, struct order_new *in, char *why, size_t why
     c->method = in->method;
     c->total = in->total;
     snprintf(c->expires_at, sizeof(c->expires_at), "%s", in->expires_at);
+    snprintf(c->status_key, sizeof(c->status_key), "%s", key);
     c->done = done;
     c->arg = arg;
     rc = call_start(v, c, &req);

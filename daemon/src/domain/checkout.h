@@ -40,6 +40,8 @@ struct order_created {
     enum payment_method method;
     int64_t total;
     char expires_at[STORE_ISO_SIZE];
+    /* What the customer shows to read the order back (GET /api/buy/orders/{id}?key=). */
+    char status_key[ORDER_STATUS_KEY_SIZE];
     char token[128];
     char redirect_url[512];
     char qr_string[1024];
@@ -48,6 +50,9 @@ struct order_created {
 
 typedef void checkout_created_fn(void *arg, const struct order_created *oc);
 
+/* Customer orders can be paid: a Midtrans (MIDTRANS_SERVER_KEY) to pay them through. */
+bool checkout_available(const struct vendd *v);
+
 /* The module's state on struct vendd. Returns VEND_OK. */
 int checkout_new(struct checkout **out);
 /* Drop the timer and what is in flight, without callbacks (before midtrans_free and
@@ -55,7 +60,8 @@ int checkout_new(struct checkout **out);
 void checkout_free(struct vendd *v);
 
 /*
- * Record in as a customer order (PENDING) and create its Midtrans transaction. A refusal
+ * Record in as a customer order (PENDING), with a random status_key, and create its Midtrans
+ * transaction. A refusal
  * (orders_create_locked's errors, or VEND_EUNAVAILABLE when payments are not configured)
  * returns it at once with why, and done is never called. Otherwise returns VEND_OK and
  * done(arg, ...) runs once, later, from the loop: oc is valid during the call only.

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <openssl/crypto.h>
+
 #include "conf.h"
 #include "db.h"
 #include "events.h"
@@ -18,6 +20,7 @@
 #include "machines.h"
 #include "stock.h"
 #include "store.h"
+#include "unit_status.h"
 #include "vend/err.h"
 #include "vend/topic.h"
 #include "vendd.h"
@@ -58,6 +61,7 @@ static void generate_order_id(struct vendd *v, char *buf, size_t size)
     snprintf(buf, size, "ORD%" PRId64 "%08" PRIX32, v->now_ms(), tail);
 }
 
+/* What a slot offers: its row, its product, its price. */
 struct slot_offer {
     bool found;
     int64_t slot_id;
@@ -67,12 +71,19 @@ struct slot_offer {
     int64_t product_id;
     int64_t price;
     char product_name[ORDER_PRODUCT_NAME_MAX + 1];
+    int64_t slot_number;
+    int64_t reserved;
 };
 
-static int take_slot_offer(void *arg, const struct db_row *row)
-{
-    struct slot_offer *s = arg;
+/* The active slots of machine $1, read into struct slot_offer (take_slot_offer); an order reads
+ * one of them (AND slot_number = $2), the menu all of them. */
+#define SLOT_OFFER_SELECT                                                                          \
+    "SELECT s.id, s.current_stock, p.id, COALESCE(s.price_override, p.price), p.name, "            \
+    "s.needs_inspection, s.slot_number, s.reserved FROM slots s "                                  \
+    "LEFT JOIN products p ON p.id = s.product_id WHERE s.machine_id = $1 AND s.is_active = 1"
 
+static void read_slot_offer(struct slot_offer *s, const struct db_row *row)
+{
     s->found = true;
     s->slot_id = db_row_int(row, 0);
     s->stock = db_row_int(row, 1);
@@ -82,14 +93,42 @@ static int take_slot_offer(void *arg, const struct db_row *row)
     if (store_copy_text(s->product_name, sizeof(s->product_name), db_row_text(row, 4)) < 0)
         s->product_name[0] = '\0';
     s->inspect = db_row_int(row, 5) != 0;
+    s->slot_number = db_row_int(row, 6);
+    s->reserved = db_row_int(row, 7);
+}
+
+static int take_slot_offer(void *arg, const struct db_row *row)
+{
+    read_slot_offer(arg, row);
     return 1;
 }
 
+/*
+ * Whether slot s sells to an order paid by method: it has a product, and a customer's order
+ * needs it not to be under inspection. (The free stock is stock.h's to promise.) VEND_OK, or
+ * VEND_ESTATE with why.
+ */
+static int slot_sells(const struct slot_offer *s, const char *machine_id,
+                      enum payment_method method, char *why, size_t why_size)
+{
+    if (!s->has_product) {
+        snprintf(why, why_size, "slot %" PRId64 " of '%s' has no product", s->slot_number,
+                 machine_id);
+        return VEND_ESTATE;
+    }
+    if (s->inspect && method != PAYMENT_MANUAL) {
+        snprintf(why, why_size, "slot %" PRId64 " of '%s' is waiting for an inspection",
+                 s->slot_number, machine_id);
+        return VEND_ESTATE;
+    }
+    return VEND_OK;
+}
+
 /* A customer may buy only from a machine that is there to drop it (SPEC §4 rule 10). */
-static int check_customer_machine(struct vendd *v, const struct order_new *in, char *why,
+static int check_customer_machine(struct vendd *v, const char *machine_id, char *why,
                                   size_t why_size)
 {
-    struct db_value p[1] = {DB_TEXT(in->machine_id)};
+    struct db_value p[1] = {DB_TEXT(machine_id)};
     char presence[16] = "";
     int64_t pending = 0;
     int rc;
@@ -99,8 +138,7 @@ static int check_customer_machine(struct vendd *v, const struct order_new *in, c
     if (rc < 0)
         return rc;
     if (strcmp(presence, "ONLINE") != 0) {
-        snprintf(why, why_size, "machine '%s' is %s: it takes no orders now", in->machine_id,
-                 presence);
+        snprintf(why, why_size, "machine '%s' is %s: it takes no orders now", machine_id, presence);
         return VEND_ESTATE;
     }
     rc = store_query_int(v->db,
@@ -112,7 +150,7 @@ static int check_customer_machine(struct vendd *v, const struct order_new *in, c
         snprintf(why, why_size,
                  "machine '%s' has %" PRId64 " orders waiting for payment; try "
                  "again when one is paid or expires",
-                 in->machine_id, pending);
+                 machine_id, pending);
         return VEND_ELIMIT;
     }
     return VEND_OK;
@@ -128,27 +166,16 @@ static int add_item_locked(struct vendd *v, struct order_new *in, size_t i, int6
     int64_t free_units = 0;
     int rc;
 
-    rc = db_exec(v->db,
-                 "SELECT s.id, s.current_stock, p.id, COALESCE(s.price_override, p.price), p.name, "
-                 "s.needs_inspection FROM slots s LEFT JOIN products p ON p.id = s.product_id "
-                 "WHERE s.machine_id = $1 AND s.slot_number = $2 AND s.is_active = 1",
-                 p, 2, take_slot_offer, &s);
+    rc = db_exec(v->db, SLOT_OFFER_SELECT " AND s.slot_number = $2", p, 2, take_slot_offer, &s);
     if (rc < 0)
         return rc;
     if (!s.found) {
         snprintf(why, why_size, "machine '%s' has no slot %" PRId64, in->machine_id, it->slot);
         return VEND_ENOTFOUND;
     }
-    if (!s.has_product) {
-        snprintf(why, why_size, "slot %" PRId64 " of '%s' has no product", it->slot,
-                 in->machine_id);
-        return VEND_ESTATE;
-    }
-    if (s.inspect && in->method != PAYMENT_MANUAL) {
-        snprintf(why, why_size, "slot %" PRId64 " of '%s' is waiting for an inspection", it->slot,
-                 in->machine_id);
-        return VEND_ESTATE;
-    }
+    rc = slot_sells(&s, in->machine_id, in->method, why, why_size);
+    if (rc < 0)
+        return rc;
     /* Units already promised to open orders are not for sale (stock.h). */
     rc = stock_reserve_locked(v, s.slot_id, it->quantity, &free_units);
     if (rc == VEND_ESTATE)
@@ -237,7 +264,7 @@ int orders_create_locked(struct vendd *v, struct order_new *in, int64_t now_ms, 
         return rc < 0 ? rc : VEND_ENOTFOUND;
     }
     if (!manual) {
-        rc = check_customer_machine(v, in, why, why_size);
+        rc = check_customer_machine(v, in->machine_id, why, why_size);
         if (rc < 0)
             return rc;
         db_iso_time(in->expires_at, sizeof(in->expires_at),
@@ -384,6 +411,121 @@ out:
     json_decref(items);
     json_decref(units);
     json_decref(events);
+    json_decref(refunds);
+    return rc;
+}
+
+/* ---- what a customer sees ---------------------------------------------------------------- */
+
+struct menu {
+    const char *machine_id;
+    json_t *products;
+};
+
+static int take_menu_slot(void *arg, const struct db_row *row)
+{
+    struct menu *m = arg;
+    struct slot_offer s = {0};
+    char why[160];
+
+    read_slot_offer(&s, row);
+    /* What an order of one unit would be told: add_item_locked()'s rules, and the free stock
+     * that stock_reserve_locked() promises from (current_stock - reserved). */
+    if (slot_sells(&s, m->machine_id, PAYMENT_QRIS, why, sizeof(why)) < 0 ||
+        s.stock - s.reserved < 1)
+        return 0;
+    json_array_append_new(m->products,
+                          json_pack("{s:I, s:s, s:I, s:I}", "slot", (json_int_t)s.slot_number,
+                                    "product_name", s.product_name, "price", (json_int_t)s.price,
+                                    "available", (json_int_t)(s.stock - s.reserved)));
+    return 0;
+}
+
+int orders_menu_json(struct vendd *v, const char *machine_id, bool payments, json_t **out)
+{
+    struct db_value p[1] = {DB_TEXT(machine_id)};
+    struct menu m = {.machine_id = machine_id};
+    char presence[16] = "", why[256];
+    int rc;
+
+    *out = NULL;
+    rc = store_query_text(v->db, "SELECT status FROM machines WHERE id = $1", p, 1, presence,
+                          sizeof(presence));
+    if (rc == 0)
+        return VEND_ENOTFOUND;
+    if (rc < 0)
+        goto fail;
+    m.products = json_array();
+    rc = payments ? check_customer_machine(v, machine_id, why, sizeof(why)) : VEND_EUNAVAILABLE;
+    if (rc == VEND_OK)
+        rc = db_exec(v->db, SLOT_OFFER_SELECT " ORDER BY s.slot_number", p, 1, take_menu_slot, &m);
+    else if (rc == VEND_ESTATE || rc == VEND_ELIMIT || rc == VEND_EUNAVAILABLE)
+        rc = VEND_OK; /* no order would be taken now: nothing to buy */
+    if (rc < 0) {
+        json_decref(m.products);
+        goto fail;
+    }
+    *out = json_pack("{s:s, s:b, s:o}", "machine_id", machine_id, "online",
+                     strcmp(presence, "ONLINE") == 0, "products", m.products);
+    return *out != NULL ? VEND_OK : VEND_EINTERNAL;
+fail:
+    log_warnx("cannot read what machine '%s' sells: %s", machine_id, db_errmsg(v->db));
+    return VEND_EDB;
+}
+
+/* A unit of item i (units first_unit .. first_unit + quantity - 1) of the same order. */
+#define ITEM_UNITS                                                                                 \
+    "SELECT count(*) FROM dispense_logs WHERE order_id = i.order_id AND unit >= i.first_unit "     \
+    "AND unit < i.first_unit + i.quantity AND "
+
+int orders_customer_json(struct vendd *v, const char *id, const char *key, json_t **out)
+{
+    struct db_value p[1] = {DB_TEXT(id)};
+    json_t *rows = NULL, *items = NULL, *refunds = NULL, *o;
+    const char *stored;
+    int rc = VEND_EDB;
+
+    *out = NULL;
+    rows = store_query_json(v->db,
+                            "SELECT id, machine_id, status, total_amount, payment_method, "
+                            "payment_qr AS qr_string, payment_url AS redirect_url, expires_at, "
+                            "status_key FROM orders WHERE id = $1 AND origin = 'customer'",
+                            p, 1);
+    if (rows == NULL)
+        goto out;
+    o = json_array_get(rows, 0);
+    stored = json_string_value(json_object_get(o, "status_key"));
+    /* The lengths are public (32 hex digits); the contents are compared in constant time. */
+    if (o == NULL || stored == NULL || key == NULL || strlen(stored) != ORDER_STATUS_KEY_SIZE - 1 ||
+        strnlen(key, ORDER_STATUS_KEY_SIZE) != ORDER_STATUS_KEY_SIZE - 1 ||
+        CRYPTO_memcmp(stored, key, ORDER_STATUS_KEY_SIZE - 1) != 0) {
+        rc = VEND_ENOTFOUND;
+        goto out;
+    }
+    items = store_query_json(
+        v->db,
+        "SELECT s.slot_number AS slot, i.product_name, i.quantity, "
+        "(" ITEM_UNITS UNIT_DROPPED_SQL ") AS dropped, "
+        "(" ITEM_UNITS "status IN ('FAILED', 'NO_RESULT') AND NOT " UNIT_DROPPED_SQL ") AS failed "
+        "FROM order_items i JOIN slots s ON s.id = i.slot_id "
+        "WHERE i.order_id = $1 ORDER BY i.position",
+        p, 1);
+    refunds =
+        store_query_json(v->db, "SELECT status, amount FROM refunds WHERE order_id = $1", p, 1);
+    if (items == NULL || refunds == NULL)
+        goto out;
+    *out = json_incref(o);
+    json_object_del(*out, "status_key");
+    json_object_set(*out, "items", items);
+    json_object_set_new(*out, "refund",
+                        json_array_size(refunds) > 0 ? json_incref(json_array_get(refunds, 0))
+                                                     : json_null());
+    rc = VEND_OK;
+out:
+    if (rc == VEND_EDB)
+        log_warnx("cannot read order '%s': %s", id, db_errmsg(v->db));
+    json_decref(rows);
+    json_decref(items);
     json_decref(refunds);
     return rc;
 }

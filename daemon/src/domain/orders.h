@@ -86,6 +86,30 @@ int orders_create_manual(struct vendd *v, struct order_new *in, char *why, size_
 int orders_get_json(struct vendd *v, const char *id, json_t **out);
 
 /*
+ * What a customer can buy from machine_id now (GET /api/buy/{machine_id}), as JSON in *out:
+ * {"machine_id","online","products":[{"slot","product_name","price","available"}]}. A product
+ * is listed when a customer order of one unit of it would be accepted now, by the rules
+ * orders_create_locked() applies: the machine ONLINE and under ORDER_PENDING_MAX PENDING
+ * orders, the slot active, with a product, not under inspection, with free stock (available:
+ * stock not promised to open orders). payments false (no Midtrans to pay with) lists nothing.
+ * Returns VEND_OK, VEND_ENOTFOUND (machine not registered) or VEND_EDB (*out NULL).
+ */
+int orders_menu_json(struct vendd *v, const char *machine_id, bool payments, json_t **out);
+
+/*
+ * A customer's order as its customer may see it (GET /api/buy/orders/{id}), if key is its
+ * status_key (compared in constant time): {"id","machine_id","status","total_amount",
+ * "payment_method","qr_string","redirect_url","expires_at","items":[{"slot","product_name",
+ * "quantity","dropped","failed"}],"refund":{"status","amount"}|null}. Returns VEND_OK,
+ * VEND_ENOTFOUND (no such customer order, or another key: the same answer, so a guess learns
+ * nothing) or VEND_EDB (*out NULL).
+ */
+int orders_customer_json(struct vendd *v, const char *id, const char *key, json_t **out);
+
+/* A customer order's status_key: 16 random bytes in hex. */
+#define ORDER_STATUS_KEY_SIZE 33
+
+/*
  * A page of orders (docs/HTTP-API.md "Lists"): at most n, newest first by (created_at, id),
  * those of machine_id and in status (each NULL: any), after the order (after_time,
  * after_id) (both NULL: from the newest), as an array in *out. Each shows the order's own

@@ -52,6 +52,15 @@ struct unit_change {
     bool by_operator; /* UNSETTLED->SUCCEEDED|FAILED: settled_by OPERATOR, not MACHINE */
 };
 
+/*
+ * SQL, over dispense_logs: the unit's product dropped. SUCCEEDED, or a late result that says it
+ * dropped (on a NO_RESULT unit, or on a FAILED one an operator settled): the units whose stock
+ * was taken. Migration 0011's sales indexes repeat it word for word, as SQLite uses a partial
+ * index only for a query that does.
+ */
+#define UNIT_DROPPED_SQL                                                                           \
+    "(status = 'SUCCEEDED' OR (late_result = 1 AND success = 1 AND drop_detected = 1))"
+
 const char *unit_status_name(enum unit_status s);
 /* VEND_ECORRUPT for a name the schema does not allow. */
 int unit_status_parse(const char *name, enum unit_status *out);
