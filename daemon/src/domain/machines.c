@@ -108,12 +108,23 @@ int machines_apply_status(struct vendd *v, const char *id, const struct vend_sta
     p[5] = DB_TEXT(now_iso);
     /* The will ({"status":"OFFLINE"}) says nothing of the extension: keep what it said. */
     p[6] = st->has_settle ? DB_INT(st->settle) : DB_NULL;
-    rc = db_exec(v->db,
-                 "UPDATE machines SET status = $2, door = COALESCE($3, door), rssi = $4, "
-                 "fw = COALESCE($5, fw), settle = COALESCE($7, settle), "
-                 "last_seen = CASE WHEN $2 = 'ONLINE' THEN $6 ELSE last_seen END, "
-                 "updated_at = $6 WHERE id = $1",
-                 p, 7, NULL, NULL);
+    /* The presence is written only when it moves (the usual status repeats it): SQLite
+     * checks status IN (...) with a temporary b-tree per statement, and the events trigger
+     * watches the column. */
+    if (strcmp(before, presence) == 0)
+        rc = db_exec(v->db,
+                     "UPDATE machines SET door = COALESCE($3, door), rssi = $4, "
+                     "fw = COALESCE($5, fw), settle = COALESCE($7, settle), "
+                     "last_seen = CASE WHEN $2 = 'ONLINE' THEN $6 ELSE last_seen END, "
+                     "updated_at = $6 WHERE id = $1",
+                     p, 7, NULL, NULL);
+    else
+        rc = db_exec(v->db,
+                     "UPDATE machines SET status = $2, door = COALESCE($3, door), rssi = $4, "
+                     "fw = COALESCE($5, fw), settle = COALESCE($7, settle), "
+                     "last_seen = CASE WHEN $2 = 'ONLINE' THEN $6 ELSE last_seen END, "
+                     "updated_at = $6 WHERE id = $1",
+                     p, 7, NULL, NULL);
     if (rc != 1) {
         rc = rc < 0 ? rc : VEND_ENOTFOUND;
         goto out;
