@@ -17,6 +17,8 @@
 #    Instructions per message = (Ir(run) - Ir(baseline)) / (count(run) - count(baseline)).
 # The run's callgrind file is kept as $OUT_DIR/callgrind.KIND.out (OUT_DIR defaults to the
 # working directory) for callgrind_annotate; its top functions are printed.
+# INGEST_WRAP="strace -c -o %N" runs vendd under another tool instead (%N: an output file
+# in OUT_DIR, one per run), e.g. to count the system calls callgrind does not see.
 set -euo pipefail
 
 build=$(realpath "${1:?usage: ingest_profile.sh BUILD_DIR [telemetry|status] [N]}")
@@ -112,7 +114,10 @@ start_vendd() {
     die "vendd did not come up (log: $dir/vendd.log)"
 }
 stop_vendd() {
-    kill -TERM "$vpid"
+    local kid
+    # Under a wrapper that forks (strace), vendd is its child: stop vendd, the wrapper follows.
+    kid=$(pgrep -P "$vpid" 2>/dev/null | head -1) || true
+    kill -TERM "${kid:-$vpid}"
     wait "$vpid" 2>/dev/null || true
 }
 metric() {
@@ -166,11 +171,17 @@ run() {
             die "loadgen failed: $line"
         log "published: $line"
     fi
-    start_vendd valgrind --tool=callgrind --callgrind-out-file="$dir/cg.$name" \
-        --dump-instr=no --separate-threads=no
+    if [[ -n ${INGEST_WRAP:-} ]]; then
+        # shellcheck disable=SC2086 # a command line on purpose
+        start_vendd ${INGEST_WRAP//%N/$out_dir\/wrap.$kind.$name}
+    else
+        start_vendd valgrind --tool=callgrind --callgrind-out-file="$dir/cg.$name" \
+            --dump-instr=no --separate-threads=no
+    fi
     ran_count=$(settle)
     stop_vendd
-    ran_ir=$(ir_of "$dir/cg.$name")
+    ran_ir=0
+    [[ -n ${INGEST_WRAP:-} ]] || ran_ir=$(ir_of "$dir/cg.$name")
     log "$name: count=$ran_count Ir=$ran_ir"
 }
 
@@ -179,6 +190,10 @@ base_count=$ran_count base_ir=$ran_ir
 run load 1
 msgs=$((ran_count - base_count))
 ((msgs > 0)) || die "no message was processed (log: $dir/vendd.log)"
+if [[ -n ${INGEST_WRAP:-} ]]; then
+    log "$kind: $msgs messages under '$INGEST_WRAP' (its output: $out_dir/wrap.$kind.base, .load)"
+    exit 0
+fi
 cp "$dir/cg.load" "$out_dir/callgrind.$kind.out"
 printf 'ingest_profile: %s: %d messages, %d instructions per message (run %d - baseline %d Ir)\n' \
     "$kind" "$msgs" $(((ran_ir - base_ir) / msgs)) "$ran_ir" "$base_ir"
