@@ -1005,7 +1005,18 @@ static void test_statement_cache(void **state)
     }
     assert_int_equal(n.rows, 2);
     assert_int_equal(n.inner_sum, 5);
-    /* More distinct statements than the cache holds still run. */
+    /* The cache finds a statement by its text's address first: one buffer holding other
+     * SQL each time must still run what it holds now, and the numbers of the parameters are
+     * those of the statement found ($2 before $1). */
+    for (int i = 0; i < 6; i++) {
+        int64_t v = 0;
+        struct db_value p[2] = {DB_INT(i), DB_INT(100)};
+
+        snprintf(text, sizeof(text), i % 2 == 0 ? "SELECT $2 * 10 + $1" : "SELECT $1 * 10 + $2");
+        assert_int_equal(db_exec(db, text, p, 2, first_int, &v), 0);
+        assert_int_equal(v, i % 2 == 0 ? 1000 + i : i * 10 + 100);
+    }
+    /* More distinct statements than the cache holds still run (the same buffer again). */
     for (int i = 0; i < 600; i++) {
         snprintf(text, sizeof(text), "SELECT %d + $1", i);
         {
