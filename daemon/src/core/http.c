@@ -174,6 +174,24 @@ bool http_addr_is_loopback(const struct sockaddr *sa)
     return false;
 }
 
+/* What inet_ntop() writes for an IPv4 address, without its sprintf per byte: this runs for
+ * every request. out has room for "255.255.255.255". */
+static void ipv4_text(char *out, const void *addr)
+{
+    const unsigned char *b = addr;
+
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+
+        if (v >= 100)
+            *out++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *out++ = (char)('0' + v / 10 % 10);
+        *out++ = (char)('0' + v % 10);
+        *out++ = i < 3 ? '.' : '\0';
+    }
+}
+
 static void client_address(struct MHD_Connection *c, struct http_call *call)
 {
     const union MHD_ConnectionInfo *ci =
@@ -185,9 +203,11 @@ static void client_address(struct MHD_Connection *c, struct http_call *call)
     call->loopback = http_addr_is_loopback(sa);
     if (sa == NULL)
         return;
-    if (sa->sa_family == AF_INET)
-        addr = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
-    else if (sa->sa_family == AF_INET6)
+    if (sa->sa_family == AF_INET) {
+        ipv4_text(call->remote, &((const struct sockaddr_in *)(const void *)sa)->sin_addr);
+        return;
+    }
+    if (sa->sa_family == AF_INET6)
         addr = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
     if (addr != NULL && inet_ntop(sa->sa_family, addr, call->remote, sizeof(call->remote)) == NULL)
         memcpy(call->remote, "?", 2);
@@ -292,6 +312,17 @@ struct span {
     size_t n;
 };
 
+/* strcspn(s, "/") for the short segments of a path, without its set-up per call: every
+ * request runs this for every route. */
+static size_t seg_len(const char *s)
+{
+    size_t n = 0;
+
+    while (s[n] != '\0' && s[n] != '/')
+        n++;
+    return n;
+}
+
 /* Segment-by-segment match; a capture takes any non-empty segment. */
 static bool path_match(const char *pattern, const char *path, struct span caps[HTTP_PARAMS_MAX],
                        size_t *ncaps)
@@ -300,8 +331,8 @@ static bool path_match(const char *pattern, const char *path, struct span caps[H
     while (*pattern == '/' && *path == '/') {
         pattern++;
         path++;
-        size_t pn = strcspn(pattern, "/");
-        size_t sn = strcspn(path, "/");
+        size_t pn = seg_len(pattern);
+        size_t sn = seg_len(path);
         if (is_capture(pattern, pn)) {
             if (sn == 0 || *ncaps == HTTP_PARAMS_MAX)
                 return false;
