@@ -323,7 +323,8 @@ static size_t seg_len(const char *s)
     return n;
 }
 
-/* Segment-by-segment match; a capture takes any non-empty segment. */
+/* Segment-by-segment match; a capture takes any non-empty segment. A literal segment is
+ * compared as it is walked, so most routes are left at their first differing byte. */
 static bool path_match(const char *pattern, const char *path, struct span caps[HTTP_PARAMS_MAX],
                        size_t *ncaps)
 {
@@ -331,19 +332,25 @@ static bool path_match(const char *pattern, const char *path, struct span caps[H
     while (*pattern == '/' && *path == '/') {
         pattern++;
         path++;
-        size_t pn = seg_len(pattern);
-        size_t sn = seg_len(path);
+        /* pattern_ok(): a segment that starts with '{' is a capture. */
+        size_t pn = *pattern == '{' ? seg_len(pattern) : 0;
         if (is_capture(pattern, pn)) {
+            size_t sn = seg_len(path);
             if (sn == 0 || *ncaps == HTTP_PARAMS_MAX)
                 return false;
             caps[*ncaps].p = path;
             caps[*ncaps].n = sn;
             (*ncaps)++;
-        } else if (pn != sn || memcmp(pattern, path, pn) != 0) {
-            return false;
+            pattern += pn;
+            path += sn;
+            continue;
         }
-        pattern += pn;
-        path += sn;
+        while (*pattern == *path && *pattern != '/' && *pattern != '\0') {
+            pattern++;
+            path++;
+        }
+        if ((*pattern != '/' && *pattern != '\0') || (*path != '/' && *path != '\0'))
+            return false;
     }
     return *pattern == '\0' && *path == '\0';
 }

@@ -96,6 +96,12 @@ static size_t utf8_seq(const unsigned char *s)
     return 0;
 }
 
+/* The bytes a string is copied with as they are: printable ASCII but '"' and '\\'. */
+static bool plain(unsigned char c)
+{
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
 /*
  * s in quotes, escaped as jansson's dump.c escapes it without flags, in one pass that also
  * checks the UTF-8: false (w unchanged) if it is not.
@@ -110,15 +116,15 @@ static bool put_string(struct jsonw *w, const char *s)
     reserve(w, len * 6 + 2); /* every byte a \u00XX at worst */
     o = w->buf + w->len;
     *o++ = '"';
-    while (*p != '\0') {
-        unsigned char c = *p;
+    for (;;) {
+        unsigned char c;
         size_t n;
 
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            p++;
-            continue;
-        }
+        while (plain(*p))
+            *o++ = (char)*p++;
+        c = *p;
+        if (c == '\0')
+            break;
         if (c >= 0x80) {
             n = utf8_seq(p);
             if (n == 0) {
