@@ -39,7 +39,8 @@ struct group_item {
 struct dispense_group {
     uint64_t timer;
     size_t n, results;
-    bool applying; /* items that come meanwhile (none should) wait for the next group */
+    uint64_t commits; /* groups committed */
+    bool applying;    /* items that come meanwhile (none should) wait for the next group */
     struct group_item items[DISPENSE_GROUP_MAX];
 };
 
@@ -211,6 +212,7 @@ static void group_apply(struct vendd *v)
         goto out;
     }
     /* Durable: now what depends on it. */
+    g->commits++;
     events_emit(v);
     for (size_t i = 0; i < n; i++) {
         struct group_item *it = &g->items[i];
@@ -233,6 +235,11 @@ out:
     g->n = 0;
     g->results = 0;
     g->applying = false;
+}
+
+uint64_t dispense_group_commits(const struct vendd *v)
+{
+    return v->dispense_group != NULL ? v->dispense_group->commits : 0;
 }
 
 void dispense_group_free(struct vendd *v)

@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct vendd;
 struct vend_dispense_result;
@@ -44,6 +45,9 @@ void dispense_group_result(struct vendd *v, const char *machine_id,
 
 /* Results in the next group (they count as waiting for the database). */
 size_t dispense_group_results(const struct vendd *v);
+
+/* Groups committed so far (tests: how many commits a loop turn took). */
+uint64_t dispense_group_commits(const struct vendd *v);
 
 /* Shutdown, after the HTTP server (which answered the triggers still waiting): the results
  * still in the group are applied one by one; the triggers are dropped unanswered. */
