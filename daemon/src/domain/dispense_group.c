@@ -250,16 +250,13 @@ void dispense_group_free(struct vendd *v)
         return;
     if (g->timer != 0)
         loop_timer_del(v->loop, g->timer);
-    for (size_t i = 0; i < g->n; i++) {
-        struct group_item *it = &g->items[i];
-        int rc;
-
-        if (it->is_trigger)
-            continue; /* the HTTP server has answered it: nothing was committed */
-        rc = dispense_result_apply(v, it->machine_id, &it->r);
-        if (dispense_result_worth_retrying(rc))
-            dispense_result_keep(v, it->machine_id, &it->r, rc);
-    }
+    /* The MQTT clients are gone by now (app.c), and with them what a result's effects need;
+     * as for the results waiting for the database, their units are settled at their
+     * deadlines. The triggers were answered by the HTTP server: nothing of them committed. */
+    if (g->results > 0)
+        log_warnx("%zu dispense_result(s) not applied at shutdown: their units are settled "
+                  "at their deadlines",
+                  g->results);
     free(g);
     v->dispense_group = NULL;
 }

@@ -49,8 +49,9 @@ size_t dispense_group_results(const struct vendd *v);
 /* Groups committed so far (tests: how many commits a loop turn took). */
 uint64_t dispense_group_commits(const struct vendd *v);
 
-/* Shutdown, after the HTTP server (which answered the triggers still waiting): the results
- * still in the group are applied one by one; the triggers are dropped unanswered. */
+/* Shutdown, after the HTTP server (which answered the triggers still waiting) and the MQTT
+ * clients: the results still in the group are not applied (logged; their units are settled
+ * at their deadlines, as those of dispense_results_free()). */
 void dispense_group_free(struct vendd *v);
 
 #endif
