@@ -1058,6 +1058,41 @@ static void group_commits_a_loop_turn_once(void **state)
     dispense_results_free(&t->f.v);
 }
 
+/* A full group is applied before the next trigger joins a new one. */
+static void full_group_is_applied_at_once(void **state)
+{
+    struct t *t = *state;
+    struct answer a[DISPENSE_GROUP_MAX + 1];
+    char id[16];
+
+    memset(a, 0, sizeof(a));
+    for (int i = 0; i <= DISPENSE_GROUP_MAX; i++) {
+        snprintf(id, sizeof(id), "F%02d", i);
+        one_unit_order(t, id);
+    }
+    for (int i = 0; i < DISPENSE_GROUP_MAX; i++) {
+        snprintf(id, sizeof(id), "F%02d", i);
+        dispense_group_trigger(&t->f.v, id, on_answer, &a[i]);
+    }
+    assert_int_equal(dispense_group_commits(&t->f.v), 0);
+    dispense_group_trigger(&t->f.v, "F64", on_answer, &a[DISPENSE_GROUP_MAX]);
+    assert_int_equal(dispense_group_commits(&t->f.v), 1);
+    for (int i = 0; i < DISPENSE_GROUP_MAX; i++) {
+        assert_int_equal(a[i].calls, 1);
+        assert_int_equal(a[i].rc, VEND_OK);
+    }
+    assert_int_equal(a[DISPENSE_GROUP_MAX].calls, 0);
+    assert_true(a[0].sent);
+    assert_int_equal(t->broker.published, 1); /* VM01: one at a time */
+    run_loop_for(t, 10);
+    assert_int_equal(dispense_group_commits(&t->f.v), 2);
+    assert_int_equal(a[DISPENSE_GROUP_MAX].calls, 1);
+    assert_int_equal(a[DISPENSE_GROUP_MAX].rc, VEND_OK);
+    expect_int(t, "SELECT count(*) FROM orders WHERE status = 'DISPENSING'",
+               DISPENSE_GROUP_MAX + 1);
+    dispense_results_free(&t->f.v);
+}
+
 /* A group the database cannot take commits nothing: its trigger is refused (the order stays
  * PAID, no command), its result waits and is applied once the database is free. */
 static void group_on_a_locked_database_commits_nothing(void **state)
@@ -1539,6 +1574,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(new_boot_anchors_on_the_wall_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(group_commits_a_loop_turn_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(full_group_is_applied_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(group_on_a_locked_database_commits_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,

@@ -54,7 +54,8 @@ static void on_timer(void *arg)
     group_apply(v);
 }
 
-/* A free item of the group, after applying a full one; the timer armed. */
+/* A free item of the group, after applying a full one; the timer armed. NULL: apply this
+ * one on its own, now. */
 static struct group_item *group_add(struct vendd *v)
 {
     struct dispense_group *g = v->dispense_group;
@@ -68,6 +69,11 @@ static struct group_item *group_add(struct vendd *v)
         return NULL; /* only while applying, which adds nothing */
     if (g->timer == 0)
         g->timer = loop_timer_add(v->loop, 0, on_timer, v);
+    if (g->timer == 0) {
+        /* The loop holds 2^20 timers: nothing would apply the group, so no group. */
+        log_warnx("cannot arm the dispense group's timer: applied one by one");
+        return NULL;
+    }
     it = &g->items[g->n++];
     memset(it, 0, sizeof(*it));
     return it;
@@ -79,9 +85,10 @@ void dispense_group_trigger(struct vendd *v, const char *order_id, dispense_trig
     struct group_item *it = group_add(v);
 
     if (it == NULL) {
-        char status[DISPENSE_STATUS_SIZE];
+        char status[DISPENSE_STATUS_SIZE] = "";
         bool sent = false;
-        int rc = dispense_trigger(v, order_id, status, &sent);
+        /* Inside an open batch its effects would precede its durability: refused instead. */
+        int rc = db_batch_open(v->db) ? VEND_EBUSY : dispense_trigger(v, order_id, status, &sent);
 
         done(arg, order_id, rc, status, sent);
         return;
@@ -98,7 +105,8 @@ void dispense_group_result(struct vendd *v, const char *machine_id,
     struct group_item *it = group_add(v);
 
     if (it == NULL) {
-        int rc = dispense_result_apply(v, machine_id, r);
+        /* Inside an open batch its effects would precede its durability: kept for later. */
+        int rc = db_batch_open(v->db) ? VEND_EBUSY : dispense_result_apply(v, machine_id, r);
 
         if (dispense_result_worth_retrying(rc))
             dispense_result_keep(v, machine_id, r, rc);

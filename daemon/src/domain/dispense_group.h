@@ -27,8 +27,9 @@ struct vend_dispense_result;
 
 /*
  * The trigger's outcome, once the group has committed (or failed): rc as dispense_trigger()
- * returns it, status as it fills it, sent as it sets it. Never called for a trigger from
- * inside its own dispense_group_trigger() (a full group is applied before the new one joins).
+ * returns it, status as it fills it, sent as it sets it. Called from the loop once the group
+ * is applied (a full group is applied before a new trigger joins the next one); only when no
+ * group can be formed (the loop's timers exhausted) before dispense_group_trigger() returns.
  */
 typedef void dispense_trigger_done_fn(void *arg, const char *order_id, int rc, const char *status,
                                       bool sent);
