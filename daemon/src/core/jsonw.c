@@ -173,6 +173,27 @@ static bool put_string(struct jsonw *w, const char *s)
 
 void jw_key(struct jsonw *w, const char *key)
 {
+    size_t n = 0;
+    char *o;
+
+    /* Keys are column names: plain ASCII, copied in one piece with their quotes, comma and
+     * colon (a fifth of the writer's work when each went through the string escaper). */
+    while (key[n] != '\0' && plain((unsigned char)key[n]))
+        n++;
+    if (key[n] == '\0') {
+        reserve(w, n + 4);
+        o = w->buf + w->len;
+        if (w->comma)
+            *o++ = ',';
+        *o++ = '"';
+        memcpy(o, key, n);
+        o += n;
+        *o++ = '"';
+        *o++ = ':';
+        w->len = (size_t)(o - w->buf);
+        w->comma = false;
+        return;
+    }
     sep(w);
     if (!put_string(w, key))
         put(w, "null", 4); /* not UTF-8: a key cannot be null, but this is never a valid one */
