@@ -1187,8 +1187,9 @@ void http_server_free(struct http_server *s)
     if (s == NULL)
         return;
     /* MHD cannot stop with suspended connections: whoever still owes an answer is told
-     * the service is going away. */
-    if (s->deferred != NULL) {
+     * the service is going away. Answers given since the loop's last run of MHD (resumed,
+     * as at shutdown) are sent the same way. */
+    if (s->deferred != NULL || s->resumed) {
         while (s->deferred != NULL)
             http_deferred_error((struct http_deferred *)s->deferred, 503, "UNAVAILABLE",
                                 "vendd is stopping");

@@ -250,6 +250,12 @@ uint64_t dispense_group_commits(const struct vendd *v)
     return v->dispense_group != NULL ? v->dispense_group->commits : 0;
 }
 
+void dispense_group_flush(struct vendd *v)
+{
+    if (v->dispense_group != NULL)
+        group_apply(v);
+}
+
 void dispense_group_free(struct vendd *v)
 {
     struct dispense_group *g = v->dispense_group;
@@ -258,13 +264,10 @@ void dispense_group_free(struct vendd *v)
         return;
     if (g->timer != 0)
         loop_timer_del(v->loop, g->timer);
-    /* The MQTT clients are gone by now (app.c), and with them what a result's effects need;
-     * as for the results waiting for the database, their units are settled at their
-     * deadlines. The triggers were answered by the HTTP server: nothing of them committed. */
-    if (g->results > 0)
-        log_warnx("%zu dispense_result(s) not applied at shutdown: their units are settled "
-                  "at their deadlines",
-                  g->results);
+    /* dispense_group_flush() emptied it; only a start that failed half-way gets here with
+     * items, and then nothing was read. */
+    if (g->n > 0)
+        log_warnx("%zu dispense trigger(s) and result(s) not applied at shutdown", g->n);
     free(g);
     v->dispense_group = NULL;
 }

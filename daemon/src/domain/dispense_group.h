@@ -50,9 +50,14 @@ size_t dispense_group_results(const struct vendd *v);
 /* Groups committed so far (tests: how many commits a loop turn took). */
 uint64_t dispense_group_commits(const struct vendd *v);
 
-/* Shutdown, after the HTTP server (which answered the triggers still waiting) and the MQTT
- * clients: the results still in the group are not applied (logged; their units are settled
- * at their deadlines, as those of dispense_results_free()). */
+/* Apply the group now: at shutdown, once loop_run() has returned (the 0 ms timer will not
+ * fire) and before the HTTP server and the MQTT clients go, so that what was read in the last
+ * loop turn is committed, its commands published and its triggers answered. A machine's
+ * result is PUBACKed as it is read: dropped here, it would be gone for good. */
+void dispense_group_flush(struct vendd *v);
+
+/* Shutdown, after dispense_group_flush(): frees the group (anything still in it, which
+ * should be nothing, is logged and dropped). */
 void dispense_group_free(struct vendd *v);
 
 #endif
