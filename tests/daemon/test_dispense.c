@@ -1058,6 +1058,44 @@ static void group_commits_a_loop_turn_once(void **state)
     dispense_results_free(&t->f.v);
 }
 
+/* One group holding, for VM01: a trigger of O2 (queued behind O1), O1's result twice (a
+ * QoS 1 duplicate in the same loop turn), and O2 triggered a second time. The result is
+ * applied once (one stock step), O2 is started once and its command goes out once, after the
+ * commit; the second trigger is told O2 is DISPENSING. */
+static void group_with_duplicates_applies_each_once(void **state)
+{
+    struct t *t = *state;
+    struct answer a1 = {0}, a2 = {0};
+
+    one_unit_order(t, "O1");
+    one_unit_order(t, "O2");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(t->broker.published, 1);
+    dispense_group_trigger(&t->f.v, "O2", on_answer, &a1);
+    group_result(t, "VM01", "O1");
+    group_result(t, "VM01", "O1");
+    dispense_group_trigger(&t->f.v, "O2", on_answer, &a2);
+    assert_int_equal(t->broker.published, 1);
+    run_loop_for(t, 10);
+    assert_int_equal(dispense_group_commits(&t->f.v), 1);
+    assert_int_equal(a1.calls, 1);
+    assert_int_equal(a1.rc, VEND_OK);
+    assert_false(a1.sent); /* queued behind O1; the result's pump sends it */
+    assert_int_equal(a2.calls, 1);
+    assert_int_equal(a2.rc, VEND_ESTATE);
+    assert_string_equal(a2.status, "DISPENSING");
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "COMPLETED");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    expect_int(t, "SELECT count(*) FROM stock_logs WHERE change_type = 'DISPENSE'", 1);
+    expect_int(t, "SELECT count(*) FROM dispense_logs WHERE order_id = 'O2'", 1);
+    expect_text(t, "SELECT status FROM dispense_logs WHERE order_id = 'O2'", "SENT");
+    assert_int_equal(t->broker.published, 2);
+    assert_non_null(strstr(t->broker.payload[1], "\"orderId\":\"O2\""));
+    assert_int_equal(t->f.v.metrics.dispense_duplicate_results, 1);
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
+    dispense_results_free(&t->f.v);
+}
+
 /* A full group is applied before the next trigger joins a new one. */
 static void full_group_is_applied_at_once(void **state)
 {
@@ -1575,6 +1613,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(new_boot_anchors_on_the_wall_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(group_commits_a_loop_turn_once, setup, teardown),
         cmocka_unit_test_setup_teardown(full_group_is_applied_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(group_with_duplicates_applies_each_once, setup, teardown),
         cmocka_unit_test_setup_teardown(group_on_a_locked_database_commits_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,
