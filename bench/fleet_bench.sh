@@ -11,7 +11,10 @@
 #
 # Knobs (environment): BENCH_STEP_S (seconds per rate step, default 5), BENCH_HTTP_S (seconds
 # per HTTP run, default 5), BENCH_DISPENSE_RATE (orders/s, default 1000), BENCH_DISPENSE_S
-# (default 10), BENCH_KEEP=1 keeps the directory (logs, databases) and says where.
+# (default 10), BENCH_KEEP=1 keeps the directory (logs, databases) and says where,
+# BENCH_PARTS=reads runs only what needs no MQTT load generator: the fleet's registration,
+# the dispense round trip, the HTTP reads and RSS (the ingest sweeps and their ceilings are
+# left out of the table).
 set -euo pipefail
 
 if [[ $# -ne 1 || ! -d $1 ]]; then
@@ -438,10 +441,13 @@ read -r load1 _ </proc/loadavg
 log "$(nproc) cores, load average $load1 before the start (other work on the box skews every figure); directory $dir"
 [[ ${load1%%.*} -ge 1 ]] && log "warning: the box is busy before the benchmark starts (load $load1)"
 
+PARTS=${BENCH_PARTS:-all}
+[[ $PARTS == all || $PARTS == reads ]] || die "BENCH_PARTS must be all or reads"
 start_broker
 log "mosquitto on port $mport: $(grep -E '^(set_tcp|max_|message_size)' "$dir/mosquitto.conf" | tr '\n' ' ')(from prod.conf), no TLS, no persistence"
 
 # 1. Ceilings, 1,000 publishers: the broker alone, then the minimal pipeline.
+if [[ $PARTS == all ]]; then
 lg_start "$SMALL"
 "$bin/minpipe" --port "$mport" >"$dir/minpipe.out" 2>>"$dir/minpipe.log" &
 sub_pid=$!
@@ -466,6 +472,7 @@ row "broker raw QoS 1 rate ($SMALL publishers -> 1 subscriber, lossless msg/s)" 
     '(ceiling)' '' '' "$raw_why"
 row 'minimal MQTT -> SQLite pipeline (lossless rows/s)' "$(fmt "$pipe_best")" \
     "broker raw $(fmt "$raw_best")" "$(ratio "$pipe_best" "$raw_best")" '(ceiling)' "$pipe_why"
+fi
 
 # 2. vendd, 10,000 machines registered through the API.
 start_vendd
@@ -486,6 +493,7 @@ slot_rate=$(kv "$line" rate)
 rss_registered=$(awk '/^VmRSS/ { print $2 }' "/proc/$vpid/status")
 
 # 3. Telemetry from 1,000 machines (the same 1,000 connections as the ceilings).
+if [[ $PARTS == all ]]; then
 sweep "telemetry $SMALL machines" telemetry count_telemetry "$vpid" vendd 2000
 t1_best=$sw_best t1_why=$sw_why t1_cpu=$sw_cpu_msg_us t1_loss=$sw_fail_loss t1_sent=$sw_fail_sent
 lg_stop
@@ -515,6 +523,7 @@ row "vendd status ingest, $(fmt "$FLEET") machines (lossless msg/s)" "$(fmt "$s_
     "pipeline $(fmt "$pipe_best")" "$(ratio "$s_best" "$pipe_best")" '>= 0.90' "$s_why"
 row '  loss at the step above' "$(fmt "$s_loss") of $(fmt "$s_sent")" '' '' '0' \
     "dropped by the broker past max_queued_messages of vendd's dispense session, the one results travel in; CPU per status message $(ms "$s_cpu") at the lossless rate"
+fi
 
 # 5. Dispense round trip: DISP_RATE orders/s over 200 machines answering at once; if that
 # rate is not sustained, half of it, then a quarter.

@@ -18,6 +18,7 @@
 #include "ratelimit.h"
 #include "refunds.h"
 #include "dispense.h"
+#include "dispense_group.h"
 #include "dispense_result.h"
 #include "events.h"
 #include "http.h"
@@ -282,6 +283,10 @@ int app_run(const struct vendd_conf *conf)
     log_info("vendd stopping");
     status = rc < 0 || v.failed ? 1 : 0;
 out:
+    /* What the last loop turn read (results PUBACKed, triggers waiting for their answer) is
+     * applied while the HTTP server and the MQTT clients are still there. */
+    if (v.db != NULL)
+        dispense_group_flush(&v);
     /* Whatever holds a waiting HTTP request goes before the HTTP server (http.h). */
     checkout_free(&v);
     if (v.loop != NULL)

@@ -25,6 +25,7 @@ struct checkout;
 struct refund_send;
 struct ratelimit;
 struct result_backlog;
+struct dispense_group;
 struct events;
 
 struct vendd {
@@ -62,6 +63,8 @@ struct vendd {
     int64_t broker_warned_ms;
     /* Results waiting for the database to take them (dispense_result.c). */
     struct result_backlog *result_backlog;
+    /* Triggers and results of this loop turn, for one commit (dispense_group.c). */
+    struct dispense_group *dispense_group;
     /* The timer that sends refunds, and their Midtrans calls in flight (refunds.c). */
     uint64_t refunds_timer;
     struct refund_send *refund_sends;

@@ -20,6 +20,7 @@
 #include "db.h"
 #include "deadline.h"
 #include "dispense.h"
+#include "dispense_group.h"
 #include "dispense_result.h"
 #include "fixture.h"
 #include "log.h"
@@ -38,6 +39,7 @@
 
 /* What the machine would have received. */
 struct fake_broker {
+    const char *db_path; /* set: a command must find its unit committed, seen from outside */
     bool up;
     int fail_with; /* returned by the next publish instead of VEND_OK, then cleared */
     int published;
@@ -70,6 +72,33 @@ static void advance(int64_t ms)
     dfx_clock_set(dfx_clock_ms() + ms);
 }
 
+/* SPEC 4: a command goes out only once its unit's SENT has committed. Another connection
+ * sees committed rows only. */
+static void expect_unit_committed(const char *path, const void *payload, size_t len)
+{
+    char text[256], sql[160];
+    const char *id;
+    sqlite3 *other = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t n;
+
+    snprintf(text, sizeof(text), "%.*s", (int)len, (const char *)payload);
+    id = strstr(text, "\"orderId\":\"");
+    assert_non_null(id);
+    id += strlen("\"orderId\":\"");
+    n = strcspn(id, "\"");
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM dispense_logs WHERE order_id = '%.*s' AND status = 'SENT'",
+             (int)n, id);
+    assert_int_equal(sqlite3_open_v2(path, &other, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(other, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    if (sqlite3_column_int(st, 0) < 1)
+        fail_msg("command for order '%.*s' published before its SENT unit committed", (int)n, id);
+    sqlite3_finalize(st);
+    sqlite3_close(other);
+}
+
 static int fake_publish(void *ctx, const char *topic, const void *payload, size_t len, int qos,
                         bool retain, uint32_t expiry_s)
 {
@@ -86,6 +115,8 @@ static int fake_publish(void *ctx, const char *topic, const void *payload, size_
         return rc;
     /* EIO: it may have gone out, so the machine may have it: record it like a success. */
     assert_true(b->published < 8);
+    if (b->db_path != NULL)
+        expect_unit_committed(b->db_path, payload, len);
     snprintf(b->topic[b->published], sizeof(b->topic[0]), "%s", topic);
     snprintf(b->payload[b->published], sizeof(b->payload[0]), "%.*s", (int)len,
              (const char *)payload);
@@ -940,6 +971,202 @@ static void result_on_a_locked_database_is_kept_and_applied(void **state)
     dispense_results_free(&t->f.v);
 }
 
+/* ---- group commit (dispense_group.h) ----------------------------------------------------- */
+
+struct answer {
+    int calls, rc;
+    char status[DISPENSE_STATUS_SIZE];
+    bool sent;
+};
+
+static void on_answer(void *arg, const char *order_id, int rc, const char *status, bool sent)
+{
+    struct answer *a = arg;
+
+    (void)order_id;
+    a->calls++;
+    a->rc = rc;
+    snprintf(a->status, sizeof(a->status), "%s", status);
+    a->sent = sent;
+}
+
+static void group_result(struct t *t, const char *machine, const char *order)
+{
+    struct vend_dispense_result r = {0};
+
+    snprintf(r.order_id, sizeof(r.order_id), "%s", order);
+    r.slot = 1;
+    r.success = true;
+    r.drop_detected = true;
+    assert_int_equal(dispense_result_submit(&t->f.v, machine, &r), VEND_OK);
+}
+
+/* Triggers and results of one loop turn: one commit, then the commands and the answers; a
+ * trigger that fails fails alone. */
+static void group_commits_a_loop_turn_once(void **state)
+{
+    struct t *t = *state;
+    const struct item vm02[] = {{3, 1, 5000}};
+    struct answer a1 = {0}, a2 = {0}, a3 = {0}, bad = {0};
+    char path[400];
+
+    snprintf(path, sizeof(path), "%s/vendd.db", t->f.dir);
+    t->broker.db_path = path;
+    one_unit_order(t, "O1");
+    paid_order(t, "O2", "VM02", vm02, 1);
+    one_unit_order(t, "O3");
+    dispense_group_trigger(&t->f.v, "O1", on_answer, &a1);
+    dispense_group_trigger(&t->f.v, "O2", on_answer, &a2);
+    dispense_group_trigger(&t->f.v, "NOPE", on_answer, &bad);
+    dispense_group_trigger(&t->f.v, "O3", on_answer, &a3);
+    /* Nothing answered, sent or written before the group commits. */
+    assert_int_equal(a1.calls + a2.calls + a3.calls + bad.calls, 0);
+    assert_int_equal(t->broker.published, 0);
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "PAID");
+    run_loop_for(t, 10);
+    assert_int_equal(dispense_group_commits(&t->f.v), 1);
+    assert_int_equal(a1.calls, 1);
+    assert_int_equal(a1.rc, VEND_OK);
+    assert_string_equal(a1.status, "DISPENSING");
+    assert_true(a1.sent);
+    assert_int_equal(a2.rc, VEND_OK);
+    assert_true(a2.sent);
+    assert_int_equal(bad.calls, 1);
+    assert_int_equal(bad.rc, VEND_ENOTFOUND);
+    assert_int_equal(a3.rc, VEND_OK);
+    assert_false(a3.sent); /* VM01 is busy with O1 */
+    assert_int_equal(t->broker.published, 2);
+    expect_text(t,
+                "SELECT group_concat(status, ' ') FROM (SELECT status FROM dispense_logs "
+                "ORDER BY order_id)",
+                "SENT SENT QUEUED");
+
+    /* Both results in one group; VM01's next unit (O3) goes out in the same commit. */
+    group_result(t, "VM01", "O1");
+    group_result(t, "VM02", "O2");
+    assert_int_equal(dispense_results_waiting(&t->f.v), 2);
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "DISPENSING");
+    run_loop_for(t, 10);
+    assert_int_equal(dispense_group_commits(&t->f.v), 2);
+    assert_int_equal(dispense_results_waiting(&t->f.v), 0);
+    expect_text(t, "SELECT group_concat(status, ' ') FROM (SELECT status FROM orders ORDER BY id)",
+                "COMPLETED COMPLETED DISPENSING");
+    expect_text(t, "SELECT status FROM dispense_logs WHERE order_id = 'O3'", "SENT");
+    assert_int_equal(t->broker.published, 3);
+    assert_non_null(strstr(t->broker.payload[2], "\"orderId\":\"O3\""));
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    dispense_results_free(&t->f.v);
+}
+
+/* One group holding, for VM01: a trigger of O2 (queued behind O1), O1's result twice (a
+ * QoS 1 duplicate in the same loop turn), and O2 triggered a second time. The result is
+ * applied once (one stock step), O2 is started once and its command goes out once, after the
+ * commit; the second trigger is told O2 is DISPENSING. */
+static void group_with_duplicates_applies_each_once(void **state)
+{
+    struct t *t = *state;
+    struct answer a1 = {0}, a2 = {0};
+
+    one_unit_order(t, "O1");
+    one_unit_order(t, "O2");
+    trigger_ok(t, "O1", true);
+    assert_int_equal(t->broker.published, 1);
+    dispense_group_trigger(&t->f.v, "O2", on_answer, &a1);
+    group_result(t, "VM01", "O1");
+    group_result(t, "VM01", "O1");
+    dispense_group_trigger(&t->f.v, "O2", on_answer, &a2);
+    assert_int_equal(t->broker.published, 1);
+    run_loop_for(t, 10);
+    assert_int_equal(dispense_group_commits(&t->f.v), 1);
+    assert_int_equal(a1.calls, 1);
+    assert_int_equal(a1.rc, VEND_OK);
+    assert_false(a1.sent); /* queued behind O1; the result's pump sends it */
+    assert_int_equal(a2.calls, 1);
+    assert_int_equal(a2.rc, VEND_ESTATE);
+    assert_string_equal(a2.status, "DISPENSING");
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "COMPLETED");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    expect_int(t, "SELECT count(*) FROM stock_logs WHERE change_type = 'DISPENSE'", 1);
+    expect_int(t, "SELECT count(*) FROM dispense_logs WHERE order_id = 'O2'", 1);
+    expect_text(t, "SELECT status FROM dispense_logs WHERE order_id = 'O2'", "SENT");
+    assert_int_equal(t->broker.published, 2);
+    assert_non_null(strstr(t->broker.payload[1], "\"orderId\":\"O2\""));
+    assert_int_equal(t->f.v.metrics.dispense_duplicate_results, 1);
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
+    dispense_results_free(&t->f.v);
+}
+
+/* A full group is applied before the next trigger joins a new one. */
+static void full_group_is_applied_at_once(void **state)
+{
+    struct t *t = *state;
+    struct answer a[DISPENSE_GROUP_MAX + 1];
+    char id[16];
+
+    memset(a, 0, sizeof(a));
+    for (int i = 0; i <= DISPENSE_GROUP_MAX; i++) {
+        snprintf(id, sizeof(id), "F%02d", i);
+        one_unit_order(t, id);
+    }
+    for (int i = 0; i < DISPENSE_GROUP_MAX; i++) {
+        snprintf(id, sizeof(id), "F%02d", i);
+        dispense_group_trigger(&t->f.v, id, on_answer, &a[i]);
+    }
+    assert_int_equal(dispense_group_commits(&t->f.v), 0);
+    dispense_group_trigger(&t->f.v, "F64", on_answer, &a[DISPENSE_GROUP_MAX]);
+    assert_int_equal(dispense_group_commits(&t->f.v), 1);
+    for (int i = 0; i < DISPENSE_GROUP_MAX; i++) {
+        assert_int_equal(a[i].calls, 1);
+        assert_int_equal(a[i].rc, VEND_OK);
+    }
+    assert_int_equal(a[DISPENSE_GROUP_MAX].calls, 0);
+    assert_true(a[0].sent);
+    assert_int_equal(t->broker.published, 1); /* VM01: one at a time */
+    run_loop_for(t, 10);
+    assert_int_equal(dispense_group_commits(&t->f.v), 2);
+    assert_int_equal(a[DISPENSE_GROUP_MAX].calls, 1);
+    assert_int_equal(a[DISPENSE_GROUP_MAX].rc, VEND_OK);
+    expect_int(t, "SELECT count(*) FROM orders WHERE status = 'DISPENSING'",
+               DISPENSE_GROUP_MAX + 1);
+    dispense_results_free(&t->f.v);
+}
+
+/* A group the database cannot take commits nothing: its trigger is refused (the order stays
+ * PAID, no command), its result waits and is applied once the database is free. */
+static void group_on_a_locked_database_commits_nothing(void **state)
+{
+    struct t *t = *state;
+    const struct item vm02[] = {{3, 1, 5000}};
+    struct answer a2 = {0};
+    sqlite3 *other = NULL;
+    char path[400];
+
+    one_unit_order(t, "O1");
+    paid_order(t, "O2", "VM02", vm02, 1);
+    trigger_ok(t, "O1", true);
+    dfx_sql(t->f.v.db, "PRAGMA busy_timeout = 10");
+    snprintf(path, sizeof(path), "%s/vendd.db", t->f.dir);
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    dispense_group_trigger(&t->f.v, "O2", on_answer, &a2);
+    group_result(t, "VM01", "O1");
+    run_loop_for(t, 50);
+    assert_int_equal(a2.calls, 1);
+    assert_int_equal(a2.rc, VEND_EBUSY);
+    assert_false(a2.sent);
+    assert_int_equal(t->broker.published, 1); /* O1's command only */
+    assert_int_equal(dispense_results_waiting(&t->f.v), 1);
+    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    run_loop_for(t, 600);
+    assert_int_equal(dispense_results_waiting(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "COMPLETED");
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O2'", "PAID");
+    expect_int(t, "SELECT count(*) FROM dispense_logs WHERE order_id = 'O2'", 0);
+    assert_int_equal(dispense_group_commits(&t->f.v), 0);
+    dispense_results_free(&t->f.v);
+}
+
 /* A machine that announces the settle extension gets commands it can refuse when late. */
 static void settle_machine_gets_expires_at(void **state)
 {
@@ -1384,6 +1611,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(step_forward_then_restart_does_not_fail_a_sendable_unit,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(new_boot_anchors_on_the_wall_clock, setup, teardown),
+        cmocka_unit_test_setup_teardown(group_commits_a_loop_turn_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(full_group_is_applied_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(group_with_duplicates_applies_each_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(group_on_a_locked_database_commits_nothing, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(settle_machine_gets_expires_at, setup, teardown),

@@ -93,8 +93,15 @@ static void h_badjson(void *ctx, const struct http_request *req, struct http_res
     http_reply_json(res, 200, json_pack("{s:s}", "bad", "\xff")); /* json_pack fails */
 }
 
+static void h_remote(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    (void)ctx;
+    http_reply_json(res, 200, json_pack("{s:s}", "remote", req->remote_addr));
+}
+
 static const struct http_route s_routes[] = {
     {HTTP_GET, "/api/ping", HTTP_PUBLIC, h_ping},
+    {HTTP_GET, "/api/remote", HTTP_PUBLIC, h_remote},
     {HTTP_GET, "/api/orders/{id}", HTTP_PUBLIC, h_order},
     {HTTP_GET, "/api/machines/{mid}/slots/{slot}", HTTP_PUBLIC, h_slot},
     {HTTP_POST, "/api/echo", HTTP_PUBLIC, h_echo},
@@ -309,6 +316,39 @@ static void assert_error(struct reply *r, long status, const char *code)
 }
 
 /* ---- tests ------------------------------------------------------------- */
+
+/* The client's address as handlers see it (logs, rate limits): IPv4 is written without
+ * inet_ntop(), so every digit count of a byte is checked, from loopback sources. */
+static void test_remote_addr(void **state)
+{
+    static const char *const sources[] = {"127.0.0.1", "127.10.200.5", "127.255.0.99",
+                                          "127.100.9.10"};
+    struct fixture *f = fixture_start("127.0.0.1", NULL, 0);
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(sources) / sizeof(sources[0]); i++) {
+        struct reply *r = calloc(1, sizeof(*r));
+        CURL *c = curl_easy_init();
+        char url[128];
+
+        assert_non_null(r);
+        assert_non_null(c);
+        snprintf(url, sizeof(url), "%s/api/remote", f->base);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_INTERFACE, sources[i]);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        if (curl_easy_perform(c) != CURLE_OK)
+            fail_msg("GET /api/remote from %s failed", sources[i]);
+        curl_easy_cleanup(c);
+        r->json = json_loadb(r->body, r->body_len, 0, NULL);
+        assert_string_equal(json_str(r->json, "remote", NULL), sources[i]);
+        reply_free(r);
+    }
+    fixture_stop(f);
+}
 
 static void test_json_round_trip(void **state)
 {
@@ -851,6 +891,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_addr_is_loopback),
         cmocka_unit_test(test_json_round_trip),
+        cmocka_unit_test(test_remote_addr),
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_not_found_and_method),
         cmocka_unit_test(test_control_characters_in_path),

@@ -9,8 +9,12 @@
  *    applied and the order is COMPLETED, again with one command in all.
  * 3. The same past the unit's deadline; 4. the same with vendd back on another HTTP port
  *    (the session's id, MQTT_CLIENT_ID, does not depend on it); 5. MQTT_CLIENT_ID is used.
+ * 6. A result (and a trigger) read in the loop turn that also reads SIGTERM: applied before
+ *    vendd stops, not dropped with the unit left to fail NO_RESULT and be refunded.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,14 +22,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <cmocka.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "harness.h"
 
-#define MOTOR1_MS 2000  /* deadline 3 s: passes after the restart, not before it */
-#define MOTOR2_MS 10000 /* deadline 11 s: never reached in part 2 */
-#define GRACE_MS  1000
-#define SLACK_MS  2000
+#define MOTOR1_MS           2000  /* deadline 3 s: passes after the restart, not before it */
+#define MOTOR2_MS           10000 /* deadline 11 s: never reached in part 2 */
+#define GRACE_MS            1000
+#define SLACK_MS            2000
+#define DISPENSE_ANSWER_MAX 512
 
 static int setup(void **state)
 {
@@ -182,6 +192,195 @@ static void client_id_is_configurable(void **state)
     assert_int_equal(harness_vendd_term(h), 0);
 }
 
+/*
+ * Bytes waiting in the receive queue of vendd's TCP socket local_port -> remote_port (IPv4
+ * loopback, from /proc), or -1 if vendd holds no such socket: a test knows that something
+ * sent to a frozen vendd has reached it.
+ */
+static long vendd_rx_queue(const struct harness *h, unsigned local_port, unsigned remote_port)
+{
+    char path[64], line[512], want[64];
+    unsigned long inode = 0, lport, rport, st, tx, rx;
+    long found = -1;
+    FILE *f = fopen("/proc/net/tcp", "r");
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, " %*u: %*x:%lx %*x:%lx %lx %lx:%lx %*x:%*x %*x %*u %*u %lu", &lport,
+                   &rport, &st, &tx, &rx, &inode) == 6 &&
+            lport == local_port && rport == remote_port && st == 1) {
+            found = (long)rx;
+            break;
+        }
+    }
+    fclose(f);
+    if (found < 0)
+        return -1;
+    /* vendd's end, not the peer's: one of its descriptors is that socket. */
+    snprintf(want, sizeof(want), "socket:[%lu]", inode);
+    for (int fd = 0; fd < 256; fd++) {
+        char link[64];
+        ssize_t n;
+
+        snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)h->pid, fd);
+        n = readlink(path, link, sizeof(link) - 1);
+        if (n > 0) {
+            link[n] = '\0';
+            if (strcmp(link, want) == 0)
+                return found;
+        }
+    }
+    return -1;
+}
+
+/* Wait until vendd's socket local_port -> remote_port holds received bytes (or, with
+ * any_rx false, merely exists). 0, or -1 after 5 s. */
+static int vendd_rx_wait(const struct harness *h, unsigned local_port, unsigned remote_port,
+                         bool any_rx)
+{
+    for (int i = 0; i < 500; i++) {
+        long rx = vendd_rx_queue(h, local_port, remote_port);
+
+        if (any_rx ? rx > 0 : rx >= 0)
+            return 0;
+        harness_sleep_ms(10);
+    }
+    fprintf(stderr, "vendd's socket %u -> %u: nothing received\n", local_port, remote_port);
+    return -1;
+}
+
+/* The local port of vendd's last dispense session with the broker (from the broker's log). */
+static unsigned vendd_mqtt_port(const struct harness *h, const char *client_id)
+{
+    char path[sizeof(h->broker.dir) + 16], line[512], needle[96];
+    unsigned port = 0, p;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/mosquitto.log", h->broker.dir);
+    snprintf(needle, sizeof(needle), " as %s (", client_id);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        const char *from = strstr(line, "connected from 127.0.0.1:");
+
+        if (from != NULL && strstr(line, needle) != NULL &&
+            sscanf(from, "connected from 127.0.0.1:%u", &p) == 1)
+            port = p;
+    }
+    fclose(f);
+    return port;
+}
+
+/* A raw HTTP/1.1 client: connected now, its request written later. */
+static int raw_connect(uint16_t port, unsigned *local_port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    socklen_t alen = sizeof(a);
+    struct timeval tv = {.tv_sec = HARNESS_HTTP_TIMEOUT};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &alen) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *local_port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Everything the server sends until it closes (or the timeout), NUL-terminated. */
+static void raw_read_all(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+    ssize_t got;
+
+    while (n + 1 < size && (got = read(fd, buf + n, size - 1 - n)) > 0)
+        n += (size_t)got;
+    buf[n] = '\0';
+}
+
+/*
+ * The machine's result (PUBACKed by the broker) and a trigger reach vendd's sockets while it
+ * is frozen (SIGSTOP) with SIGTERM pending; thawed, vendd reads all three in one loop turn.
+ * Both must be applied before vendd stops. Found in review: they sat in the dispense group,
+ * whose 0 ms timer never fired, and were dropped at shutdown; the broker had its PUBACK, so
+ * the result was gone, the unit failed NO_RESULT at its deadline and was refunded though the
+ * product had dropped; the trigger was answered 503.
+ */
+static void last_turn_applied_at_sigterm(void **state)
+{
+    static const char body[] = "{\"order_id\":\"last-2\"}";
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    char req[256], answer[DISPENSE_ANSWER_MAX];
+    unsigned mqtt_port, http_client = 0;
+    int fd, len;
+
+    assert_int_equal(harness_vendd_start(h), 0); /* the case before stopped it */
+    mqtt_port = vendd_mqtt_port(h, "it-restart-vendd");
+    assert_int_not_equal(mqtt_port, 0);
+    assert_int_equal(harness_order(h, "last-1", 1, 1), 0);
+    assert_int_equal(harness_order(h, "last-2", 2, 1), 0);
+    assert_int_equal(harness_trigger(h, "last-1", NULL), 200);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 5000), seen + 1);
+    fd = raw_connect(h->http_port, &http_client);
+    assert_true(fd >= 0);
+    assert_int_equal(vendd_rx_wait(h, h->http_port, http_client, false), 0); /* accepted */
+
+    assert_int_equal(kill(h->pid, SIGSTOP), 0);
+    assert_int_equal(harness_answer(&f->machine, "last-1", 1, 0), 0);
+    len = snprintf(req, sizeof(req),
+                   "POST /api/dispense/trigger HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                   "Connection: close\r\n\r\n%s",
+                   strlen(body), body);
+    assert_int_equal(write(fd, req, (size_t)len), len);
+    assert_int_equal(vendd_rx_wait(h, mqtt_port, h->broker.port, true), 0);
+    assert_int_equal(vendd_rx_wait(h, h->http_port, http_client, true), 0);
+    assert_int_equal(kill(h->pid, SIGTERM), 0);
+    assert_int_equal(kill(h->pid, SIGCONT), 0);
+    assert_int_equal(harness_vendd_term(h), 0);
+    raw_read_all(fd, answer, sizeof(answer));
+    close(fd);
+
+    /* Durable before the exit: the result, and the trigger with its real answer (its command
+     * goes out once last-1's result frees the machine, whichever of the two came first). */
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT o.status || ' ' || l.status FROM orders o JOIN "
+                                      "dispense_logs l ON l.order_id = o.id WHERE o.id = 'last-1'",
+                                      "COMPLETED SUCCEEDED", 0),
+                     0);
+    if (strncmp(answer, "HTTP/1.1 200", 12) != 0 ||
+        strstr(answer, "\"status\":\"DISPENSING\"") == NULL)
+        fail_msg("the trigger read in the last turn was answered: %s", answer);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'last-2'", "DISPENSING", 0), 0);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 2000), seen + 2);
+    assert_non_null(strstr(harness_mqtt_payload(&f->machine, seen + 1), "\"orderId\":\"last-2\""));
+
+    /* And after a restart past last-1's deadline, nothing undoes it. */
+    assert_int_equal(harness_vendd_start(h), 0);
+    harness_sleep_ms(MOTOR1_MS + GRACE_MS + 500);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'last-1'", "COMPLETED", 0), 0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT (SELECT count(*) FROM refunds WHERE order_id = "
+                                      "'last-1') + (SELECT count(*) FROM alerts WHERE order_id = "
+                                      "'last-1')",
+                                      "0", 0),
+                     0);
+    assert_int_equal(harness_answer(&f->machine, "last-2", 2, 0), 0);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'last-2'", "COMPLETED", 5000), 0);
+    assert_int_equal(harness_vendd_term(h), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +389,7 @@ int main(void)
         cmocka_unit_test(result_held_past_deadline_is_applied_first),
         cmocka_unit_test(session_survives_a_port_change),
         cmocka_unit_test(client_id_is_configurable),
+        cmocka_unit_test(last_turn_applied_at_sigterm),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -99,7 +99,8 @@ bool api_fields_allowed(const json_t *body, const char *const *allowed, struct h
     return true;
 }
 
-void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
+/* The HTTP status and error code of a VEND_E* (500 INTERNAL for the rest). */
+static void err_status(int err, int *status, const char **code)
 {
     static const struct {
         int err;
@@ -111,21 +112,43 @@ void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
         {VEND_EINVAL, 422, "INVALID_FIELD"},      {VEND_ERANGE, 422, "INVALID_FIELD"},
         {VEND_ECONSTRAINT, 422, "INVALID_FIELD"}, {VEND_EBUSY, 503, "BUSY"},
     };
-    char msg[512];
-    va_list ap;
-    int status = 500;
-    const char *code = "INTERNAL";
 
+    *status = 500;
+    *code = "INTERNAL";
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
         if (map[i].err == err) {
-            status = map[i].status;
-            code = map[i].code;
+            *status = map[i].status;
+            *code = map[i].code;
         }
     }
+}
+
+void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    int status;
+    const char *code;
+
+    err_status(err, &status, &code);
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     http_reply_error(res, status, code, "%s", msg);
+}
+
+void api_deferred_err(struct http_deferred *d, int err, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    int status;
+    const char *code;
+
+    err_status(err, &status, &code);
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    http_deferred_error(d, status, code, "%s", msg);
 }
 
 void api_health(void *ctx, const struct http_request *req, struct http_response *res)

@@ -40,6 +40,9 @@ bool api_fields_allowed(const json_t *body, const char *const *allowed, struct h
 /* Answer a VEND_E* error with its HTTP status and code (404, 409, 503, 422, else 500). */
 void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same, for an answer given later (http_defer()). */
+void api_deferred_err(struct http_deferred *d, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* api.c: GET /health, GET /metrics and GET /api/openapi.json */
 void api_health(void *ctx, const struct http_request *req, struct http_response *res);

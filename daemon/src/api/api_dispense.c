@@ -6,6 +6,7 @@
 #include "api.h"
 #include "db.h"
 #include "dispense.h"
+#include "dispense_group.h"
 #include "log.h"
 #include "machines.h"
 #include "orders.h"
@@ -22,14 +23,44 @@
 static const struct page_spec s_logs_page = {
     "logs", 2, {{"command_sent_at", PAGE_KEY_TIME_NULL}, {"id", PAGE_KEY_ROWID}}};
 
+/* The trigger's answer, once its group has committed (dispense_group.h). */
+static void trigger_answer(void *arg, const char *order_id, int rc, const char *status, bool sent)
+{
+    struct http_deferred *d = arg;
+    char msg[128];
+
+    switch (rc) {
+    case VEND_OK:
+        http_deferred_reply(d, 200,
+                            json_pack("{s:s, s:s, s:b}", "order_id", order_id, "status", status,
+                                      "command_sent", sent));
+        break;
+    case VEND_ESTATE:
+        snprintf(msg, sizeof(msg), "order '%s' is %s, not PAID", order_id, status);
+        http_deferred_reply(d, 409,
+                            json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "WRONG_STATE",
+                                      "message", msg, "status", status));
+        break;
+    case VEND_ENOTFOUND:
+        http_deferred_error(d, 404, "NOT_FOUND", "no order '%s'", order_id);
+        break;
+    case VEND_EUNAVAILABLE:
+        http_deferred_error(d, 503, "BROKER_UNAVAILABLE",
+                            "the MQTT broker is not connected; order '%s' stays PAID", order_id);
+        break;
+    default:
+        api_deferred_err(d, rc, "cannot trigger order '%s'", order_id);
+        break;
+    }
+}
+
+/* Answered once the trigger has committed with the others of this loop turn (one fsync for
+ * them all): dispense_group.h. */
 void api_dispense_trigger(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct vendd *v = ctx;
     char order_id[VEND_ORDER_ID_MAX + 1];
-    char status[DISPENSE_STATUS_SIZE], msg[128];
     static const char *const fields[] = {"order_id", NULL};
-    bool sent = false;
-    int rc;
 
     if (!api_fields_allowed(req->json, fields, res) ||
         !api_field_string(req->json, "order_id", true, VEND_ORDER_ID_MAX, order_id,
@@ -39,30 +70,7 @@ void api_dispense_trigger(void *ctx, const struct http_request *req, struct http
         http_reply_error(res, 422, "INVALID_FIELD", "'order_id' must match " VEND_ORDER_ID_PATTERN);
         return;
     }
-    rc = dispense_trigger(v, order_id, status, &sent);
-    switch (rc) {
-    case VEND_OK:
-        http_reply_json(res, 200,
-                        json_pack("{s:s, s:s, s:b}", "order_id", order_id, "status", status,
-                                  "command_sent", sent));
-        break;
-    case VEND_ESTATE:
-        snprintf(msg, sizeof(msg), "order '%s' is %s, not PAID", order_id, status);
-        http_reply_json(res, 409,
-                        json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "WRONG_STATE", "message",
-                                  msg, "status", status));
-        break;
-    case VEND_ENOTFOUND:
-        http_reply_error(res, 404, "NOT_FOUND", "no order '%s'", order_id);
-        break;
-    case VEND_EUNAVAILABLE:
-        http_reply_error(res, 503, "BROKER_UNAVAILABLE",
-                         "the MQTT broker is not connected; order '%s' stays PAID", order_id);
-        break;
-    default:
-        api_reply_err(res, rc, "cannot trigger order '%s'", order_id);
-        break;
-    }
+    dispense_group_trigger(v, order_id, trigger_answer, http_defer(req));
 }
 
 /* An operator's word on an UNSETTLED unit, after looking at the machine (settle.h). */

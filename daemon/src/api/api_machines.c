@@ -121,18 +121,20 @@ void api_stock_get(void *ctx, const struct http_request *req, struct http_respon
 {
     struct vendd *v = ctx;
     const char *id = path_machine_id(req, "machine_id", res);
-    char why[WHY_SIZE];
-    json_t *stock;
+    char *stock = NULL;
     int rc;
 
     if (id == NULL)
         return;
-    rc = machines_stock_json(v, id, &stock, why, sizeof(why));
+    rc = slots_stock_text(v, id, &stock);
     if (rc < 0) {
-        api_reply_err(res, rc, "%s", why);
+        api_reply_err(
+            res, rc,
+            rc == VEND_ENOTFOUND ? "no machine '%s'" : "cannot read the stock of machine '%s'", id);
         return;
     }
-    http_reply_json(res, 200, stock);
+    res->status = 200;
+    res->body = stock;
 }
 
 /* ---- GET /api/machines/{id}/telemetry ---------------------------------------------------- */

@@ -195,15 +195,16 @@ void api_orders_get(void *ctx, const struct http_request *req, struct http_respo
 {
     struct vendd *v = ctx;
     const char *id = http_param(req, "id");
-    json_t *order = NULL;
-    int rc = orders_get_json(v, id, &order);
+    char *order = NULL;
+    int rc = orders_get_text(v, id, &order);
 
     if (rc < 0) {
         api_reply_err(res, rc, rc == VEND_ENOTFOUND ? "no order '%s'" : "cannot read order '%s'",
                       id);
         return;
     }
-    http_reply_json(res, 200, order);
+    res->status = 200;
+    res->body = order;
 }
 
 /* Newest first; the id breaks ties of created_at. */

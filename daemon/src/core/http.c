@@ -173,6 +173,24 @@ bool http_addr_is_loopback(const struct sockaddr *sa)
     return false;
 }
 
+/* What inet_ntop() writes for an IPv4 address, without its sprintf per byte: this runs for
+ * every request. out has room for "255.255.255.255". */
+static void ipv4_text(char *out, const void *addr)
+{
+    const unsigned char *b = addr;
+
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+
+        if (v >= 100)
+            *out++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *out++ = (char)('0' + v / 10 % 10);
+        *out++ = (char)('0' + v % 10);
+        *out++ = i < 3 ? '.' : '\0';
+    }
+}
+
 static void client_address(struct MHD_Connection *c, struct http_call *call)
 {
     const union MHD_ConnectionInfo *ci =
@@ -184,9 +202,11 @@ static void client_address(struct MHD_Connection *c, struct http_call *call)
     call->loopback = http_addr_is_loopback(sa);
     if (sa == NULL)
         return;
-    if (sa->sa_family == AF_INET)
-        addr = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
-    else if (sa->sa_family == AF_INET6)
+    if (sa->sa_family == AF_INET) {
+        ipv4_text(call->remote, &((const struct sockaddr_in *)(const void *)sa)->sin_addr);
+        return;
+    }
+    if (sa->sa_family == AF_INET6)
         addr = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
     if (addr != NULL && inet_ntop(sa->sa_family, addr, call->remote, sizeof(call->remote)) == NULL)
         memcpy(call->remote, "?", 2);
@@ -383,7 +403,19 @@ struct span {
     size_t n;
 };
 
-/* Segment-by-segment match; a capture takes any non-empty segment. */
+/* strcspn(s, "/") for the short segments of a path, without its set-up per call: every
+ * request runs this for every route. */
+static size_t seg_len(const char *s)
+{
+    size_t n = 0;
+
+    while (s[n] != '\0' && s[n] != '/')
+        n++;
+    return n;
+}
+
+/* Segment-by-segment match; a capture takes any non-empty segment. A literal segment is
+ * compared as it is walked, so most routes are left at their first differing byte. */
 static bool path_match(const char *pattern, const char *path, struct span caps[HTTP_PARAMS_MAX],
                        size_t *ncaps)
 {
@@ -391,19 +423,25 @@ static bool path_match(const char *pattern, const char *path, struct span caps[H
     while (*pattern == '/' && *path == '/') {
         pattern++;
         path++;
-        size_t pn = strcspn(pattern, "/");
-        size_t sn = strcspn(path, "/");
+        /* pattern_ok(): a segment that starts with '{' is a capture. */
+        size_t pn = *pattern == '{' ? seg_len(pattern) : 0;
         if (is_capture(pattern, pn)) {
+            size_t sn = seg_len(path);
             if (sn == 0 || *ncaps == HTTP_PARAMS_MAX)
                 return false;
             caps[*ncaps].p = path;
             caps[*ncaps].n = sn;
             (*ncaps)++;
-        } else if (pn != sn || memcmp(pattern, path, pn) != 0) {
-            return false;
+            pattern += pn;
+            path += sn;
+            continue;
         }
-        pattern += pn;
-        path += sn;
+        while (*pattern == *path && *pattern != '/' && *pattern != '\0') {
+            pattern++;
+            path++;
+        }
+        if ((*pattern != '/' && *pattern != '\0') || (*path != '/' && *path != '\0'))
+            return false;
     }
     return *pattern == '\0' && *path == '\0';
 }
@@ -1149,8 +1187,9 @@ void http_server_free(struct http_server *s)
     if (s == NULL)
         return;
     /* MHD cannot stop with suspended connections: whoever still owes an answer is told
-     * the service is going away. */
-    if (s->deferred != NULL) {
+     * the service is going away. Answers given since the loop's last run of MHD (resumed,
+     * as at shutdown) are sent the same way. */
+    if (s->deferred != NULL || s->resumed) {
         while (s->deferred != NULL)
             http_deferred_error((struct http_deferred *)s->deferred, 503, "UNAVAILABLE",
                                 "vendd is stopping");

@@ -441,12 +441,40 @@ bool dispense_send_after_commit(struct vendd *v, const struct dispense_send *sen
     return sent;
 }
 
-int dispense_trigger(struct vendd *v, const char *order_id, char status[DISPENSE_STATUS_SIZE],
-                     bool *sent)
+int dispense_trigger_locked(struct vendd *v, const char *order_id,
+                            char status[DISPENSE_STATUS_SIZE], struct dispense_send *send)
 {
     struct db_value p[1] = {DB_TEXT(order_id)};
     struct order_head o = {0};
+    int rc;
+
+    memset(send, 0, sizeof(*send));
+    status[0] = '\0';
+    rc = db_exec(v->db, "SELECT status, machine_id, quantity FROM orders WHERE id = $1", p, 1,
+                 take_order_head, &o);
+    if (rc < 0)
+        return rc;
+    if (!o.found)
+        return VEND_ENOTFOUND;
+    if (o.err != 0)
+        return VEND_ECORRUPT;
+    snprintf(status, DISPENSE_STATUS_SIZE, "%s", order_status_name(o.status));
+    if (o.status != ORDER_PAID)
+        return VEND_ESTATE;
+    if (!broker_up(&v->broker))
+        return VEND_EUNAVAILABLE; /* the order stays PAID; the operator retries */
+    rc = dispense_start_locked(v, order_id, o.machine_id, o.quantity, send);
+    if (rc < 0)
+        return rc;
+    snprintf(status, DISPENSE_STATUS_SIZE, "%s", order_status_name(ORDER_DISPENSING));
+    return VEND_OK;
+}
+
+int dispense_trigger(struct vendd *v, const char *order_id, char status[DISPENSE_STATUS_SIZE],
+                     bool *sent)
+{
     struct dispense_send send = {0};
+    char seen[DISPENSE_STATUS_SIZE];
     int rc;
 
     *sent = false;
@@ -454,35 +482,17 @@ int dispense_trigger(struct vendd *v, const char *order_id, char status[DISPENSE
     rc = db_begin(v->db);
     if (rc < 0)
         goto out;
-    rc = db_exec(v->db, "SELECT status, machine_id, quantity FROM orders WHERE id = $1", p, 1,
-                 take_order_head, &o);
-    if (rc < 0)
-        goto out;
-    if (!o.found) {
-        rc = VEND_ENOTFOUND;
+    rc = dispense_trigger_locked(v, order_id, seen, &send);
+    /* The status read (for a 409), but DISPENSING only once committed. */
+    if (rc < 0) {
+        snprintf(status, DISPENSE_STATUS_SIZE, "%s", seen);
         goto out;
     }
-    if (o.err != 0) {
-        rc = VEND_ECORRUPT;
-        goto out;
-    }
-    snprintf(status, DISPENSE_STATUS_SIZE, "%s", order_status_name(o.status));
-    if (o.status != ORDER_PAID) {
-        rc = VEND_ESTATE;
-        goto out;
-    }
-    if (!broker_up(&v->broker)) {
-        rc = VEND_EUNAVAILABLE; /* the order stays PAID; the operator retries */
-        goto out;
-    }
-    rc = dispense_start_locked(v, order_id, o.machine_id, o.quantity, &send);
-    if (rc < 0)
-        goto out;
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
     events_emit(v);
-    snprintf(status, DISPENSE_STATUS_SIZE, "%s", order_status_name(ORDER_DISPENSING));
+    snprintf(status, DISPENSE_STATUS_SIZE, "%s", seen);
     *sent = dispense_send_after_commit(v, &send);
 out:
     if (rc < 0) {
@@ -492,4 +502,17 @@ out:
         db_rollback(v->db);
     }
     return rc;
+}
+
+int dispense_pump_locked(struct vendd *v, const char *machine_id, struct dispense_send *send)
+{
+    memset(send, 0, sizeof(*send));
+    if (!broker_up(&v->broker))
+        return VEND_OK;
+    return pump_locked(v, machine_id, deadline_now_ms(v), send);
+}
+
+bool dispense_publish(struct vendd *v, const struct dispense_send *send)
+{
+    return publish_pending(v, send);
 }

@@ -62,6 +62,19 @@ int dispense_start_locked(struct vendd *v, const char *order_id, const char *mac
  * deadlines. Returns whether a command went out. */
 bool dispense_send_after_commit(struct vendd *v, const struct dispense_send *send);
 
+/* dispense_trigger() inside the caller's transaction (a group commit: dispense_group.h):
+ * status is the order's status as read, DISPENSING once started; *send is published after
+ * the commit with dispense_publish(), then deadline_arm() and refunds_schedule(). Returns as
+ * dispense_trigger(). */
+int dispense_trigger_locked(struct vendd *v, const char *order_id,
+                            char status[DISPENSE_STATUS_SIZE], struct dispense_send *send);
+
+/* dispense_pump() inside the caller's transaction: *send as above. */
+int dispense_pump_locked(struct vendd *v, const char *machine_id, struct dispense_send *send);
+
+/* After the commit: publish one prepared command (nothing else). Returns whether it went. */
+bool dispense_publish(struct vendd *v, const struct dispense_send *send);
+
 /*
  * Inside a transaction: order_id fails for reason (DISPENSING -> FAILED); its units not yet
  * sent fail NOT_SENT and the refund of what did not drop is queued (refunds.h). An order

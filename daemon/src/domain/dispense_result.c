@@ -4,6 +4,7 @@
  * with refunds.h. See dispense_result.h.
  */
 #include "dispense_result.h"
+#include "dispense_group.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -292,8 +293,13 @@ static bool contradicts_operator(const struct unit_row *u, const struct vend_dis
     .log_id = (u).log_id, .slot_id = (u).slot_id, .unit = (unit), .order_id = (r)->order_id,       \
     .machine_id = (u).machine_id, .status = (u).status, .order_status = (u).order_status
 
-/* machine_id NULL: an operator's word (dispense_result_apply_operator()). */
-static int apply(struct vendd *v, const char *machine_id, const struct vend_dispense_result *r)
+/*
+ * The result in a transaction of its own (a savepoint inside a group commit), up to and with
+ * its commit; what follows the commit is result_effects()'. machine_id NULL: an operator's
+ * word (dispense_result_apply_operator()). *machine is the unit's machine once applied.
+ */
+static int apply_locked(struct vendd *v, const char *machine_id,
+                        const struct vend_dispense_result *r, struct result_done *done)
 {
     bool by_operator = machine_id == NULL;
     int64_t unit = r->unit ? r->unit : 1;
@@ -303,6 +309,7 @@ static int apply(struct vendd *v, const char *machine_id, const struct vend_disp
     bool order_done = false, rejected = true;
     int rc;
 
+    memset(done, 0, sizeof(*done));
     vendd_now_iso(v, now_iso, sizeof(now_iso));
     rc = db_begin(v->db);
     if (rc < 0) {
@@ -377,17 +384,11 @@ static int apply(struct vendd *v, const char *machine_id, const struct vend_disp
     rc = db_commit(v->db);
     if (rc < 0)
         goto out;
-    events_emit(v);
-    if (u.status == UNIT_UNSETTLED)
-        log_info("order '%s' unit %" PRId64 " settled by %s: %s", r->order_id, unit,
-                 by_operator ? "an operator" : "the machine",
-                 r->success && r->drop_detected ? "dropped" : "not dropped");
-    if (order_done)
-        log_info("order '%s' %s", r->order_id,
-                 r->success && r->drop_detected ? "COMPLETED" : "FAILED");
-    dispense_pump(v, machine_id);
-    deadline_arm(v);
-    refunds_schedule(v);
+    done->applied = true;
+    done->was_unsettled = u.status == UNIT_UNSETTLED;
+    done->order_done = order_done;
+    done->by_operator = by_operator;
+    memcpy(done->machine_id, u.machine_id, sizeof(done->machine_id));
 out:
     if (rc < 0 && by_operator && rejected)
         log_warnx("order '%s' unit %" PRId64 " not settled by hand: %s", r->order_id, unit,
@@ -400,6 +401,46 @@ out:
         db_rollback(v->db);
     }
     return rc;
+}
+
+/* What an applied result tells once it is durable. */
+static void result_log(const struct vend_dispense_result *r, const struct result_done *done)
+{
+    int64_t unit = r->unit ? r->unit : 1;
+
+    if (done->was_unsettled)
+        log_info("order '%s' unit %" PRId64 " settled by %s: %s", r->order_id, unit,
+                 done->by_operator ? "an operator" : "the machine",
+                 r->success && r->drop_detected ? "dropped" : "not dropped");
+    if (done->order_done)
+        log_info("order '%s' %s", r->order_id,
+                 r->success && r->drop_detected ? "COMPLETED" : "FAILED");
+}
+
+static int apply(struct vendd *v, const char *machine_id, const struct vend_dispense_result *r)
+{
+    struct result_done done;
+    int rc = apply_locked(v, machine_id, r, &done);
+
+    if (rc < 0 || !done.applied)
+        return rc;
+    events_emit(v);
+    result_log(r, &done);
+    dispense_pump(v, done.machine_id);
+    deadline_arm(v);
+    refunds_schedule(v);
+    return rc;
+}
+
+int dispense_result_apply_locked(struct vendd *v, const char *machine_id,
+                                 const struct vend_dispense_result *r, struct result_done *done)
+{
+    return apply_locked(v, machine_id, r, done);
+}
+
+void dispense_result_log(const struct vend_dispense_result *r, const struct result_done *done)
+{
+    result_log(r, done);
 }
 
 int dispense_result_apply(struct vendd *v, const char *machine_id,
@@ -495,34 +536,49 @@ static void on_retry(void *arg)
     b->retry_ms = 0;
 }
 
+static struct result_backlog *backlog(struct vendd *v)
+{
+    if (v->result_backlog == NULL)
+        v->result_backlog = xcalloc(1, sizeof(*v->result_backlog));
+    return v->result_backlog;
+}
+
 int dispense_result_submit(struct vendd *v, const char *machine_id,
                            const struct vend_dispense_result *r)
 {
-    int rc;
-
-    if (v->result_backlog == NULL)
-        v->result_backlog = xcalloc(1, sizeof(*v->result_backlog));
     /* Behind those already waiting, so results are applied in the order they came. */
-    if (v->result_backlog->n > 0) {
+    if (backlog(v)->n > 0) {
         enqueue(v, machine_id, r);
         return VEND_OK;
     }
-    rc = dispense_result_apply(v, machine_id, r);
-    if (!worth_retrying(rc))
-        return rc;
+    /* With the other results and triggers of this loop turn, in one commit. */
+    dispense_group_result(v, machine_id, r);
+    return VEND_OK;
+}
+
+bool dispense_result_worth_retrying(int rc)
+{
+    return worth_retrying(rc);
+}
+
+void dispense_result_keep(struct vendd *v, const char *machine_id,
+                          const struct vend_dispense_result *r, int rc)
+{
+    backlog(v);
     log_warnx("dispense_result for order '%s' from '%s' kept to be applied again: %s", r->order_id,
               machine_id, vend_strerror(rc));
     enqueue(v, machine_id, r);
-    return VEND_OK;
 }
 
 size_t dispense_results_waiting(const struct vendd *v)
 {
-    return v->result_backlog != NULL ? v->result_backlog->n : 0;
+    return (v->result_backlog != NULL ? v->result_backlog->n : 0) + dispense_group_results(v);
 }
 
 void dispense_results_free(struct vendd *v)
 {
+    /* Its results are applied (or join the queue below) first. */
+    dispense_group_free(v);
     if (v->result_backlog == NULL)
         return;
     if (v->result_backlog->timer != 0)

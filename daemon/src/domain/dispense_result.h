@@ -11,7 +11,10 @@
 #ifndef VENDD_DISPENSE_RESULT_H
 #define VENDD_DISPENSE_RESULT_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "vend/msg.h"
 
 struct vendd;
 struct vend_dispense_result;
@@ -25,6 +28,23 @@ struct vend_dispense_result;
  */
 int dispense_result_apply(struct vendd *v, const char *machine_id,
                           const struct vend_dispense_result *r);
+
+/* A result applied and committed (a savepoint released, inside a group commit), and what
+ * follows once it is durable. */
+struct result_done {
+    bool applied; /* committed: its effects are due */
+    bool was_unsettled, order_done, by_operator;
+    char machine_id[VEND_MACHINE_ID_MAX + 1]; /* the unit's machine: pump it next */
+};
+
+/*
+ * dispense_result_apply() without what follows the commit (dispense_group.h does it once the
+ * group is durable): events, the log lines (dispense_result_log()), the machine's next unit,
+ * deadlines and refunds. Returns as dispense_result_apply().
+ */
+int dispense_result_apply_locked(struct vendd *v, const char *machine_id,
+                                 const struct vend_dispense_result *r, struct result_done *done);
+void dispense_result_log(const struct vend_dispense_result *r, const struct result_done *done);
 
 /*
  * An operator's word on an UNSETTLED unit (settle.h): r->order_id, r->unit, and success and
@@ -40,13 +60,21 @@ int dispense_result_apply_operator(struct vendd *v, const struct vend_dispense_r
  * database busy or failing) must not be dropped: it waits in a bounded queue, in arrival
  * order, and is applied again 100 ms later, then at 200 ms, ... up to 5 s; results that come
  * meanwhile queue behind it. Only a full queue (DISPENSE_RESULTS_WAITING_MAX) drops one, loudly.
- * Returns what dispense_result_apply() returned, or VEND_OK when r was queued.
+ * Otherwise r is applied with the rest of this loop turn's group (dispense_group.h), which
+ * counts a rejected one in the metrics. Returns VEND_OK (r is kept either way).
  */
 #define DISPENSE_RESULTS_WAITING_MAX 256
 int dispense_result_submit(struct vendd *v, const char *machine_id,
                            const struct vend_dispense_result *r);
 
-/* Results waiting to be applied again (for /metrics and tests). */
+/* A result that could not be committed (rc: why): into the queue above, behind those
+ * already waiting. worth_retrying: rc is an error the queue is for (busy, failing). */
+void dispense_result_keep(struct vendd *v, const char *machine_id,
+                          const struct vend_dispense_result *r, int rc);
+bool dispense_result_worth_retrying(int rc);
+
+/* Results waiting to be applied (again), with those in the next group (for /metrics and
+ * tests). */
 size_t dispense_results_waiting(const struct vendd *v);
 
 /* Drop the queue and its timer (shutdown). */

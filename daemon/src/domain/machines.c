@@ -207,23 +207,6 @@ int machines_page_json(struct vendd *v, const char *after_id, int64_t n, json_t 
     return VEND_OK;
 }
 
-int machines_stock_json(struct vendd *v, const char *id, json_t **out, char *why, size_t why_size)
-{
-    json_t *slots = NULL;
-    int rc;
-
-    *out = NULL;
-    rc = slots_stock_json(v, id, &slots);
-    if (rc < 0) {
-        snprintf(why, why_size,
-                 rc == VEND_ENOTFOUND ? "no machine '%s'" : "cannot read the stock of machine '%s'",
-                 id);
-        return rc;
-    }
-    *out = json_pack("{s:s, s:o}", "machine_id", id, "slots", slots);
-    return VEND_OK;
-}
-
 /* The machine's rows of a per-machine list: VEND_ENOTFOUND for an unknown one, not []. */
 static int machine_known(struct vendd *v, const char *id, char *why, size_t why_size)
 {

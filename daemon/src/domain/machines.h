@@ -77,12 +77,6 @@ int machines_get_json(struct vendd *v, const char *id, bool with_slots, json_t *
 int machines_page_json(struct vendd *v, const char *after_id, int64_t n, json_t **out);
 
 /*
- * The stock view {"machine_id", "slots"} in *out. Returns VEND_OK, VEND_ENOTFOUND, or a
- * VEND_E* from the database (*out NULL, why set).
- */
-int machines_stock_json(struct vendd *v, const char *id, json_t **out, char *why, size_t why_size);
-
-/*
  * Machine id's dispense_logs rows, as an array in *out: the units sent, newest command first
  * by (command_sent_at, id), then those never sent (command_sent_at NULL: queued, or failed
  * before sending), newest (highest id) first. The page starts after the row (after_sent,

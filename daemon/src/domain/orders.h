@@ -84,6 +84,9 @@ int orders_create_manual(struct vendd *v, struct order_new *in, char *why, size_
  * any part cannot be read (*out is then NULL: never a partial order).
  */
 int orders_get_json(struct vendd *v, const char *id, json_t **out);
+/* The same order as compact JSON text in *out (malloc'd, the caller frees): the hot read's
+ * answer, written without a jansson tree. Returns as above. */
+int orders_get_text(struct vendd *v, const char *id, char **out);
 
 /*
  * What a customer can buy from machine_id now (GET /api/buy/{machine_id}), as JSON in *out:

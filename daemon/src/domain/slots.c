@@ -9,6 +9,7 @@
 
 #include "db.h"
 #include "events.h"
+#include "jsonw.h"
 #include "log.h"
 #include "machines.h"
 #include "orders.h"
@@ -381,34 +382,59 @@ int slots_list_json(struct vendd *v, const char *machine_id, json_t **out)
     return VEND_OK;
 }
 
-int slots_stock_json(struct vendd *v, const char *machine_id, json_t **out)
+struct stock_rows {
+    struct jsonw *w;
+    bool machine;
+};
+
+static int write_stock_row(void *arg, const struct db_row *row)
+{
+    struct stock_rows *sr = arg;
+
+    sr->machine = true;
+    /* A machine without slots: the LEFT JOIN's one row of NULLs. */
+    if (!db_row_is_null(row, 0))
+        jw_row(sr->w, row);
+    return 0;
+}
+
+int slots_stock_text(struct vendd *v, const char *machine_id, char **out)
 {
     struct db_value p[1] = {DB_TEXT(machine_id)};
-    json_t *rows;
+    struct jsonw w = JSONW_INIT;
+    struct stock_rows sr = {.w = &w};
+    int rc;
 
     /*
      * The machine and its slots in one statement, not an existence check and then the
      * slots: this is a hot read (a kiosk's stock screen), and each statement outside a
      * transaction takes and drops SQLite's read lock. The LEFT JOIN gives an unknown machine
-     * no row and a machine without slots one row of NULLs.
+     * no row and a machine without slots one row of NULLs. Written as text, not as a jansson
+     * tree then serialised, which was four fifths of the cost of the read.
      */
     *out = NULL;
-    rows = store_query_json(v->db,
-                            "SELECT " SLOT_COLUMNS " FROM machines m "
-                            "LEFT JOIN slots s ON s.machine_id = m.id "
-                            "LEFT JOIN products p ON p.id = s.product_id "
-                            "WHERE m.id = $1 ORDER BY s.slot_number",
-                            p, 1);
-    if (rows == NULL) {
+    jw_obj_begin(&w);
+    jw_key(&w, "machine_id");
+    jw_str(&w, machine_id);
+    jw_key(&w, "slots");
+    jw_arr_begin(&w);
+    rc = db_exec(v->db,
+                 "SELECT " SLOT_COLUMNS " FROM machines m "
+                 "LEFT JOIN slots s ON s.machine_id = m.id "
+                 "LEFT JOIN products p ON p.id = s.product_id "
+                 "WHERE m.id = $1 ORDER BY s.slot_number",
+                 p, 1, write_stock_row, &sr);
+    if (rc < 0) {
         log_warnx("cannot read the stock of machine '%s': %s", machine_id, db_errmsg(v->db));
-        return VEND_EDB;
+        rc = VEND_EDB;
+    } else if (!sr.machine) {
+        rc = VEND_ENOTFOUND;
+    } else {
+        jw_arr_end(&w);
+        jw_obj_end(&w);
+        *out = jw_take(&w);
+        rc = VEND_OK;
     }
-    if (json_array_size(rows) == 0) {
-        json_decref(rows);
-        return VEND_ENOTFOUND;
-    }
-    if (json_is_null(json_object_get(json_array_get(rows, 0), "slot_number")))
-        json_array_clear(rows);
-    *out = rows;
-    return VEND_OK;
+    jw_free(&w);
+    return rc;
 }

@@ -68,8 +68,9 @@ int slots_get_json(struct vendd *v, const char *machine_id, int64_t slot_number,
 /* Every slot of machine_id, by number, as an array in *out. VEND_OK or VEND_EDB (logged). */
 int slots_list_json(struct vendd *v, const char *machine_id, json_t **out);
 
-/* slots_list_json() for a machine that may not exist, in one statement: VEND_OK,
- * VEND_ENOTFOUND or VEND_EDB (logged); *out is NULL on an error. */
-int slots_stock_json(struct vendd *v, const char *machine_id, json_t **out);
+/* The stock view {"machine_id", "slots"} (the slots as slots_list_json() shows them) of a
+ * machine that may not exist, in one statement, as compact JSON text in *out (malloc'd, the
+ * caller frees). VEND_OK, VEND_ENOTFOUND or VEND_EDB (logged); *out is NULL on an error. */
+int slots_stock_text(struct vendd *v, const char *machine_id, char **out);
 
 #endif
