@@ -605,6 +605,23 @@ static void notice_to_log(void *arg, const char *message)
     log_debug("postgresql: %.*s", (int)strcspn(message, "\n"), message);
 }
 
+/* SQLite compares text byte by byte; so does PostgreSQL only under the C collation. Others
+ * (en_US.UTF-8) order ids and names differently, and cursors of the lists with them. */
+static void warn_collation(PGconn *conn)
+{
+    PGresult *res =
+        PQexec(conn, "SELECT datcollate FROM pg_database WHERE datname = current_database()");
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        const char *c = PQgetvalue(res, 0, 0);
+        if (strcmp(c, "C") != 0 && strcmp(c, "POSIX") != 0 && strncmp(c, "C.", 2) != 0)
+            log_warnx("PostgreSQL database collation is '%s': text sorts unlike SQLite's; "
+                      "create the database with LC_COLLATE 'C'",
+                      c);
+    }
+    PQclear(res);
+}
+
 static int pg_open(struct db *db, const char *target)
 {
     struct pg_state *st;
@@ -635,6 +652,8 @@ static int pg_open(struct db *db, const char *target)
     rc = simple(db, "SET lock_timeout = " LOCK_TIMEOUT "; SET TIME ZONE 'UTC'; "
                     "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; "
                     "SET default_transaction_isolation = 'read committed'");
+    if (rc == VEND_OK)
+        warn_collation(st->conn);
 out:
     free(uri);
     if (rc < 0)
