@@ -257,7 +257,8 @@ $('sim').addEventListener('click', async () => {
 $('cancel').addEventListener('click', async () => {
   if (!order) return;
   try {
-    await call('POST', `/api/orders/${encodeURIComponent(order.id)}/cancel`);
+    // The order's key proves it is this customer's (without it vendd answers 404).
+    await call('POST', `/api/orders/${encodeURIComponent(order.id)}/cancel?key=${encodeURIComponent(order.key)}`);
   } catch (e) {
     say($('order-msg'), e.code === 'WRONG_STATE' ? 'Too late to cancel: the payment has arrived.' : `Not cancelled: ${e.message}`, true);
   }

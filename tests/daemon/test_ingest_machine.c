@@ -22,6 +22,8 @@
 #define T0_ISO "2025-11-27T09:30:00.000Z"
 #define T1     (T0 + 61500)
 #define T1_ISO "2025-11-27T09:31:01.500Z"
+#define T2     (T1 + 1000)
+#define T2_ISO "2025-11-27T09:31:02.500Z"
 
 static int setup(void **state)
 {
@@ -168,7 +170,28 @@ static void test_status_online_offline(void **state)
     dfx_text(f->v.db, "SELECT status || '|' || door || '|' || last_seen FROM machines", buf,
              sizeof(buf));
     assert_string_equal(buf, "ONLINE|OPEN|" T1_ISO);
-    assert_int_equal(f->v.metrics.status_updates, 3);
+
+    /* ONLINE again (machines.c then leaves the status column alone): the rest is still
+     * applied, and the presence did not move, so no event tells of it. */
+    dfx_clock_set(T2);
+    assert_int_equal(
+        dfx_int(f->v.db,
+                "SELECT count(*) FROM events WHERE kind = 'machine' AND status = 'ONLINE'"),
+        2);
+    assert_int_equal(send(f, handle_status, "VM01",
+                          "{\"status\":\"ONLINE\",\"door\":\"CLOSED\",\"rssi\":-70,"
+                          "\"fw\":\"1.0.1\"}"),
+                     VEND_OK);
+    dfx_text(f->v.db,
+             "SELECT status || '|' || door || '|' || rssi || '|' || fw || '|' || last_seen || "
+             "'|' || updated_at FROM machines",
+             buf, sizeof(buf));
+    assert_string_equal(buf, "ONLINE|CLOSED|-70|1.0.1|" T2_ISO "|" T2_ISO);
+    assert_int_equal(
+        dfx_int(f->v.db,
+                "SELECT count(*) FROM events WHERE kind = 'machine' AND status = 'ONLINE'"),
+        2);
+    assert_int_equal(f->v.metrics.status_updates, 4);
     assert_int_equal(f->v.metrics.telemetry_stored, 0);
 }
 

@@ -198,6 +198,37 @@ static void test_rollup_two_hours(void **state)
     assert_string_equal(buf, "LOW LOW");
 }
 
+/* Slot 1 as "level sensor_at". */
+static void slot1(struct t *t, char *buf, size_t size)
+{
+    dfx_text(t->f.v.db, "SELECT sensor_level || ' ' || sensor_at FROM slots WHERE id = 11", buf,
+             size);
+}
+
+/* A repeated level is not rewritten (telemetry.c skips the column), but the reading still
+ * moves sensor_at; a changed level moves both, and counts as a change. */
+static void test_slot_level_repeat_and_change(void **state)
+{
+    struct t *t = *state;
+    char buf[128];
+
+    store_at(t, "VM01", 0, "{\"slots\":[{\"id\":1,\"level\":\"HIGH\"}]}");
+    slot1(t, buf, sizeof(buf));
+    assert_string_equal(buf, "HIGH 2025-11-27T09:00:00.000Z");
+    store_at(t, "VM01", 5, "{\"slots\":[{\"id\":1,\"level\":\"HIGH\"}]}");
+    slot1(t, buf, sizeof(buf));
+    assert_string_equal(buf, "HIGH 2025-11-27T09:05:00.000Z");
+    store_at(t, "VM01", 10, "{\"slots\":[{\"id\":1,\"level\":\"LOW\"}]}");
+    slot1(t, buf, sizeof(buf));
+    assert_string_equal(buf, "LOW 2025-11-27T09:10:00.000Z");
+    store_at(t, "VM01", 15, "{\"slots\":[{\"id\":1,\"level\":\"LOW\"}]}");
+    slot1(t, buf, sizeof(buf));
+    assert_string_equal(buf, "LOW 2025-11-27T09:15:00.000Z");
+    /* First level, a repeat, a change, a repeat: one change in the hour. */
+    hourly(t, "VM01", T0_ISO, buf, sizeof(buf));
+    assert_string_equal(buf, "4 0 - - 0 0 1 -");
+}
+
 /* A reading that cannot be stored leaves no trace in the rollup either. */
 static void test_rollup_rolls_back(void **state)
 {
@@ -392,6 +423,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rollup_two_hours, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollup_rolls_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slot_level_repeat_and_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_exactly_the_old_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_keeps_latest_and_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_timer, setup, teardown),

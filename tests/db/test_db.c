@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1132,7 +1133,18 @@ static void test_statement_cache(void **state)
     }
     assert_int_equal(n.rows, 2);
     assert_int_equal(n.inner_sum, 5);
-    /* More distinct statements than the cache holds still run. */
+    /* The cache finds a statement by its text's address first: one buffer holding other
+     * SQL each time must still run what it holds now, and the numbers of the parameters are
+     * those of the statement found ($2 before $1). */
+    for (int i = 0; i < 6; i++) {
+        int64_t v = 0;
+        struct db_value p[2] = {DB_INT(i), DB_INT(100)};
+
+        snprintf(text, sizeof(text), i % 2 == 0 ? "SELECT $2 * 10 + $1" : "SELECT $1 * 10 + $2");
+        assert_int_equal(db_exec(db, text, p, 2, first_int, &v), 0);
+        assert_int_equal(v, i % 2 == 0 ? 1000 + i : i * 10 + 100);
+    }
+    /* More distinct statements than the cache holds still run (the same buffer again). */
     for (int i = 0; i < 600; i++) {
         snprintf(text, sizeof(text), "SELECT %d + $1", i);
         {
@@ -1341,6 +1353,36 @@ static void test_iso_time(void **state)
     assert_string_equal(buf, "");
 }
 
+/* db_iso_time() does its own calendar arithmetic: it must agree with gmtime_r() everywhere,
+ * century and leap-year edges included, over the whole range it writes. */
+static void test_iso_time_matches_gmtime(void **state)
+{
+    const int64_t max_s = INT64_C(253402300799);
+    const int64_t edges[] = {0,          951782399,  951868800,  4107542399, 4107542400,
+                             4102444800, 4133980799, 7258118400, 7258204800, max_s};
+    char got[64], want[96];
+    uint64_t x = 88172645463325252u; /* xorshift: a fixed, wide spread of instants */
+
+    (void)state;
+    for (size_t i = 0; i < 200000 + sizeof(edges) / sizeof(edges[0]); i++) {
+        int64_t secs, ms;
+        struct tm tm;
+        time_t tt;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        secs = i < sizeof(edges) / sizeof(edges[0]) ? edges[i] : (int64_t)(x % (uint64_t)max_s);
+        ms = (int64_t)(x % 1000);
+        tt = (time_t)secs;
+        assert_non_null(gmtime_r(&tt, &tm));
+        snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)ms);
+        db_iso_time(got, sizeof(got), secs * 1000 + ms);
+        assert_string_equal(got, want);
+    }
+}
+
 int main(int argc, char **argv)
 {
     /* On both backends. */
@@ -1395,6 +1437,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_value_shapes),
         cmocka_unit_test(test_migration_sets_match),
         cmocka_unit_test(test_iso_time),
+        cmocka_unit_test(test_iso_time_matches_gmtime),
     };
 
     if (argc > 1 && strcmp(argv[1], "pg") == 0) {

@@ -12,7 +12,11 @@
  *     through payment to COMPLETED (units dropped), or to FAILED with the refund; a wrong,
  *     missing or foreign key is 404 as an unknown order;
  *   - GET /api/sales counts the dropped units per day, machine and product from the database
- *     (a failed unit is not a sale; the same after a restart), with its range rules.
+ *     (a failed unit is not a sale; the same after a restart), with its range rules;
+ *   - POST /api/orders/{id}/cancel?key=K: a customer cancels only with the order's status_key;
+ *     a missing, wrong or foreign key, a manual order, and any order that is no longer
+ *     PENDING are the unknown order's 404 (the 409 that tells a status is for the key's holder
+ *     and the operator), and the order stays as it was; the operator needs no key.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +34,7 @@
 
 #define WAIT_MS     8000
 #define PENDING_MAX 6
+#define TOKEN       "it-buy-operator-token-0123456789abcdef"
 
 static const char *const env[] = {"ORDER_RATE_PER_MIN=10000", "ORDER_PENDING_MAX=6",
                                   "MIDTRANS_TIMEOUT_MS=3000", "DISPENSE_RESULT_GRACE_MS=2000",
@@ -535,6 +540,132 @@ static void sales_from_the_database(void **state)
     }
 }
 
+/* POST /api/orders/{id}/cancel[?key=key] as whoever h is; its status, r optional. */
+static long cancel_as(struct harness *h, const char *id, const char *key, struct harness_reply *r)
+{
+    char path[256];
+
+    if (key != NULL)
+        snprintf(path, sizeof(path), "/api/orders/%s/cancel?key=%s", id, key);
+    else
+        snprintf(path, sizeof(path), "/api/orders/%s/cancel", id);
+    return harness_call(h, "POST", path, NULL, r);
+}
+
+/* The answer of an unknown order: 404 NOT_FOUND, "no order 'id'", nothing else. */
+static void expect_unknown(struct harness *h, const char *id, const char *key)
+{
+    struct harness_reply r;
+    char want[128];
+
+    if (cancel_as(h, id, key, &r) != 404)
+        fail_msg("cancel '%s' with key '%s': %ld %s, not 404", id, key ? key : "(none)", r.status,
+                 r.body ? r.body : "");
+    snprintf(want, sizeof(want), "no order '%s'", id);
+    assert_string_equal(harness_reply_str(&r, "error.code"), "NOT_FOUND");
+    assert_string_equal(harness_reply_str(&r, "error.message"), want);
+    assert_null(json_object_get(json_object_get(r.json, "error"), "status"));
+    harness_reply_free(&r);
+}
+
+static void expect_status(struct harness *h, const char *id, const char *want)
+{
+    char sql[160];
+
+    snprintf(sql, sizeof(sql), "SELECT status FROM orders WHERE id = '%s'", id);
+    assert_int_equal(harness_sql_wait(h, sql, want, 0), 0);
+}
+
+/* With API_TOKEN set, so that a request without it is a customer's. */
+static void cancel_needs_the_key(void **state)
+{
+    struct buy *b = *state;
+    struct harness *h = &b->f->h;
+    struct harness_reply r;
+    char a[64], ka[40], c[64], kc[40], done[64], kdone[40], bad[40], upper[40], sql[160];
+
+    assert_int_equal(harness_vendd_term(h), 0);
+    /* The jam of an earlier case left slot 1 for an inspection. */
+    assert_int_equal(
+        harness_sql_exec(h, "UPDATE slots SET needs_inspection = 0 WHERE slot_number = 1"), 1);
+    assert_int_equal(harness_env_set(h, "API_TOKEN=" TOKEN), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
+    assert_int_equal(harness_machine_online(h, &b->f->machine), 0);
+    h->bearer[0] = '\0';
+
+    if (order(h, 1, 1, "qris", a, &r) != 201)
+        fail_msg("order: %ld %s", r.status, r.body ? r.body : "");
+    snprintf(ka, sizeof(ka), "%s", harness_reply_str(&r, "status_key"));
+    harness_reply_free(&r);
+    assert_int_equal(order(h, 1, 1, "qris", c, &r), 201);
+    snprintf(kc, sizeof(kc), "%s", harness_reply_str(&r, "status_key"));
+    harness_reply_free(&r);
+    snprintf(bad, sizeof(bad), "%s", ka);
+    bad[31] = bad[31] == '0' ? '1' : '0';
+    snprintf(upper, sizeof(upper), "%s", ka);
+    for (char *p = upper; *p != '\0'; p++) {
+        if (*p >= 'a' && *p <= 'f')
+            *p = (char)(*p - 'a' + 'A');
+    }
+
+    /* Someone who knows only the id: no key, a wrong one, another order's, one too short or
+     * too long. Each is the unknown order, and the order stays PENDING. */
+    {
+        char longer[48];
+        const char *const keys[] = {NULL, "", bad, kc, "0", longer, upper};
+
+        snprintf(longer, sizeof(longer), "%s00", ka);
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+            if (keys[i] == upper && strcmp(upper, ka) == 0)
+                continue;
+            expect_unknown(h, a, keys[i]);
+        }
+    }
+    expect_unknown(h, "ORD-NOT-THERE", ka);
+    expect_status(h, a, "PENDING");
+
+    /* An order no longer PENDING: without its key the 409 would tell its status. */
+    assert_int_equal(harness_sql_text(h,
+                                      "SELECT id FROM orders WHERE origin = 'customer' AND "
+                                      "status = 'COMPLETED' ORDER BY created_at LIMIT 1",
+                                      done, sizeof(done)),
+                     1);
+    snprintf(sql, sizeof(sql), "SELECT status_key FROM orders WHERE id = '%s'", done);
+    assert_int_equal(harness_sql_text(h, sql, kdone, sizeof(kdone)), 1);
+    expect_unknown(h, done, NULL);
+    expect_unknown(h, done, ka);
+    assert_int_equal(cancel_as(h, done, kdone, &r), 409);
+    assert_string_equal(harness_reply_str(&r, "error.code"), "WRONG_STATE");
+    assert_string_equal(harness_reply_str(&r, "error.status"), "COMPLETED");
+    harness_reply_free(&r);
+
+    /* An operator's order is the operator's alone: it has no key a customer could give. */
+    expect_unknown(h, "it-buy-manual", NULL);
+    expect_unknown(h, "it-buy-manual", ka);
+
+    /* The key's holder cancels; once. */
+    assert_int_equal(cancel_as(h, a, ka, &r), 200);
+    assert_string_equal(harness_reply_str(&r, "order_id"), a);
+    assert_string_equal(harness_reply_str(&r, "status"), "CANCELLED");
+    harness_reply_free(&r);
+    expect_status(h, a, "CANCELLED");
+    assert_int_equal(cancel_as(h, a, ka, &r), 409);
+    assert_string_equal(harness_reply_str(&r, "error.status"), "CANCELLED");
+    harness_reply_free(&r);
+    expect_unknown(h, a, NULL);
+
+    /* The operator needs no key, for a customer's order or a manual one. */
+    snprintf(h->bearer, sizeof(h->bearer), "%s", TOKEN);
+    assert_int_equal(cancel_as(h, c, NULL, &r), 200);
+    assert_string_equal(harness_reply_str(&r, "status"), "CANCELLED");
+    harness_reply_free(&r);
+    assert_int_equal(cancel_as(h, "it-buy-manual", NULL, &r), 409);
+    assert_string_equal(harness_reply_str(&r, "error.status"), "COMPLETED");
+    harness_reply_free(&r);
+    assert_int_equal(cancel_as(h, "ORD-NOT-THERE", NULL, NULL), 404);
+    h->bearer[0] = '\0';
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -544,6 +675,7 @@ int main(void)
         cmocka_unit_test(order_status_with_key),
         cmocka_unit_test(order_status_follows_payment),
         cmocka_unit_test(sales_from_the_database),
+        cmocka_unit_test(cancel_needs_the_key),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -241,12 +241,17 @@ void api_orders_list(void *ctx, const struct http_request *req, struct http_resp
     page_reply(res, &s_orders_page, &pg, json_object(), "items", rows);
 }
 
+/*
+ * Public: the operator cancels any order; a customer only with the order's status_key
+ * (?key=), and anything else is answered as an unknown order, so an order id alone cancels
+ * nothing and tells nothing, not even the status.
+ */
 void api_orders_cancel(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct vendd *v = ctx;
-    const char *id = http_param(req, "id");
+    const char *id = http_param(req, "id"), *key = http_query(req, "key");
     char status[ORDER_STATUS_SIZE];
-    int rc = checkout_cancel(v, id, status);
+    int rc = checkout_cancel(v, id, http_is_operator(req) ? NULL : key != NULL ? key : "", status);
 
     switch (rc) {
     case VEND_OK:

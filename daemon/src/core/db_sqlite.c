@@ -23,6 +23,7 @@
  * builds SQL text dynamically from growing the cache without end. */
 #define CACHE_BUCKETS   256
 #define CACHE_MAX       512
+#define RECENT_SLOTS    64
 #define PATH_MAX_LEN    4096
 #define BUSY_TIMEOUT_MS 5000
 
@@ -32,11 +33,23 @@ struct cached_stmt {
     uint32_t hash;
     sqlite3_stmt *stmt;
     bool busy; /* stepping right now (a row callback may run the same SQL again) */
+    /* pnum[i - 1]: N of the statement's i-th parameter "$N", 0 for a name that is not one
+     * (read once at prepare: the names never change). */
+    unsigned char *pnum;
+};
+
+/* Where a caller's SQL text was last found: callers pass string literals, so the pointer
+ * finds the entry without hashing the text; the text is still compared, so a caller that
+ * reuses a buffer for other SQL only misses. */
+struct recent_stmt {
+    const char *sql;
+    struct cached_stmt *entry;
 };
 
 struct sqlite_state {
     sqlite3 *conn;
     char *path;
+    struct recent_stmt recent[RECENT_SLOTS];
     struct cached_stmt *buckets[CACHE_BUCKETS];
     size_t ncached;
     bool warned_full;
@@ -120,6 +133,36 @@ static int prepare(struct db *db, const char *sql, unsigned int flags, sqlite3_s
     return VEND_OK;
 }
 
+/* "$N" with 1 <= N <= nparams, or 0. */
+static size_t param_number(const char *name, size_t nparams)
+{
+    char *end = NULL;
+    long v;
+
+    if (name == NULL || name[0] != '$' || name[1] < '1' || name[1] > '9')
+        return 0;
+    errno = 0;
+    v = strtol(name + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 1 || (unsigned long)v > nparams)
+        return 0;
+    return (size_t)v;
+}
+
+/* The N of each parameter "$N" of stmt (0: not such a name), or NULL when it has none. */
+static unsigned char *param_numbers(sqlite3_stmt *stmt)
+{
+    int count = sqlite3_bind_parameter_count(stmt);
+    unsigned char *out;
+
+    if (count <= 0)
+        return NULL;
+    out = xcalloc((size_t)count, 1);
+    for (int i = 1; i <= count; i++)
+        out[i - 1] =
+            (unsigned char)param_number(sqlite3_bind_parameter_name(stmt, i), DB_MAX_PARAMS);
+    return out;
+}
+
 /*
  * Finds or prepares the statement for sql. *entry is the cache entry to release after use,
  * or NULL when *stmt is private and must be finalized (cache full, or the cached one busy).
@@ -127,15 +170,26 @@ static int prepare(struct db *db, const char *sql, unsigned int flags, sqlite3_s
 static int stmt_get(struct db *db, const char *sql, sqlite3_stmt **stmt, struct cached_stmt **entry)
 {
     struct sqlite_state *st = state(db);
-    uint32_t h = hash_sql(sql);
-    struct cached_stmt **slot = &st->buckets[h % CACHE_BUCKETS];
-    struct cached_stmt *e;
+    struct recent_stmt *r = &st->recent[((uintptr_t)sql >> 3) % RECENT_SLOTS];
+    struct cached_stmt **slot = NULL;
+    struct cached_stmt *e = NULL;
+    uint32_t h = 0;
     int rc;
 
     *entry = NULL;
-    for (e = *slot; e != NULL; e = e->next) {
-        if (e->hash == h && strcmp(e->sql, sql) == 0)
-            break;
+    if (r->sql == sql && strcmp(r->entry->sql, sql) == 0)
+        e = r->entry;
+    if (e == NULL) {
+        h = hash_sql(sql);
+        slot = &st->buckets[h % CACHE_BUCKETS];
+        for (e = *slot; e != NULL; e = e->next) {
+            if (e->hash == h && strcmp(e->sql, sql) == 0)
+                break;
+        }
+        if (e != NULL) {
+            r->sql = sql;
+            r->entry = e;
+        }
     }
     if (e != NULL && !e->busy) {
         e->busy = true;
@@ -158,10 +212,13 @@ static int stmt_get(struct db *db, const char *sql, sqlite3_stmt **stmt, struct 
     e->sql = xstrdup(sql);
     e->hash = h;
     e->stmt = *stmt;
+    e->pnum = param_numbers(*stmt);
     e->busy = true;
     e->next = *slot;
     *slot = e;
     st->ncached++;
+    r->sql = sql;
+    r->entry = e;
     *entry = e;
     return VEND_OK;
 }
@@ -175,21 +232,6 @@ static void stmt_put(sqlite3_stmt *stmt, struct cached_stmt *entry)
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     entry->busy = false;
-}
-
-/* "$N" with 1 <= N <= nparams, or 0. */
-static size_t param_number(const char *name, size_t nparams)
-{
-    char *end = NULL;
-    long v;
-
-    if (name == NULL || name[0] != '$' || name[1] < '1' || name[1] > '9')
-        return 0;
-    errno = 0;
-    v = strtol(name + 1, &end, 10);
-    if (errno != 0 || *end != '\0' || v < 1 || (unsigned long)v > nparams)
-        return 0;
-    return (size_t)v;
 }
 
 static int bind_one(struct db *db, sqlite3_stmt *stmt, int idx, const struct db_value *v)
@@ -222,17 +264,18 @@ static int bind_one(struct db *db, sqlite3_stmt *stmt, int idx, const struct db_
 
 /* Every parameter in the SQL must be one of $1..$nparams, and every one given must be used:
  * a mismatch is a bug that would otherwise bind NULL silently. */
-static int bind_all(struct db *db, sqlite3_stmt *stmt, const char *sql,
-                    const struct db_value *params, size_t nparams)
+static int bind_all(struct db *db, sqlite3_stmt *stmt, const struct cached_stmt *entry,
+                    const char *sql, const struct db_value *params, size_t nparams)
 {
     bool used[DB_MAX_PARAMS] = {false};
     int count = sqlite3_bind_parameter_count(stmt);
     int rc;
 
     for (int i = 1; i <= count; i++) {
-        const char *name = sqlite3_bind_parameter_name(stmt, i);
-        size_t n = param_number(name, nparams);
-        if (n == 0) {
+        const char *name = entry != NULL ? NULL : sqlite3_bind_parameter_name(stmt, i);
+        size_t n = entry != NULL ? entry->pnum[i - 1] : param_number(name, nparams);
+        if (n == 0 || n > nparams) {
+            name = sqlite3_bind_parameter_name(stmt, i);
             db_set_error(db, "sql parameter '%s' is not one of $1..$%zu: '%.80s'",
                          name != NULL ? name : "?", nparams, sql);
             return VEND_EINVAL;
@@ -265,7 +308,7 @@ static int sq_exec(struct db *db, const char *sql, const struct db_value *params
     rc = stmt_get(db, sql, &stmt, &entry);
     if (rc < 0)
         return rc;
-    rc = bind_all(db, stmt, sql, params, nparams);
+    rc = bind_all(db, stmt, entry, sql, params, nparams);
     if (rc < 0)
         goto out;
     before = sqlite3_total_changes64(st->conn);
@@ -432,6 +475,9 @@ static int sq_open(struct db *db, const char *path)
     if (rc < 0)
         return rc;
 
+    /* Process-wide and only possible before SQLite's first use (later calls fail harmlessly):
+     * no memory statistics, whose mutex every SQLite allocation took. vendd reads none. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     st = xcalloc(1, sizeof(*st));
     st->path = xstrdup(path);
     db->be = st;
@@ -518,6 +564,7 @@ static void sq_close(struct db *db)
         while (e != NULL) {
             struct cached_stmt *next = e->next;
             sqlite3_finalize(e->stmt);
+            free(e->pnum);
             free(e->sql);
             free(e);
             e = next;

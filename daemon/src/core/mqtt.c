@@ -31,6 +31,8 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -594,15 +596,39 @@ static void attempt(struct mqtt_client *c)
     probe_next(c);
 }
 
+/*
+ * Hold (on) or send (off) what is written to fd. libmosquitto writes each PUBACK with its own
+ * send() as the PUBLISH is read; with TCP_NODELAY every one was a TCP segment of its own, the
+ * broker's to receive: 9 % of vendd's CPU per telemetry message (perf). Corked for the length
+ * of a read burst, the burst's acknowledgements leave together at its end. Nothing else
+ * waits: what the burst's callbacks publish is queued by libmosquitto until after the burst
+ * anyway. Best effort: without TCP_CORK, each PUBACK goes alone as before.
+ */
+static void cork(int fd, bool on)
+{
+#ifdef TCP_CORK
+    int v = on ? 1 : 0;
+
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+#else
+    (void)fd;
+    (void)on;
+#endif
+}
+
 static void mosq_io(void *arg, int fd, unsigned events)
 {
     struct mqtt_client *c = arg;
+    int corked = -1;
 
     (void)fd;
     if (!c->mosq)
         return;
     c->in_lib++;
     if (events & LOOP_READ) {
+        corked = mosquitto_socket(c->mosq);
+        if (corked >= 0)
+            cork(corked, true);
         /* libmosquitto reads one packet per call: keep reading while packets keep
          * delivering messages, so a burst is handled (and committed) as one. */
         for (unsigned i = 0; i < MQTT_READ_BURST; i++) {
@@ -620,6 +646,10 @@ static void mosq_io(void *arg, int fd, unsigned events)
     if (!c->lost && mosquitto_socket(c->mosq) >= 0 &&
         ((events & LOOP_WRITE) || mosquitto_want_write(c->mosq)))
         mosquitto_loop_write(c->mosq, 1);
+    /* Only the socket corked above, if it is still this connection's (a lost one is closed,
+     * and its number may already be another's). */
+    if (corked >= 0 && !c->lost && mosquitto_socket(c->mosq) == corked)
+        cork(corked, false);
     c->in_lib--;
     after_call(c);
 }

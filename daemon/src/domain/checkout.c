@@ -330,7 +330,25 @@ out:
 
 /* ---- cancel, expiry and reconciliation -------------------------------------------------- */
 
-int checkout_cancel(struct vendd *v, const char *order_id, char status[ORDER_STATUS_SIZE])
+/* Inside the cancel's transaction: key is customer order order_id's status_key. VEND_OK, or
+ * VEND_ENOTFOUND (an operator's order, no key stored, another key) or VEND_EDB. */
+static int customer_key_ok(struct vendd *v, const char *order_id, const char *key)
+{
+    struct db_value p[1] = {DB_TEXT(order_id)};
+    char stored[ORDER_STATUS_KEY_SIZE] = "";
+    int rc = store_query_text(v->db,
+                              "SELECT status_key FROM orders WHERE id = $1 AND origin = 'customer'",
+                              p, 1, stored, sizeof(stored));
+
+    if (rc < 0 && rc != VEND_ERANGE) {
+        log_warnx("cannot read order '%s': %s", order_id, db_errmsg(v->db));
+        return VEND_EDB;
+    }
+    return rc == 1 && orders_key_equal(stored, key) ? VEND_OK : VEND_ENOTFOUND;
+}
+
+int checkout_cancel(struct vendd *v, const char *order_id, const char *key,
+                    char status[ORDER_STATUS_SIZE])
 {
     struct order_row o;
     char now_iso[STORE_ISO_SIZE];
@@ -342,6 +360,8 @@ int checkout_cancel(struct vendd *v, const char *order_id, char status[ORDER_STA
     if (rc < 0)
         goto out;
     rc = payments_read_order(v, order_id, &o);
+    if (rc == VEND_OK && key != NULL)
+        rc = customer_key_ok(v, order_id, key);
     if (rc < 0)
         goto out;
     snprintf(status, ORDER_STATUS_SIZE, "%s", order_status_name(o.status));

@@ -71,11 +71,16 @@ int checkout_create(struct vendd *v, struct order_new *in, char *why, size_t why
 
 /*
  * POST /api/orders/{id}/cancel: a PENDING order becomes CANCELLED here (its stock given back)
- * and its Midtrans transaction is cancelled. status receives the order's status after the
- * call. Returns VEND_OK; VEND_ENOTFOUND; VEND_ESTATE when it is not PENDING (a paid order is
- * not cancelled: it dispenses, or is refunded if it cannot).
+ * and its Midtrans transaction is cancelled. key NULL: the operator cancels, any order; else
+ * the caller is a customer and key (untrusted) must be the order's status_key
+ * (orders_key_equal): an operator's order, or another key, is VEND_ENOTFOUND exactly as an
+ * unknown order, and status stays "" (a guess learns nothing, not even the status). status
+ * receives the order's status after the call. Returns VEND_OK; VEND_ENOTFOUND; VEND_ESTATE
+ * when it is not PENDING (a paid order is not cancelled: it dispenses, or is refunded if it
+ * cannot).
  */
-int checkout_cancel(struct vendd *v, const char *order_id, char status[ORDER_STATUS_SIZE]);
+int checkout_cancel(struct vendd *v, const char *order_id, const char *key,
+                    char status[ORDER_STATUS_SIZE]);
 
 /* At start: arm the reconciliation timer from the rows. Returns VEND_OK or VEND_EDB. */
 int checkout_resume(struct vendd *v);

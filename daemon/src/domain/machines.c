@@ -91,16 +91,7 @@ int machines_apply_status(struct vendd *v, const char *id, const struct vend_sta
     int rc;
 
     vendd_now_iso(v, now_iso, sizeof(now_iso));
-    rc = db_begin(v->db);
-    if (rc < 0)
-        goto out;
     p[0] = DB_TEXT(id);
-    rc = store_query_text(v->db, "SELECT status FROM machines WHERE id = $1", p, 1, before,
-                          sizeof(before));
-    if (rc <= 0) {
-        rc = rc < 0 ? rc : VEND_ENOTFOUND;
-        goto out;
-    }
     p[1] = DB_TEXT(presence);
     p[2] = DB_TEXT(vend_door_name(st->door)); /* NULL when absent: keeps the last value */
     p[3] = st->has_rssi ? DB_INT(st->rssi) : DB_NULL;
@@ -108,12 +99,32 @@ int machines_apply_status(struct vendd *v, const char *id, const struct vend_sta
     p[5] = DB_TEXT(now_iso);
     /* The will ({"status":"OFFLINE"}) says nothing of the extension: keep what it said. */
     p[6] = st->has_settle ? DB_INT(st->settle) : DB_NULL;
+    rc = db_begin(v->db);
+    if (rc < 0)
+        goto out;
+    /* The usual status repeats the presence: then one statement that leaves the status
+     * column alone (writing it, SQLite checks status IN (...) with a temporary b-tree per
+     * statement, and the events trigger watches it). No row: unknown machine, or the
+     * presence moves. */
     rc = db_exec(v->db,
-                 "UPDATE machines SET status = $2, door = COALESCE($3, door), rssi = $4, "
+                 "UPDATE machines SET door = COALESCE($3, door), rssi = $4, "
                  "fw = COALESCE($5, fw), settle = COALESCE($7, settle), "
                  "last_seen = CASE WHEN $2 = 'ONLINE' THEN $6 ELSE last_seen END, "
-                 "updated_at = $6 WHERE id = $1",
+                 "updated_at = $6 WHERE id = $1 AND status = $2",
                  p, 7, NULL, NULL);
+    if (rc == 1) {
+        snprintf(before, sizeof(before), "%s", presence);
+    } else if (rc == 0) {
+        rc = store_query_text(v->db, "SELECT status FROM machines WHERE id = $1", p, 1, before,
+                              sizeof(before));
+        if (rc == 1)
+            rc = db_exec(v->db,
+                         "UPDATE machines SET status = $2, door = COALESCE($3, door), rssi = $4, "
+                         "fw = COALESCE($5, fw), settle = COALESCE($7, settle), "
+                         "last_seen = CASE WHEN $2 = 'ONLINE' THEN $6 ELSE last_seen END, "
+                         "updated_at = $6 WHERE id = $1",
+                         p, 7, NULL, NULL);
+    }
     if (rc != 1) {
         rc = rc < 0 ? rc : VEND_ENOTFOUND;
         goto out;

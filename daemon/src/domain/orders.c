@@ -478,6 +478,13 @@ fail:
     "SELECT count(*) FROM dispense_logs WHERE order_id = i.order_id AND unit >= i.first_unit "     \
     "AND unit < i.first_unit + i.quantity AND "
 
+bool orders_key_equal(const char *stored, const char *given)
+{
+    return stored != NULL && given != NULL && strlen(stored) == ORDER_STATUS_KEY_SIZE - 1 &&
+           strnlen(given, ORDER_STATUS_KEY_SIZE) == ORDER_STATUS_KEY_SIZE - 1 &&
+           CRYPTO_memcmp(stored, given, ORDER_STATUS_KEY_SIZE - 1) == 0;
+}
+
 int orders_customer_json(struct vendd *v, const char *id, const char *key, json_t **out)
 {
     struct db_value p[1] = {DB_TEXT(id)};
@@ -495,10 +502,7 @@ int orders_customer_json(struct vendd *v, const char *id, const char *key, json_
         goto out;
     o = json_array_get(rows, 0);
     stored = json_string_value(json_object_get(o, "status_key"));
-    /* The lengths are public (32 hex digits); the contents are compared in constant time. */
-    if (o == NULL || stored == NULL || key == NULL || strlen(stored) != ORDER_STATUS_KEY_SIZE - 1 ||
-        strnlen(key, ORDER_STATUS_KEY_SIZE) != ORDER_STATUS_KEY_SIZE - 1 ||
-        CRYPTO_memcmp(stored, key, ORDER_STATUS_KEY_SIZE - 1) != 0) {
+    if (o == NULL || !orders_key_equal(stored, key)) {
         rc = VEND_ENOTFOUND;
         goto out;
     }

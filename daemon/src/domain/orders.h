@@ -110,6 +110,13 @@ int orders_customer_json(struct vendd *v, const char *id, const char *key, json_
 #define ORDER_STATUS_KEY_SIZE 33
 
 /*
+ * True when given (untrusted, may be NULL) is stored, a customer order's status_key (NULL for
+ * an order without one: never). The lengths are public (32 hex digits); the contents are
+ * compared in constant time, so a guess learns nothing from the time of a refusal.
+ */
+bool orders_key_equal(const char *stored, const char *given);
+
+/*
  * A page of orders (docs/HTTP-API.md "Lists"): at most n, newest first by (created_at, id),
  * those of machine_id and in status (each NULL: any), after the order (after_time,
  * after_id) (both NULL: from the newest), as an array in *out. Each shows the order's own

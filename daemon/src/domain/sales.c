@@ -10,7 +10,6 @@
 #include "db.h"
 #include "log.h"
 #include "store.h"
-#include "unit_status.h"
 #include "vend/err.h"
 #include "vendd.h"
 
@@ -82,45 +81,36 @@ void sales_day_format(int64_t day, char out[SALES_DAY_SIZE])
 }
 
 /*
- * completed_at is ISO 8601 UTC, so its first ten characters are the UTC day and a range of
- * days is a range of the text. The partial indexes of migration 0011 hold only the dropped
- * units, by (completed_at) and (machine_id, completed_at): the range is read from the index,
- * whatever the history of failed units. Each unit finds its item by the order's key and the
- * item's unit numbers (first_unit .. first_unit + quantity - 1).
+ * Migration 0012's rollup holds a row per day, machine and product sold, kept by triggers in
+ * the transaction of each unit's change, so a range reads at most the rows it answers: by the
+ * primary key (day, machine_id, product_name), or for one machine by sales_daily_machine, both
+ * in the answer's order (no sort), and the LIMIT stops the read.
  */
 #define SALES_SELECT                                                                               \
-    "SELECT substr(d.completed_at, 1, 10) AS day, d.machine_id, "                                  \
-    "COALESCE(i.product_name, '') AS product_name, count(*) AS units, "                            \
-    "sum(i.unit_price) AS revenue FROM dispense_logs d JOIN order_items i "                        \
-    "ON i.order_id = d.order_id AND d.unit >= i.first_unit "                                       \
-    "AND d.unit < i.first_unit + i.quantity WHERE " UNIT_DROPPED_SQL                               \
-    " AND d.completed_at >= $1 AND d.completed_at < $2"
-#define SALES_ORDER                                                                                \
-    " GROUP BY day, d.machine_id, product_name ORDER BY day, d.machine_id, product_name LIMIT $3"
+    "SELECT day, machine_id, product_name, units, revenue FROM sales_daily "                       \
+    "WHERE day >= $1 AND day <= $2"
+#define SALES_ORDER " ORDER BY day, machine_id, product_name LIMIT $3"
 
 const char *const sales_sql[2] = {
     SALES_SELECT SALES_ORDER,
-    SALES_SELECT " AND d.machine_id = $4" SALES_ORDER,
+    SALES_SELECT " AND machine_id = $4" SALES_ORDER,
 };
 
 int sales_json(struct vendd *v, int64_t from_day, int64_t to_day, const char *machine_id,
                json_t **out)
 {
-    char from[SALES_DAY_SIZE], before[SALES_DAY_SIZE];
-    char from_iso[SALES_DAY_SIZE + 16], before_iso[SALES_DAY_SIZE + 16];
+    char from[SALES_DAY_SIZE], to[SALES_DAY_SIZE];
     struct db_value p[4];
 
     sales_day_format(from_day, from);
-    sales_day_format(to_day + 1, before);
-    snprintf(from_iso, sizeof(from_iso), "%sT00:00:00.000Z", from);
-    snprintf(before_iso, sizeof(before_iso), "%sT00:00:00.000Z", before);
-    p[0] = DB_TEXT(from_iso);
-    p[1] = DB_TEXT(before_iso);
+    sales_day_format(to_day, to);
+    p[0] = DB_TEXT(from);
+    p[1] = DB_TEXT(to);
     p[2] = DB_INT(SALES_ROWS_MAX + 1);
     p[3] = DB_TEXT(machine_id);
     *out = store_query_json(v->db, sales_sql[machine_id != NULL], p, machine_id != NULL ? 4 : 3);
     if (*out == NULL) {
-        log_warnx("cannot read the sales of %s to %s: %s", from, before, db_errmsg(v->db));
+        log_warnx("cannot read the sales of %s to %s: %s", from, to, db_errmsg(v->db));
         return VEND_EDB;
     }
     if (json_array_size(*out) > SALES_ROWS_MAX) {

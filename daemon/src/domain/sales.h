@@ -1,7 +1,9 @@
 /*
  * sales.h - what sold: the units that dropped and what they were charged, by day (UTC),
- * machine and product, read from the database (dispense_logs and the order items that priced
- * them), never from counters in memory: a restart loses nothing.
+ * machine and product, read from the database's daily rollup (sales_daily, migration 0012),
+ * which triggers on dispense_logs keep in the transaction of every unit's change: never from
+ * counters in memory, so a restart loses nothing, and never a GROUP BY over the units on the
+ * event loop, so a year of a fleet costs the rows answered.
  *
  * A unit counts on the day it dropped (its completed_at), at the unit price of its order item
  * (the price when it was ordered). "Dropped" is UNIT_DROPPED_SQL (unit_status.h), so a late
@@ -38,7 +40,7 @@ int sales_json(struct vendd *v, int64_t from_day, int64_t to_day, const char *ma
                json_t **out);
 
 /* The statements sales_json() runs, [machine_id given], for tests to EXPLAIN: $1, $2 the
- * times from and before, $3 the row limit, $4 the machine. */
+ * first and last day ("YYYY-MM-DD"), $3 the row limit, $4 the machine. */
 extern const char *const sales_sql[2];
 
 #endif

@@ -55,8 +55,8 @@ struct unit_change {
 /*
  * SQL, over dispense_logs: the unit's product dropped. SUCCEEDED, or a late result that says it
  * dropped (on a NO_RESULT unit, or on a FAILED one an operator settled): the units whose stock
- * was taken. Migration 0011's sales indexes repeat it word for word, as SQLite uses a partial
- * index only for a query that does.
+ * was taken. Migration 0012's sales triggers repeat it word for word (over OLD and NEW): a
+ * change here is a migration that creates them again.
  */
 #define UNIT_DROPPED_SQL                                                                           \
     "(status = 'SUCCEEDED' OR (late_result = 1 AND success = 1 AND drop_detected = 1))"

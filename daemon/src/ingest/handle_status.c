@@ -33,6 +33,10 @@ int handle_status(struct vendd *v, const char *machine_id, const char *payload, 
         return rc;
     }
     rc = machines_apply_status(v, machine_id, &st, &changed);
+    if (rc == VEND_ENOTFOUND) {
+        log_warnx("rejected status from '%s': machine not registered", machine_id);
+        return rc;
+    }
     if (rc < 0) {
         log_warnx("cannot apply status from '%s': %s (%s)", machine_id, vend_strerror(rc),
                   db_errmsg(v->db));

@@ -1,7 +1,8 @@
 /*
  * handle_telemetry.c - vm/{id}/telemetry (SPEC §3): decode the reading, hand it to
  * telemetry_store() (domain/telemetry.h: what is stored, the mismatch alerts, the hourly
- * rollup, in one transaction), and log what it did once committed.
+ * rollup, in one transaction, which also finds an unregistered machine), and log what it
+ * did once committed.
  */
 #include <stdbool.h>
 #include <string.h>
@@ -33,6 +34,10 @@ int handle_telemetry(struct vendd *v, const char *machine_id, const char *payloa
     memcpy(data, payload, len);
     data[len] = '\0';
     rc = telemetry_store(v, machine_id, &t, data, &done);
+    if (rc == VEND_ENOTFOUND) {
+        log_warnx("rejected telemetry from '%s': machine not registered", machine_id);
+        return rc;
+    }
     if (rc < 0) {
         log_warnx("cannot store telemetry from '%s': %s (%s)", machine_id, vend_strerror(rc),
                   db_errmsg(v->db));

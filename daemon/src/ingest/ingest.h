@@ -3,9 +3,11 @@
  * behind it (handle_result.c, handle_telemetry.c, handle_status.c).
  *
  * ingest_message() is vendd's mqtt_message_fn. It parses the topic, bounds the
- * payload (VEND_PAYLOAD_MAX), checks the machine is registered and hands the
- * payload to the kind's handler. A handler decodes with the shared codec and
- * applies the message in one transaction, or rejects it whole. Every
+ * payload (VEND_PAYLOAD_MAX) and hands the payload to the kind's handler. A handler
+ * decodes with the shared codec and applies the message in one transaction, or rejects
+ * it whole. The machine must be registered: for a result ingest.c asks first; telemetry
+ * and status find out in their own transaction (VEND_ENOTFOUND), where no separate read
+ * can go stale. Every
  * rejection is logged with its reason and counted per kind and error in
  * /metrics; none stops the daemon or leaves a partial write.
  *
@@ -55,7 +57,8 @@ void ingest_commit(void *arg);
 #define INGEST_BATCH_MAX 512
 
 /*
- * Handlers: payload is NOT NUL-terminated; machine_id is registered. They return VEND_OK
+ * Handlers: payload is NOT NUL-terminated; machine_id is registered (handle_result), or
+ * may not be (the others: VEND_ENOTFOUND, logged as not registered). They return VEND_OK
  * or a negative VEND_E* after logging why (the caller counts it).
  */
 int handle_result(struct vendd *v, const char *machine_id, const char *payload, size_t len);
