@@ -1,6 +1,6 @@
 /*
  * db.h - the database seam: one small interface, one backend per file
- * (db_sqlite.c now, db_pg.c later), selected by DATABASE_URL.
+ * (db_sqlite.c, db_pg.c), selected by DATABASE_URL.
  *
  * SQL is written once for both backends:
  *  - placeholders are $1..$n (native in PostgreSQL; bound by name in SQLite);
@@ -60,7 +60,8 @@ const char *db_row_name(const struct db_row *row, int col);
 enum db_type db_row_type(const struct db_row *row, int col);
 
 /*
- * Open the database named by url ("sqlite:PATH"; "postgres://..." later) and
+ * Open the database named by url ("sqlite:PATH", or "postgres://..." / "postgresql://...", a libpq
+ * connection URI) and
  * bring its schema up to date (see db_migrate). A missing SQLite file is
  * created, and so is its directory if only that one level is missing (mode 0750);
  * a file that is not a database is never overwritten (VEND_ECORRUPT). VEND_ESCHEMA,

@@ -1,6 +1,6 @@
 /*
  * db_backend.h - the seam under db.h: one struct of function pointers per backend
- * (db_sqlite.c now, db_pg.c later). Internal to db*.c and the database tests; the rest
+ * (db_sqlite.c, db_pg.c). Internal to db*.c and the database tests; the rest
  * of the daemon uses db.h only.
  *
  * db.c owns struct db, picks the backend from the URL, and implements everything that
@@ -79,6 +79,7 @@ struct db_row {
 };
 
 extern const struct db_backend db_backend_sqlite;
+extern const struct db_backend db_backend_pg;
 
 /* Records the detail of the last error on db (truncated to DB_ERRMSG_MAX). */
 void db_set_error(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -13,5 +13,8 @@ struct schema_migration {
 
 extern const struct schema_migration schema_sqlite[];
 extern const int schema_sqlite_count;
+/* The same versions and names, for PostgreSQL (test_db checks they match). */
+extern const struct schema_migration schema_pg[];
+extern const int schema_pg_count;
 
 #endif

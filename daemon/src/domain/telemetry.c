@@ -187,13 +187,16 @@ static int rollup_locked(struct vendd *v, const char *machine_id, const struct v
         centi = (int64_t)(t->temperature * 100.0 + (t->temperature < 0 ? -0.5 : 0.5));
     p[0] = DB_TEXT(machine_id);
     p[1] = DB_TEXT(hour);
+    /* The CAST below gives $3 its type when it is NULL: PostgreSQL cannot infer one from
+     * "IS NULL" alone (SQLite needs no type; the value is the same). */
     p[2] = t->has_temperature ? DB_REAL(t->temperature) : DB_NULL;
     p[3] = DB_INT(centi);
     p[4] = DB_TEXT(vend_door_name(t->door)); /* NULL when not reported */
     p[5] = DB_INT(level_changes);
     rc = db_exec(v->db,
                  "UPDATE telemetry_hourly SET samples = samples + 1, "
-                 "temp_samples = temp_samples + CASE WHEN $3 IS NULL THEN 0 ELSE 1 END, "
+                 "temp_samples = temp_samples + "
+                 "CASE WHEN CAST($3 AS DOUBLE PRECISION) IS NULL THEN 0 ELSE 1 END, "
                  "temp_min = CASE WHEN $3 IS NULL OR $3 >= temp_min THEN temp_min ELSE $3 END, "
                  "temp_max = CASE WHEN $3 IS NULL OR $3 <= temp_max THEN temp_max ELSE $3 END, "
                  "temp_sum_centi = temp_sum_centi + $4, "
@@ -217,7 +220,8 @@ static int rollup_locked(struct vendd *v, const char *machine_id, const struct v
     return db_exec(v->db,
                    "INSERT INTO telemetry_hourly (machine_id, hour, samples, temp_samples, "
                    "temp_min, temp_max, temp_sum_centi, door_openings, level_changes, last_door) "
-                   "VALUES ($1, $2, 1, CASE WHEN $3 IS NULL THEN 0 ELSE 1 END, $3, $3, $4, "
+                   "VALUES ($1, $2, 1, CASE WHEN CAST($3 AS DOUBLE PRECISION) IS NULL THEN 0 "
+                   "ELSE 1 END, $3, $3, $4, "
                    "CASE WHEN $5 = 'OPEN' AND $7 = 'CLOSED' THEN 1 ELSE 0 END, $6, "
                    "COALESCE($5, $7))",
                    p, 7, NULL, NULL);

@@ -1,0 +1,785 @@
+/*
+ * db_pg.c - the PostgreSQL backend of db.h (URL "postgres://..." or "postgresql://...",
+ * handed to libpq as a connection URI).
+ *
+ * One connection, used from the event loop thread only. The SQL of db.h already uses
+ * PostgreSQL's $1..$n; it is checked here the way db_sqlite.c checks it (each of $1..$n used,
+ * nothing else, one statement) and prepared once per text and parameter types.
+ *
+ * Where PostgreSQL differs from what the daemon was written against (SQLite), this file
+ * restores SQLite's behaviour:
+ *  - a failing statement inside a transaction fails alone: each runs under a savepoint, so
+ *    code that takes VEND_ECONFLICT and goes on (payments.c) can go on;
+ *  - db_begin() takes one write lock for the whole database (an advisory lock held to the
+ *    end of the transaction), as BEGIN IMMEDIATE does: transactions that write are serialized,
+ *    so the compare-and-set reasoning of the domain holds unchanged;
+ *  - a lock waited for longer than LOCK_TIMEOUT_MS is VEND_EBUSY, as SQLite's busy timeout;
+ *  - booleans (the value of a comparison) read as 1/0.
+ * Results are read whole before the row callback runs, so a callback may run any statement.
+ */
+#include <errno.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "db_backend.h"
+#include "log.h"
+#include "vend/err.h"
+#include "xmalloc.h"
+
+#define CACHE_BUCKETS 256
+#define CACHE_MAX     512
+#define URL_MAX_LEN   4096
+/* SQLite's busy timeout (db_sqlite.c): a lock waited for longer is VEND_EBUSY. */
+#define LOCK_TIMEOUT "'5000ms'"
+/* The advisory lock db_begin() takes: any constant, the same in every vendd ("vend" in ASCII). */
+#define WRITE_LOCK_KEY "1986358884"
+/* PostgreSQL's type OIDs (catalog/pg_type.h, stable across versions). */
+#define OID_BOOL    16
+#define OID_INT8    20
+#define OID_INT2    21
+#define OID_INT4    23
+#define OID_FLOAT4  700
+#define OID_FLOAT8  701
+#define OID_NUMERIC 1700
+
+struct cached_stmt {
+    struct cached_stmt *next;
+    char *sql;
+    uint32_t hash;
+    size_t nparams;
+    Oid types[DB_MAX_PARAMS];
+    bool control; /* BEGIN, SAVEPOINT and the like: never under the statement's savepoint */
+    char name[16];
+};
+
+struct pg_state {
+    PGconn *conn;
+    struct cached_stmt *buckets[CACHE_BUCKETS];
+    size_t ncached;
+    unsigned int next_name;
+    bool warned_full;
+    uint64_t changes; /* rows changed through this connection */
+};
+
+/* What a row callback reads: one row of a result held whole. */
+struct pg_cursor {
+    PGresult *res;
+    int row;
+};
+
+static struct pg_state *state(struct db *db)
+{
+    return db->be;
+}
+
+/* SQLSTATE classes and codes (PostgreSQL manual, appendix A) mapped to db.h's contract. */
+static int code_of(const char *sqlstate)
+{
+    static const struct {
+        const char *code;
+        int rc;
+    } exact[] = {
+        {"23505", VEND_ECONFLICT}, /* unique_violation */
+        {"40001", VEND_EBUSY},     /* serialization_failure */
+        {"40P01", VEND_EBUSY},     /* deadlock_detected */
+        {"55P03", VEND_EBUSY},     /* lock_not_available (lock_timeout) */
+        {"53200", VEND_ENOMEM},    /* out_of_memory */
+        {"54000", VEND_ETOOBIG},   /* program_limit_exceeded */
+        {"54001", VEND_ETOOBIG},   /* statement_too_complex */
+        {"XX001", VEND_ECORRUPT},  /* data_corrupted */
+        {"XX002", VEND_ECORRUPT},  /* index_corrupted */
+    };
+
+    if (sqlstate == NULL)
+        return VEND_EDB; /* no answer from the server: the connection */
+    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+        if (strcmp(sqlstate, exact[i].code) == 0)
+            return exact[i].rc;
+    }
+    if (strncmp(sqlstate, "23", 2) == 0)
+        return VEND_ECONSTRAINT; /* CHECK, FOREIGN KEY, NOT NULL, exclusion */
+    return VEND_EDB;
+}
+
+/* Records the detail of a failed result (res may be NULL: the connection's message) and maps
+ * it. what names the statement. */
+static int fail(struct db *db, const PGresult *res, const char *what)
+{
+    struct pg_state *st = state(db);
+    const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *code = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *detail = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    size_t len;
+
+    if (msg == NULL)
+        msg = st != NULL && st->conn != NULL ? PQerrorMessage(st->conn) : "no connection";
+    len = strcspn(msg, "\n"); /* libpq's own messages end in a newline */
+    db_set_error(db, "'%.80s': %.*s%s%s (SQLSTATE %s)", what, (int)len, msg,
+                 detail != NULL ? ": " : "", detail != NULL ? detail : "",
+                 code != NULL ? code : "none");
+    return code_of(code);
+}
+
+static uint32_t hash_sql(const char *s, const Oid *types, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 16777619u;
+    }
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint32_t)types[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
+static bool is_ident(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (c >= '0' && c <= '9');
+}
+
+/* Past a quoted string or identifier starting at s (the quote); at the end if unterminated
+ * (the server then reports it). A doubled quote is part of the text. */
+static const char *skip_quoted(const char *s)
+{
+    char q = *s++;
+
+    for (; *s != '\0'; s++) {
+        if (*s == q) {
+            if (s[1] != q)
+                return s + 1;
+            s++;
+        }
+    }
+    return s;
+}
+
+/* Past a comment starting at s ("--" or slash-star), or s itself when none starts there. */
+static const char *skip_comment(const char *s)
+{
+    if (s[0] == '-' && s[1] == '-')
+        return s + strcspn(s, "\n");
+    if (s[0] == '/' && s[1] == '*') {
+        const char *end = strstr(s + 2, "*/");
+        return end != NULL ? end + 2 : s + strlen(s);
+    }
+    return s;
+}
+
+/*
+ * Checks sql as db_sqlite.c does, outside quotes and comments: placeholders exactly $1..$n,
+ * each used; no other parameter syntax ("?", ":name", "@name"); one statement. Sets *control
+ * for the statements that open or end transactions and savepoints.
+ */
+static int scan_sql(struct db *db, const char *sql, size_t nparams, bool *control)
+{
+    static const char *const controls[] = {"BEGIN",    "START", "COMMIT",    "END",
+                                           "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"};
+    bool used[DB_MAX_PARAMS] = {false};
+    const char *first = NULL;
+    bool ended = false; /* a ';' was seen */
+    const char *s = sql;
+
+    while (*s != '\0') {
+        const char *past = skip_comment(s);
+        if (past != s) {
+            s = past;
+            continue;
+        }
+        if (is_space(*s)) {
+            s++;
+            continue;
+        }
+        if (*s == ';') {
+            ended = true;
+            s++;
+            continue;
+        }
+        if (ended) {
+            db_set_error(db, "db_exec takes exactly one statement: '%.80s'", sql);
+            return VEND_EINVAL;
+        }
+        if (first == NULL)
+            first = s;
+        if (*s == '\'' || *s == '"') {
+            s = skip_quoted(s);
+            continue;
+        }
+        if (*s == '$') {
+            char *end = NULL;
+            long v = -1;
+            if (s[1] >= '0' && s[1] <= '9') {
+                errno = 0;
+                v = strtol(s + 1, &end, 10);
+                if (errno != 0)
+                    v = -1;
+            }
+            if (v < 1 || (unsigned long)v > nparams) {
+                db_set_error(db, "sql parameter '%.*s' is not one of $1..$%zu: '%.80s'",
+                             end != NULL ? (int)(end - s) : 2, s, nparams, sql);
+                return VEND_EINVAL;
+            }
+            used[v - 1] = true;
+            s = end;
+            continue;
+        }
+        if (*s == '?' ||
+            ((*s == ':' || *s == '@') && is_ident(s[1]) && (s == sql || s[-1] != ':'))) {
+            db_set_error(db, "sql parameter '%.2s' is not one of $1..$%zu: '%.80s'", s, nparams,
+                         sql);
+            return VEND_EINVAL;
+        }
+        s++;
+    }
+    if (first == NULL) {
+        db_set_error(db, "db_exec takes exactly one statement, got none: '%.80s'", sql);
+        return VEND_EINVAL;
+    }
+    for (size_t i = 0; i < nparams; i++) {
+        if (!used[i]) {
+            db_set_error(db, "parameter $%zu is not used by '%.80s'", i + 1, sql);
+            return VEND_EINVAL;
+        }
+    }
+    *control = false;
+    for (size_t i = 0; i < sizeof(controls) / sizeof(controls[0]); i++) {
+        size_t len = strlen(controls[i]);
+        if (strncasecmp(first, controls[i], len) == 0 && !is_ident(first[len]))
+            *control = true;
+    }
+    return VEND_OK;
+}
+
+/* The parameter types the statement is prepared with: integers and reals as themselves, so
+ * "$1 + 1000" is 64-bit arithmetic; text and NULL unknown, so the server infers the column's
+ * type (a NULL then binds to any column, as in SQLite). */
+static void types_of(const struct db_value *params, size_t nparams, Oid *types)
+{
+    for (size_t i = 0; i < nparams; i++) {
+        switch (params[i].type) {
+        case DB_T_INT:
+            types[i] = OID_INT8;
+            break;
+        case DB_T_REAL:
+            types[i] = OID_FLOAT8;
+            break;
+        default:
+            types[i] = 0;
+            break;
+        }
+    }
+}
+
+/* Finds the statement in the cache (*entry), or checks its text for stmt_prepare() (*entry
+ * NULL). types gets the parameter types and *hash the key. */
+static int stmt_find(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
+                     Oid *types, uint32_t *hash, struct cached_stmt **entry, bool *control)
+{
+    struct pg_state *st = state(db);
+    struct cached_stmt *e;
+
+    *entry = NULL;
+    types_of(params, nparams, types);
+    *hash = hash_sql(sql, types, nparams);
+    for (e = st->buckets[*hash % CACHE_BUCKETS]; e != NULL; e = e->next) {
+        if (e->hash == *hash && e->nparams == nparams && strcmp(e->sql, sql) == 0 &&
+            memcmp(e->types, types, nparams * sizeof(Oid)) == 0) {
+            *entry = e;
+            *control = e->control;
+            return VEND_OK;
+        }
+    }
+    return scan_sql(db, sql, nparams, control);
+}
+
+/* Prepares a statement stmt_find() did not have and caches it; *entry stays NULL when the
+ * cache is full (then the statement runs unnamed, parsed each time). */
+static int stmt_prepare(struct db *db, const char *sql, const Oid *types, size_t nparams,
+                        uint32_t hash, bool control, struct cached_stmt **entry)
+{
+    struct pg_state *st = state(db);
+    struct cached_stmt **slot = &st->buckets[hash % CACHE_BUCKETS];
+    struct cached_stmt *e;
+    PGresult *res;
+    int rc;
+
+    *entry = NULL;
+    if (st->ncached >= CACHE_MAX) {
+        if (!st->warned_full) {
+            log_warnx("PostgreSQL statement cache full at %d entries; preparing each time",
+                      CACHE_MAX);
+            st->warned_full = true;
+        }
+        return VEND_OK;
+    }
+    e = xcalloc(1, sizeof(*e));
+    snprintf(e->name, sizeof(e->name), "vend_%u", st->next_name++);
+    res = PQprepare(st->conn, e->name, sql, (int)nparams, types);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = fail(db, res, sql);
+        PQclear(res);
+        free(e);
+        return rc;
+    }
+    PQclear(res);
+    e->sql = xstrdup(sql);
+    e->hash = hash;
+    e->nparams = nparams;
+    memcpy(e->types, types, nparams * sizeof(Oid));
+    e->control = control;
+    e->next = *slot;
+    *slot = e;
+    st->ncached++;
+    *entry = e;
+    return VEND_OK;
+}
+
+/* Text of one parameter into buf (for integers and reals), or its own text. */
+static int value_text(struct db *db, const struct db_value *v, size_t idx, char *buf, size_t size,
+                      const char **out)
+{
+    switch (v->type) {
+    case DB_T_NULL:
+        *out = NULL;
+        return VEND_OK;
+    case DB_T_INT:
+        snprintf(buf, size, "%lld", (long long)v->i);
+        *out = buf;
+        return VEND_OK;
+    case DB_T_REAL:
+        if (isnan(v->r))
+            snprintf(buf, size, "NaN");
+        else if (isinf(v->r))
+            snprintf(buf, size, "%sInfinity", v->r < 0 ? "-" : "");
+        else
+            snprintf(buf, size, "%.17g", v->r);
+        *out = buf;
+        return VEND_OK;
+    case DB_T_TEXT:
+        *out = v->s;
+        return VEND_OK;
+    default:
+        db_set_error(db, "parameter $%zu has unknown type %d", idx + 1, (int)v->type);
+        return VEND_EINVAL;
+    }
+}
+
+/* A statement without parameters or rows (savepoints, transaction control, settings). */
+static int simple(struct db *db, const char *sql)
+{
+    PGresult *res = PQexec(state(db)->conn, sql);
+    int rc = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK
+                 ? VEND_OK
+                 : fail(db, res, sql);
+
+    PQclear(res);
+    return rc;
+}
+
+/* Rows changed, as SQLite counts them: INSERT, UPDATE, DELETE (RETURNING or not); 0 else. */
+static int changed_rows(const PGresult *res)
+{
+    static const char *const verbs[] = {"INSERT ", "UPDATE ", "DELETE ", "MERGE "};
+    const char *status = PQcmdStatus((PGresult *)res);
+    const char *n = PQcmdTuples((PGresult *)res);
+
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+        if (strncmp(status, verbs[i], strlen(verbs[i])) == 0 && n[0] != '\0')
+            return (int)strtol(n, NULL, 10);
+    }
+    return 0;
+}
+
+/* Runs the statement and returns its result whole (or the error, mapped). */
+static int run(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
+               const struct cached_stmt *entry, PGresult **out)
+{
+    struct pg_state *st = state(db);
+    char nums[DB_MAX_PARAMS][32];
+    const char *values[DB_MAX_PARAMS];
+    Oid types[DB_MAX_PARAMS];
+    PGresult *res;
+    ExecStatusType s;
+    int rc;
+
+    *out = NULL;
+    for (size_t i = 0; i < nparams; i++) {
+        rc = value_text(db, &params[i], i, nums[i], sizeof(nums[i]), &values[i]);
+        if (rc < 0)
+            return rc;
+    }
+    if (entry != NULL) {
+        res = PQexecPrepared(st->conn, entry->name, (int)nparams, values, NULL, NULL, 0);
+    } else {
+        types_of(params, nparams, types);
+        res = PQexecParams(st->conn, sql, (int)nparams, types, values, NULL, NULL, 0);
+    }
+    s = PQresultStatus(res);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        rc = fail(db, res, sql);
+        PQclear(res);
+        return rc;
+    }
+    *out = res;
+    return VEND_OK;
+}
+
+static int pg_exec(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
+                   db_row_fn *fn, void *arg)
+{
+    struct pg_state *st = state(db);
+    struct cached_stmt *entry = NULL;
+    struct pg_cursor cur = {0};
+    struct db_row row = {.ops = &db_backend_pg, .cur = &cur};
+    Oid types[DB_MAX_PARAMS];
+    uint32_t hash = 0;
+    bool control = false;
+    bool wrapped = false;
+    int rc;
+
+    for (size_t i = 0; i < nparams; i++) {
+        if (params[i].type != DB_T_NULL && params[i].type != DB_T_INT &&
+            params[i].type != DB_T_REAL && params[i].type != DB_T_TEXT) {
+            db_set_error(db, "parameter $%zu has unknown type %d", i + 1, (int)params[i].type);
+            return VEND_EINVAL;
+        }
+    }
+    rc = stmt_find(db, sql, params, nparams, types, &hash, &entry, &control);
+    if (rc < 0)
+        return rc;
+    /* SQLite undoes a failed statement alone and the transaction goes on; PostgreSQL would
+     * abort the whole transaction (a failed prepare too). */
+    if (!control && PQtransactionStatus(st->conn) == PQTRANS_INTRANS) {
+        rc = simple(db, "SAVEPOINT vend_stmt");
+        if (rc < 0)
+            return rc;
+        wrapped = true;
+    }
+    rc = entry == NULL ? stmt_prepare(db, sql, types, nparams, hash, control, &entry) : VEND_OK;
+    if (rc >= 0)
+        rc = run(db, sql, params, nparams, entry, &cur.res);
+    if (wrapped) {
+        /* A failure of the release itself leaves the transaction aborted: the caller's
+         * rollback ends it. */
+        int r = simple(db, rc < 0 ? "ROLLBACK TO SAVEPOINT vend_stmt; RELEASE SAVEPOINT vend_stmt"
+                                  : "RELEASE SAVEPOINT vend_stmt");
+        if (rc >= 0 && r < 0)
+            rc = r;
+    }
+    if (rc < 0)
+        goto out;
+    rc = changed_rows(cur.res);
+    st->changes += (uint64_t)rc;
+    if (fn != NULL) {
+        int nrows = PQntuples(cur.res);
+        for (cur.row = 0; cur.row < nrows; cur.row++) {
+            if (fn(arg, &row) != 0) {
+                rc = 0; /* as SQLite: a stopped statement reports no changes */
+                break;
+            }
+        }
+    }
+out:
+    PQclear(cur.res);
+    return rc;
+}
+
+static int pg_script(struct db *db, const char *sql)
+{
+    struct pg_state *st = state(db);
+    PGresult *res;
+    int rc = VEND_OK;
+
+    /* Several statements in one simple query: the server runs them in order and stops at the
+     * first error, whose message comes last. */
+    if (!PQsendQuery(st->conn, sql))
+        return fail(db, NULL, "script");
+    while ((res = PQgetResult(st->conn)) != NULL) {
+        ExecStatusType s = PQresultStatus(res);
+        if (rc == VEND_OK && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK &&
+            s != PGRES_EMPTY_QUERY)
+            rc = fail(db, res, "script");
+        PQclear(res);
+    }
+    return rc;
+}
+
+static int pg_begin(struct db *db)
+{
+    int rc;
+
+    /* PostgreSQL only warns about a nested BEGIN; SQLite refuses it, and so does db.h. */
+    if (PQtransactionStatus(state(db)->conn) != PQTRANS_IDLE) {
+        db_set_error(db, "'BEGIN': a transaction is already open");
+        return VEND_EDB;
+    }
+    rc = simple(db, "BEGIN");
+    if (rc < 0)
+        return rc;
+    /* BEGIN IMMEDIATE: the write lock now, so a transaction never waits for it half-way. */
+    rc = simple(db, "SELECT pg_advisory_xact_lock(" WRITE_LOCK_KEY ")");
+    if (rc < 0) {
+        char detail[DB_ERRMSG_MAX];
+        memcpy(detail, db->errmsg, sizeof(detail));
+        if (simple(db, "ROLLBACK") < 0)
+            log_warnx("database rollback after a failed begin failed: %s", db->errmsg);
+        db_set_error(db, "%s", detail);
+    }
+    return rc;
+}
+
+static int pg_commit(struct db *db)
+{
+    struct pg_state *st = state(db);
+    PGresult *res;
+    int rc;
+
+    if (PQtransactionStatus(st->conn) == PQTRANS_IDLE) {
+        db_set_error(db, "'COMMIT': no transaction is open");
+        return VEND_EDB;
+    }
+    res = PQexec(st->conn, "COMMIT");
+    /* COMMIT of an aborted transaction "succeeds" as a ROLLBACK: that is a failure here. */
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = fail(db, res, "COMMIT");
+    } else if (strcmp(PQcmdStatus(res), "ROLLBACK") == 0) {
+        db_set_error(db, "'COMMIT': the transaction had failed and was rolled back");
+        rc = VEND_EDB;
+    } else {
+        rc = VEND_OK;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int pg_rollback(struct db *db)
+{
+    if (PQtransactionStatus(state(db)->conn) == PQTRANS_IDLE)
+        return VEND_OK;
+    return simple(db, "ROLLBACK");
+}
+
+static bool pg_in_transaction(struct db *db)
+{
+    PGTransactionStatusType s = PQtransactionStatus(state(db)->conn);
+
+    return s == PQTRANS_INTRANS || s == PQTRANS_INERROR || s == PQTRANS_ACTIVE;
+}
+
+static int pg_checkpoint(struct db *db)
+{
+    (void)db; /* the server checkpoints by itself */
+    return VEND_OK;
+}
+
+static void pg_version(struct db *db, uint64_t out[2])
+{
+    struct pg_state *st = state(db);
+    PGresult *res;
+
+    out[0] = st->changes;
+    /* The snapshot's xmax is one past the newest finished transaction id: it moves at every
+     * commit (or rollback) of a transaction that wrote, on any connection. */
+    out[1] = UINT64_MAX;
+    res = PQexec(st->conn, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+        out[1] = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+}
+
+static void notice_to_log(void *arg, const char *message)
+{
+    (void)arg;
+    log_debug("postgresql: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+/* SQLite compares text byte by byte; so does PostgreSQL only under the C collation. Others
+ * (en_US.UTF-8) order ids and names differently, and cursors of the lists with them. */
+static void warn_collation(PGconn *conn)
+{
+    PGresult *res =
+        PQexec(conn, "SELECT datcollate FROM pg_database WHERE datname = current_database()");
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        const char *c = PQgetvalue(res, 0, 0);
+        if (strcmp(c, "C") != 0 && strcmp(c, "POSIX") != 0 && strncmp(c, "C.", 2) != 0)
+            log_warnx("PostgreSQL database collation is '%s': text sorts unlike SQLite's; "
+                      "create the database with LC_COLLATE 'C'",
+                      c);
+    }
+    PQclear(res);
+}
+
+static int pg_open(struct db *db, const char *target)
+{
+    struct pg_state *st;
+    char *uri = NULL;
+    size_t len = strnlen(target, URL_MAX_LEN + 1);
+    int rc;
+
+    if (len > URL_MAX_LEN) {
+        db_set_error(db, "database URL 'postgresql://...' longer than %d bytes", URL_MAX_LEN);
+        return VEND_EINVAL;
+    }
+    st = xcalloc(1, sizeof(*st));
+    db->be = st;
+    uri = xmalloc(len + sizeof("postgresql://"));
+    memcpy(uri, "postgresql://", sizeof("postgresql://") - 1);
+    memcpy(uri + sizeof("postgresql://") - 1, target, len + 1);
+    st->conn = PQconnectdb(uri);
+    if (st->conn == NULL || PQstatus(st->conn) != CONNECTION_OK) {
+        /* libpq's message names host and port, never the password. */
+        const char *msg = st->conn != NULL ? PQerrorMessage(st->conn) : "out of memory";
+        db_set_error(db, "cannot connect to PostgreSQL database (postgresql://...): %.*s",
+                     (int)strcspn(msg, "\n"), msg);
+        rc = VEND_EDB;
+        goto out;
+    }
+    PQsetNoticeProcessor(st->conn, notice_to_log, NULL);
+    /* The server's defaults may differ per installation; these are what the daemon assumes. */
+    rc = simple(db, "SET lock_timeout = " LOCK_TIMEOUT "; SET TIME ZONE 'UTC'; "
+                    "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; "
+                    "SET default_transaction_isolation = 'read committed'");
+    if (rc == VEND_OK)
+        warn_collation(st->conn);
+out:
+    free(uri);
+    if (rc < 0)
+        db->ops->close(db);
+    return rc;
+}
+
+static void pg_close(struct db *db)
+{
+    struct pg_state *st = state(db);
+
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < CACHE_BUCKETS; i++) {
+        struct cached_stmt *e = st->buckets[i];
+        while (e != NULL) {
+            struct cached_stmt *next = e->next;
+            free(e->sql);
+            free(e);
+            e = next;
+        }
+    }
+    if (st->conn != NULL)
+        PQfinish(st->conn); /* the server drops the prepared statements with the session */
+    free(st);
+    db->be = NULL;
+}
+
+static const struct pg_cursor *cur(const struct db_row *row)
+{
+    return row->cur;
+}
+
+static int pg_row_count(const struct db_row *row)
+{
+    return PQnfields(cur(row)->res);
+}
+
+static bool pg_row_is_null(const struct db_row *row, int col)
+{
+    return PQgetisnull(cur(row)->res, cur(row)->row, col);
+}
+
+static const char *pg_row_text(const struct db_row *row, int col)
+{
+    const struct pg_cursor *c = cur(row);
+
+    if (PQgetisnull(c->res, c->row, col))
+        return NULL;
+    if (PQftype(c->res, col) == OID_BOOL) /* SQLite's comparisons give 1 and 0 */
+        return PQgetvalue(c->res, c->row, col)[0] == 't' ? "1" : "0";
+    return PQgetvalue(c->res, c->row, col);
+}
+
+static int64_t pg_row_int(const struct db_row *row, int col)
+{
+    const char *s = pg_row_text(row, col);
+    char *end = NULL;
+    long long v;
+
+    if (s == NULL)
+        return 0;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    /* A numeric with a fraction (avg) or a real: truncated, as sqlite3_column_int64. */
+    if (end != NULL && (*end == '.' || *end == 'e' || *end == 'E'))
+        return (int64_t)strtod(s, NULL);
+    return (int64_t)v;
+}
+
+static double pg_row_real(const struct db_row *row, int col)
+{
+    const char *s = pg_row_text(row, col);
+
+    return s != NULL ? strtod(s, NULL) : 0.0;
+}
+
+static const char *pg_row_name(const struct db_row *row, int col)
+{
+    return PQfname(cur(row)->res, col);
+}
+
+static enum db_type pg_row_type(const struct db_row *row, int col)
+{
+    const struct pg_cursor *c = cur(row);
+
+    if (PQgetisnull(c->res, c->row, col))
+        return DB_T_NULL;
+    switch (PQftype(c->res, col)) {
+    case OID_BOOL:
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8:
+        return DB_T_INT;
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+        return DB_T_REAL;
+    case OID_NUMERIC:
+        /* sum() of integers is numeric here and an integer in SQLite: decided per value. */
+        return strchr(PQgetvalue(c->res, c->row, col), '.') != NULL ? DB_T_REAL : DB_T_INT;
+    default:
+        return DB_T_TEXT;
+    }
+}
+
+const struct db_backend db_backend_pg = {
+    .name = "postgresql",
+    .migrations = schema_pg,
+    .nmigrations = &schema_pg_count,
+    .sql_tables = "SELECT tablename FROM pg_catalog.pg_tables "
+                  "WHERE schemaname = current_schema()",
+    .open = pg_open,
+    .close = pg_close,
+    .exec = pg_exec,
+    .script = pg_script,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .in_transaction = pg_in_transaction,
+    .checkpoint = pg_checkpoint,
+    .version = pg_version,
+    .row_count = pg_row_count,
+    .row_is_null = pg_row_is_null,
+    .row_int = pg_row_int,
+    .row_real = pg_row_real,
+    .row_text = pg_row_text,
+    .row_name = pg_row_name,
+    .row_type = pg_row_type,
+};
