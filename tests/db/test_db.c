@@ -1430,10 +1430,8 @@ static const char *const s_unit_status[] = {"QUEUED", "UNSETTLED", "SUCCEEDED", 
 /*
  * Orders S<first>.. on M1 (slot 1) or M2 (slot 2), of 1..3 items (1..3 units each, products
  * named Kopi, Teh, Cola or none), their units written in any final shape. success and
- * drop_detected are never NULL here, as vendd writes both with every result.
- * NEEDSWORK: with late_result = 1 over a NULL success or drop, the dropped predicate is NULL,
- * and NOT of it in the WHEN of 0012's update triggers (both backends) is NULL too: a unit
- * moving out of or into such a row is not moved in the rollup.
+ * drop_detected are written as vendd writes them here; sales_change() also makes them NULL,
+ * as a hand-written row may (the dropped predicate is then NULL, which must count as false).
  */
 static void sales_orders(struct db *db, uint64_t *s, int first, int n)
 {
@@ -1514,7 +1512,9 @@ static const char *sales_change(struct db *db, uint64_t *s, int orders)
         rc = EXEC(db, what[k], id, DB_TEXT(s_unit_status[pick(s, 5)]));
         break;
     case 1:
-        rc = EXEC(db, what[k], id, DB_INT(pick(s, 3) != 0), DB_INT(pick(s, 3) != 0));
+        /* NULL too: a row written by hand, where the dropped predicate is NULL, not false. */
+        rc = EXEC(db, what[k], id, pick(s, 4) == 3 ? DB_NULL : DB_INT(pick(s, 3) != 0),
+                  pick(s, 4) == 3 ? DB_NULL : DB_INT(pick(s, 3) != 0));
         break;
     case 2:
     case 8:

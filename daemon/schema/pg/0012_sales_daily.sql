@@ -78,13 +78,13 @@ CREATE TRIGGER sales_unit_out
     WHEN ((OLD.status = 'SUCCEEDED' OR (OLD.late_result = 1 AND OLD.success = 1
                                         AND OLD.drop_detected = 1))
           AND OLD.completed_at IS NOT NULL
-          AND NOT ((NEW.status = 'SUCCEEDED' OR (NEW.late_result = 1 AND NEW.success = 1
+          AND NOT COALESCE(((NEW.status = 'SUCCEEDED' OR (NEW.late_result = 1 AND NEW.success = 1
                                                  AND NEW.drop_detected = 1))
                    AND NEW.completed_at IS NOT NULL
                    AND substr(NEW.completed_at, 1, 10) = substr(OLD.completed_at, 1, 10)
                    AND NEW.machine_id IS NOT DISTINCT FROM OLD.machine_id
                    AND NEW.order_id IS NOT DISTINCT FROM OLD.order_id
-                   AND NEW.unit IS NOT DISTINCT FROM OLD.unit))
+                   AND NEW.unit IS NOT DISTINCT FROM OLD.unit), false))
     EXECUTE FUNCTION sales_unit_out();
 
 -- The row counts after the change, and did not count there before: put it in.
@@ -95,13 +95,13 @@ CREATE TRIGGER sales_unit_in
     WHEN ((NEW.status = 'SUCCEEDED' OR (NEW.late_result = 1 AND NEW.success = 1
                                         AND NEW.drop_detected = 1))
           AND NEW.completed_at IS NOT NULL
-          AND NOT ((OLD.status = 'SUCCEEDED' OR (OLD.late_result = 1 AND OLD.success = 1
+          AND NOT COALESCE(((OLD.status = 'SUCCEEDED' OR (OLD.late_result = 1 AND OLD.success = 1
                                                  AND OLD.drop_detected = 1))
                    AND OLD.completed_at IS NOT NULL
                    AND substr(NEW.completed_at, 1, 10) = substr(OLD.completed_at, 1, 10)
                    AND NEW.machine_id IS NOT DISTINCT FROM OLD.machine_id
                    AND NEW.order_id IS NOT DISTINCT FROM OLD.order_id
-                   AND NEW.unit IS NOT DISTINCT FROM OLD.unit))
+                   AND NEW.unit IS NOT DISTINCT FROM OLD.unit), false))
     EXECUTE FUNCTION sales_unit_in();
 
 -- Units are not deleted today; one that is stops counting.

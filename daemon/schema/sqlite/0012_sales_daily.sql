@@ -60,12 +60,12 @@ AFTER UPDATE OF status, late_result, success, drop_detected, completed_at, machi
 WHEN (OLD.status = 'SUCCEEDED' OR (OLD.late_result = 1 AND OLD.success = 1
                                    AND OLD.drop_detected = 1))
  AND OLD.completed_at IS NOT NULL
- AND NOT ((NEW.status = 'SUCCEEDED' OR (NEW.late_result = 1 AND NEW.success = 1
+ AND NOT COALESCE(((NEW.status = 'SUCCEEDED' OR (NEW.late_result = 1 AND NEW.success = 1
                                         AND NEW.drop_detected = 1))
           AND NEW.completed_at IS NOT NULL
           AND substr(NEW.completed_at, 1, 10) = substr(OLD.completed_at, 1, 10)
           AND NEW.machine_id IS OLD.machine_id AND NEW.order_id IS OLD.order_id
-          AND NEW.unit IS OLD.unit) BEGIN
+          AND NEW.unit IS OLD.unit), 0) BEGIN
     UPDATE sales_daily
        SET units = units - (SELECT count(*) FROM order_items i
                              WHERE i.order_id = OLD.order_id AND OLD.unit >= i.first_unit
@@ -90,12 +90,12 @@ AFTER UPDATE OF status, late_result, success, drop_detected, completed_at, machi
 WHEN (NEW.status = 'SUCCEEDED' OR (NEW.late_result = 1 AND NEW.success = 1
                                    AND NEW.drop_detected = 1))
  AND NEW.completed_at IS NOT NULL
- AND NOT ((OLD.status = 'SUCCEEDED' OR (OLD.late_result = 1 AND OLD.success = 1
+ AND NOT COALESCE(((OLD.status = 'SUCCEEDED' OR (OLD.late_result = 1 AND OLD.success = 1
                                         AND OLD.drop_detected = 1))
           AND OLD.completed_at IS NOT NULL
           AND substr(NEW.completed_at, 1, 10) = substr(OLD.completed_at, 1, 10)
           AND NEW.machine_id IS OLD.machine_id AND NEW.order_id IS OLD.order_id
-          AND NEW.unit IS OLD.unit) BEGIN
+          AND NEW.unit IS OLD.unit), 0) BEGIN
     INSERT INTO sales_daily (day, machine_id, product_name, units, revenue)
         SELECT substr(NEW.completed_at, 1, 10), NEW.machine_id, COALESCE(i.product_name, ''), 1,
                i.unit_price
