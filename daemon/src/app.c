@@ -28,6 +28,7 @@
 #include "machines.h"
 #include "mqtt.h"
 #include "notify.h"
+#include "offline.h"
 #include "store.h"
 #include "telemetry.h"
 #include "vend/err.h"
@@ -269,6 +270,7 @@ int app_run(const struct vendd_conf *conf)
     if (rc < 0)
         goto out;
     telemetry_prune_start(&v);
+    offline_start(&v);
     rc = mqtt_client_start(v.mqtt);
     if (rc >= 0)
         rc = mqtt_client_start(v.mqtt_bulk);
@@ -312,6 +314,7 @@ out:
             loop_timer_del(v.loop, v.checkpoint_timer);
         deadline_stop(&v);
         telemetry_prune_stop(&v);
+        offline_stop(&v);
         dispense_results_free(&v);
     }
     db_close(v.db);

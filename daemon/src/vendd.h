@@ -12,6 +12,7 @@
 #include "broker_seam.h"
 #include "deadline.h"
 #include "metrics.h"
+#include "offline.h"
 #include "telemetry.h"
 
 struct vendd_conf;
@@ -68,6 +69,8 @@ struct vendd {
     /* The timer that sends refunds, and their Midtrans calls in flight (refunds.c). */
     uint64_t refunds_timer;
     struct refund_send *refund_sends;
+    /* The timer that raises the alerts of machines OFFLINE past their grace (offline.c). */
+    struct offline_state offline;
     /* The timer that prunes raw telemetry past TELEMETRY_RETENTION_DAYS (telemetry.c). */
     struct telemetry_prune_state telemetry_prune;
     /* Order ids made when the kernel's random generator fails (orders.c). */

@@ -16,6 +16,7 @@
 
 #include "loop.h"
 #include "store.h"
+#include "vend/err.h"
 
 /* The clock must be a plain function pointer (vendd.h), so the test time lives here. */
 static int64_t s_now_ms = 1764235800000; /* 2025-11-27T09:30:00.000Z */
@@ -32,6 +33,7 @@ int64_t dfx_clock_ms(void)
 
 void dfx_open(struct dfx *f)
 {
+    char *no_env[] = {NULL};
     const char *tmp = getenv("TMPDIR");
     char err[256] = "";
     int rc;
@@ -46,6 +48,8 @@ void dfx_open(struct dfx *f)
     f->v.loop = loop_new();
     assert_non_null(f->v.loop);
     f->v.now_ms = dfx_clock_ms;
+    assert_int_equal(conf_load(&f->conf, no_env, NULL, NULL), VEND_OK);
+    f->v.conf = &f->conf;
 }
 
 void dfx_close(struct dfx *f)

@@ -1,18 +1,20 @@
 /*
  * fixture.h - a struct vendd for daemon tests: a real SQLite database in a fresh
  * mkdtemp directory ($TMPDIR or /tmp), a real loop, a pinned clock, no broker
- * (v.mqtt NULL) and no config (v.conf NULL). Every helper asserts with cmocka.
+ * (v.mqtt NULL) and the default config (v.conf = &conf). Every helper asserts with cmocka.
  */
 #ifndef VEND_TEST_DAEMON_FIXTURE_H
 #define VEND_TEST_DAEMON_FIXTURE_H
 
 #include <stdint.h>
 
+#include "conf.h"
 #include "db.h"
 #include "vendd.h"
 
 struct dfx {
     struct vendd v;
+    struct vendd_conf conf; /* the defaults (docs/CONFIG.md), v.conf unless a test sets its own */
     char dir[256];
     char url[320];
 };

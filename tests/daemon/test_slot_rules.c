@@ -144,7 +144,14 @@ static void test_audit_resolves_mismatch(void **state)
     assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts WHERE resolved_at IS NULL"), 1);
     /* the operator audits: the slot really is empty */
     assert_int_equal(put_slot(f, "1", "{\"current_stock\":0,\"version\":1}", NULL), 200);
-    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts WHERE resolved_at IS NULL"), 0);
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts WHERE resolved_at IS NULL "
+                                      "AND kind = 'STOCK_SENSOR_MISMATCH'"),
+                     0);
+    /* what it asks for now is a restock (LOW_STOCK, the default 20 %) */
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts WHERE resolved_at IS NULL"), 1);
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts WHERE resolved_at IS NULL "
+                                      "AND kind = 'LOW_STOCK'"),
+                     1);
 }
 
 /* The DISPENSE path flags needs_inspection; the slot API offers no way to clear it. */

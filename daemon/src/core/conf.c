@@ -80,6 +80,12 @@ static const struct conf_opt s_opts[] = {
     {"REFUND_RETRY_S", OPT_UINT, 1, 3600, "30", FIELD(refund_retry_s), false},
     /* Raw telemetry rows; the hourly rollup and the latest reading are kept for good. */
     {"TELEMETRY_RETENTION_DAYS", OPT_UINT, 1, 3650, "30", FIELD(telemetry_retention_days), false},
+    /* A machine OFFLINE this long raises MACHINE_OFFLINE (0: at once); a reconnect within it
+     * raises nothing, so a flaky link does not page anyone. */
+    {"MACHINE_OFFLINE_ALERT_S", OPT_UINT, 0, 86400, "60", FIELD(machine_offline_alert_s), false},
+    /* A slot whose count falls to this share of its capacity (at least 1 unit) raises
+     * LOW_STOCK; 0: never. */
+    {"LOW_STOCK_PERCENT", OPT_UINT, 0, 100, "20", FIELD(low_stock_percent), false},
     {"LOG_FORMAT", OPT_LOGFMT, 0, 0, "text", FIELD(log_format), false},
 };
 

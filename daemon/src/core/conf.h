@@ -91,6 +91,8 @@ struct vendd_conf {
     unsigned int order_rate_per_min;       /* customer orders per client address */
     unsigned int refund_retry_s;           /* first backoff of an unanswered refund call */
     unsigned int telemetry_retention_days; /* raw telemetry kept, 1..3650 (telemetry.h) */
+    unsigned int machine_offline_alert_s;  /* OFFLINE this long: an alert (offline.h) */
+    unsigned int low_stock_percent;        /* of capacity: LOW_STOCK at or below (stock.h) */
 
     enum log_format log_format; /* LOG_FORMAT: text | json */
 };

@@ -23,8 +23,9 @@ struct alert {
 /*
  * Insert the alert inside the caller's transaction, so it commits or rolls back with the
  * change that caused it; the caller logs it once committed. A slot has at most one open
- * alert of a kind (a unique index): a repeat is skipped, never an error, so an alert can
- * never undo the money or stock change that raised it.
+ * alert of a kind, and a machine one open MACHINE_OFFLINE (unique indexes): a repeat is
+ * skipped, never an error, so an alert can never undo the money or stock change that raised
+ * it.
  * Returns 1 if inserted, 0 if an open one already existed, or a negative VEND_E*.
  */
 int alerts_raise_locked(struct vendd *v, const struct alert *a, const char *now_iso);

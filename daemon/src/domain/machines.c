@@ -11,6 +11,7 @@
 #include "db.h"
 #include "events.h"
 #include "log.h"
+#include "offline.h"
 #include "slots.h"
 #include "store.h"
 #include "vend/codec.h"
@@ -88,7 +89,8 @@ int machines_apply_status(struct vendd *v, const char *id, const struct vend_sta
     const char *presence = vend_presence_name(st->status);
     char now_iso[STORE_ISO_SIZE], before[PRESENCE_SIZE] = "";
     struct db_value p[7];
-    int rc;
+    bool offline = false;
+    int raised = 0, rc;
 
     vendd_now_iso(v, now_iso, sizeof(now_iso));
     p[0] = DB_TEXT(id);
@@ -129,12 +131,20 @@ int machines_apply_status(struct vendd *v, const char *id, const struct vend_sta
         rc = rc < 0 ? rc : VEND_ENOTFOUND;
         goto out;
     }
-    rc = db_commit(v->db);
+    /* The offline alert moves with the presence, in its transaction (offline.h). */
+    offline = st->status == VEND_PRESENCE_OFFLINE;
+    if (strcmp(before, presence) != 0)
+        raised = offline_presence_locked(v, id, offline, now_iso);
+    rc = raised < 0 ? raised : db_commit(v->db);
     events_emit(v);
 out:
     if (rc < 0)
         db_rollback(v->db);
     *changed = rc >= 0 && strcmp(before, presence) != 0;
+    if (*changed && raised == 1)
+        log_warnx("alert MACHINE_OFFLINE: machine '%s' has been OFFLINE since %s", id, now_iso);
+    else if (*changed && offline)
+        offline_arm(v);
     return rc < 0 ? rc : VEND_OK;
 }
 

@@ -116,8 +116,10 @@ static int slot_insert_locked(struct vendd *v, const char *machine_id, int64_t s
                          p, 7, &slot_id);
     if (rc != 1)
         return rc < 0 ? rc : VEND_EINTERNAL;
-    return stock_set_locked(v, slot_id, machine_id, STOCK_RESTOCK, 0, want->stock, "new slot",
-                            now_iso);
+    rc = stock_set_locked(v, slot_id, machine_id, STOCK_RESTOCK, 0, want->stock, "new slot",
+                          now_iso);
+    /* A slot that was not there was not low: one made low (or empty) says so. */
+    return rc < 0 ? rc : stock_low_locked(v, slot_id, machine_id, 0, 0, now_iso);
 }
 
 /* Inside the transaction: every field but the count, compare-and-set on the version. */
@@ -168,6 +170,9 @@ static int slot_update_locked(struct vendd *v, const char *machine_id, const str
     if (rc >= 0 && want->stock > cur->stock)
         rc = stock_set_locked(v, cur->id, machine_id, STOCK_MANUAL_ADJUST, cur->stock, want->stock,
                               "slot update", now_iso);
+    /* A new capacity moves the slot's LOW_STOCK line (stock.h). */
+    if (rc >= 0 && want->capacity != cur->capacity)
+        rc = stock_low_locked(v, cur->id, machine_id, cur->stock, cur->capacity, now_iso);
     if (rc < 0)
         return rc;
     *version = fields || want->stock != cur->stock ? cur->version + 1 : cur->version;

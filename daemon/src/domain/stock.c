@@ -5,9 +5,11 @@
 #include "stock.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "alerts.h"
+#include "conf.h"
 #include "db.h"
 #include "log.h"
 #include "store.h"
@@ -27,6 +29,89 @@ const char *stock_change_name(enum stock_change type)
     return (unsigned)type < sizeof(change_names) / sizeof(change_names[0]) ? change_names[type]
                                                                            : "?";
 }
+
+/* ---- LOW_STOCK ---------------------------------------------------------------------------- */
+
+#define LOW_KIND "LOW_STOCK"
+
+int64_t stock_low_threshold(const struct vendd *v, int64_t capacity)
+{
+    int64_t t;
+
+    if (v->conf->low_stock_percent == 0 || capacity <= 0)
+        return -1;
+    t = capacity * (int64_t)v->conf->low_stock_percent / 100;
+    return t < 1 ? 1 : t;
+}
+
+struct slot_now {
+    bool found;
+    int64_t number, capacity, stock;
+};
+
+static int take_slot(void *arg, const struct db_row *row)
+{
+    struct slot_now *s = arg;
+
+    s->found = true;
+    s->number = db_row_int(row, 0);
+    s->capacity = db_row_int(row, 1);
+    s->stock = db_row_int(row, 2);
+    return 1;
+}
+
+int stock_low_locked(struct vendd *v, int64_t slot_id, const char *machine_id, int64_t was_stock,
+                     int64_t was_capacity, const char *now_iso)
+{
+    struct db_value p[2] = {DB_INT(slot_id), DB_TEXT(now_iso)};
+    struct slot_now s = {0};
+    char msg[VEND_MACHINE_ID_MAX + 160];
+    int64_t was_t, t;
+    bool was_low;
+    int rc;
+
+    if (v->conf->low_stock_percent == 0)
+        return VEND_OK;
+    rc = db_exec(v->db, "SELECT slot_number, capacity, current_stock FROM slots WHERE id = $1", p,
+                 1, take_slot, &s);
+    if (rc < 0 || !s.found)
+        return rc < 0 ? rc : VEND_ENOTFOUND;
+    if (was_capacity == STOCK_SAME_CAPACITY)
+        was_capacity = s.capacity;
+    was_t = stock_low_threshold(v, was_capacity);
+    was_low = was_t >= 0 && was_stock <= was_t;
+    t = stock_low_threshold(v, s.capacity);
+    if (t >= 0 && s.stock <= t) {
+        /* Raised when the slot becomes low, not at every unit after: an alert the operator
+         * resolved by hand stays resolved until the slot has been refilled. */
+        if (was_low)
+            return VEND_OK;
+        snprintf(msg, sizeof(msg),
+                 "slot %" PRId64 " of '%s' is low: %" PRId64 " of %" PRId64 " left (low at %" PRId64
+                 " or fewer)",
+                 s.number, machine_id, s.stock, s.capacity, t);
+        rc = alerts_raise_locked(
+            v,
+            &(struct alert){
+                .machine_id = machine_id, .kind = LOW_KIND, .message = msg, .slot_id = slot_id},
+            now_iso);
+        if (rc == 1)
+            log_warnx("alert " LOW_KIND ": %s", msg);
+        return rc < 0 ? rc : VEND_OK;
+    }
+    /* A plain sale from a slot that was not low cannot have an alert to resolve: skip the
+     * statement on the dispense path. */
+    if (!was_low && s.stock < was_stock && s.capacity == was_capacity)
+        return VEND_OK;
+    /* Through alerts_open_slot: the slot's open alert of the kind, if any. */
+    rc = db_exec(v->db,
+                 "UPDATE alerts SET resolved_at = $2 WHERE slot_id = $1 AND kind = '" LOW_KIND
+                 "' AND resolved_at IS NULL",
+                 p, 2, NULL, NULL);
+    return rc < 0 ? rc : VEND_OK;
+}
+
+/* ---- the count ------------------------------------------------------------------------------ */
 
 /* The count moves from before to after, compare-and-set on before; the version moves too. */
 static int set_count_locked(struct vendd *v, int64_t slot_id, int64_t before, int64_t after,
@@ -70,6 +155,8 @@ int stock_take_unit_locked(struct vendd *v, int64_t slot_id, const char *machine
         return rc < 0 ? rc : VEND_OK;
     }
     rc = set_count_locked(v, slot_id, before, before - 1, now_iso);
+    if (rc >= 0)
+        rc = stock_low_locked(v, slot_id, machine_id, before, STOCK_SAME_CAPACITY, now_iso);
     if (rc < 0)
         return rc;
     snprintf(reason, sizeof(reason), "order %s unit %" PRId64, order_id, unit);
@@ -101,6 +188,8 @@ int stock_set_locked(struct vendd *v, int64_t slot_id, const char *machine_id,
     if (after == before)
         return VEND_OK;
     rc = set_count_locked(v, slot_id, before, after, now_iso);
+    if (rc >= 0)
+        rc = stock_low_locked(v, slot_id, machine_id, before, STOCK_SAME_CAPACITY, now_iso);
     if (rc < 0)
         return rc;
     rc = db_exec(v->db,

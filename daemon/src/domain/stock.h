@@ -71,6 +71,31 @@ int stock_release_queued_locked(struct vendd *v, const char *order_id);
 /* Inside a transaction: order_id ends before any unit was made (expired, cancelled). */
 int stock_release_order_locked(struct vendd *v, const char *order_id);
 
+/*
+ * LOW_STOCK (SPEC §8): a slot is low when its count is at or below LOW_STOCK_PERCENT of its
+ * capacity, rounded down, at least 1 unit; with LOW_STOCK_PERCENT 0, or a capacity of 0,
+ * never. One open alert per slot (alerts_open_slot). It is raised in the transaction of the
+ * change that makes the slot low (a sale, an adjustment, a smaller capacity), not again at
+ * every unit after, so an alert an operator resolved by hand stays resolved until the slot
+ * was refilled; it is resolved in the transaction of the change that makes the slot no longer
+ * low (a restock or audit above it, a capacity it no longer falls under).
+ */
+
+/* The count at or below which a slot of capacity is low, or -1 if it never is. */
+int64_t stock_low_threshold(const struct vendd *v, int64_t capacity);
+
+/* was_capacity of stock_low_locked when the capacity did not change. */
+#define STOCK_SAME_CAPACITY (-1)
+
+/*
+ * Inside a transaction: slot_id of machine_id holds was_stock of was_capacity no longer (its
+ * count or its capacity changed); raise or resolve its LOW_STOCK alert by what it holds now.
+ * stock.c calls it with every count it writes; slots.c when a capacity changes or a slot is
+ * new (was_capacity 0: it was not low). Returns VEND_OK, VEND_ENOTFOUND, or a VEND_E*.
+ */
+int stock_low_locked(struct vendd *v, int64_t slot_id, const char *machine_id, int64_t was_stock,
+                     int64_t was_capacity, const char *now_iso);
+
 /* The units of slot_id promised to open orders. Returns VEND_OK or a VEND_E*. */
 int stock_reserved(struct vendd *v, int64_t slot_id, int64_t *reserved);
 
