@@ -197,6 +197,37 @@ static void test_offline_clock_step(void **state)
     assert_int_equal(open_alerts(f, "MACHINE_OFFLINE"), 2);
 }
 
+/* vendd restarted while a machine is OFFLINE: within the grace the timer keeps its time;
+ * past it, the first sweep waits for the statuses the broker retained (the machine may be
+ * back), so one that reconnected meanwhile raises nothing, and one still gone raises once. */
+static void test_offline_restart(void **state)
+{
+    struct dfx *f = *state;
+    int64_t start;
+
+    presence(f, "VM01", VEND_PRESENCE_ONLINE);
+    presence(f, "VM02", VEND_PRESENCE_ONLINE);
+    presence(f, "VM01", VEND_PRESENCE_OFFLINE);
+    presence(f, "VM02", VEND_PRESENCE_OFFLINE);
+    /* restarted 30 s in: due at the grace */
+    dfx_clock_set(T0 + 30000);
+    offline_stop(&f->v);
+    offline_start(&f->v);
+    assert_int_equal(offline_armed_for(&f->v), T0 + 60000);
+    /* restarted 10 min in: not before the retained statuses had their turn */
+    dfx_clock_set(start = T0 + 600000);
+    offline_stop(&f->v);
+    offline_start(&f->v);
+    assert_true(offline_armed_for(&f->v) >= start + OFFLINE_START_SETTLE_MS);
+    presence(f, "VM01", VEND_PRESENCE_ONLINE); /* retained, came back while vendd was down */
+    assert_true(offline_armed_for(&f->v) >= start + OFFLINE_START_SETTLE_MS);
+    dfx_clock_set(start + OFFLINE_START_SETTLE_MS);
+    assert_int_equal(offline_sweep(&f->v), 1);
+    assert_int_equal(offline_sweep(&f->v), 0);
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts WHERE machine_id = 'VM02'"), 1);
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts WHERE machine_id = 'VM01'"), 0);
+}
+
 /* The unique index: a second open MACHINE_OFFLINE for a machine is skipped, not an error. */
 static void test_offline_one_open_per_machine(void **state)
 {
@@ -390,6 +421,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_offline_resolved_by_hand, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_one_open_per_machine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_clock_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_offline_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_grace_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_sweep_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_low_stock_threshold, setup, teardown),

@@ -197,6 +197,8 @@ static void arm_from_rows(struct vendd *v, int64_t not_before)
         return;
     }
     due = since + (int64_t)v->conf->machine_offline_alert_s * 1000;
+    if (not_before < v->offline.not_before_ms)
+        not_before = v->offline.not_before_ms;
     arm_at(v, due > not_before ? due : not_before);
 }
 
@@ -240,7 +242,14 @@ static void on_timer(void *arg)
 
 void offline_start(struct vendd *v)
 {
+    int64_t settle = (int64_t)v->conf->machine_offline_alert_s * 1000;
+
+    /* A machine back while vendd was down says so in its retained status, which comes once
+     * the broker session is up: sweeping at once would alert it as gone. */
+    if (settle > OFFLINE_START_SETTLE_MS)
+        settle = OFFLINE_START_SETTLE_MS;
     v->offline.due_ms = -1;
+    v->offline.not_before_ms = deadline_now_ms(v) + settle;
     offline_arm(v);
 }
 
