@@ -48,6 +48,8 @@ void dfx_open(struct dfx *f)
     f->v.loop = loop_new();
     assert_non_null(f->v.loop);
     f->v.now_ms = dfx_clock_ms;
+    /* The monotonic clock follows the pinned one; a test stepping the wall clock sets its own. */
+    f->v.mono_ms = dfx_clock_ms;
     assert_int_equal(conf_load(&f->conf, no_env, NULL, NULL), VEND_OK);
     f->v.conf = &f->conf;
 }

@@ -19,7 +19,8 @@ struct dfx {
     char url[320];
 };
 
-/* The pinned clock: v.now_ms of every fixture reads it. */
+/* The pinned clock: v.now_ms (and, unless a test sets its own, v.mono_ms) of every fixture
+ * reads it. */
 void dfx_clock_set(int64_t epoch_ms);
 int64_t dfx_clock_ms(void);
 

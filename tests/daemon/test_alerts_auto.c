@@ -25,8 +25,24 @@
 #include "vend/err.h"
 #include "vend/msg.h"
 
-#define T0     1764235800000
-#define T0_ISO "2025-11-27T09:30:00.000Z"
+#define T0      1764235800000
+#define T0_ISO  "2025-11-27T09:30:00.000Z"
+#define HOUR_MS 3600000
+
+/* The monotonic clock follows the fixture's wall clock but for the steps a test makes. */
+static int64_t s_step_ms;
+
+static int64_t mono_ms(void)
+{
+    return dfx_clock_ms() - s_step_ms;
+}
+
+/* The wall clock steps by delta_ms; the monotonic clock does not. */
+static void wall_step(int64_t delta_ms)
+{
+    s_step_ms += delta_ms;
+    dfx_clock_set(dfx_clock_ms() + delta_ms);
+}
 
 static int setup(void **state)
 {
@@ -35,6 +51,8 @@ static int setup(void **state)
     assert_non_null(f);
     dfx_open(f);
     dfx_clock_set(T0);
+    s_step_ms = 0;
+    f->v.mono_ms = mono_ms;
     dfx_sql(f->v.db, "INSERT INTO machines (id, name, created_at, updated_at) VALUES "
                      "('VM01', 'VM01', '" T0_ISO "', '" T0_ISO "'), "
                      "('VM02', 'VM02', '" T0_ISO "', '" T0_ISO "')");
@@ -150,6 +168,64 @@ static void test_offline_resolved_by_hand(void **state)
     dfx_clock_set(T0 + 600000);
     assert_int_equal(offline_sweep(&f->v), 0);
     assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts"), 1);
+}
+
+/* The grace runs on the monotonic clock (as SPEC §4 rule 3's deadlines): a wall clock
+ * stepped back an hour neither holds the alert an hour, nor does one stepped forward an hour
+ * raise it at the next sweep. */
+static void test_offline_clock_step(void **state)
+{
+    struct dfx *f = *state;
+
+    presence(f, "VM01", VEND_PRESENCE_ONLINE);
+    presence(f, "VM02", VEND_PRESENCE_ONLINE);
+    dfx_clock_set(T0 + 1000);
+    presence(f, "VM01", VEND_PRESENCE_OFFLINE);
+    dfx_clock_set(T0 + 10000);
+    wall_step(-HOUR_MS);
+    dfx_clock_set(dfx_clock_ms() + 51000); /* 60 s since the will, monotonic */
+    assert_int_equal(offline_sweep(&f->v), 1);
+    assert_int_equal(open_alerts(f, "MACHINE_OFFLINE"), 1);
+    /* VM02 goes, the wall clock jumps an hour ahead 5 s later: not due for 55 s more */
+    presence(f, "VM02", VEND_PRESENCE_OFFLINE);
+    dfx_clock_set(dfx_clock_ms() + 5000);
+    wall_step(HOUR_MS);
+    assert_int_equal(offline_sweep(&f->v), 0);
+    assert_int_equal(open_alerts(f, "MACHINE_OFFLINE"), 1);
+    dfx_clock_set(dfx_clock_ms() + 55000);
+    assert_int_equal(offline_sweep(&f->v), 1);
+    assert_int_equal(open_alerts(f, "MACHINE_OFFLINE"), 2);
+}
+
+/* vendd restarted while a machine is OFFLINE: within the grace the timer keeps its time;
+ * past it, the first sweep waits for the statuses the broker retained (the machine may be
+ * back), so one that reconnected meanwhile raises nothing, and one still gone raises once. */
+static void test_offline_restart(void **state)
+{
+    struct dfx *f = *state;
+    int64_t start;
+
+    presence(f, "VM01", VEND_PRESENCE_ONLINE);
+    presence(f, "VM02", VEND_PRESENCE_ONLINE);
+    presence(f, "VM01", VEND_PRESENCE_OFFLINE);
+    presence(f, "VM02", VEND_PRESENCE_OFFLINE);
+    /* restarted 30 s in: due at the grace */
+    dfx_clock_set(T0 + 30000);
+    offline_stop(&f->v);
+    offline_start(&f->v);
+    assert_int_equal(offline_armed_for(&f->v), T0 + 60000);
+    /* restarted 10 min in: not before the retained statuses had their turn */
+    dfx_clock_set(start = T0 + 600000);
+    offline_stop(&f->v);
+    offline_start(&f->v);
+    assert_true(offline_armed_for(&f->v) >= start + OFFLINE_START_SETTLE_MS);
+    presence(f, "VM01", VEND_PRESENCE_ONLINE); /* retained, came back while vendd was down */
+    assert_true(offline_armed_for(&f->v) >= start + OFFLINE_START_SETTLE_MS);
+    dfx_clock_set(start + OFFLINE_START_SETTLE_MS);
+    assert_int_equal(offline_sweep(&f->v), 1);
+    assert_int_equal(offline_sweep(&f->v), 0);
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts WHERE machine_id = 'VM02'"), 1);
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts WHERE machine_id = 'VM01'"), 0);
 }
 
 /* The unique index: a second open MACHINE_OFFLINE for a machine is skipped, not an error. */
@@ -344,6 +420,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_offline_reconnect_within_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_resolved_by_hand, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_one_open_per_machine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_offline_clock_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_offline_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_grace_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_sweep_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_low_stock_threshold, setup, teardown),

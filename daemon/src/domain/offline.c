@@ -11,6 +11,7 @@
 #include "alerts.h"
 #include "conf.h"
 #include "db.h"
+#include "deadline.h"
 #include "events.h"
 #include "log.h"
 #include "loop.h"
@@ -46,11 +47,16 @@ static int raise_locked(struct vendd *v, const char *id, const char *since_iso, 
 int offline_presence_locked(struct vendd *v, const char *id, bool offline, const char *now_iso)
 {
     struct db_value p[2] = {DB_TEXT(id), DB_TEXT(now_iso)};
+    char since[STORE_ISO_SIZE];
     int rc;
 
     if (offline) {
         if (v->conf->machine_offline_alert_s == 0)
             return raise_locked(v, id, now_iso, now_iso);
+        /* The grace runs on the deadline clock (monotonic, deadline.h): a wall-clock step
+         * neither holds the alert back nor raises it early. */
+        db_iso_time(since, sizeof(since), deadline_now_ms(v));
+        p[1] = DB_TEXT(since);
         rc = db_exec(v->db, "UPDATE machines SET offline_alert_since = $2 WHERE id = $1", p, 2,
                      NULL, NULL);
         return rc < 0 ? rc : VEND_OK;
@@ -101,10 +107,10 @@ int offline_sweep(struct vendd *v)
     char cutoff[STORE_ISO_SIZE], now_iso[STORE_ISO_SIZE];
     struct due *d = xcalloc(1, sizeof(*d));
     struct db_value p[2];
-    int64_t now = v->now_ms();
+    int64_t now = deadline_now_ms(v);
     int rc;
 
-    db_iso_time(now_iso, sizeof(now_iso), now);
+    vendd_now_iso(v, now_iso, sizeof(now_iso));
     db_iso_time(cutoff, sizeof(cutoff), now - (int64_t)v->conf->machine_offline_alert_s * 1000);
     p[0] = DB_TEXT(cutoff);
     p[1] = DB_INT(OFFLINE_SWEEP_BATCH);
@@ -154,7 +160,7 @@ static void disarm(struct vendd *v)
 
 static void arm_at(struct vendd *v, int64_t due)
 {
-    int64_t now = v->now_ms();
+    int64_t now = deadline_now_ms(v);
 
     if (v->offline.timer != 0 && v->offline.due_ms == due)
         return;
@@ -187,10 +193,12 @@ static void arm_from_rows(struct vendd *v, int64_t not_before)
     if (rc < 0 || store_iso_parse(first, &since) < 0) {
         log_warnx("cannot read when machines went OFFLINE; checking again in %d ms",
                   RETRY_FIRST_MS);
-        arm_at(v, v->now_ms() + RETRY_FIRST_MS);
+        arm_at(v, deadline_now_ms(v) + RETRY_FIRST_MS);
         return;
     }
     due = since + (int64_t)v->conf->machine_offline_alert_s * 1000;
+    if (not_before < v->offline.not_before_ms)
+        not_before = v->offline.not_before_ms;
     arm_at(v, due > not_before ? due : not_before);
 }
 
@@ -218,23 +226,30 @@ static void on_timer(void *arg)
         s->retry_ms = s->retry_ms == 0                 ? RETRY_FIRST_MS
                       : s->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
                                                        : s->retry_ms * 2;
-        arm_at(v, v->now_ms() + s->retry_ms);
+        arm_at(v, deadline_now_ms(v) + s->retry_ms);
         return;
     }
     s->retry_ms = 0;
     if (rc == OFFLINE_SWEEP_BATCH) {
         /* More are due: the next batch after whatever else the loop has waiting. */
-        arm_at(v, v->now_ms());
+        arm_at(v, deadline_now_ms(v));
         return;
     }
-    /* A sweep that found nothing due (the wall clock stepped back) must not fire again at
-     * once for the same row. */
-    arm_from_rows(v, rc == 0 ? v->now_ms() + RETRY_FIRST_MS : 0);
+    /* A sweep that found nothing due (a row from a process before a reboot, whose deadline
+     * clock differed) must not fire again at once for the same row. */
+    arm_from_rows(v, rc == 0 ? deadline_now_ms(v) + RETRY_FIRST_MS : 0);
 }
 
 void offline_start(struct vendd *v)
 {
+    int64_t settle = (int64_t)v->conf->machine_offline_alert_s * 1000;
+
+    /* A machine back while vendd was down says so in its retained status, which comes once
+     * the broker session is up: sweeping at once would alert it as gone. */
+    if (settle > OFFLINE_START_SETTLE_MS)
+        settle = OFFLINE_START_SETTLE_MS;
     v->offline.due_ms = -1;
+    v->offline.not_before_ms = deadline_now_ms(v) + settle;
     offline_arm(v);
 }
 

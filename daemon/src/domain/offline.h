@@ -8,14 +8,17 @@
  * A machine registered and never seen raises nothing.
  *
  * machines.offline_alert_since (schema 0014) holds when the machine went OFFLINE while its
- * alert is not raised yet; raising it clears the column, so an alert an operator resolved by
- * hand stays resolved until the machine has been back ONLINE and gone again. A unique index
- * keeps one open MACHINE_OFFLINE alert per machine.
+ * alert is not raised yet, on the deadline clock (deadline.h: monotonic, so a wall-clock step
+ * neither postpones nor hastens the alert, and the same clock after a restart on one boot);
+ * raising it clears the column, so an alert an operator resolved by hand stays resolved until the
+ * machine has been back ONLINE and gone again. A unique index keeps one open MACHINE_OFFLINE alert
+ * per machine.
  *
  * The sweep: one loop timer, armed for the earliest machine due; it raises the alerts of at
  * most OFFLINE_SWEEP_BATCH machines per transaction and loop turn (a whole site dropping at
  * once must not stall the loop), then arms again. The column lives in the database, so after
- * a restart offline_start() arms it from the rows.
+ * a restart offline_start() arms it from the rows, not before OFFLINE_START_SETTLE_MS (at most
+ * the grace) so that the statuses the broker retained for machines back meanwhile come first.
  */
 #ifndef VENDD_OFFLINE_H
 #define VENDD_OFFLINE_H
@@ -28,11 +31,16 @@ struct vendd;
 /* Machines whose alert one sweep transaction raises at most. */
 #define OFFLINE_SWEEP_BATCH 256
 
+/* After a start, the first sweep waits this long (at most one grace) for the statuses the
+ * broker retained: a machine back while vendd was down is not alerted as gone. */
+#define OFFLINE_START_SETTLE_MS 10000
+
 /* The timer's state, in struct vendd. Zeroed means nothing armed. */
 struct offline_state {
-    uint64_t timer;   /* loop timer id, 0 when none */
-    int64_t due_ms;   /* wall-clock time it fires at */
-    int64_t retry_ms; /* backoff after a sweep the database stopped */
+    uint64_t timer;        /* loop timer id, 0 when none */
+    int64_t due_ms;        /* deadline-clock time it fires at */
+    int64_t retry_ms;      /* backoff after a sweep the database stopped */
+    int64_t not_before_ms; /* no sweep before this (after a start) */
 };
 
 /*
@@ -55,7 +63,7 @@ int offline_sweep(struct vendd *v);
  * a machine to OFFLINE, and at start (offline_start). */
 void offline_arm(struct vendd *v);
 
-/* The wall-clock time the timer is armed for, or -1 when none is (for tests). */
+/* The deadline-clock time the timer is armed for, or -1 when none is (for tests). */
 int64_t offline_armed_for(const struct vendd *v);
 
 /* At start: arm the timer from the rows. */
