@@ -85,7 +85,7 @@ static const struct conf_opt s_opts[] = {
     {"MACHINE_OFFLINE_ALERT_S", OPT_UINT, 0, 86400, "60", FIELD(machine_offline_alert_s), false},
     /* A slot whose count falls to this share of its capacity (at least 1 unit) raises
      * LOW_STOCK; 0: never. */
-    {"LOW_STOCK_PERCENT", OPT_UINT, 0, 100, "20", FIELD(low_stock_percent), false},
+    {"LOW_STOCK_PERCENT", OPT_UINT, 0, 99, "20", FIELD(low_stock_percent), false},
     {"LOG_FORMAT", OPT_LOGFMT, 0, 0, "text", FIELD(log_format), false},
 };
 
