@@ -1044,7 +1044,9 @@ static void on_sweep(void *arg)
         sweep_by(s, next);
 }
 
-/* MHD's accept policy: the per-address cap, then the room left outside the reserve. */
+/* MHD's accept policy: the per-address cap, then the room left outside the reserve. The host's
+ * own address has no per-address cap: it is the operator's tools, or a reverse proxy in front
+ * of every client, and it is bounded by max_conns. */
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t len)
 {
     struct http_server *s = cls;
@@ -1054,7 +1056,7 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t
     (void)len;
 
     addr_key(sa, key, &local);
-    if (s->per_addr_max != HTTP_PER_ADDR_OFF) {
+    if (!local && s->per_addr_max != HTTP_PER_ADDR_OFF) {
         for (const struct http_conn *hc = s->conns; hc != NULL; hc = hc->next)
             same += memcmp(hc->key, key, ADDR_KEY_LEN) == 0;
         if (same >= s->per_addr_max) {

@@ -122,7 +122,7 @@ struct http_config {
      * local_reserve, where 0 is none. */
     unsigned max_conns;     /* every connection at once */
     unsigned local_reserve; /* of max_conns, only for 127.0.0.1 and ::1; below max_conns */
-    unsigned per_addr_max;  /* per client address (IPv6: per /64); HTTP_PER_ADDR_OFF = none */
+    unsigned per_addr_max;  /* per address but the host's own (IPv6: per /64); or _OFF */
     unsigned header_s;      /* a request's headers must be in within this many seconds */
     unsigned body_s;        /* and its body within this many seconds after its headers */
 };
