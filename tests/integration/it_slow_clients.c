@@ -53,9 +53,9 @@ struct slow {
 
 static int setup(void **state)
 {
-    static const char *const env[] = {
-        "HTTP_MAX_CONNECTIONS=64",  "HTTP_LOCAL_RESERVE=16", "HTTP_PER_ADDRESS_MAX=8",
-        "HTTP_HEADER_TIMEOUT_S=2", "HTTP_BODY_TIMEOUT_S=2", NULL};
+    static const char *const env[] = {"HTTP_MAX_CONNECTIONS=64", "HTTP_LOCAL_RESERVE=16",
+                                      "HTTP_PER_ADDRESS_MAX=8",  "HTTP_HEADER_TIMEOUT_S=2",
+                                      "HTTP_BODY_TIMEOUT_S=2",   NULL};
     struct harness_fixture *f = harness_fixture_new_midtrans(env, NULL, NULL, NULL);
 
     *state = f;
@@ -276,9 +276,8 @@ static void reserve_keeps_room_for_loopback(void **state)
     print_message("%d of %d connections from %d addresses held\n", open, N, NADDR);
     assert_int_equal(open, PUBLIC_POOL);
 
-    assert_int_equal(request_from(h, "127.0.2.1", "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
-                                  PROMPT_MS),
-                     -1);
+    assert_int_equal(
+        request_from(h, "127.0.2.1", "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", PROMPT_MS), -1);
     assert_int_equal(operator_get(h), 200);
     assert_int_equal(metric(h, "vendd_http_connections_refused_total{reason=\"full\"}") - full0,
                      N - PUBLIC_POOL + 1);
@@ -312,8 +311,7 @@ static void trickled_body_is_closed(void **state)
     assert_true(s.closed);
     assert_true(s.closed_at - t0 >= BODY_S * 1000 - 200);
     close(s.fd);
-    assert_int_equal(metric(h, "vendd_http_connections_closed_total{reason=\"body_deadline\"}"),
-                     1);
+    assert_int_equal(metric(h, "vendd_http_connections_closed_total{reason=\"body_deadline\"}"), 1);
 }
 
 /* 4: an event stream is an answer in progress: no header or body deadline ends it. */

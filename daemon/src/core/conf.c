@@ -781,8 +781,7 @@ static int conf_derive(struct vendd_conf *conf, FILE *errout)
     }
     /* The reserve is part of the limit: the rest is what everyone else may use. (A limit
      * that did not parse is 0 here, already reported.) */
-    if (conf->http_max_connections != 0 &&
-        conf->http_local_reserve >= conf->http_max_connections) {
+    if (conf->http_max_connections != 0 && conf->http_local_reserve >= conf->http_max_connections) {
         char why[64], got[16];
 
         snprintf(why, sizeof why, "must be below HTTP_MAX_CONNECTIONS (%u)",

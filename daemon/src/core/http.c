@@ -99,7 +99,7 @@ struct http_server {
     unsigned max_conns, local_reserve, per_addr_max;
     uint64_t header_ms, body_ms;
     struct http_conn *conns;
-    unsigned nconns, npublic; /* all; those not local */
+    unsigned nconns, npublic;    /* all; those not local */
     uint64_t sweep_id, sweep_at; /* the deadline timer (0 = none) and when it fires */
     bool stopping;               /* in MHD_stop_daemon(): no more timers */
     struct http_stats stats;
@@ -1032,10 +1032,10 @@ static void on_sweep(void *arg)
             s->stats.closed_header_deadline++;
         else
             s->stats.closed_body_deadline++;
-        log_debug("HTTP connection closed: its %s took longer than %llu s",
-                  hc->phase == PHASE_HEADERS ? "headers" : "body",
-                  (unsigned long long)((hc->phase == PHASE_HEADERS ? s->header_ms : s->body_ms) /
-                                       1000));
+        log_debug(
+            "HTTP connection closed: its %s took longer than %llu s",
+            hc->phase == PHASE_HEADERS ? "headers" : "body",
+            (unsigned long long)((hc->phase == PHASE_HEADERS ? s->header_ms : s->body_ms) / 1000));
         hc->phase = PHASE_CLOSING;
         if (hc->fd >= 0)
             shutdown(hc->fd, SHUT_RDWR);
@@ -1354,8 +1354,8 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_UNESCAPE_CALLBACK, unescape, s,
         MHD_OPTION_CONNECTION_LIMIT, s->max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, s, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_END);
     if (s->mhd == NULL) {
         log_warnx("cannot listen for HTTP on '%s' port %u", cfg->host, (unsigned)cfg->port);
         rc = VEND_EIO;
