@@ -186,6 +186,12 @@ static int start_http(struct vendd *v)
         .port = (uint16_t)v->conf->port,
         .api_token = v->conf->dev_mode ? NULL : v->conf->api_token,
         .data_version = http_data_version,
+        .max_conns = v->conf->http_max_connections,
+        .local_reserve = v->conf->http_local_reserve,
+        .per_addr_max =
+            v->conf->http_per_address_max != 0 ? v->conf->http_per_address_max : HTTP_PER_ADDR_OFF,
+        .header_s = v->conf->http_header_timeout_s,
+        .body_s = v->conf->http_body_timeout_s,
     };
     v->signin_limit = ratelimit_new(API_SIGNIN_PER_MIN);
     /* http.c logs where it listens. */

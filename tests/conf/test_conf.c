@@ -691,7 +691,7 @@ static void test_print_secrets(void **state)
     assert_null(strstr(text, "pgpw"));
     assert_non_null(strstr(text, "MQTT_PASSWORD=(set)\nMQTT_CA_FILE=\n"));
     assert_non_null(strstr(text, "DATABASE_URL=postgresql://vendd:***@db:5432/vendd\n"));
-    assert_int_equal(count_lines(text), 26); /* one line per option */
+    assert_int_equal(count_lines(text), 31); /* one line per option */
     free(text);
     loaded_clear(&l);
 }

@@ -191,6 +191,15 @@ void api_metrics(void *ctx, const struct http_request *req, struct http_response
 
     v->metrics.results_waiting = dispense_results_waiting(v);
     v->metrics.ingest_batch_open = v->ingest_batched;
+    if (v->http != NULL) {
+        const struct http_stats *hs = http_server_stats(v->http);
+
+        v->metrics.http_refused_per_address = hs->refused_per_address;
+        v->metrics.http_refused_full = hs->refused_full;
+        v->metrics.http_closed_header_deadline = hs->closed_header_deadline;
+        v->metrics.http_closed_body_deadline = hs->closed_body_deadline;
+        v->metrics.http_connections_open = hs->open;
+    }
     (void)req;
     res->status = 200;
     res->body = metrics_render(&v->metrics, &mq);

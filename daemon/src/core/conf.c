@@ -87,6 +87,14 @@ static const struct conf_opt s_opts[] = {
      * LOW_STOCK; 0: never. */
     {"LOW_STOCK_PERCENT", OPT_UINT, 0, 99, "20", FIELD(low_stock_percent), false},
     {"LOG_FORMAT", OPT_LOGFMT, 0, 0, "text", FIELD(log_format), false},
+    /* The HTTP API's connections (docs/internals/http.md, "Limits"): one client must not
+     * hold them all, and the host's own clients keep a reserve. */
+    {"HTTP_MAX_CONNECTIONS", OPT_UINT, 16, 100000, "1000", FIELD(http_max_connections), false},
+    {"HTTP_LOCAL_RESERVE", OPT_UINT, 0, 99999, "100", FIELD(http_local_reserve), false},
+    /* 0 = no cap: behind a reverse proxy every client has the proxy's address. */
+    {"HTTP_PER_ADDRESS_MAX", OPT_UINT, 0, 100000, "32", FIELD(http_per_address_max), false},
+    {"HTTP_HEADER_TIMEOUT_S", OPT_UINT, 1, 600, "10", FIELD(http_header_timeout_s), false},
+    {"HTTP_BODY_TIMEOUT_S", OPT_UINT, 1, 3600, "30", FIELD(http_body_timeout_s), false},
 };
 
 #define NOPTS (sizeof s_opts / sizeof s_opts[0])
@@ -775,6 +783,17 @@ static int conf_derive(struct vendd_conf *conf, FILE *errout)
     /* libmosquitto cannot send a password without a user name. */
     if (conf->mqtt_password[0] != '\0' && conf->mqtt_username[0] == '\0') {
         report(errout, opt_find("MQTT_PASSWORD"), "set without MQTT_USERNAME", "");
+        bad++;
+    }
+    /* The reserve is part of the limit: the rest is what everyone else may use. (A limit
+     * that did not parse is 0 here, already reported.) */
+    if (conf->http_max_connections != 0 && conf->http_local_reserve >= conf->http_max_connections) {
+        char why[64], got[16];
+
+        snprintf(why, sizeof why, "must be below HTTP_MAX_CONNECTIONS (%u)",
+                 conf->http_max_connections);
+        snprintf(got, sizeof got, "%u", conf->http_local_reserve);
+        report(errout, opt_find("HTTP_LOCAL_RESERVE"), why, got);
         bad++;
     }
     return bad;

@@ -95,6 +95,13 @@ struct vendd_conf {
     unsigned int low_stock_percent;        /* of capacity: LOW_STOCK at or below (stock.h) */
 
     enum log_format log_format; /* LOG_FORMAT: text | json */
+
+    /* HTTP connection limits (http.h struct http_config) */
+    unsigned int http_max_connections;  /* 16..100000 */
+    unsigned int http_local_reserve;    /* of those, for 127.0.0.1 and ::1; below the max */
+    unsigned int http_per_address_max;  /* 0 = no cap */
+    unsigned int http_header_timeout_s; /* request headers in within this, 1..600 */
+    unsigned int http_body_timeout_s;   /* request body in within this after them, 1..3600 */
 };
 
 /*

@@ -34,10 +34,8 @@
 /* A capture is an identifier: order ids are the widest rule, machine ids a subset of it. */
 _Static_assert(HTTP_PARAM_MAX == VEND_ORDER_ID_MAX, "path parameters follow the order-id rule");
 
-/* Far above any connection the fleet's operators and Midtrans open at once,
- * far below the default fd limit. */
-#define CONN_LIMIT 1000
-/* Idle keep-alive connections are closed after this. */
+/* Idle connections are closed after this (MHD's own timeout, reset by any byte; the header
+ * and body deadlines below are what a trickle cannot reset). */
 #define CONN_TIMEOUT_S 30
 /* MHD's per-connection pool holds the request line and headers only (bodies
  * go to our own buffer), so this bounds the header size. */
@@ -58,6 +56,28 @@ _Static_assert(HTTP_PARAM_MAX == VEND_ORDER_ID_MAX, "path parameters follow the 
  * healthy until it was full; streams are small and slow, and this is plenty for them. */
 #define STREAM_SNDBUF (64 * 1024)
 
+/* Where a connection is in its request, for the deadlines. */
+enum conn_phase {
+    PHASE_HEADERS, /* waiting for a request's headers: header deadline */
+    PHASE_BODY,    /* headers in, body being read: body deadline */
+    PHASE_ANSWER,  /* read in full, being answered (deferred, streamed): no deadline */
+    PHASE_CLOSING, /* shut down by the sweep; MHD closes it on its next run */
+};
+
+/* A client address as the limits count it: the IPv4 address, or an IPv6 /64 (one host often
+ * holds a whole /64), with a tag so neither aliases the other. */
+#define ADDR_KEY_LEN 9
+
+/* One TCP connection, MHD's socket_context, from accept to close. */
+struct http_conn {
+    struct http_conn *next, *prev;
+    int fd;
+    enum conn_phase phase;
+    uint64_t deadline_ms; /* loop_now_ms() of the phase's deadline */
+    bool local;           /* 127.0.0.1 or ::1: may use the reserve */
+    unsigned char key[ADDR_KEY_LEN];
+};
+
 struct http_server {
     struct loop *loop;
     struct MHD_Daemon *mhd;
@@ -75,6 +95,14 @@ struct http_server {
     void (*data_version)(void *ctx, uint64_t version[2]);
     bool resumed;                /* a deferred answer is ready: run MHD again at once */
     struct http_stream *streams; /* open streams (http_stream_start), ended on free */
+    /* Connection limits (http_config) and the connections they count. */
+    unsigned max_conns, local_reserve, per_addr_max;
+    uint64_t header_ms, body_ms;
+    struct http_conn *conns;
+    unsigned nconns, npublic;    /* all; those not local */
+    uint64_t sweep_id, sweep_at; /* the deadline timer (0 = none) and when it fires */
+    bool stopping;               /* in MHD_stop_daemon(): no more timers */
+    struct http_stats stats;
 };
 
 /* One streamed answer (http_stream_start): MHD's content reader argument, freed by MHD's
@@ -925,6 +953,168 @@ static void handler_run(struct http_server *s, struct MHD_Connection *c, struct 
     }
 }
 
+/* ---- connection limits and deadlines ---------------------------------- */
+
+/* The limits' key of sa (see ADDR_KEY_LEN) and whether it is the host's own address. */
+static void addr_key(const struct sockaddr *sa, unsigned char key[ADDR_KEY_LEN], bool *local)
+{
+    static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char v4local[4] = {127, 0, 0, 1};
+
+    memset(key, 0, ADDR_KEY_LEN);
+    *local = false;
+    if (sa == NULL)
+        return;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        key[0] = 4;
+        memcpy(key + 1, &in->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        const unsigned char *b = in6->sin6_addr.s6_addr;
+        if (memcmp(b, v4mapped, sizeof(v4mapped)) == 0) {
+            key[0] = 4;
+            memcpy(key + 1, b + 12, 4);
+        } else {
+            key[0] = 6;
+            memcpy(key + 1, b, 8);
+            *local = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+            return;
+        }
+    }
+    *local = key[0] == 4 && memcmp(key + 1, v4local, 4) == 0;
+}
+
+static void on_sweep(void *arg);
+
+/* Make sure the sweep runs by at_ms. */
+static void sweep_by(struct http_server *s, uint64_t at_ms)
+{
+    uint64_t now = loop_now_ms(s->loop);
+
+    if (s->sweep_id != 0 && s->sweep_at <= at_ms)
+        return;
+    loop_timer_del(s->loop, s->sweep_id);
+    s->sweep_at = at_ms;
+    s->sweep_id = loop_timer_add(s->loop, at_ms > now ? at_ms - now : 0, on_sweep, s);
+}
+
+static void conn_phase(struct http_server *s, struct http_conn *hc, enum conn_phase phase)
+{
+    if (hc == NULL || hc->phase == PHASE_CLOSING || s->stopping)
+        return;
+    hc->phase = phase;
+    if (phase != PHASE_HEADERS && phase != PHASE_BODY)
+        return;
+    hc->deadline_ms = loop_now_ms(s->loop) + (phase == PHASE_HEADERS ? s->header_ms : s->body_ms);
+    sweep_by(s, hc->deadline_ms);
+}
+
+/*
+ * Closes the connections past their phase's deadline. MHD 0.9 has no call that closes a
+ * connection from outside its handlers, so the socket is shut down (not closed: the fd stays
+ * MHD's): MHD sees the end of the stream on its next run and closes the connection itself.
+ */
+static void on_sweep(void *arg)
+{
+    struct http_server *s = arg;
+    uint64_t now = loop_now_ms(s->loop), next = UINT64_MAX;
+
+    s->sweep_id = 0;
+    for (struct http_conn *hc = s->conns; hc != NULL; hc = hc->next) {
+        if (hc->phase != PHASE_HEADERS && hc->phase != PHASE_BODY)
+            continue;
+        if (hc->deadline_ms > now) {
+            next = hc->deadline_ms < next ? hc->deadline_ms : next;
+            continue;
+        }
+        if (hc->phase == PHASE_HEADERS)
+            s->stats.closed_header_deadline++;
+        else
+            s->stats.closed_body_deadline++;
+        log_debug(
+            "HTTP connection closed: its %s took longer than %llu s",
+            hc->phase == PHASE_HEADERS ? "headers" : "body",
+            (unsigned long long)((hc->phase == PHASE_HEADERS ? s->header_ms : s->body_ms) / 1000));
+        hc->phase = PHASE_CLOSING;
+        if (hc->fd >= 0)
+            shutdown(hc->fd, SHUT_RDWR);
+    }
+    if (next != UINT64_MAX)
+        sweep_by(s, next);
+}
+
+/* MHD's accept policy: the per-address cap, then the room left outside the reserve. The host's
+ * own address has no per-address cap: it is the operator's tools, or a reverse proxy in front
+ * of every client, and it is bounded by max_conns. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    struct http_server *s = cls;
+    unsigned char key[ADDR_KEY_LEN];
+    unsigned same = 0;
+    bool local;
+    (void)len;
+
+    addr_key(sa, key, &local);
+    if (!local && s->per_addr_max != HTTP_PER_ADDR_OFF) {
+        for (const struct http_conn *hc = s->conns; hc != NULL; hc = hc->next)
+            same += memcmp(hc->key, key, ADDR_KEY_LEN) == 0;
+        if (same >= s->per_addr_max) {
+            s->stats.refused_per_address++;
+            return MHD_NO;
+        }
+    }
+    if (s->nconns >= s->max_conns || (!local && s->npublic >= s->max_conns - s->local_reserve)) {
+        s->stats.refused_full++;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    struct http_conn *hc = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        hc = xcalloc(1, sizeof(*hc));
+        addr_key(ci != NULL ? ci->client_addr : NULL, hc->key, &hc->local);
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        hc->fd = ci != NULL ? ci->connect_fd : -1;
+        hc->next = s->conns;
+        if (s->conns != NULL)
+            s->conns->prev = hc;
+        s->conns = hc;
+        s->nconns++;
+        s->npublic += !hc->local;
+        *socket_context = hc;
+        conn_phase(s, hc, PHASE_HEADERS);
+        return;
+    }
+    if (hc == NULL)
+        return;
+    if (hc->prev != NULL)
+        hc->prev->next = hc->next;
+    else
+        s->conns = hc->next;
+    if (hc->next != NULL)
+        hc->next->prev = hc->prev;
+    s->nconns--;
+    s->npublic -= !hc->local;
+    free(hc);
+    *socket_context = NULL;
+}
+
+static struct http_conn *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -941,6 +1131,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         call->server = s;
         call->conn = c;
         *con_cls = call;
+        conn_phase(s, conn_of(c), PHASE_BODY);
         client_address(c, call);
         /* Before the route: a control character has no business in any path, and one in
          * a literal segment would otherwise be a misleading 404. */
@@ -983,6 +1174,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         *upload_data_size = 0;
         return body_append(s, call, upload_data, n);
     }
+    conn_phase(s, conn_of(c), PHASE_ANSWER);
     if (call->err_status == 0 && call->too_large)
         call_fail(call, 413, "TOO_LARGE", "request body exceeds %zu bytes", s->body_max);
     if (call->err_status == 0)
@@ -1000,9 +1192,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     struct http_call *call = *con_cls;
-    (void)cls;
-    (void)c;
     (void)toe;
+    /* Kept alive, the connection waits for its next request's headers. */
+    conn_phase(cls, conn_of(c), PHASE_HEADERS);
     if (call == NULL)
         return;
     /* Set only during the handler's call, which answers with it at once. */
@@ -1108,6 +1300,18 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
         log_warnx("bad HTTP config: body_max %zu is too large", cfg->body_max);
         return VEND_EINVAL;
     }
+    if (cfg->max_conns != 0 && cfg->local_reserve >= cfg->max_conns) {
+        log_warnx("bad HTTP config: the local reserve (%u) must be below the connection "
+                  "limit (%u)",
+                  cfg->local_reserve, cfg->max_conns);
+        return VEND_EINVAL;
+    }
+    if (cfg->max_conns == 0 && cfg->local_reserve >= HTTP_MAX_CONNS_DEFAULT) {
+        log_warnx("bad HTTP config: the local reserve (%u) must be below the connection "
+                  "limit (%u)",
+                  cfg->local_reserve, HTTP_MAX_CONNS_DEFAULT);
+        return VEND_EINVAL;
+    }
     rc = routes_check(routes, nroutes);
     if (rc < 0)
         return rc;
@@ -1137,15 +1341,21 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
         s->token_mode = true;
         session_init(&s->session, cfg->api_token);
     }
+    s->max_conns = cfg->max_conns != 0 ? cfg->max_conns : HTTP_MAX_CONNS_DEFAULT;
+    s->local_reserve = cfg->local_reserve;
+    s->per_addr_max = cfg->per_addr_max != 0 ? cfg->per_addr_max : HTTP_PER_ADDR_DEFAULT;
+    s->header_ms = 1000u * (uint64_t)(cfg->header_s != 0 ? cfg->header_s : HTTP_HEADER_S_DEFAULT);
+    s->body_ms = 1000u * (uint64_t)(cfg->body_s != 0 ? cfg->body_s : HTTP_BODY_S_DEFAULT);
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_DUAL_STACK;
 
     s->mhd = MHD_start_daemon(
-        flags, cfg->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        flags, cfg->port, on_accept, s, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_UNESCAPE_CALLBACK, unescape, s,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        MHD_OPTION_CONNECTION_LIMIT, s->max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_END);
     if (s->mhd == NULL) {
         log_warnx("cannot listen for HTTP on '%s' port %u", cfg->host, (unsigned)cfg->port);
         rc = VEND_EIO;
@@ -1175,6 +1385,12 @@ out:
     freeaddrinfo(ai);
     http_server_free(s);
     return rc;
+}
+
+const struct http_stats *http_server_stats(const struct http_server *s)
+{
+    ((struct http_server *)s)->stats.open = s->nconns;
+    return &s->stats;
 }
 
 uint16_t http_server_port(const struct http_server *s)
@@ -1213,9 +1429,11 @@ void http_server_free(struct http_server *s)
     if (s->epoll_fd >= 0)
         loop_io_del(s->loop, s->epoll_fd);
     loop_timer_del(s->loop, s->timer_id);
+    s->stopping = true;
     if (s->mhd != NULL)
         MHD_stop_daemon(s->mhd);
-    assert(s->streams == NULL);
+    loop_timer_del(s->loop, s->sweep_id);
+    assert(s->streams == NULL && s->conns == NULL);
     session_clear(&s->session);
     http_cache_free(s->cache);
     free(s);

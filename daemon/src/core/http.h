@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <limits.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -117,6 +118,28 @@ struct http_config {
     /* Optional: the data version under the answers (db_version()), with ctx. With it, the
      * answers of HTTP_CACHED routes are kept while it stays the same (http_cache.h). */
     void (*data_version)(void *ctx, uint64_t version[2]);
+    /* Connection limits (docs/internals/http.md, "Limits"); 0 = the default, but for
+     * local_reserve, where 0 is none. */
+    unsigned max_conns;     /* every connection at once */
+    unsigned local_reserve; /* of max_conns, only for 127.0.0.1 and ::1; below max_conns */
+    unsigned per_addr_max;  /* per address but the host's own (IPv6: per /64); or _OFF */
+    unsigned header_s;      /* a request's headers must be in within this many seconds */
+    unsigned body_s;        /* and its body within this many seconds after its headers */
+};
+
+#define HTTP_MAX_CONNS_DEFAULT 1000u
+#define HTTP_PER_ADDR_DEFAULT  32u
+#define HTTP_PER_ADDR_OFF      UINT_MAX
+#define HTTP_HEADER_S_DEFAULT  10u
+#define HTTP_BODY_S_DEFAULT    30u
+
+/* What the limits did, since start (for /metrics). */
+struct http_stats {
+    uint64_t refused_per_address; /* accepted and closed at once: its address has its fill */
+    uint64_t refused_full;        /* the same: no room left for it (the reserve is not its) */
+    uint64_t closed_header_deadline;
+    uint64_t closed_body_deadline;
+    uint64_t open; /* connections open now */
 };
 
 /*
@@ -131,6 +154,9 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
 
 /* The port actually bound (useful with port 0). */
 uint16_t http_server_port(const struct http_server *s);
+
+/* The limits' counters; valid while s lives. */
+const struct http_stats *http_server_stats(const struct http_server *s);
 
 /* Closes all connections and frees s. NULL is fine. Not from inside a handler. */
 void http_server_free(struct http_server *s);

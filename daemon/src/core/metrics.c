@@ -81,6 +81,23 @@ char *metrics_render(const struct metrics *m, const struct mqtt_stats *mq)
     METRICS_MQTT_COUNTERS(METRICS_RENDER_MQTT)
 #undef METRICS_RENDER_MQTT
 
+    text_add(&t,
+             "# HELP vendd_http_connections_refused_total HTTP connections closed at accept, "
+             "by the limit that refused them\n# TYPE vendd_http_connections_refused_total "
+             "counter\nvendd_http_connections_refused_total{reason=\"per_address\"} %" PRIu64
+             "\nvendd_http_connections_refused_total{reason=\"full\"} %" PRIu64 "\n",
+             m->http_refused_per_address, m->http_refused_full);
+    text_add(&t,
+             "# HELP vendd_http_connections_closed_total HTTP connections closed because a "
+             "request's headers or body were not in by their deadline (idle keep-alive "
+             "included)\n# TYPE vendd_http_connections_closed_total counter\n"
+             "vendd_http_connections_closed_total{reason=\"header_deadline\"} %" PRIu64
+             "\nvendd_http_connections_closed_total{reason=\"body_deadline\"} %" PRIu64 "\n",
+             m->http_closed_header_deadline, m->http_closed_body_deadline);
+    text_add(&t,
+             "# HELP vendd_http_connections HTTP connections open\n# TYPE "
+             "vendd_http_connections gauge\nvendd_http_connections %" PRIu64 "\n",
+             m->http_connections_open);
     text_add(&t, "# HELP vendd_mqtt_rejected_total MQTT messages rejected, by topic kind and "
                  "reason\n# TYPE vendd_mqtt_rejected_total counter\n");
     for (int k = 0; k < VEND_TOPIC_KIND_COUNT; k++) {

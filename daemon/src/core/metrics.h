@@ -58,6 +58,11 @@ struct metrics {
 #undef METRICS_FIELD
     /* rejected[kind][-err]: bad input per topic kind and error code. */
     uint64_t mqtt_rejected[VEND_TOPIC_KIND_COUNT][METRICS_ERR_SLOTS];
+    /* The HTTP server's connection limits (http.h struct http_stats), copied in before
+     * rendering: connections refused at accept and closed at a deadline, by reason. */
+    uint64_t http_refused_per_address, http_refused_full;
+    uint64_t http_closed_header_deadline, http_closed_body_deadline;
+    uint64_t http_connections_open;
 };
 
 /* Count one rejected message on a topic of kind with error err (negative VEND_E*). */
