@@ -46,10 +46,13 @@ static void pg_server_url(char *buf, size_t size)
     FILE *f;
 
     buf[0] = '\0';
-    if (path == NULL || (f = fopen(path, "r")) == NULL)
+    f = path != NULL ? fopen(path, "r") : NULL;
+    if (f == NULL) {
         fail_msg("VEND_TEST_DB=pg but VEND_PG_STATE (%s) is unreadable: run through ctest "
                  "(fixture vend_pg)",
                  path != NULL ? path : "unset");
+        return;
+    }
     while (fgets(line, sizeof(line), f) != NULL) {
         if (strncmp(line, "url=", 4) == 0) {
             line[strcspn(line, "\n")] = '\0';
