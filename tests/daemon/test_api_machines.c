@@ -323,12 +323,11 @@ static void assert_stock_logs(struct hfx *h, const char *want)
 {
     char buf[1024];
 
-    dfx_text(h->check,
-             "SELECT coalesce(group_concat(s, ' '), '') FROM (SELECT l.change_type || ':' || "
-             "sl.slot_number || ':' || l.quantity_before || '>' || l.quantity_after || ':' || "
-             "l.quantity_change || ':' || l.performed_by AS s FROM stock_logs l "
-             "JOIN slots sl ON sl.id = l.slot_id ORDER BY l.id)",
-             buf, sizeof(buf));
+    dfx_join(h->check,
+             "SELECT l.change_type || ':' || sl.slot_number || ':' || l.quantity_before || '>' "
+             "|| l.quantity_after || ':' || l.quantity_change || ':' || l.performed_by "
+             "FROM stock_logs l JOIN slots sl ON sl.id = l.slot_id ORDER BY l.id",
+             " ", buf, sizeof(buf));
     assert_string_equal(buf, want);
 }
 

@@ -1,6 +1,7 @@
 /*
  * test_dispense.c - every branch of the dispense path (dispense.c, dispense_result.c,
- * deadline.c, refunds.c, stock.c) in milliseconds: the real modules on a real SQLite file,
+ * deadline.c, refunds.c, stock.c) in milliseconds: the real modules on a real database (an
+ * SQLite file, or PostgreSQL as test_dispense_pg: fixture.h),
  * a fake broker behind the broker seam, and both clocks pinned, so deadlines are crossed
  * by moving the clock instead of sleeping. The black-box tests (tests/integration) run the
  * same rules through a real mosquitto.
@@ -13,8 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <sqlite3.h>
 
 #include "conf.h"
 #include "db.h"
@@ -39,7 +38,7 @@
 
 /* What the machine would have received. */
 struct fake_broker {
-    const char *db_path; /* set: a command must find its unit committed, seen from outside */
+    const char *db_url; /* set: a command must find its unit committed, seen from outside */
     bool up;
     int fail_with; /* returned by the next publish instead of VEND_OK, then cleared */
     int published;
@@ -74,12 +73,12 @@ static void advance(int64_t ms)
 
 /* SPEC 4: a command goes out only once its unit's SENT has committed. Another connection
  * sees committed rows only. */
-static void expect_unit_committed(const char *path, const void *payload, size_t len)
+static void expect_unit_committed(const char *url, const void *payload, size_t len)
 {
-    char text[256], sql[160];
+    char text[256], sql[160], err[256] = "";
     const char *id;
-    sqlite3 *other = NULL;
-    sqlite3_stmt *st = NULL;
+    struct db *other = NULL;
+    int64_t sent = 0;
     size_t n;
 
     snprintf(text, sizeof(text), "%.*s", (int)len, (const char *)payload);
@@ -90,13 +89,14 @@ static void expect_unit_committed(const char *path, const void *payload, size_t 
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM dispense_logs WHERE order_id = '%.*s' AND status = 'SENT'",
              (int)n, id);
-    assert_int_equal(sqlite3_open_v2(path, &other, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(other, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    if (sqlite3_column_int(st, 0) < 1)
+    /* Opening checks the schema in a write transaction: a writer still holding its
+     * transaction makes this fail too (busy), which is as much a failure as no row. */
+    if (db_open(&other, url, err, sizeof(err)) != VEND_OK)
+        fail_msg("second connection while publishing order '%.*s': %s", (int)n, id, err);
+    assert_int_equal(store_query_int(other, sql, NULL, 0, &sent), 1);
+    if (sent < 1)
         fail_msg("command for order '%.*s' published before its SENT unit committed", (int)n, id);
-    sqlite3_finalize(st);
-    sqlite3_close(other);
+    db_close(other);
 }
 
 static int fake_publish(void *ctx, const char *topic, const void *payload, size_t len, int qos,
@@ -115,8 +115,8 @@ static int fake_publish(void *ctx, const char *topic, const void *payload, size_
         return rc;
     /* EIO: it may have gone out, so the machine may have it: record it like a success. */
     assert_true(b->published < 8);
-    if (b->db_path != NULL)
-        expect_unit_committed(b->db_path, payload, len);
+    if (b->db_url != NULL)
+        expect_unit_committed(b->db_url, payload, len);
     snprintf(b->topic[b->published], sizeof(b->topic[0]), "%s", topic);
     snprintf(b->payload[b->published], sizeof(b->payload[0]), "%.*s", (int)len,
              (const char *)payload);
@@ -294,6 +294,36 @@ static void expect_text(struct t *t, const char *sql, const char *want)
         fail_msg("'%s': got '%s', want '%s'", sql, got, want);
 }
 
+/* The first column of every row of sql, joined by sep (group_concat on both backends). */
+static void expect_join(struct t *t, const char *sql, const char *sep, const char *want)
+{
+    char got[256];
+
+    dfx_join(t->f.v.db, sql, sep, got, sizeof(got));
+    if (strcmp(got, want) != 0)
+        fail_msg("'%s': got '%s', want '%s'", sql, got, want);
+}
+
+/* Another connection holds the write lock (SQLite's BEGIN IMMEDIATE, PostgreSQL's advisory
+ * lock), and ours waits for it only a few milliseconds. */
+static struct db *hold_write_lock(struct t *t)
+{
+    struct db *other = NULL;
+    char err[256] = "";
+
+    dfx_busy_ms(t->f.v.db, 10);
+    if (db_open(&other, t->f.url, err, sizeof(err)) != VEND_OK)
+        fail_msg("second connection: %s", err);
+    assert_int_equal(db_begin(other), VEND_OK);
+    return other;
+}
+
+static void release_write_lock(struct db *other)
+{
+    db_rollback(other);
+    db_close(other);
+}
+
 static void expect_int(struct t *t, const char *sql, int64_t want)
 {
     int64_t got = dfx_int(t->f.v.db, sql);
@@ -313,7 +343,7 @@ static char *money_snapshot(struct t *t)
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
         json_t *rows;
 
-        snprintf(sql, sizeof(sql), "SELECT * FROM %s ORDER BY rowid", tables[i]);
+        snprintf(sql, sizeof(sql), "SELECT * FROM %s ORDER BY id", tables[i]);
         rows = store_query_json(t->f.v.db, sql, NULL, 0);
         assert_non_null(rows);
         json_object_set_new(all, tables[i], rows);
@@ -489,10 +519,10 @@ static void failed_unit_fails_the_units_behind_it_not_sent(void **state)
     assert_int_equal(result(t, "VM01", "O1", 1, 1, true, true, NULL), VEND_OK);
     assert_int_equal(t->broker.published, 2);
     assert_int_equal(result(t, "VM01", "O1", 1, 2, false, false, "MOTOR_FAULT"), VEND_OK);
-    expect_text(t,
-                "SELECT group_concat(s) FROM (SELECT status || ':' || error_message AS s "
-                "FROM dispense_logs WHERE unit > 1 ORDER BY unit)",
-                "FAILED:MOTOR_FAULT,FAILED:NOT_SENT");
+    expect_join(t,
+                "SELECT status || ':' || error_message FROM dispense_logs WHERE unit > 1 "
+                "ORDER BY unit",
+                ",", "FAILED:MOTOR_FAULT,FAILED:NOT_SENT");
     assert_int_equal(t->broker.published, 2);
     expect_text(t, "SELECT amount FROM refunds", "10000");
 }
@@ -665,17 +695,13 @@ static void run_loop_for(struct t *t, uint64_t ms)
 static void sweep_on_a_locked_database_backs_off(void **state)
 {
     struct t *t = *state;
-    sqlite3 *other = NULL;
-    char path[400];
+    struct db *other;
 
     one_unit_order(t, "O1");
     trigger_ok(t, "O1", true);
     advance(MOTOR_MS + GRACE_MS + 1);
     /* Another process holds the write lock. */
-    dfx_sql(t->f.v.db, "PRAGMA busy_timeout = 10");
-    snprintf(path, sizeof(path), "%s/vendd.db", t->f.dir);
-    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    other = hold_write_lock(t);
     /* Re-armed for the clock as moved: the loop's timers run on real time. */
     deadline_stop(&t->f.v);
     deadline_arm(&t->f.v);
@@ -693,8 +719,7 @@ static void sweep_on_a_locked_database_backs_off(void **state)
     assert_int_equal(t->f.v.metrics.dispense_sweep_retries, 2);
     assert_int_equal(deadline_armed_for(&t->f.v), deadline_now_ms(&t->f.v) + 2000);
     /* The lock goes: the next sweep does the work and the backoff ends. */
-    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(other);
+    release_write_lock(other);
     advance(2000);
     deadline_stop(&t->f.v);
     t->f.v.deadline.retry_at_ms = 0;
@@ -713,8 +738,7 @@ static void unusable_overdue_row_is_logged_and_backed_off(void **state)
     advance(GRACE_MS); /* well after the start: the first sweep is not held back */
     /* A row no CHECK would let in: only a damaged file holds one. */
     t->damaged = true;
-    dfx_sql(t->f.v.db, "PRAGMA foreign_keys = OFF");
-    dfx_sql(t->f.v.db, "PRAGMA ignore_check_constraints = ON");
+    dfx_unchecked(t->f.v.db, true);
     snprintf(sql, sizeof(sql),
              "INSERT INTO dispense_logs (order_id, unit, machine_id, slot_id, slot_number, "
              "timeout_ms, status, created_at, dispatch_by, deadline_at) VALUES ('O1', 1, "
@@ -854,16 +878,14 @@ static void backoff_for_one_row_does_not_delay_the_others(void **state)
 
     advance(GRACE_MS); /* well after the start: the first sweep is not held back */
     t->damaged = true;
-    dfx_sql(t->f.v.db, "PRAGMA foreign_keys = OFF");
-    dfx_sql(t->f.v.db, "PRAGMA ignore_check_constraints = ON");
+    dfx_unchecked(t->f.v.db, true);
     snprintf(sql, sizeof(sql),
              "INSERT INTO dispense_logs (order_id, unit, machine_id, slot_id, slot_number, "
              "timeout_ms, status, created_at, dispatch_by, deadline_at) VALUES ('BAD', 1, "
              "'%0100d', 3, 1, 1500, 'SENT', 'x', 'x', '2025-11-27T09:00:00.000Z')",
              7);
     dfx_sql(t->f.v.db, sql);
-    dfx_sql(t->f.v.db, "PRAGMA ignore_check_constraints = OFF");
-    dfx_sql(t->f.v.db, "PRAGMA foreign_keys = ON");
+    dfx_unchecked(t->f.v.db, false);
     for (int i = 0; i < 6; i++) { /* 1, 2, 4, 8, 16, 30 s */
         advance(t->f.v.deadline.retry_ms);
         deadline_stop(&t->f.v);
@@ -936,17 +958,13 @@ static void result_on_a_locked_database_is_kept_and_applied(void **state)
 {
     struct t *t = *state;
     struct vend_dispense_result r = {0};
-    sqlite3 *other = NULL;
-    char path[400];
+    struct db *other;
 
     one_unit_order(t, "O1");
     one_unit_order(t, "O2");
     trigger_ok(t, "O1", true);
     trigger_ok(t, "O2", false);
-    dfx_sql(t->f.v.db, "PRAGMA busy_timeout = 10");
-    snprintf(path, sizeof(path), "%s/vendd.db", t->f.dir);
-    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    other = hold_write_lock(t);
     snprintf(r.order_id, sizeof(r.order_id), "O1");
     r.slot = 1;
     r.success = true;
@@ -958,8 +976,7 @@ static void result_on_a_locked_database_is_kept_and_applied(void **state)
     assert_int_equal(dispense_results_waiting(&t->f.v), 2);
     run_loop_for(t, 150); /* still locked: retried, still kept */
     assert_int_equal(dispense_results_waiting(&t->f.v), 2);
-    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(other);
+    release_write_lock(other);
     run_loop_for(t, 600);
     assert_int_equal(dispense_results_waiting(&t->f.v), 0);
     expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "COMPLETED");
@@ -1008,10 +1025,8 @@ static void group_commits_a_loop_turn_once(void **state)
     struct t *t = *state;
     const struct item vm02[] = {{3, 1, 5000}};
     struct answer a1 = {0}, a2 = {0}, a3 = {0}, bad = {0};
-    char path[400];
 
-    snprintf(path, sizeof(path), "%s/vendd.db", t->f.dir);
-    t->broker.db_path = path;
+    t->broker.db_url = t->f.url;
     one_unit_order(t, "O1");
     paid_order(t, "O2", "VM02", vm02, 1);
     one_unit_order(t, "O3");
@@ -1036,10 +1051,7 @@ static void group_commits_a_loop_turn_once(void **state)
     assert_int_equal(a3.rc, VEND_OK);
     assert_false(a3.sent); /* VM01 is busy with O1 */
     assert_int_equal(t->broker.published, 2);
-    expect_text(t,
-                "SELECT group_concat(status, ' ') FROM (SELECT status FROM dispense_logs "
-                "ORDER BY order_id)",
-                "SENT SENT QUEUED");
+    expect_join(t, "SELECT status FROM dispense_logs ORDER BY order_id", " ", "SENT SENT QUEUED");
 
     /* Both results in one group; VM01's next unit (O3) goes out in the same commit. */
     group_result(t, "VM01", "O1");
@@ -1049,8 +1061,7 @@ static void group_commits_a_loop_turn_once(void **state)
     run_loop_for(t, 10);
     assert_int_equal(dispense_group_commits(&t->f.v), 2);
     assert_int_equal(dispense_results_waiting(&t->f.v), 0);
-    expect_text(t, "SELECT group_concat(status, ' ') FROM (SELECT status FROM orders ORDER BY id)",
-                "COMPLETED COMPLETED DISPENSING");
+    expect_join(t, "SELECT status FROM orders ORDER BY id", " ", "COMPLETED COMPLETED DISPENSING");
     expect_text(t, "SELECT status FROM dispense_logs WHERE order_id = 'O3'", "SENT");
     assert_int_equal(t->broker.published, 3);
     assert_non_null(strstr(t->broker.payload[2], "\"orderId\":\"O3\""));
@@ -1138,16 +1149,12 @@ static void group_on_a_locked_database_commits_nothing(void **state)
     struct t *t = *state;
     const struct item vm02[] = {{3, 1, 5000}};
     struct answer a2 = {0};
-    sqlite3 *other = NULL;
-    char path[400];
+    struct db *other;
 
     one_unit_order(t, "O1");
     paid_order(t, "O2", "VM02", vm02, 1);
     trigger_ok(t, "O1", true);
-    dfx_sql(t->f.v.db, "PRAGMA busy_timeout = 10");
-    snprintf(path, sizeof(path), "%s/vendd.db", t->f.dir);
-    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    other = hold_write_lock(t);
     dispense_group_trigger(&t->f.v, "O2", on_answer, &a2);
     group_result(t, "VM01", "O1");
     run_loop_for(t, 50);
@@ -1156,8 +1163,7 @@ static void group_on_a_locked_database_commits_nothing(void **state)
     assert_false(a2.sent);
     assert_int_equal(t->broker.published, 1); /* O1's command only */
     assert_int_equal(dispense_results_waiting(&t->f.v), 1);
-    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(other);
+    release_write_lock(other);
     run_loop_for(t, 600);
     assert_int_equal(dispense_results_waiting(&t->f.v), 0);
     expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "COMPLETED");
@@ -1361,8 +1367,7 @@ static void order_with_an_unsettled_unit_ends_when_it_is_settled(void **state)
     trigger_ok(t, "O1", true);
     advance(MOTOR_MS + GRACE_MS + 1);
     assert_int_equal(deadline_sweep(&t->f.v), 0);
-    expect_text(t, "SELECT group_concat(status, ',') FROM dispense_logs ORDER BY unit",
-                "UNSETTLED,QUEUED");
+    expect_join(t, "SELECT status FROM dispense_logs ORDER BY unit", ",", "UNSETTLED,QUEUED");
     /* Unit 2 cannot go out while unit 1 is unsettled; its dispatch limit passes. */
     advance(TTL_S * 1000);
     assert_int_equal(deadline_sweep(&t->f.v), 0);
@@ -1448,12 +1453,12 @@ static void sweep_of_units_already_failed_leaves_no_transaction_open(void **stat
     /* Units 2 and 3 pass their dispatch limit together: failing 2 fails 3 as NOT_SENT. */
     advance(TTL_S * 1000);
     assert_int_equal(deadline_sweep(&t->f.v), 0);
-    expect_text(t,
-                "SELECT group_concat(status || ' ' || error_message, ',') FROM "
-                "(SELECT * FROM dispense_logs WHERE unit > 1 ORDER BY unit)",
-                "FAILED MACHINE_UNREACHABLE,FAILED NOT_SENT");
-    assert_int_equal(dfx_sql(t->f.v.db, "BEGIN IMMEDIATE"), 0);
-    assert_int_equal(dfx_sql(t->f.v.db, "ROLLBACK"), 0);
+    expect_join(t,
+                "SELECT status || ' ' || error_message FROM dispense_logs WHERE unit > 1 "
+                "ORDER BY unit",
+                ",", "FAILED MACHINE_UNREACHABLE,FAILED NOT_SENT");
+    assert_int_equal(db_begin(t->f.v.db), VEND_OK);
+    db_rollback(t->f.v.db);
     assert_int_equal(settle_by_operator(&t->f.v, "O1", 1, true), VEND_OK);
     expect_text(t, "SELECT status || ' ' || amount FROM refunds", "QUEUED 10000");
 }
@@ -1511,7 +1516,10 @@ static void power_loss_repeated_after_the_operator_is_no_contradiction(void **st
     assert_true(result(t, "VM01", "O1", 1, 0, false, false, "POWER_LOSS") < 0);
     expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'SETTLE_CONTRADICTED'", 0);
     expect_int(t, "SELECT needs_inspection FROM slots WHERE id = 1", 0);
-    expect_text(t, "SELECT success || drop_detected || late_result FROM dispense_logs", "110");
+    expect_text(t,
+                "SELECT CAST(success AS TEXT) || CAST(drop_detected AS TEXT) || "
+                "CAST(late_result AS TEXT) FROM dispense_logs",
+                "110");
 }
 
 /* A late result without a drop blames the slot as a live one does (SPEC §4 rule 4). */

@@ -93,11 +93,10 @@ static void test_telemetry_stored(void **state)
     assert_string_equal(buf, "CLOSED|" T0_ISO "|" T0_ISO);
     assert_int_equal(dfx_int(f->v.db, "SELECT temperature * 100 FROM machines"), 2550);
 
-    dfx_text(f->v.db,
-             "SELECT group_concat(slot_number || ':' || sensor_level || '@' || sensor_at "
-             "|| '=' || current_stock || 'v' || version, ' ') FROM "
-             "(SELECT * FROM slots ORDER BY slot_number)",
-             buf, sizeof(buf));
+    dfx_join(f->v.db,
+             "SELECT slot_number || ':' || sensor_level || '@' || sensor_at || '=' || "
+             "current_stock || 'v' || version FROM slots ORDER BY slot_number",
+             " ", buf, sizeof(buf));
     /* Levels and times stored; counts and versions untouched. */
     assert_string_equal(buf,
                         "1:EMPTY@" T0_ISO "=5v1 2:FULL@" T0_ISO "=0v1 3:MEDIUM@" T0_ISO "=3v1");
@@ -159,10 +158,11 @@ static void test_status_online_offline(void **state)
     /* The will: OFFLINE, rssi unknown, the rest kept; last_seen stays the machine's. */
     dfx_clock_set(T1);
     assert_int_equal(send(f, handle_status, "VM01", "{\"status\":\"OFFLINE\"}"), VEND_OK);
-    dfx_text(f->v.db,
-             "SELECT status || '|' || door || '|' || coalesce(rssi, 'null') || '|' || "
-             "fw || '|' || last_seen || '|' || updated_at FROM machines",
-             buf, sizeof(buf));
+    dfx_text(
+        f->v.db,
+        "SELECT status || '|' || door || '|' || coalesce(CAST(rssi AS TEXT), 'null') || '|' || "
+        "fw || '|' || last_seen || '|' || updated_at FROM machines",
+        buf, sizeof(buf));
     assert_string_equal(buf, "OFFLINE|CLOSED|null|1.0.0|" T0_ISO "|" T1_ISO);
 
     assert_int_equal(send(f, handle_status, "VM01", "{\"status\":\"ONLINE\",\"door\":\"OPEN\"}"),

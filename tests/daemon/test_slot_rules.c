@@ -201,11 +201,10 @@ static void assert_stock_logs(struct dfx *f, const char *want)
 {
     char buf[1024];
 
-    dfx_text(f->v.db,
-             "SELECT coalesce(group_concat(s, ' '), '') FROM (SELECT change_type || ':' || "
-             "quantity_before || '>' || quantity_after || ':' || reason || ':' || performed_by "
-             "AS s FROM stock_logs ORDER BY id)",
-             buf, sizeof(buf));
+    dfx_join(f->v.db,
+             "SELECT change_type || ':' || quantity_before || '>' || quantity_after || ':' || "
+             "reason || ':' || performed_by FROM stock_logs ORDER BY id",
+             " ", buf, sizeof(buf));
     assert_string_equal(buf, want);
 }
 

@@ -91,14 +91,11 @@ static void hourly(struct t *t, const char *machine, const char *hour, char *buf
     char sql[512];
 
     snprintf(sql, sizeof(sql),
-             "SELECT samples || ' ' || temp_samples || ' ' || "
-             "CASE WHEN temp_min IS NULL THEN '-' ELSE printf('%%.2f', temp_min) END || ' ' || "
-             "CASE WHEN temp_max IS NULL THEN '-' ELSE printf('%%.2f', temp_max) END || ' ' || "
-             "temp_sum_centi || ' ' || "
-             "door_openings || ' ' || level_changes || ' ' || coalesce(last_door, '-') "
-             "FROM telemetry_hourly WHERE machine_id = '%s' AND hour = '%s'",
+             "SELECT samples, temp_samples, temp_min, temp_max, temp_sum_centi, door_openings, "
+             "level_changes, last_door FROM telemetry_hourly WHERE machine_id = '%s' AND "
+             "hour = '%s'",
              machine, hour);
-    dfx_text(t->f.v.db, sql, buf, size);
+    dfx_row(t->f.v.db, sql, buf, size);
 }
 
 /* What pruning must never touch: the machine rows, the slots, the history, the alerts. */
@@ -180,21 +177,17 @@ static void test_rollup_two_hours(void **state)
     /* Its first reading: no earlier door to open from, VM01's is not VM02's. */
     hourly(t, "VM02", T0_ISO, buf, sizeof(buf));
     assert_string_equal(buf, "1 1 20.00 20.00 2000 0 0 OPEN");
-    assert_int_equal(dfx_int(t->f.v.db, "SELECT round(CAST(temp_sum_centi AS REAL) / 100 / "
-                                        "temp_samples * 10000) FROM telemetry_hourly WHERE "
-                                        "machine_id = 'VM01' AND hour = '" T0_ISO "'"),
+    assert_int_equal(dfx_int(t->f.v.db,
+                             "SELECT round(CAST(temp_sum_centi AS DOUBLE PRECISION) / 100 / "
+                             "temp_samples * 10000) FROM telemetry_hourly WHERE "
+                             "machine_id = 'VM01' AND hour = '" T0_ISO "'"),
                      32125);
 
     /* The machine row holds the latest reading; what 10:25 left out keeps 10:15's value. */
-    dfx_text(t->f.v.db,
-             "SELECT printf('%.2f', temperature) || ' ' || door || ' ' || last_seen FROM "
-             "machines WHERE id = 'VM01'",
-             buf, sizeof(buf));
+    dfx_row(t->f.v.db, "SELECT temperature, door, last_seen FROM machines WHERE id = 'VM01'", buf,
+            sizeof(buf));
     assert_string_equal(buf, "6.01 OPEN 2025-11-27T10:25:00.000Z");
-    dfx_text(t->f.v.db,
-             "SELECT group_concat(sensor_level, ' ') FROM (SELECT * FROM slots "
-             "ORDER BY id)",
-             buf, sizeof(buf));
+    dfx_join(t->f.v.db, "SELECT sensor_level FROM slots ORDER BY id", " ", buf, sizeof(buf));
     assert_string_equal(buf, "LOW LOW");
 }
 
@@ -298,11 +291,9 @@ static void test_prune_exactly_the_old_rows(void **state)
     assert_int_equal(db_commit(t->f.v.db), VEND_OK);
     assert_int_equal(count_before(t, cutoff), OLD);
     db_iso_time(edge, sizeof(edge), cutoff);
-    snprintf(sql, sizeof(sql),
-             "SELECT group_concat(id) FROM (SELECT id FROM telemetry WHERE received_at >= '%s' "
-             "ORDER BY id)",
+    snprintf(sql, sizeof(sql), "SELECT id FROM telemetry WHERE received_at >= '%s' ORDER BY id",
              edge);
-    dfx_text(t->f.v.db, sql, ids_young, sizeof(ids_young));
+    dfx_join(t->f.v.db, sql, ",", ids_young, sizeof(ids_young));
     assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), OLD + YOUNG);
     before = kept(t);
 
@@ -318,8 +309,7 @@ static void test_prune_exactly_the_old_rows(void **state)
     /* Exactly the young rows are left, the one at the edge too. */
     assert_int_equal(count_before(t, cutoff), 0);
     assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM telemetry"), YOUNG);
-    dfx_text(t->f.v.db, "SELECT group_concat(id) FROM (SELECT id FROM telemetry ORDER BY id)",
-             ids_left, sizeof(ids_left));
+    dfx_join(t->f.v.db, "SELECT id FROM telemetry ORDER BY id", ",", ids_left, sizeof(ids_left));
     assert_string_equal(ids_left, ids_young);
     after = kept(t);
     assert_string_equal(after, before);
@@ -353,10 +343,8 @@ static void test_prune_keeps_latest_and_history(void **state)
     assert_string_equal(after, before);
     free(after);
     free(before);
-    dfx_text(t->f.v.db,
-             "SELECT printf('%.2f', temperature) || ' ' || door || ' ' || last_seen FROM "
-             "machines WHERE id = 'VM01'",
-             buf, sizeof(buf));
+    dfx_row(t->f.v.db, "SELECT temperature, door, last_seen FROM machines WHERE id = 'VM01'", buf,
+            sizeof(buf));
     assert_string_equal(buf, "6.01 OPEN 2025-11-27T10:25:00.000Z");
 
     /* Readings after the prune still know the door they open from: the newest hour's (OPEN
