@@ -32,6 +32,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+/* Longest gap allowed between two ticks of a 20 ms timer while the client connects,
+ * reconnects or fails: below the shortest blocking wait that would be a defect (1 s). */
+#define TICK_GAP_MAX_MS 800
+
 /* ---- the raw peer ---------------------------------------------------- */
 
 struct raw {
@@ -510,9 +514,11 @@ static void test_broker_restart_reconnects(void **state)
         assert_non_null(strstr(text, "\nvendd_mqtt_publish_failed_total 0\n"));
         free(text);
     }
-    /* The loop never stalled: the 20 ms timer kept its schedule throughout. */
+    /* The loop never stalled: the 20 ms timer kept its schedule throughout. The bound on a
+     * gap leaves room for a loaded CI machine (ASan, the other suites on both cores) and still
+     * catches a blocking connect or a blocking backoff sleep (1 s and more). */
     assert_true(fx->ticks > 40);
-    assert_true(fx->tick_max_gap < 200);
+    assert_true(fx->tick_max_gap < TICK_GAP_MAX_MS);
 
     /* The broker lost its state (no persistence): receiving proves we resubscribed. */
     raw_start(&fx->raw, &fx->broker, "machine", NULL);
@@ -558,10 +564,12 @@ static void test_dead_host_does_not_block(void **state)
     client_new(fx, 1883, "192.0.2.1");
     loop_timer_add(fx->loop, 20, tick, fx);
     assert_int_equal(mqtt_client_start(fx->client), VEND_OK);
-    run_until(fx, NULL, 400);
+    run_until(fx, NULL, 1500);
     assert_false(mqtt_client_connected(fx->client));
-    assert_true(fx->ticks > 10);
-    assert_true(fx->tick_max_gap < 200);
+    /* A blocking connect to a dead host would hold the loop for the whole run (the kernel's
+     * SYN retries take minutes): 75 ticks are due, far more than a stalled loop makes. */
+    assert_true(fx->ticks > 20);
+    assert_true(fx->tick_max_gap < TICK_GAP_MAX_MS);
 }
 
 /*
