@@ -185,7 +185,6 @@ static int start_http(struct vendd *v)
         .port = (uint16_t)v->conf->port,
         .api_token = v->conf->dev_mode ? NULL : v->conf->api_token,
         .data_version = http_data_version,
-        .cache_dictionary = api_cache_dictionary,
     };
     v->signin_limit = ratelimit_new(API_SIGNIN_PER_MIN);
     /* http.c logs where it listens. */

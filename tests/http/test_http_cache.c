@@ -13,7 +13,7 @@
 
 static void served_only_at_its_version(void **state)
 {
-    struct http_cache *c = http_cache_new(NULL);
+    struct http_cache *c = http_cache_new();
     const uint64_t v1[2] = {1, 7}, v2[2] = {2, 7}, v3[2] = {1, 8},
                    unknown[2] = {1, HTTP_CACHE_VERSION_UNKNOWN};
     char *got;
@@ -34,21 +34,14 @@ static void served_only_at_its_version(void **state)
 
 static void bounded(void **state)
 {
-    struct http_cache *c = http_cache_new(NULL);
+    struct http_cache *c = http_cache_new();
     const uint64_t v[2] = {1, 1};
     char *big = malloc(HTTP_CACHE_BODY_MAX + 2), key[64], *got;
     size_t kept = 0, n = 0;
-    uint64_t x = 88172645463325252u;
 
     (void)state;
     assert_non_null(big);
-    /* Bytes that deflate little (6.5 bits a byte), so the bound is reached. */
-    for (size_t i = 0; i <= HTTP_CACHE_BODY_MAX; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        big[i] = (char)('#' + x % 90);
-    }
+    memset(big, 'x', HTTP_CACHE_BODY_MAX + 1);
     big[HTTP_CACHE_BODY_MAX + 1] = '\0';
     http_cache_put(c, "/big", v, big); /* over the body bound: not kept */
     assert_null(http_cache_get(c, "/big", v));
@@ -65,42 +58,9 @@ static void bounded(void **state)
         free(got);
     }
     assert_true(kept > 0);
-    assert_true(kept < n);
-    assert_true(http_cache_bytes(c) <= HTTP_CACHE_BYTES_MAX);
+    assert_true(kept * HTTP_CACHE_BODY_MAX <= HTTP_CACHE_BYTES_MAX);
     free(big);
     http_cache_free(c);
-}
-
-/* Answers come back byte for byte, kept deflated against the dictionary or not. */
-static void deflated_and_back(void **state)
-{
-    static const char dict[] = "{\"id\":\"\",\"status\":\"COMPLETED\",\"refund\":null}";
-    const uint64_t v[2] = {7, 7};
-    char body[2048], key[64], *got;
-
-    (void)state;
-    for (int d = 0; d < 2; d++) {
-        struct http_cache *c = http_cache_new(d ? dict : NULL);
-
-        for (int i = 0; i < 2000; i++) {
-            snprintf(key, sizeof(key), "/api/orders/O%d", i);
-            snprintf(body, sizeof(body), "{\"id\":\"O%d\",\"status\":\"COMPLETED\",%*s\"n\":%d}", i,
-                     i % 500, "", i * 7919);
-            http_cache_put(c, key, v, body);
-        }
-        for (int i = 0; i < 2000; i++) {
-            snprintf(key, sizeof(key), "/api/orders/O%d", i);
-            snprintf(body, sizeof(body), "{\"id\":\"O%d\",\"status\":\"COMPLETED\",%*s\"n\":%d}", i,
-                     i % 500, "", i * 7919);
-            got = http_cache_get(c, key, v);
-            assert_non_null(got);
-            assert_string_equal(got, body);
-            free(got);
-        }
-        /* Mostly spaces: kept in far fewer bytes than served. */
-        assert_true(http_cache_bytes(c) < 2000 * 300);
-        http_cache_free(c);
-    }
 }
 
 int main(void)
@@ -108,7 +68,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(served_only_at_its_version),
         cmocka_unit_test(bounded),
-        cmocka_unit_test(deflated_and_back),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,8 +19,6 @@ struct vendd;
 /* The route table, for app.c. */
 extern const struct http_route api_routes[];
 extern const size_t api_nroutes;
-/* Text the kept answers share (http_config.cache_dictionary). */
-extern const char api_cache_dictionary[];
 
 /*
  * Body field readers. On a missing (when required), mistyped or out-of-range field they

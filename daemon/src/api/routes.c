@@ -59,26 +59,3 @@ const struct http_route api_routes[] = {
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
-
-/*
- * What the kept answers of the HTTP_CACHED routes share, for their deflated copies
- * (http_cache.h): a stock answer, then an order's (the larger and more often kept), with
- * their keys in the order the handlers write them. Only a better ratio if it matches: any
- * text is a correct dictionary.
- */
-const char api_cache_dictionary[] =
-    "{\"machine_id\":\"\",\"slots\":[{\"slot_number\":1,\"product_id\":1,\"product_name\":"
-    "\"\",\"price\":5000,\"capacity\":10,\"current_stock\":10,\"motor_duration_ms\":null,"
-    "\"sensor_level\":null,\"sensor_at\":null,\"needs_inspection\":0,\"version\":1,"
-    "\"is_active\":1,\"updated_at\":\"2026-01-01T00:00:00.000Z\"}]}"
-    "{\"id\":\"ORD\",\"machine_id\":\"\",\"status\":\"COMPLETED\",\"origin\":\"manual\","
-    "\"payment_method\":\"manual\",\"quantity\":1,\"total_amount\":5000,\"failure_reason\":null,"
-    "\"payment_url\":null,\"payment_token\":null,\"payment_qr\":null,\"paid_at\":\"2026-01-01T"
-    "00:00:00.000Z\",\"dispensed_at\":\"2026-01-01T00:00:00.000Z\",\"expires_at\":null,"
-    "\"created_at\":\"2026-01-01T00:00:00.000Z\",\"updated_at\":\"2026-01-01T00:00:00.000Z\","
-    "\"items\":[{\"position\":1,\"slot\":1,\"product_name\":\"\",\"quantity\":1,\"unit_price\":"
-    "5000,\"total\":5000}],\"units\":[{\"unit\":1,\"machine_id\":\"\",\"slot_number\":1,"
-    "\"status\":\"SUCCESS\",\"timeout_ms\":30000,\"command_sent_at\":\"2026-01-01T00:00:00.000Z\","
-    "\"deadline_at\":\"2026-01-01T00:00:00.000Z\",\"completed_at\":\"2026-01-01T00:00:00.000Z\","
-    "\"duration_ms\":1000,\"success\":1,\"drop_detected\":1,\"error_message\":null,"
-    "\"late_result\":0}],\"payment_events\":[],\"refund\":null}";

@@ -1132,7 +1132,7 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
     s->body_max = cfg->body_max != 0 ? cfg->body_max : HTTP_BODY_MAX_DEFAULT;
     s->data_version = cfg->data_version;
     if (s->data_version != NULL)
-        s->cache = http_cache_new(cfg->cache_dictionary);
+        s->cache = http_cache_new();
     if (cfg->api_token != NULL) {
         s->token_mode = true;
         session_init(&s->session, cfg->api_token);

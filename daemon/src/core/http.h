@@ -117,8 +117,6 @@ struct http_config {
     /* Optional: the data version under the answers (db_version()), with ctx. With it, the
      * answers of HTTP_CACHED routes are kept while it stays the same (http_cache.h). */
     void (*data_version)(void *ctx, uint64_t version[2]);
-    /* Optional: what those answers share, to keep them deflated smaller (http_cache_new()). */
-    const char *cache_dictionary;
 };
 
 /*

@@ -7,33 +7,24 @@
  * every commit, ours or another process's, moves it) and served again only while the version
  * is the same, so a cached answer is never older than the data. Bounded: HTTP_CACHE_SLOTS
  * answers (direct-mapped by the request's path, enough for a fleet's machines) of at most
- * HTTP_CACHE_BODY_MAX bytes each and HTTP_CACHE_BYTES_MAX in all. Kept deflated, with a
- * dictionary of what the answers have in common (their keys): a fleet's orders (10,000 of
- * ~850 bytes) did not fit as they are, and inflating one costs a tenth of building it.
+ * HTTP_CACHE_BODY_MAX bytes each and HTTP_CACHE_BYTES_MAX in all.
  */
 #ifndef VENDD_HTTP_CACHE_H
 #define VENDD_HTTP_CACHE_H
 
-#include <stddef.h>
 #include <stdint.h>
 
-#define HTTP_CACHE_SLOTS     32768 /* two per key to choose from */
+#define HTTP_CACHE_SLOTS     16384
 #define HTTP_CACHE_BODY_MAX  16384
 #define HTTP_CACHE_BYTES_MAX (4u * 1024 * 1024)
 #define HTTP_CACHE_KEY_MAX   255
-#define HTTP_CACHE_DICT_MAX  4096 /* within deflate's window */
 /* A version that could not be read: nothing is kept or served at it. */
 #define HTTP_CACHE_VERSION_UNKNOWN UINT64_MAX
 
 struct http_cache;
 
-/* dictionary: NULL, or text the answers share, borrowed for the cache's life (at most
- * HTTP_CACHE_DICT_MAX bytes, else unused); the most common last. */
-struct http_cache *http_cache_new(const char *dictionary);
+struct http_cache *http_cache_new(void);
 void http_cache_free(struct http_cache *c);
-
-/* Bytes held (bounded by HTTP_CACHE_BYTES_MAX). */
-size_t http_cache_bytes(const struct http_cache *c);
 
 /* A malloc'd copy of the answer kept for key at version, or NULL. */
 char *http_cache_get(struct http_cache *c, const char *key, const uint64_t version[2]);
