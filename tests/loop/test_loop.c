@@ -707,6 +707,76 @@ static void test_prepare_hook_deleted_inside_a_hook(void **state)
     loop_free(loop);
 }
 
+/* ---- turn-end hooks ---- */
+
+struct turn {
+    struct loop *loop;
+    int rfd;
+    char seen[8]; /* r: the fd's callback, t: a timer it armed at 0 ms, e: the turn end */
+    size_t n;
+};
+
+static void turn_note(struct turn *t, char what)
+{
+    if (t->n < sizeof(t->seen) - 1)
+        t->seen[t->n++] = what;
+    if (t->n == 4)
+        loop_stop(t->loop);
+}
+
+static void turn_timer_cb(void *arg)
+{
+    turn_note(arg, 't');
+}
+
+static void turn_read_cb(void *arg, int fd, unsigned events)
+{
+    struct turn *t = arg;
+    char c;
+
+    (void)events;
+    assert_int_equal(read(fd, &c, 1), 1);
+    loop_io_del(t->loop, fd);
+    assert_true(loop_timer_add(t->loop, 0, turn_timer_cb, t) > 0);
+    turn_note(t, 'r');
+}
+
+static void turn_end_cb(void *arg)
+{
+    struct turn *t = arg;
+
+    /* Only the turns that follow the read are noted: the earlier ones have nothing to say. */
+    if (t->n > 0)
+        turn_note(t, 'e');
+}
+
+/* The hook runs at the end of the turn whose fds were dispatched: after the read, before the
+ * timer the read armed at 0 ms (which fires at the next turn's start), then once per turn. */
+static void test_turn_end_hook_runs_after_dispatch_before_timers(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    struct guard g;
+    struct turn t = {.loop = loop};
+    int fds[2];
+
+    assert_non_null(loop);
+    guard_arm(&g, loop);
+    assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+    t.rfd = fds[0];
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    assert_int_equal(loop_turn_end_add(loop, turn_end_cb, &t), VEND_OK);
+    assert_int_equal(loop_turn_end_add(loop, NULL, NULL), VEND_EINVAL);
+    assert_int_equal(loop_io_add(loop, fds[0], LOOP_READ, turn_read_cb, &t), VEND_OK);
+    assert_int_equal(loop_run(loop), VEND_OK);
+    assert_int_equal(g.fired, 0);
+    assert_string_equal(t.seen, "rete");
+    loop_turn_end_del(loop, turn_end_cb, &t);
+    close(fds[0]);
+    close(fds[1]);
+    loop_free(loop);
+}
+
 /* ---- signals ---- */
 
 static int signal_blocked(int signo)
@@ -839,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_invalid_arguments),
         cmocka_unit_test(test_prepare_hook_runs_each_iteration),
         cmocka_unit_test(test_prepare_hook_deleted_inside_a_hook),
+        cmocka_unit_test(test_turn_end_hook_runs_after_dispatch_before_timers),
         cmocka_unit_test(test_sigterm_stops_loop),
         cmocka_unit_test(test_sighup_handler_via_signal_set),
         cmocka_unit_test(test_sigpipe_ignored_then_restored),

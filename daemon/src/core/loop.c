@@ -73,6 +73,13 @@ struct prepare {
     void *arg;
 };
 
+/* Hooks of one phase: before poll (prepare) or after the dispatch (turn end). */
+struct hooks {
+    struct prepare *v; /* fn == NULL: deleted, compacted after the phase */
+    size_t n;
+    bool running;
+};
+
 struct loop {
     uint64_t now_ms;
     bool stop;
@@ -94,9 +101,7 @@ struct loop {
     uint32_t nheap;
     uint64_t next_seq;
 
-    struct prepare *prepares; /* fn == NULL: deleted, compacted after the prepare phase */
-    size_t nprepares;
-    bool in_prepare;
+    struct hooks prepares, turn_ends;
 
     int sfd;
     sigset_t sigs;     /* the set read through sfd */
@@ -416,7 +421,8 @@ void loop_free(struct loop *loop)
     free(loop->pgens);
     free(loop->timers);
     free(loop->heap);
-    free(loop->prepares);
+    free(loop->prepares.v);
+    free(loop->turn_ends.v);
     free(loop);
 }
 
@@ -509,43 +515,76 @@ void loop_timer_del(struct loop *loop, uint64_t id)
 }
 
 /* Drops deleted hooks; never while the hooks run, so their indices stay put. */
-static void prepare_compact(struct loop *loop)
+static void hooks_compact(struct hooks *h)
 {
     size_t n = 0;
 
-    for (size_t i = 0; i < loop->nprepares; i++) {
-        if (loop->prepares[i].fn != NULL)
-            loop->prepares[n++] = loop->prepares[i];
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->v[i].fn != NULL)
+            h->v[n++] = h->v[i];
     }
-    loop->nprepares = n;
+    h->n = n;
+}
+
+static int hooks_add(struct hooks *h, loop_prepare_fn *fn, void *arg)
+{
+    if (fn == NULL)
+        return VEND_EINVAL;
+    if (!h->running)
+        hooks_compact(h);
+    if (h->n >= LOOP_PREPARE_MAX)
+        return VEND_ENOSPACE;
+    h->v = xrealloc(h->v, (h->n + 1) * sizeof(*h->v));
+    h->v[h->n].fn = fn;
+    h->v[h->n].arg = arg;
+    h->n++;
+    return VEND_OK;
+}
+
+static void hooks_del(struct hooks *h, loop_prepare_fn *fn, void *arg)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->v[i].fn == fn && h->v[i].arg == arg && fn != NULL) {
+            h->v[i].fn = NULL;
+            h->v[i].arg = NULL;
+            break;
+        }
+    }
+    if (!h->running)
+        hooks_compact(h);
+}
+
+/* By index with the count re-read: a hook may add or delete hooks. */
+static void hooks_run(struct hooks *h)
+{
+    h->running = true;
+    for (size_t i = 0; i < h->n; i++) {
+        struct prepare p = h->v[i];
+        if (p.fn != NULL)
+            p.fn(p.arg);
+    }
+    h->running = false;
+    hooks_compact(h);
 }
 
 int loop_prepare_add(struct loop *loop, loop_prepare_fn *fn, void *arg)
 {
-    if (fn == NULL)
-        return VEND_EINVAL;
-    if (!loop->in_prepare)
-        prepare_compact(loop);
-    if (loop->nprepares >= LOOP_PREPARE_MAX)
-        return VEND_ENOSPACE;
-    loop->prepares = xrealloc(loop->prepares, (loop->nprepares + 1) * sizeof(*loop->prepares));
-    loop->prepares[loop->nprepares].fn = fn;
-    loop->prepares[loop->nprepares].arg = arg;
-    loop->nprepares++;
-    return VEND_OK;
+    return hooks_add(&loop->prepares, fn, arg);
 }
 
 void loop_prepare_del(struct loop *loop, loop_prepare_fn *fn, void *arg)
 {
-    for (size_t i = 0; i < loop->nprepares; i++) {
-        if (loop->prepares[i].fn == fn && loop->prepares[i].arg == arg && fn != NULL) {
-            loop->prepares[i].fn = NULL;
-            loop->prepares[i].arg = NULL;
-            break;
-        }
-    }
-    if (!loop->in_prepare)
-        prepare_compact(loop);
+    hooks_del(&loop->prepares, fn, arg);
+}
+
+int loop_turn_end_add(struct loop *loop, loop_prepare_fn *fn, void *arg)
+{
+    return hooks_add(&loop->turn_ends, fn, arg);
+}
+
+void loop_turn_end_del(struct loop *loop, loop_prepare_fn *fn, void *arg)
+{
+    hooks_del(&loop->turn_ends, fn, arg);
 }
 
 int loop_signal_set(struct loop *loop, int signo, loop_signal_fn *fn, void *arg)
@@ -582,15 +621,7 @@ int loop_run(struct loop *loop)
         timer_run(loop);
         if (loop->stop)
             break;
-        /* By index with the count re-read: a hook may add or delete hooks. */
-        loop->in_prepare = true;
-        for (size_t i = 0; i < loop->nprepares; i++) {
-            struct prepare p = loop->prepares[i];
-            if (p.fn != NULL)
-                p.fn(p.arg);
-        }
-        loop->in_prepare = false;
-        prepare_compact(loop);
+        hooks_run(&loop->prepares);
         if (loop->stop)
             break;
         if (loop->pfds_dirty)
@@ -614,6 +645,7 @@ int loop_run(struct loop *loop)
         }
         if (n > 0)
             io_dispatch(loop);
+        hooks_run(&loop->turn_ends);
     }
     return VEND_OK;
 }

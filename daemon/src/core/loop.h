@@ -65,6 +65,13 @@ int loop_prepare_add(struct loop *loop, loop_prepare_fn *fn, void *arg);
  * are ignored. Safe inside any hook, including the one removed. */
 void loop_prepare_del(struct loop *loop, loop_prepare_fn *fn, void *arg);
 
+/* Add a turn-end hook: called once per iteration after the ready fds were dispatched (also
+ * when none was), before the next iteration's timers, so that what those fds brought is
+ * finished in the same turn (a group commit) and not behind the timers that are due.
+ * Rules as for prepare hooks (at most 32, safe to add or delete inside one). */
+int loop_turn_end_add(struct loop *loop, loop_prepare_fn *fn, void *arg);
+void loop_turn_end_del(struct loop *loop, loop_prepare_fn *fn, void *arg);
+
 /* Handle signo through fn instead of the default (SIGTERM/SIGINT: stop; others: ignored);
  * fn NULL restores the default. A signal not yet handled is blocked and added to the
  * signalfd. VEND_EINVAL for KILL, STOP, synchronous signals (SEGV, BUS, FPE, ILL, TRAP,
@@ -75,8 +82,9 @@ int loop_signal_set(struct loop *loop, int signo, loop_signal_fn *fn, void *arg)
 uint64_t loop_now_ms(const struct loop *loop);
 
 /* Run until loop_stop() or a stopping signal; each iteration fires due timers, runs the
- * prepare hooks, polls and dispatches fds. Clears an earlier stop on entry, so a loop can
- * be run again. Returns 0, or VEND_EIO on a poll failure (EINTR is not one). */
+ * prepare hooks, polls, dispatches fds and runs the turn-end hooks. Clears an earlier stop
+ * on entry, so a loop can be run again. Returns 0, or VEND_EIO on a poll failure (EINTR is
+ * not one). */
 int loop_run(struct loop *loop);
 /* Make loop_run return after the current iteration. */
 void loop_stop(struct loop *loop);

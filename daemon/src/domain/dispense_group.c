@@ -41,6 +41,7 @@ struct dispense_group {
     size_t n, results;
     uint64_t commits; /* groups committed */
     bool applying;    /* items that come meanwhile (none should) wait for the next group */
+    bool hooked;      /* on_turn_end() is the loop's */
     struct group_item items[DISPENSE_GROUP_MAX];
 };
 
@@ -54,6 +55,17 @@ static void on_timer(void *arg)
     group_apply(v);
 }
 
+/* The end of the loop turn that read the group's items: applied there, not behind the timers
+ * due at the next turn's start (the HTTP server's, the ingest's). The timer stays armed for
+ * items added outside a dispatch (a timer's callback), so that poll() does not sleep on them. */
+static void on_turn_end(void *arg)
+{
+    struct vendd *v = arg;
+
+    if (v->dispense_group->n > 0)
+        group_apply(v);
+}
+
 /* A free item of the group, after applying a full one; the timer armed. NULL: apply this
  * one on its own, now. */
 static struct group_item *group_add(struct vendd *v)
@@ -61,8 +73,11 @@ static struct group_item *group_add(struct vendd *v)
     struct dispense_group *g = v->dispense_group;
     struct group_item *it;
 
-    if (g == NULL)
+    if (g == NULL) {
         g = v->dispense_group = xcalloc(1, sizeof(*g));
+        /* Without the hook (32 taken), the timer alone applies the group. */
+        g->hooked = loop_turn_end_add(v->loop, on_turn_end, v) == VEND_OK;
+    }
     if (g->n == DISPENSE_GROUP_MAX && !g->applying)
         group_apply(v);
     if (g->n == DISPENSE_GROUP_MAX)
@@ -264,6 +279,8 @@ void dispense_group_free(struct vendd *v)
         return;
     if (g->timer != 0)
         loop_timer_del(v->loop, g->timer);
+    if (g->hooked)
+        loop_turn_end_del(v->loop, on_turn_end, v);
     /* dispense_group_flush() emptied it; only a start that failed half-way gets here with
      * items, and then nothing was read. */
     if (g->n > 0)

@@ -10,8 +10,10 @@
  * nothing: its triggers are answered with the error (the orders stay PAID) and its results
  * wait in dispense_result.c's queue, in arrival order, to be applied again.
  *
- * The group is applied by a timer of 0 ms, so everything that came in the same loop turn
- * shares it, or at once when it holds DISPENSE_GROUP_MAX.
+ * The group is applied at the end of the loop turn that read its items, once every ready fd
+ * was handled (a turn-end hook of the loop), so everything that came in the same turn shares
+ * it; by a timer of 0 ms when an item came from a timer's callback; or at once when it holds
+ * DISPENSE_GROUP_MAX.
  */
 #ifndef VENDD_DISPENSE_GROUP_H
 #define VENDD_DISPENSE_GROUP_H
