@@ -225,7 +225,7 @@ describe('vendd in a browser', { concurrency: 1 }, () => {
     await dash.getByLabel('Operator token').fill(stack.token);
     await dash.getByRole('button', { name: 'Sign in' }).click();
     await heading(dash, 'Fleet');
-    const c = (await op.cookies()).find((x) => x.name === 'vendd_session');
+    const c = (await op.cookies()).find((x) => x.name === '__Host-vendd_session');
     assert.ok(c && c.httpOnly && c.sameSite === 'Strict', `session cookie: ${JSON.stringify(c)}`);
   });
 
@@ -484,7 +484,7 @@ describe('vendd in a browser', { concurrency: 1 }, () => {
     await go(dash, '#/fleet', 'Fleet');
     await dash.getByRole('button', { name: 'Sign out' }).click();
     await heading(dash, 'Sign in');
-    assert.equal((await op.cookies()).find((c) => c.name === 'vendd_session'), undefined, 'the cookie is cleared');
+    assert.equal((await op.cookies()).find((c) => c.name === '__Host-vendd_session'), undefined, 'the cookie is cleared');
     const r = await dash.evaluate(async () => (await fetch('/api/machines')).status);
     assert.equal(r, 401, 'signed out, the API refuses the browser');
   });

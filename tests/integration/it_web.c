@@ -30,6 +30,7 @@
 #include <curl/curl.h>
 
 #include "harness.h"
+#include "http.h"
 #include "session.h"
 
 #define TOKEN "it-web-operator-token-0123456789"
@@ -338,6 +339,9 @@ static void sign_in(struct harness *h, char *cookie, size_t cookie_size, char *c
     assert_true(json_is_true(json_object_get(r.json, "signed_in")));
     assert_non_null(header(&r, "Set-Cookie", v, sizeof(v)));
     assert_memory_equal(v, SESSION_COOKIE "=", strlen(SESSION_COOKIE "="));
+    /* The prefix: a browser takes it only Secure, Path=/ and without Domain, so a sibling
+     * subdomain cannot plant one (cookie tossing). */
+    assert_memory_equal(v, "__Host-", 7);
     end = strchr(v, ';');
     assert_non_null(end);
     assert_string_equal(end, COOKIE_TAIL);
@@ -632,6 +636,38 @@ static void sign_in_rate_limited(void **state)
     assert_int_equal(machine_status(h, "VM01"), 200);
 }
 
+/* A fresh vendd: HTTP_BEARER_FAILS_PER_MIN (10) wrong bearer tokens a minute from one address,
+ * then its bearer tokens are refused unchecked (429), the right one too: guessing the token
+ * through the API is no faster than through the sign-in. A signed-in browser is not locked
+ * out by a guesser behind the same address. */
+static void bearer_guesses_rate_limited(void **state)
+{
+    struct harness *h = *state;
+    const char *wrong[] = {"Authorization: Bearer it-web-wrong-token", NULL};
+    char cookie[256], csrf[80];
+    struct reply r = {0};
+    int refused_at = 0;
+
+    assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
+    sign_in(h, cookie, sizeof(cookie), csrf, sizeof(csrf));
+    for (int i = 1; i <= 11 && refused_at == 0; i++) {
+        long st = req(h, "GET", "/api/machines", NULL, wrong, &r);
+
+        if (st == 429) {
+            assert_string_equal(error_code(&r), "TOO_MANY_REQUESTS");
+            refused_at = i;
+        } else {
+            assert_int_equal(st, 401);
+        }
+        reply_free(&r);
+    }
+    assert_int_equal(refused_at, HTTP_BEARER_FAILS_PER_MIN + 1);
+    assert_int_equal(machine_status(h, "VM01"), 429);
+    assert_int_equal(with_cookie(h, "GET", "/api/machines", NULL, cookie, NULL, &r), 200);
+    reply_free(&r);
+}
+
 /* ---- development mode ------------------------------------------------------------------- */
 
 static int setup_dev(void **state)
@@ -758,10 +794,15 @@ static void dev_mode_refuses_foreign_host(void **state)
 int main(void)
 {
     const struct CMUnitTest token_tests[] = {
-        cmocka_unit_test(pages_served_with_headers), cmocka_unit_test(etag_answers_304),
-        cmocka_unit_test(sign_in_cookie_and_csrf),   cmocka_unit_test(event_stream_with_cookie),
-        cmocka_unit_test(bad_cookies_refused),       cmocka_unit_test(cross_origin_writes_refused),
-        cmocka_unit_test(token_change_signs_out),    cmocka_unit_test(sign_in_rate_limited),
+        cmocka_unit_test(pages_served_with_headers),
+        cmocka_unit_test(etag_answers_304),
+        cmocka_unit_test(sign_in_cookie_and_csrf),
+        cmocka_unit_test(event_stream_with_cookie),
+        cmocka_unit_test(bad_cookies_refused),
+        cmocka_unit_test(cross_origin_writes_refused),
+        cmocka_unit_test(token_change_signs_out),
+        cmocka_unit_test(sign_in_rate_limited),
+        cmocka_unit_test(bearer_guesses_rate_limited),
     };
     const struct CMUnitTest dev_tests[] = {
         cmocka_unit_test(dev_mode_as_the_api),

@@ -50,11 +50,29 @@ static void flood_of_addresses_stays_bounded(void **state)
     ratelimit_free(rl);
 }
 
+/* allows() looks without taking: only the takes count against the burst. */
+static void allows_takes_nothing(void **state)
+{
+    struct ratelimit *rl = ratelimit_new(2);
+
+    (void)state;
+    for (int i = 0; i < 5; i++)
+        assert_true(ratelimit_allows(rl, "203.0.113.9", 0));
+    assert_true(ratelimit_take(rl, "203.0.113.9", 0));
+    assert_true(ratelimit_allows(rl, "203.0.113.9", 0));
+    assert_true(ratelimit_take(rl, "203.0.113.9", 0));
+    assert_false(ratelimit_allows(rl, "203.0.113.9", 0));
+    assert_true(ratelimit_allows(rl, "203.0.113.9", 30000)); /* one token back after 30 s */
+    assert_false(ratelimit_allows(rl, "1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa", 0));
+    ratelimit_free(rl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(burst_then_refill),
         cmocka_unit_test(flood_of_addresses_stays_bounded),
+        cmocka_unit_test(allows_takes_nothing),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

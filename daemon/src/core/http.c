@@ -25,6 +25,7 @@
 #include "http_cache.h"
 #include "log.h"
 #include "loop.h"
+#include "ratelimit.h"
 #include "session.h"
 #include "vend/err.h"
 #include "vend/msg.h"
@@ -88,7 +89,8 @@ struct http_server {
     void *ctx;
     size_t body_max;
     bool token_mode;
-    struct session session; /* token mode: the token's digest and the sign-in keys */
+    struct session session;         /* token mode: the token's digest and the sign-in keys */
+    struct ratelimit *bearer_fails; /* token mode: wrong bearer tokens per client address */
     uint16_t port;
     struct http_call *deferred; /* answers a handler promised for later (http_defer) */
     struct http_cache *cache;   /* NULL without cfg->data_version */
@@ -263,8 +265,9 @@ enum op_auth {
     OP_NOT_LOCAL_NAME, /* development mode, addressed to a name that is not loopback's */
     OP_NONE,           /* token mode: neither a bearer token nor a session cookie */
     OP_BAD_BEARER,
-    OP_BAD_SESSION, /* the cookie is not ours, was changed, or has expired */
-    OP_NO_CSRF,     /* a write with a good cookie but without its X-CSRF-Token */
+    OP_BEARER_LIMITED, /* too many wrong bearer tokens from this address: not even checked */
+    OP_BAD_SESSION,    /* the cookie is not ours, was changed, or has expired */
+    OP_NO_CSRF,        /* a write with a good cookie but without its X-CSRF-Token */
 };
 
 /*
@@ -309,8 +312,9 @@ static bool host_is_local_name(const char *host)
  * constant time. A bearer header wins over a cookie, so a wrong token is never excused.
  */
 static enum op_auth operator_auth(const struct http_server *s, struct MHD_Connection *c,
-                                  bool loopback, bool write)
+                                  const char *remote, bool loopback, bool write)
 {
+    uint64_t now = loop_now_ms(s->loop);
     const char *v, *cookie;
 
     if (!s->token_mode) {
@@ -326,7 +330,14 @@ static enum op_auth operator_auth(const struct http_server *s, struct MHD_Connec
         v += 7;
         while (*v == ' ')
             v++;
-        return session_token_valid(&s->session, v) ? OP_OK : OP_BAD_BEARER;
+        /* The sign-in's rate, for the same secret: a guess is refused unchecked once an
+         * address is over it, so a right one is not told apart from a wrong one. */
+        if (!ratelimit_allows(s->bearer_fails, remote, (int64_t)now))
+            return OP_BEARER_LIMITED;
+        if (session_token_valid(&s->session, v))
+            return OP_OK;
+        ratelimit_take(s->bearer_fails, remote, (int64_t)now);
+        return OP_BAD_BEARER;
     }
     cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, SESSION_COOKIE);
     if (cookie == NULL)
@@ -343,7 +354,7 @@ static enum op_auth operator_auth(const struct http_server *s, struct MHD_Connec
 static void auth_check(const struct http_server *s, struct MHD_Connection *c,
                        struct http_call *call)
 {
-    switch (operator_auth(s, c, call->loopback, call->method != HTTP_GET)) {
+    switch (operator_auth(s, c, call->remote, call->loopback, call->method != HTTP_GET)) {
     case OP_OK:
         return;
     case OP_NOT_LOOPBACK:
@@ -358,6 +369,13 @@ static void auth_check(const struct http_server *s, struct MHD_Connection *c,
         return;
     case OP_NO_CSRF:
         call_fail(call, 403, "CSRF", "a write signed in by cookie needs its 'X-CSRF-Token' header");
+        return;
+    case OP_BEARER_LIMITED:
+        log_warnx("bearer token from %s not checked: over %d wrong tokens a minute", call->remote,
+                  HTTP_BEARER_FAILS_PER_MIN);
+        call_fail(call, 429, "TOO_MANY_REQUESTS",
+                  "more than %d wrong bearer tokens a minute from this address",
+                  HTTP_BEARER_FAILS_PER_MIN);
         return;
     case OP_NONE:
         call_fail(call, 401, "UNAUTHORIZED",
@@ -1340,6 +1358,7 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
     if (cfg->api_token != NULL) {
         s->token_mode = true;
         session_init(&s->session, cfg->api_token);
+        s->bearer_fails = ratelimit_new(HTTP_BEARER_FAILS_PER_MIN);
     }
     s->max_conns = cfg->max_conns != 0 ? cfg->max_conns : HTTP_MAX_CONNS_DEFAULT;
     s->local_reserve = cfg->local_reserve;
@@ -1435,6 +1454,7 @@ void http_server_free(struct http_server *s)
     loop_timer_del(s->loop, s->sweep_id);
     assert(s->streams == NULL && s->conns == NULL);
     session_clear(&s->session);
+    ratelimit_free(s->bearer_fails);
     http_cache_free(s->cache);
     free(s);
 }
@@ -1473,7 +1493,8 @@ bool http_is_operator(const struct http_request *req)
 {
     const struct http_call *call = req->call_;
 
-    return operator_auth(call->server, req->conn_, req->loopback, req->method != HTTP_GET) == OP_OK;
+    return operator_auth(call->server, req->conn_, call->remote, req->loopback,
+                         req->method != HTTP_GET) == OP_OK;
 }
 
 const struct session *http_session(const struct http_request *req)

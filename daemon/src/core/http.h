@@ -133,6 +133,10 @@ struct http_config {
 #define HTTP_HEADER_S_DEFAULT  10u
 #define HTTP_BODY_S_DEFAULT    30u
 
+/* Token mode: wrong bearer tokens a client address may send a minute, as many as sign-ins
+ * (API_SIGNIN_PER_MIN); past it, its bearer tokens are refused (429) without being checked. */
+#define HTTP_BEARER_FAILS_PER_MIN 10
+
 /* What the limits did, since start (for /metrics). */
 struct http_stats {
     uint64_t refused_per_address; /* accepted and closed at once: its address has its fill */

@@ -48,14 +48,16 @@ static uint32_t hash(const char *s)
     return h;
 }
 
-bool ratelimit_take(struct ratelimit *rl, const char *addr, int64_t now_ms)
+/* addr's bucket, found or made (evicting the idlest of the probe window), refilled to now_ms;
+ * NULL for an address longer than any numeric one. */
+static struct bucket *bucket_at(struct ratelimit *rl, const char *addr, int64_t now_ms)
 {
     int64_t full = rl->per_minute * 1000;
     struct bucket *b = NULL, *idlest = NULL;
     uint32_t h = hash(addr);
 
     if (strlen(addr) >= ADDR_MAX)
-        return false;
+        return NULL;
     for (uint32_t i = 0; i < PROBE; i++) {
         struct bucket *c = &rl->b[(h + i) % RATELIMIT_ENTRIES];
 
@@ -86,8 +88,22 @@ bool ratelimit_take(struct ratelimit *rl, const char *addr, int64_t now_ms)
             b->last_ms += add * 60 / rl->per_minute;
         }
     }
-    if (b->tokens_milli < 1000)
+    return b;
+}
+
+bool ratelimit_take(struct ratelimit *rl, const char *addr, int64_t now_ms)
+{
+    struct bucket *b = bucket_at(rl, addr, now_ms);
+
+    if (b == NULL || b->tokens_milli < 1000)
         return false;
     b->tokens_milli -= 1000;
     return true;
+}
+
+bool ratelimit_allows(struct ratelimit *rl, const char *addr, int64_t now_ms)
+{
+    const struct bucket *b = bucket_at(rl, addr, now_ms);
+
+    return b != NULL && b->tokens_milli >= 1000;
 }

@@ -25,4 +25,8 @@ void ratelimit_free(struct ratelimit *rl);
  * the request may go ahead; false when addr is over its rate. */
 bool ratelimit_take(struct ratelimit *rl, const char *addr, int64_t now_ms);
 
+/* Whether addr has a token at now_ms, taking none: for a limit on failures, checked before
+ * the attempt and taken only when it fails. */
+bool ratelimit_allows(struct ratelimit *rl, const char *addr, int64_t now_ms);
+
 #endif

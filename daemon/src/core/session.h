@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 /* The cookie's name, and how long a sign-in lasts (its Max-Age). */
-#define SESSION_COOKIE "vendd_session"
+#define SESSION_COOKIE "__Host-vendd_session"
 #define SESSION_TTL_S  43200
 /* "v1." + 12 digits + "." + 32 hex + "." + 64 hex + NUL, at most. */
 #define SESSION_COOKIE_SIZE 114
