@@ -304,7 +304,10 @@ static int run_vendd(const char *url, char *out, size_t size)
     }
     out[len] = '\0';
     close(fds[0]);
-    if (waitpid(pid, &status, WNOHANG) == 0) {
+    /* Its output is closed; the exit may take a moment more (a sanitizer's report). */
+    for (int i = 0; i < 100 && waitpid(pid, &status, WNOHANG) == 0; i++)
+        usleep(50 * 1000);
+    if (status == -1) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
         return -1; /* still running: it did start */
