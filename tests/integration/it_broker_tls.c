@@ -29,6 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,7 +50,8 @@
 
 struct tls {
     struct harness h;      /* vendd; its default broker is not used */
-    struct test_broker pb; /* prod.conf */
+    struct test_broker pb; /* prod.conf: the machines' listener on pb.port */
+    uint16_t port2;        /* and vendd's */
     char ca[HARNESS_PATH_MAX + 16], other_ca[HARNESS_PATH_MAX + 16];
     char passwd[HARNESS_PATH_MAX + 16];
     char pw_a[64], pw_b[64]; /* VM01's and VMB's, from vendctl */
@@ -166,23 +170,42 @@ static int make_certs(const char *dir)
     return 0;
 }
 
+/* A free loopback port, for vendd's listener. */
+static int free_port(uint16_t *port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), rc = -1;
+
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
+        *port = ntohs(sa.sin_port);
+        rc = 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
 /* ---- prod.conf ------------------------------------------------------------------------ */
 
-enum subst_value { V_PORT, V_DIR, V_ACL };
+enum subst_value { V_PORT, V_PORT2, V_DIR, V_ACL };
 
-/* The line from becomes: before, the value, after. */
+/* The line from (found times) becomes: before, the value, after. */
 static const struct {
     const char *from, *before;
     enum subst_value value;
     const char *after;
+    int times;
 } subst[] = {
-    {"listener 8883", "listener ", V_PORT, " 127.0.0.1"},
-    {"password_file /etc/mosquitto/vendd.passwd", "password_file ", V_DIR, "/vendd.passwd"},
-    {"acl_file /etc/mosquitto/vendd.acl", "acl_file ", V_ACL, ""},
-    {"certfile /etc/mosquitto/certs/server.crt", "certfile ", V_DIR, "/server.crt"},
-    {"keyfile /etc/mosquitto/certs/server.key", "keyfile ", V_DIR, "/server.key"},
-    {"persistence_location /var/lib/mosquitto/", "persistence_location ", V_DIR, "/"},
-    {"log_dest syslog", "log_dest file ", V_DIR, "/mosquitto.log"},
+    {"listener 8883", "listener ", V_PORT, " 127.0.0.1", 1},
+    {"listener 8884 127.0.0.1", "listener ", V_PORT2, " 127.0.0.1", 1},
+    {"password_file /etc/mosquitto/vendd.passwd", "password_file ", V_DIR, "/vendd.passwd", 1},
+    {"acl_file /etc/mosquitto/vendd.acl", "acl_file ", V_ACL, "", 1},
+    {"certfile /etc/mosquitto/certs/server.crt", "certfile ", V_DIR, "/server.crt", 2},
+    {"keyfile /etc/mosquitto/certs/server.key", "keyfile ", V_DIR, "/server.key", 2},
+    {"persistence_location /var/lib/mosquitto/", "persistence_location ", V_DIR, "/", 1},
+    {"log_dest syslog", "log_dest file ", V_DIR, "/mosquitto.log", 1},
 };
 #define NSUBST (sizeof(subst) / sizeof(subst[0]))
 
@@ -210,17 +233,17 @@ static int prod_conf(const struct test_broker *b, FILE *out, void *arg)
         }
         made[i]++;
         fputs(subst[i].before, out);
-        if (subst[i].value == V_PORT)
-            fprintf(out, "%u", (unsigned)b->port);
+        if (subst[i].value == V_PORT || subst[i].value == V_PORT2)
+            fprintf(out, "%u", (unsigned)(subst[i].value == V_PORT ? b->port : t->port2));
         else
             fputs(subst[i].value == V_ACL ? acl : t->h.dir, out);
         fprintf(out, "%s\n", subst[i].after);
     }
     fclose(in);
     for (size_t i = 0; i < NSUBST; i++) {
-        if (made[i] != 1) {
-            fprintf(stderr, "it_broker_tls: prod.conf has '%s' %d times, not once\n", subst[i].from,
-                    made[i]);
+        if (made[i] != subst[i].times) {
+            fprintf(stderr, "it_broker_tls: prod.conf has '%s' %d times, not %d\n", subst[i].from,
+                    made[i], subst[i].times);
             return -1;
         }
     }
@@ -450,7 +473,8 @@ static bool reloaded(struct tls *t, const char *user, const char *pw)
     int rc = -1;
 
     while (rc != 0 && harness_now_ms() < deadline) {
-        rc = cli_open(&c, t->pb.port, "it-reload", user, pw, t->ca);
+        rc = cli_open(&c, strcmp(user, "vendd") == 0 ? t->port2 : t->pb.port, "it-reload", user, pw,
+                      t->ca);
         cli_close(&c);
         if (rc != 0)
             harness_sleep_ms(50);
@@ -487,9 +511,9 @@ static int setup(void **state)
     mp[3] = t->passwd;
     if (make_certs(t->h.dir) < 0 || run(mp, NULL, NULL, 0) != 0)
         goto fail;
-    if (test_broker_start_with(&t->pb, prod_conf, t) < 0)
+    if (free_port(&t->port2) < 0 || test_broker_start_with(&t->pb, prod_conf, t) < 0)
         goto fail;
-    snprintf(kv, sizeof(kv), "MQTT_BROKER_URL=mqtts://localhost:%u", (unsigned)t->pb.port);
+    snprintf(kv, sizeof(kv), "MQTT_BROKER_URL=mqtts://localhost:%u", (unsigned)t->port2);
     if (harness_env_set(&t->h, kv) < 0)
         goto fail;
     snprintf(kv, sizeof(kv), "MQTT_CA_FILE=%s", t->ca);
@@ -522,6 +546,8 @@ static int teardown(void **state)
     struct tls *t = *state;
     int status;
 
+    if (t == NULL)
+        return 0; /* the setup failed and cleaned up */
     if (t->sim > 0) {
         kill(t->sim, SIGTERM);
         waitpid(t->sim, &status, 0);
@@ -562,7 +588,7 @@ static void a_machine_reaches_its_own_topics_and_nothing_else(void **state)
     struct cli spy, a, b;
 
     /* spy: the backend's user, which reads every machine's reports. */
-    assert_int_equal(cli_open(&spy, t->pb.port, "it-spy", "vendd", PW_VENDD, t->ca), 0);
+    assert_int_equal(cli_open(&spy, t->port2, "it-spy", "vendd", PW_VENDD, t->ca), 0);
     cli_sub(&spy, "vm/#");
     assert_int_equal(cli_open(&a, t->pb.port, "it-a", "VM01", t->pw_a, t->ca), 0);
     assert_int_equal(cli_open(&b, t->pb.port, "it-b", "VMB", t->pw_b, t->ca), 0);
@@ -600,6 +626,31 @@ static void a_machine_reaches_its_own_topics_and_nothing_else(void **state)
     cli_close(&a);
     cli_close(&b);
     cli_close(&spy);
+}
+
+static bool is_down(const struct cli *c, const void *arg)
+{
+    (void)arg;
+    return c->down;
+}
+
+/* A machine naming itself "vendd" or another machine gets its own session, not theirs. */
+static void a_machine_cannot_take_another_clients_session(void **state)
+{
+    struct tls *t = *state;
+    int lost = harness_log_count(&t->h, "connection to broker lost");
+    struct cli b, as_vendd, as_b;
+
+    assert_int_equal(cli_open(&b, t->pb.port, "VMB", "VMB", t->pw_b, t->ca), 0);
+    assert_int_equal(cli_open(&as_vendd, t->pb.port, "vendd", "VM01", t->pw_a, t->ca), 0);
+    assert_int_equal(cli_open(&as_b, t->pb.port, "VMB", "VM01", t->pw_a, t->ca), 0);
+    /* A's two connections share the id VM01: one of them is dropped, nobody else. */
+    assert_false(cli_wait(&b, is_down, NULL, 1000));
+    assert_int_equal(harness_log_count(&t->h, "connection to broker lost"), lost);
+    cli_close(&as_b);
+    cli_close(&as_vendd);
+    cli_close(&b);
+    assert_int_equal(harness_log_count(&t->h, "connection to broker lost"), lost);
 }
 
 static void wrong_passwords_anonymous_and_plain_tcp_are_refused(void **state)
@@ -739,6 +790,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(password_file_is_mosquittos_own_format),
         cmocka_unit_test(a_machine_reaches_its_own_topics_and_nothing_else),
+        cmocka_unit_test(a_machine_cannot_take_another_clients_session),
         cmocka_unit_test(wrong_passwords_anonymous_and_plain_tcp_are_refused),
         cmocka_unit_test(vendd_and_vmsim_complete_an_order_over_tls),
         cmocka_unit_test(vendd_refuses_a_broker_its_ca_did_not_sign),
