@@ -1,12 +1,12 @@
 /*
  * cmd_broker.c - a machine's broker credentials: `machines add --broker-passwd`, `machines
- * passwd` and `machines revoke` (vendctl.h, brokerpw.h, vendctl.1 "BROKER CREDENTIALS").
+ * passwd` and `machines revoke` (vendctl.h, brokerpw.h, vendctl.1 "Broker credentials").
  *
  * The broker user of a machine is its id: deploy/mosquitto/vendd.acl's pattern rules on %u
  * give it its own five topics and nothing else. The password is printed once, on stdout, for
  * the installer to put into the machine; only its hash is kept, in the broker's password
- * file. The broker reads the file again when it gets SIGHUP; a machine already connected
- * stays connected until it reconnects.
+ * file. The broker reads the file again when it gets SIGHUP, and then disconnects a machine
+ * connected with a password no longer in it.
  */
 #include <stdio.h>
 #include <string.h>
