@@ -741,6 +741,66 @@ static void vendd_refuses_a_broker_its_ca_did_not_sign(void **state)
     assert_int_equal(harness_vendd_start(h), 0);
 }
 
+/* Whole file as text into buf. */
+static void slurp(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    assert_non_null(f);
+    n = fread(buf, 1, size - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+/* --json carries the password; what vendctl must refuse leaves the file as it was. */
+static void vendctl_json_and_refusals(void **state)
+{
+    struct tls *t = *state;
+    char out[4096], before[4096], after[4096];
+    json_t *doc;
+    struct cli c;
+    int rc;
+
+    assert_int_equal(vendctl(t,
+                             (const char *const[]){"--json", "machines", "add", "VMC",
+                                                   "--broker-passwd", t->passwd, NULL},
+                             out, sizeof(out)),
+                     0);
+    doc = json_loads(out, 0, NULL);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "id")), "VMC");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(doc, "broker"), "username")), "VMC");
+    kill(t->pb.pid, SIGHUP);
+    assert_true(reloaded(
+        t, "VMC", json_string_value(json_object_get(json_object_get(doc, "broker"), "password"))));
+    json_decref(doc);
+
+    slurp(t->passwd, before, sizeof(before));
+    /* Registered already (409): its password stays. */
+    rc = vendctl(
+        t, (const char *const[]){"machines", "add", "VMC", "--broker-passwd", t->passwd, NULL}, out,
+        sizeof(out));
+    assert_int_equal(rc, 3);
+    /* Unknown to vendd, the backend's user, no file option. */
+    rc = vendctl(
+        t, (const char *const[]){"machines", "passwd", "NOPE", "--broker-passwd", t->passwd, NULL},
+        out, sizeof(out));
+    assert_int_equal(rc, 4);
+    rc = vendctl(
+        t, (const char *const[]){"machines", "passwd", "vendd", "--broker-passwd", t->passwd, NULL},
+        out, sizeof(out));
+    assert_int_equal(rc, 2);
+    rc = vendctl(t, (const char *const[]){"machines", "revoke", "VMC", NULL}, out, sizeof(out));
+    assert_int_equal(rc, 2);
+    slurp(t->passwd, after, sizeof(after));
+    assert_string_equal(before, after);
+    rc = cli_open(&c, t->port2, "it-vendd", "vendd", PW_VENDD, t->ca);
+    cli_close(&c);
+    assert_int_equal(rc, 0); /* vendd's password is untouched */
+}
+
 static void a_rotated_or_revoked_password_stops_working(void **state)
 {
     struct tls *t = *state;
@@ -802,6 +862,7 @@ int main(void)
         cmocka_unit_test(wrong_passwords_anonymous_and_plain_tcp_are_refused),
         cmocka_unit_test(vendd_and_vmsim_complete_an_order_over_tls),
         cmocka_unit_test(vendd_refuses_a_broker_its_ca_did_not_sign),
+        cmocka_unit_test(vendctl_json_and_refusals),
         cmocka_unit_test(a_rotated_or_revoked_password_stops_working),
     };
 
