@@ -115,8 +115,19 @@ int cmd_machines_add(struct ctl *ctl)
         status = ctl_set_str(ctl, body, "location", ctl->opt[CTL_OPT_LOCATION], "--location");
     if (status == CTL_EOK)
         status = ctl_call(ctl, "POST", "/api/machines", body, &r);
-    if (status == CTL_EOK && !ctl_print_raw(ctl, &r))
+    /* Registered first: a machine vendd refused (409, it exists) keeps its password. */
+    if (status == CTL_EOK && ctl->opt[CTL_OPT_BROKER_PASSWD] != NULL) {
+        if (!ctl->json)
+            out_fields(&ctl->out, r.json, machine_fields, N(machine_fields));
+        status = ctl_broker_issue(ctl, id, r.json);
+        if (status != CTL_EOK)
+            ctl_fail(status,
+                     "'%s' is registered without a broker password; once fixed: "
+                     "vendctl machines passwd %s --broker-passwd FILE",
+                     id, id);
+    } else if (status == CTL_EOK && !ctl_print_raw(ctl, &r)) {
         out_fields(&ctl->out, r.json, machine_fields, N(machine_fields));
+    }
     json_decref(body);
     reply_release(&r);
     return status;

@@ -71,7 +71,8 @@ enum ctl_exit {
     X(MOTOR_TIMEOUT, "motor-timeout", "MS", "motorTimeout, ms")                                    \
     X(DROP_SENSOR_DELAY, "drop-sensor-delay", "MS", "dropSensorDelay, ms")                         \
     X(TELEMETRY_INTERVAL, "telemetry-interval", "MS", "telemetryInterval, ms")                     \
-    X(COUNT, "count", "N", "stop after N events")
+    X(COUNT, "count", "N", "stop after N events")                                                  \
+    X(BROKER_PASSWD, "broker-passwd", "FILE", "mosquitto's password file: the machine's entry")
 
 enum ctl_opt {
 #define CTL_OPT_ENUM(name, spelling, metavar, help) CTL_OPT_##name,
@@ -163,10 +164,18 @@ int ctl_call(struct ctl *ctl, const char *method, const char *path, const json_t
 /* With --json, print the body of r as it came (one line); true if it did. */
 bool ctl_print_raw(const struct ctl *ctl, const struct reply *r);
 
+/*
+ * A new broker password for machine id into the password file of --broker-passwd
+ * (cmd_broker.c), printed once: after answer (vendd's JSON for the machine, or NULL) with
+ * --json, as two lines of text otherwise. Returns an exit status.
+ */
+int ctl_broker_issue(struct ctl *ctl, const char *id, json_t *answer);
+
 /* ---- handlers (cmd_*.c) ------------------------------------------------------------- */
 
 command_fn cmd_health, cmd_metrics;
 command_fn cmd_machines_list, cmd_machines_show, cmd_machines_add, cmd_slots, cmd_stock;
+command_fn cmd_machines_passwd, cmd_machines_revoke;
 command_fn cmd_slot_set, cmd_restock, cmd_audit, cmd_config, cmd_telemetry;
 command_fn cmd_orders_list, cmd_orders_show, cmd_orders_create, cmd_orders_cancel;
 command_fn cmd_trigger, cmd_settle, cmd_dispense_status, cmd_dispense_logs;

@@ -114,8 +114,10 @@ static size_t build_env(const struct harness *h, char vars[][HARNESS_PATH_MAX + 
     snprintf(vars[n++], sizeof(vars[0]), "PORT=%u", (unsigned)h->http_port);
     snprintf(vars[n++], sizeof(vars[0]), "HOST=127.0.0.1");
     snprintf(vars[n++], sizeof(vars[0]), "DATABASE_URL=sqlite:%s", h->db_path);
-    snprintf(vars[n++], sizeof(vars[0]), "MQTT_BROKER_URL=mqtt://127.0.0.1:%u",
-             (unsigned)h->broker.port);
+    /* A test with a broker of its own (TLS, passwords) names it in its extras. */
+    if (!extra_has(h, "MQTT_BROKER_URL"))
+        snprintf(vars[n++], sizeof(vars[0]), "MQTT_BROKER_URL=mqtt://127.0.0.1:%u",
+                 (unsigned)h->broker.port);
     snprintf(vars[n++], sizeof(vars[0]), "MACHINE_ID=VM01");
     if (h->fake_wire && h->fake_port != 0) {
         const unsigned fp = h->fake_port, vp = h->http_port;

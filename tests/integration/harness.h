@@ -7,8 +7,9 @@
  * $<TARGET_FILE:vendd>). Its working directory is a fresh mkdtemp directory holding
  * vendd.db and vendd.log (its stderr+stdout); the directory goes away in harness_stop().
  * vendd gets `env -i`-style: PATH, PORT (a free loopback port, kept across restarts unless
- * harness_new_http_port() picks another), HOST=127.0.0.1, DATABASE_URL, MQTT_BROKER_URL,
- * MACHINE_ID=VM01, the sanitizer options if set, and the caller's extra "KEY=VALUE"s.
+ * harness_new_http_port() picks another), HOST=127.0.0.1, DATABASE_URL, MQTT_BROKER_URL
+ * (unless an extra names it), MACHINE_ID=VM01, the sanitizer options if set, and the
+ * caller's extra "KEY=VALUE"s.
  *
  * Most tests want the same start: harness_fixture_new() brings up all of that, creates VM01's
  * slots and connects a client playing machine VM01 (harness_answer() sends its results).

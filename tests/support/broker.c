@@ -127,12 +127,30 @@ static bool tcp_ready(uint16_t port)
     return ok;
 }
 
-static int write_config(const struct test_broker *b)
+static int default_config(const struct test_broker *b, FILE *f, void *arg)
+{
+    (void)arg;
+    fprintf(f,
+            "listener %u 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "set_tcp_nodelay true\n"
+            "max_inflight_messages 0\n"
+            "max_queued_messages 10000\n"
+            /* $SYS every second: vendd's broker gauges follow it in tests. */
+            "sys_interval 1\n"
+            "log_dest file %s/mosquitto.log\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
+            (unsigned)b->port, b->dir);
+    return 0;
+}
+
+static int write_config(const struct test_broker *b, test_broker_conf_fn *conf, void *arg)
 {
     char path[300];
     struct passwd *pw;
     FILE *f;
-    int n;
+    int n, rc;
 
     n = snprintf(path, sizeof(path), "%s/mosquitto.conf", b->dir);
     if (n < 0 || (size_t)n >= sizeof(path))
@@ -147,19 +165,10 @@ static int write_config(const struct test_broker *b)
      * PR_SET_PDEATHSIG. Name ourselves so it stays who we are. */
     pw = getpwuid(geteuid());
     fprintf(f, "user %s\n", pw ? pw->pw_name : "root");
-    fprintf(f,
-            "listener %u 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "set_tcp_nodelay true\n"
-            "max_inflight_messages 0\n"
-            "max_queued_messages 10000\n"
-            /* $SYS every second: vendd's broker gauges follow it in tests. */
-            "sys_interval 1\n"
-            "log_dest file %s/mosquitto.log\n"
-            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
-            (unsigned)b->port, b->dir);
-    return fclose(f) == 0 ? 0 : -1;
+    rc = conf(b, f, arg);
+    if (fclose(f) != 0)
+        rc = -1;
+    return rc;
 }
 
 static pid_t spawn(const struct test_broker *b)
@@ -230,6 +239,11 @@ static int launch(struct test_broker *b)
 
 int test_broker_start(struct test_broker *b)
 {
+    return test_broker_start_with(b, NULL, NULL);
+}
+
+int test_broker_start_with(struct test_broker *b, test_broker_conf_fn *conf, void *arg)
+{
     const char *tmp = getenv("TMPDIR");
     int attempt, n;
 
@@ -243,7 +257,8 @@ int test_broker_start(struct test_broker *b)
         return -1;
     }
     for (attempt = 0; attempt < 5; attempt++) {
-        if (free_port(&b->port) < 0 || write_config(b) < 0)
+        if (free_port(&b->port) < 0 ||
+            write_config(b, conf != NULL ? conf : default_config, arg) < 0)
             break;
         if (launch(b) == 0)
             return 0;
@@ -303,7 +318,7 @@ void test_broker_stop(struct test_broker *b)
         return;
     d = opendir(b->dir);
     if (d) {
-        /* Flat directory: config and log only. */
+        /* Flat directory: config, log and what a test put there. */
         while ((e = readdir(d)) != NULL) {
             if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
                 unlinkat(dirfd(d), e->d_name, 0);

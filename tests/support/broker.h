@@ -19,6 +19,7 @@
 #define VEND_TEST_BROKER_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 struct test_broker {
@@ -29,6 +30,13 @@ struct test_broker {
 
 /* Pick a free port, write the config, start and wait (up to 5 s) for it. */
 int test_broker_start(struct test_broker *b);
+/*
+ * The same with the test's own config: conf writes it to f (after the "user" line that keeps
+ * a broker started as root from dropping to user mosquitto), for b->port and in b->dir,
+ * (removed with what is in it, flat). conf runs again for each port tried. 0, or -1.
+ */
+typedef int test_broker_conf_fn(const struct test_broker *b, FILE *f, void *arg);
+int test_broker_start_with(struct test_broker *b, test_broker_conf_fn *conf, void *arg);
 /* SIGTERM + waitpid, keeping the port and directory (a broker outage). */
 int test_broker_kill(struct test_broker *b);
 /* Kill if running, then start again on the SAME port (retrying while it is in use). */

@@ -105,7 +105,8 @@ struct mqtt_client {
     bool ever_up;         /* for stats.reconnects */
     unsigned in_lib;      /* > 0 while inside a mosquitto_loop_* call (callbacks may run) */
     char lost_reason[REASON_MAX];
-    uint64_t rng; /* jitter only; no need for quality */
+    char tls_error[REASON_MAX]; /* OpenSSL's first error of this connection attempt, or "" */
+    uint64_t rng;               /* jitter only; no need for quality */
     struct mqtt_stats stats;
 };
 
@@ -174,8 +175,40 @@ static void connect_failed(struct mqtt_client *c, const char *reason)
 {
     uint32_t delay = schedule_retry(c);
 
+    /* libmosquitto says only "A TLS error occurred" or "connection closed": OpenSSL's own
+     * reason is what tells a wrong MQTT_CA_FILE from a wrong port. */
+    if (c->tls_error[0] != '\0') {
+        char hint[REASON_MAX + 4200] = "";
+
+        if (strstr(c->tls_error, "certificate verify failed") != NULL)
+            snprintf(hint, sizeof(hint),
+                     " (the broker's certificate is not signed by %s%s%s, or names another host)",
+                     c->ca_file != NULL ? "MQTT_CA_FILE '" : "the system's CAs",
+                     c->ca_file != NULL ? c->ca_file : "", c->ca_file != NULL ? "'" : "");
+        log_warnx("MQTT connect to %s:%u failed: TLS: %s%s; retrying in %u ms", c->host,
+                  (unsigned)c->port, c->tls_error, hint, (unsigned)delay);
+        c->tls_error[0] = '\0';
+        return;
+    }
     log_warnx("MQTT connect to %s:%u failed: %.*s; retrying in %u ms", c->host, (unsigned)c->port,
               text_len(reason), reason, (unsigned)delay);
+}
+
+/* libmosquitto's log: only OpenSSL's errors are kept, for connect_failed(). */
+static void on_log(struct mosquitto *m, void *arg, int level, const char *line)
+{
+    static const char prefix[] = "OpenSSL Error";
+    struct mqtt_client *c = arg;
+    const char *why;
+
+    (void)m;
+    if (!(level & MOSQ_LOG_ERR) || strncmp(line, prefix, sizeof(prefix) - 1) != 0 ||
+        c->tls_error[0] != '\0')
+        return;
+    /* "OpenSSL Error[0]: error:0A000086:SSL routines::certificate verify failed" */
+    why = strrchr(line, ':');
+    why = why != NULL && why[1] != '\0' ? why + 1 : line;
+    snprintf(c->tls_error, sizeof(c->tls_error), "%s", why);
 }
 
 /* Keep the loop's interest in the libmosquitto socket in step with the library. */
@@ -397,6 +430,7 @@ static int handle_new(struct mqtt_client *c, struct mosquitto **out)
             rc = mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
         if (rc != MOSQ_ERR_SUCCESS)
             goto out;
+        mosquitto_log_callback_set(m, on_log);
     }
     mosquitto_connect_v5_callback_set(m, on_connect);
     mosquitto_disconnect_v5_callback_set(m, on_disconnect);
@@ -444,6 +478,7 @@ static void mosq_connect(struct mqtt_client *c)
     if (!c->tls && getnameinfo((struct sockaddr *)&c->addrs[c->addr_idx], c->addrlens[c->addr_idx],
                                numeric, sizeof(numeric), NULL, 0, NI_NUMERICHOST) == 0)
         host = numeric;
+    c->tls_error[0] = '\0';
     rc = handle_new(c, &m);
     if (rc != MOSQ_ERR_SUCCESS)
         goto out;

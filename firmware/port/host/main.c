@@ -76,8 +76,9 @@ static void usage(FILE *f)
                "faults:      [--crash-after-start] [--silent-after N [--silent-ms MS]]\n"
                "             [--lose-broker-every MS [--lose-broker-for MS]]\n"
                "             a silent machine wakes on SIGUSR1 (or after --silent-ms)\n"
-               "environment: MQTT_BROKER_URL (mqtt://host:port), MQTT_USERNAME, "
-               "MQTT_PASSWORD\n");
+               "environment: MQTT_BROKER_URL (mqtt://host:port, or mqtts:// for TLS),\n"
+               "             MQTT_USERNAME, MQTT_PASSWORD, MQTT_CA_FILE (default: the "
+               "system's CAs)\n");
 }
 
 static int parse_ulong(const char *name, const char *s, unsigned long min, unsigned long max,
@@ -381,6 +382,9 @@ int main(int argc, char **argv)
     v.broker.password = getenv("MQTT_PASSWORD");
     if (v.broker.username && *v.broker.username == '\0')
         v.broker.username = NULL;
+    v.broker.ca_file = getenv("MQTT_CA_FILE");
+    if (v.broker.ca_file && *v.broker.ca_file == '\0')
+        v.broker.ca_file = NULL;
     v.n = o.machines;
 
     memset(&sa, 0, sizeof(sa));

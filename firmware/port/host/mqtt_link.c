@@ -121,11 +121,18 @@ int link_parse_url(const char *url, struct link_broker *b)
     long port = 1883;
     char *endp;
 
-    if (strncmp(url, "mqtt://", 7) != 0) {
-        fprintf(stderr, "vmsim: MQTT_BROKER_URL '%s': only mqtt://host[:port] is supported\n", url);
+    if (strncmp(url, "mqtt://", 7) == 0) {
+        host = url + 7;
+        b->tls = false;
+    } else if (strncmp(url, "mqtts://", 8) == 0) {
+        host = url + 8;
+        port = 8883;
+        b->tls = true;
+    } else {
+        fprintf(stderr, "vmsim: MQTT_BROKER_URL '%s': only mqtt:// and mqtts:// are supported\n",
+                url);
         return -1;
     }
-    host = url + 7;
     if (*host == '[') {
         end = strchr(host, ']');
         if (end == NULL)
@@ -154,7 +161,7 @@ int link_parse_url(const char *url, struct link_broker *b)
     b->port = (uint16_t)port;
     return 0;
 bad:
-    fprintf(stderr, "vmsim: MQTT_BROKER_URL '%s': expected mqtt://host[:port]\n", url);
+    fprintf(stderr, "vmsim: MQTT_BROKER_URL '%s': expected mqtt[s]://host[:port]\n", url);
     return -1;
 }
 
@@ -226,6 +233,11 @@ int link_open(struct link *l, struct vend_fw_machine *m, const struct link_broke
     rc = mosquitto_will_set_v5(l->mosq, wtopic, wlen, wpayload, 1, true, NULL);
     if (rc == MOSQ_ERR_SUCCESS && (l->broker->username || l->broker->password))
         rc = mosquitto_username_pw_set(l->mosq, l->broker->username, l->broker->password);
+    /* As the ESP32 port: the broker's certificate checked against the CA and the host name. */
+    if (rc == MOSQ_ERR_SUCCESS && l->broker->tls && l->broker->ca_file != NULL)
+        rc = mosquitto_tls_set(l->mosq, l->broker->ca_file, NULL, NULL, NULL, NULL);
+    else if (rc == MOSQ_ERR_SUCCESS && l->broker->tls)
+        rc = mosquitto_int_option(l->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
     if (rc != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "vmsim: cannot set up the MQTT client of '%s': %s\n", l->id,
                 mosquitto_strerror(rc));

@@ -34,6 +34,8 @@ struct link_broker {
     uint16_t port;
     const char *username; /* NULL: none */
     const char *password; /* NULL: none */
+    bool tls;             /* mqtts://: the broker verified against ca_file */
+    const char *ca_file;  /* NULL: the system's CAs */
 };
 
 struct mosquitto;
@@ -56,7 +58,10 @@ struct link {
     uint64_t away_until_ms; /* link_drop(): no reconnect before */
 };
 
-/* Parses mqtt://host[:port][/] into b (port 1883 by default). 0, or -1 with a line on stderr. */
+/*
+ * Parses mqtt://host[:port][/] (port 1883 by default) or mqtts://host[:port][/] (TLS, 8883)
+ * into b. 0, or -1 with a line on stderr.
+ */
 int link_parse_url(const char *url, struct link_broker *b);
 
 /* Once per process, before link_open / after the last link_close. */
