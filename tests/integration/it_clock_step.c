@@ -310,6 +310,147 @@ static void server_step_forward_with_pending_order(void **state)
     server_clock(c, 0);
 }
 
+/* ---- the machine's clock ------------------------------------------------------------------ */
+
+#define SIM_MOTOR_MS 1000 /* long enough to step its clock while the motor runs */
+
+/* vmsim as VM01: one slot, every run drops, its wall clock offset_ms off; SIGUSR2 steps it
+ * by step_ms. */
+static pid_t start_vmsim(struct clk *c, long long offset_ms, long long step_ms)
+{
+    const char *bin = getenv("VMSIM");
+    char url[64], offset[32], step[32], motor[16];
+    pid_t pid;
+
+    if (bin == NULL)
+        return -1;
+    snprintf(url, sizeof(url), "mqtt://127.0.0.1:%u", (unsigned)c->f->h.broker.port);
+    snprintf(offset, sizeof(offset), "%lld", offset_ms);
+    snprintf(step, sizeof(step), "%lld", step_ms);
+    snprintf(motor, sizeof(motor), "%d", SIM_MOTOR_MS);
+    pid = fork();
+    if (pid == 0) {
+        FILE *log = freopen(c->sim_log, "a", stdout);
+
+        if (log == NULL || dup2(STDOUT_FILENO, STDERR_FILENO) < 0)
+            _exit(126);
+        setenv("MQTT_BROKER_URL", url, 1);
+        execl(bin, bin, "--id", "VM01", "--slots", "1", "--stock", "10", "--motor-ms", motor,
+              "--drop-prob", "1", "--state-dir", c->sim_state, "--clock-offset-ms", offset,
+              "--clock-step-ms", step, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* The fixture with payments, and vmsim as VM01, its clock an hour ahead; SIGUSR2 steps it two
+ * hours back. */
+static int setup_machine(void **state)
+{
+    static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=3000", "ORDER_RATE_PER_MIN=10000",
+                                      "ORDER_PENDING_MAX=100", NULL};
+    static const struct harness_slot slots[] = {{1, 10, 2 * SIM_MOTOR_MS}, {0, 0, 0}};
+    struct clk *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return -1;
+    *state = c;
+    c->f = harness_fixture_new_midtrans(env, NULL, slots, NULL);
+    if (c->f == NULL)
+        return -1;
+    snprintf(c->sim_state, sizeof(c->sim_state), "%s/vmsim", c->f->h.dir);
+    snprintf(c->sim_log, sizeof(c->sim_log), "%s/vmsim.log", c->f->h.dir);
+    if (mkdir(c->sim_state, 0700) != 0)
+        return -1;
+    c->sim = start_vmsim(c, HOUR_MS, -2 * HOUR_MS);
+    if (c->sim <= 0)
+        return -1;
+    /* VM01 settles, so its commands carry expiresAt. */
+    return harness_sql_wait(&c->f->h,
+                            "SELECT status || ' ' || settle FROM machines WHERE id = 'VM01'",
+                            "ONLINE 1", 10000);
+}
+
+/* Lines of vmsim's log containing needle. */
+static int sim_log_count(struct clk *c, const char *needle)
+{
+    char line[256];
+    int n = 0;
+    FILE *log = fopen(c->sim_log, "r");
+
+    if (log == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), log) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(log);
+    return n;
+}
+
+/* Wait (bounded) until vmsim's log has n lines containing needle. */
+static void sim_log_wait(struct clk *c, const char *needle, int n)
+{
+    uint64_t t0 = harness_now_ms();
+
+    while (sim_log_count(c, needle) < n && harness_now_ms() - t0 < WAIT_MS)
+        harness_sleep_ms(20);
+    if (sim_log_count(c, needle) != n)
+        fail_msg("vmsim's log has %d line(s) with '%s', wanted %d (%s)", sim_log_count(c, needle),
+                 needle, n, c->sim_log);
+}
+
+/* A QRIS order of slot 1 paid at the fake. */
+static void machine_paid_order(struct clk *c, char id[64])
+{
+    char path[128];
+
+    assert_int_equal(
+        harness_order_customer(&c->f->h, "[{\"slot\":1,\"quantity\":1}]", "qris", id, 64, NULL),
+        201);
+    snprintf(path, sizeof(path), "/_fake/pay/%s", id);
+    assert_int_equal(harness_fake_call(&c->f->h, "POST", path, NULL, NULL), 200);
+}
+
+/*
+ * Ahead by an hour, the machine takes every command as past its expiresAt: refused EXPIRED
+ * before the motor, so the order fails and is refunded in full, the stock untouched. Stepped
+ * back (an hour behind) it runs them, and a step forwards while the motor runs changes
+ * nothing of the run: the unit drops and the order completes. Either way one order, one end.
+ */
+static void machine_clock_ahead_then_behind(void **state)
+{
+    struct clk *c = *state;
+    struct harness *h = &c->f->h;
+    char id[64], id2[64];
+
+    machine_paid_order(c, id);
+    expect_sql(h, "SELECT status || ' ' || failure_reason FROM orders WHERE id = '%s'", id,
+               "REFUNDED EXPIRED", WAIT_MS + GRACE_MS);
+    expect_sql(h, "SELECT status || ' ' || amount FROM refunds WHERE order_id = '%s'", id,
+               "DONE 8000", 0);
+    assert_int_equal(refund_calls(h, id), 1);
+    assert_int_equal(sim_log_count(c, "motor on"), 0);
+    expect_sql(h, "SELECT current_stock || ' ' || reserved FROM slots WHERE slot_number = %d", 1,
+               "10 0", 0);
+
+    /* Its SNTP corrects it, too far: an hour behind now. */
+    assert_int_equal(kill(c->sim, SIGUSR2), 0);
+    sim_log_wait(c, "wall clock stepped", 1);
+    assert_int_equal(
+        harness_call(h, "PUT", "/api/machines/VM01/slots/1", "{\"needs_inspection\":false}", NULL),
+        200);
+    machine_paid_order(c, id2);
+    sim_log_wait(c, "motor on", 1);
+    /* And back to an hour ahead while the motor runs. */
+    assert_int_equal(kill(c->sim, SIGUSR2), 0);
+    sim_log_wait(c, "wall clock stepped", 2);
+    expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id2, "COMPLETED",
+               SIM_MOTOR_MS + WAIT_MS);
+    expect_sql(h, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id2, "0", 0);
+    expect_sql(h, "SELECT current_stock || ' ' || reserved FROM slots WHERE slot_number = %d", 1,
+               "9 0", 0);
+    assert_int_equal(sim_log_count(c, "motor on"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +459,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(server_step_back_in_refund_hold, setup_server, teardown),
         cmocka_unit_test_setup_teardown(server_step_forward_with_pending_order, setup_server,
                                         teardown),
+        cmocka_unit_test_setup_teardown(machine_clock_ahead_then_behind, setup_machine, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
