@@ -1264,6 +1264,33 @@ static void settle_machine_gets_expires_at(void **state)
                         "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"O1\",\"timeoutMs\":1500}");
 }
 
+/* expiresAt is checked by a machine whose clock SNTP keeps true: it is a wall-clock time. The
+ * server's clock was an hour slow when vendd anchored its deadline clock, and NTP corrected it
+ * since; an expiresAt on the deadline clock would be an hour in the past, and every synced
+ * machine would refuse every command (EXPIRED) until the server rebooted. */
+static void expires_at_follows_the_corrected_wall_clock(void **state)
+{
+    struct t *t = *state;
+    struct vend_status st = {.status = VEND_PRESENCE_ONLINE, .has_settle = true, .settle = true};
+    const struct item it[] = {{3, 1, 5000}};
+    bool changed = false;
+    char want[256];
+
+    assert_int_equal(machines_apply_status(&t->f.v, "VM02", &st, &changed), VEND_OK);
+    dfx_clock_set(dfx_clock_ms() + 3600 * 1000);
+    advance(1000);
+    restart(t); /* the same boot: the stored anchor holds, so a restart does not help */
+    paid_order(t, "S1", "VM02", it, 1);
+    trigger_ok(t, "S1", true);
+    snprintf(want, sizeof(want),
+             "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"S1\",\"timeoutMs\":1500,"
+             "\"expiresAt\":%lld}",
+             (long long)(dfx_clock_ms() + GRACE_MS));
+    assert_string_equal(t->broker.payload[0], want);
+    /* The deadline itself stays on the monotonic clock. */
+    assert_int_equal(deadline_armed_for(&t->f.v), deadline_now_ms(&t->f.v) + 1500 + GRACE_MS);
+}
+
 /* A machine that restarted mid-run cannot say whether the product fell: no blind refund.
  * The unit waits for a person, who counts the slot and settles it. */
 static void power_loss_waits_for_the_operator(void **state)
@@ -1694,6 +1721,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(settle_machine_gets_expires_at, setup, teardown),
+        cmocka_unit_test_setup_teardown(expires_at_follows_the_corrected_wall_clock, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(power_loss_waits_for_the_operator, setup, teardown),
         cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
                                         teardown),

@@ -343,18 +343,35 @@ static pid_t start_vmsim(struct clk *c, long long offset_ms, long long step_ms)
     return pid;
 }
 
-/* The fixture with payments, and vmsim as VM01, its clock an hour ahead; SIGUSR2 steps it two
- * hours back. */
-static int setup_machine(void **state)
+/* The fixture with payments and vmsim as VM01, its clock sim_offset_ms off (SIGUSR2 steps it
+ * by sim_step_ms); with the shim, vendd's clock starts server_offset_ms off. */
+static int machine_fixture(void **state, bool shim, long long server_offset_ms,
+                           long long sim_offset_ms, long long sim_step_ms)
 {
-    static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=3000", "ORDER_RATE_PER_MIN=10000",
-                                      "ORDER_PENDING_MAX=100", NULL};
     static const struct harness_slot slots[] = {{1, 10, 2 * SIM_MOTOR_MS}, {0, 0, 0}};
+    static char preload[96], file[96];
+    const char *env[] = {"DISPENSE_RESULT_GRACE_MS=3000",
+                         "ORDER_RATE_PER_MIN=10000",
+                         "ORDER_PENDING_MAX=100",
+                         shim ? preload : NULL,
+                         file,
+                         NULL};
     struct clk *c = calloc(1, sizeof(*c));
+    FILE *off;
 
     if (c == NULL)
         return -1;
     *state = c;
+    if (shim) {
+        if (shim_env(c, preload, sizeof(preload), file, sizeof(file)) < 0)
+            return -1;
+        off = fopen(c->off_path, "w");
+        if (off == NULL)
+            return -1;
+        fprintf(off, "%lld\n", server_offset_ms);
+        if (fclose(off) != 0)
+            return -1;
+    }
     c->f = harness_fixture_new_midtrans(env, NULL, slots, NULL);
     if (c->f == NULL)
         return -1;
@@ -362,13 +379,25 @@ static int setup_machine(void **state)
     snprintf(c->sim_log, sizeof(c->sim_log), "%s/vmsim.log", c->f->h.dir);
     if (mkdir(c->sim_state, 0700) != 0)
         return -1;
-    c->sim = start_vmsim(c, HOUR_MS, -2 * HOUR_MS);
+    c->sim = start_vmsim(c, sim_offset_ms, sim_step_ms);
     if (c->sim <= 0)
         return -1;
     /* VM01 settles, so its commands carry expiresAt. */
     return harness_sql_wait(&c->f->h,
                             "SELECT status || ' ' || settle FROM machines WHERE id = 'VM01'",
                             "ONLINE 1", 10000);
+}
+
+/* vmsim an hour ahead; SIGUSR2 steps it two hours back. */
+static int setup_machine(void **state)
+{
+    return machine_fixture(state, false, 0, HOUR_MS, -2 * HOUR_MS);
+}
+
+/* vendd's host an hour slow at its start; vmsim synced. */
+static int setup_ntp(void **state)
+{
+    return machine_fixture(state, true, -HOUR_MS, 0, 0);
 }
 
 /* Lines of vmsim's log containing needle. */
@@ -451,6 +480,35 @@ static void machine_clock_ahead_then_behind(void **state)
     assert_int_equal(sim_log_count(c, "motor on"), 1);
 }
 
+/*
+ * vendd started on a host whose clock was an hour slow, and NTP has corrected it since; the
+ * machine's clock is true. A command's expiresAt must follow the corrected clock: one on the
+ * clock vendd anchored at its start would be an hour in the past, and every synced machine
+ * would refuse every order (EXPIRED, refunded) until the host rebooted, vendd's restarts
+ * included. The deadline still runs on the monotonic clock.
+ */
+static void server_clock_corrected_machine_synced(void **state)
+{
+    struct clk *c = *state;
+    struct harness *h = &c->f->h;
+    char id[64];
+
+    server_clock(c, 0);
+    machine_paid_order(c, id);
+    expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED",
+               SIM_MOTOR_MS + WAIT_MS);
+    expect_sql(h, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id, "0", 0);
+    /* And after a restart on the same boot. */
+    assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM machines WHERE id = 'VM01'", "ONLINE", WAIT_MS), 0);
+    machine_paid_order(c, id);
+    expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED",
+               SIM_MOTOR_MS + WAIT_MS);
+    assert_int_equal(sim_log_count(c, "motor on"), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +518,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(server_step_forward_with_pending_order, setup_server,
                                         teardown),
         cmocka_unit_test_setup_teardown(machine_clock_ahead_then_behind, setup_machine, teardown),
+        cmocka_unit_test_setup_teardown(server_clock_corrected_machine_synced, setup_ntp, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
