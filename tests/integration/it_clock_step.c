@@ -11,7 +11,8 @@
  *   - during the refund hold of a unit that failed for no result: a step forwards does not
  *     send the refund early (another order's result, which re-arms the refund timer, comes in
  *     between), so the late drop still completes the order and nothing is paid back for it;
- *     a step back does not hold the refund an hour;
+ *     a step back does not hold the refund an hour, nor a refund's retry after Midtrans did
+ *     not answer;
  *   - a PENDING order is not expired by a step forwards (another order's creation re-arms the
  *     payment checks in between), and is served when paid.
  *
@@ -117,6 +118,7 @@ static int setup_server(void **state)
                          "ORDER_PENDING_MAX=100",
                          "ORDER_PAYMENT_TTL_S=60",
                          "MIDTRANS_TIMEOUT_MS=2000",
+                         "REFUND_RETRY_S=1",
                          preload,
                          file,
                          NULL};
@@ -279,6 +281,30 @@ static void server_step_back_in_refund_hold(void **state)
     expect_sql(&f->h, "SELECT status FROM orders WHERE id = '%s'", id, "REFUNDED",
                GRACE_MS + SLACK_MS);
     assert_int_equal(refund_calls(&f->h, id), 1);
+    server_clock(c, 0);
+}
+
+/* Back while a refund waits to be retried (no answer from Midtrans): retried after its
+ * backoff (REFUND_RETRY_S=1), not an hour later. */
+static void server_step_back_in_refund_backoff(void **state)
+{
+    struct clk *c = *state;
+    struct harness_fixture *f = c->f;
+    size_t n = harness_mqtt_wait(&f->machine, 0, 0);
+    char id[64];
+
+    paid_order_sent(f, id, ++n);
+    assert_int_equal(harness_fake_call(&f->h, "POST", "/_fake/fail",
+                                       "{\"endpoint\":\"refund\",\"mode\":\"http_error\","
+                                       "\"http_status\":503}",
+                                       NULL),
+                     200);
+    fails_at_the_deadline(&f->h, id, harness_now_ms() - 100);
+    expect_sql(&f->h, "SELECT status || ' ' || attempts FROM refunds WHERE order_id = '%s'", id,
+               "QUEUED 1", GRACE_MS + SLACK_MS);
+    server_clock(c, -HOUR_MS);
+    expect_sql(&f->h, "SELECT status FROM orders WHERE id = '%s'", id, "REFUNDED", 1000 + SLACK_MS);
+    assert_int_equal(refund_calls(&f->h, id), 2);
     server_clock(c, 0);
 }
 
@@ -515,6 +541,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(server_step_mid_dispense, setup_server, teardown),
         cmocka_unit_test_setup_teardown(server_step_forward_in_refund_hold, setup_server, teardown),
         cmocka_unit_test_setup_teardown(server_step_back_in_refund_hold, setup_server, teardown),
+        cmocka_unit_test_setup_teardown(server_step_back_in_refund_backoff, setup_server, teardown),
         cmocka_unit_test_setup_teardown(server_step_forward_with_pending_order, setup_server,
                                         teardown),
         cmocka_unit_test_setup_teardown(machine_clock_ahead_then_behind, setup_machine, teardown),
