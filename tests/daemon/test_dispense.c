@@ -25,6 +25,7 @@
 #include "log.h"
 #include "loop.h"
 #include "machines.h"
+#include "refunds.h"
 #include "settle.h"
 #include "store.h"
 #include "vend/codec.h"
@@ -953,6 +954,68 @@ static void new_boot_anchors_on_the_wall_clock(void **state)
     expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
 }
 
+/* The refund of a unit that failed for no result is held one grace period (refunds.h), so a
+ * late drop can still withdraw it. A wall-clock step forward must not release it early: the
+ * unit's result may still come, and a refund paid for a dropped unit is money lost. */
+static void step_forward_keeps_the_refund_hold(void **state)
+{
+    struct t *t = *state;
+    const struct item it[] = {{3, 1, 5000}};
+
+    one_unit_order(t, "O1");
+    paid_order(t, "O2", "VM02", it, 1);
+    trigger_ok(t, "O1", true);
+    trigger_ok(t, "O2", true);
+    fail_by_deadline(t);
+    expect_join(t, "SELECT status FROM refunds ORDER BY id", ",", "QUEUED,QUEUED");
+    dfx_clock_set(dfx_clock_ms() + 3600 * 1000);
+    s_mono_ms += 1000;
+    refunds_sweep(&t->f.v);
+    expect_join(t, "SELECT status FROM refunds ORDER BY id", ",", "QUEUED,QUEUED");
+    /* The late drop still wins over the refund it withdraws. */
+    assert_int_equal(result(t, "VM01", "O1", 1, 0, true, true, NULL), VEND_OK);
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O1'", "COMPLETED");
+    expect_int(t, "SELECT count(*) FROM alerts WHERE kind = 'REFUNDED_ORDER_DISPENSED'", 0);
+    /* The other one goes out when its hold has passed on the monotonic clock. */
+    advance(GRACE_MS);
+    refunds_sweep(&t->f.v);
+    expect_join(t, "SELECT status FROM refunds ORDER BY id", ",", "CANCELLED,OPERATOR");
+}
+
+/* Backwards: the hold still ends after one grace period, not an hour later. */
+static void step_back_does_not_prolong_the_refund_hold(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    fail_by_deadline(t);
+    dfx_clock_set(dfx_clock_ms() - 3600 * 1000);
+    advance(GRACE_MS + 1);
+    refunds_sweep(&t->f.v);
+    expect_text(t, "SELECT status FROM refunds", "OPERATOR");
+}
+
+/* A step between two processes on the same boot: the hold is the one the first wrote. */
+static void step_then_restart_keeps_the_refund_hold(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    fail_by_deadline(t);
+    dfx_clock_set(dfx_clock_ms() + 3600 * 1000);
+    advance(500);
+    restart(t);
+    assert_int_equal(refunds_resume(&t->f.v), VEND_OK);
+    refunds_sweep(&t->f.v);
+    expect_text(t, "SELECT status FROM refunds", "QUEUED");
+    advance(GRACE_MS);
+    refunds_sweep(&t->f.v);
+    expect_text(t, "SELECT status FROM refunds", "OPERATOR");
+    refunds_stop(&t->f.v);
+}
+
 /* libmosquitto acknowledged the result before vendd saw it: a busy database must not lose it. */
 static void result_on_a_locked_database_is_kept_and_applied(void **state)
 {
@@ -1199,6 +1262,33 @@ static void settle_machine_gets_expires_at(void **state)
     trigger_ok(t, "O1", true);
     assert_string_equal(t->broker.payload[1],
                         "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"O1\",\"timeoutMs\":1500}");
+}
+
+/* expiresAt is checked by a machine whose clock SNTP keeps true: it is a wall-clock time. The
+ * server's clock was an hour slow when vendd anchored its deadline clock, and NTP corrected it
+ * since; an expiresAt on the deadline clock would be an hour in the past, and every synced
+ * machine would refuse every command (EXPIRED) until the server rebooted. */
+static void expires_at_follows_the_corrected_wall_clock(void **state)
+{
+    struct t *t = *state;
+    struct vend_status st = {.status = VEND_PRESENCE_ONLINE, .has_settle = true, .settle = true};
+    const struct item it[] = {{3, 1, 5000}};
+    bool changed = false;
+    char want[256];
+
+    assert_int_equal(machines_apply_status(&t->f.v, "VM02", &st, &changed), VEND_OK);
+    dfx_clock_set(dfx_clock_ms() + 3600 * 1000);
+    advance(1000);
+    restart(t); /* the same boot: the stored anchor holds, so a restart does not help */
+    paid_order(t, "S1", "VM02", it, 1);
+    trigger_ok(t, "S1", true);
+    snprintf(want, sizeof(want),
+             "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"S1\",\"timeoutMs\":1500,"
+             "\"expiresAt\":%lld}",
+             (long long)(dfx_clock_ms() + GRACE_MS));
+    assert_string_equal(t->broker.payload[0], want);
+    /* The deadline itself stays on the monotonic clock. */
+    assert_int_equal(deadline_armed_for(&t->f.v), deadline_now_ms(&t->f.v) + 1500 + GRACE_MS);
 }
 
 /* A machine that restarted mid-run cannot say whether the product fell: no blind refund.
@@ -1619,6 +1709,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(step_forward_then_restart_does_not_fail_a_sendable_unit,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(new_boot_anchors_on_the_wall_clock, setup, teardown),
+        cmocka_unit_test_setup_teardown(step_forward_keeps_the_refund_hold, setup, teardown),
+        cmocka_unit_test_setup_teardown(step_back_does_not_prolong_the_refund_hold, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(step_then_restart_keeps_the_refund_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(group_commits_a_loop_turn_once, setup, teardown),
         cmocka_unit_test_setup_teardown(full_group_is_applied_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(group_with_duplicates_applies_each_once, setup, teardown),
@@ -1627,6 +1721,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(settle_machine_gets_expires_at, setup, teardown),
+        cmocka_unit_test_setup_teardown(expires_at_follows_the_corrected_wall_clock, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(power_loss_waits_for_the_operator, setup, teardown),
         cmocka_unit_test_setup_teardown(late_partial_drop_shrinks_the_refund_and_its_alert, setup,
                                         teardown),

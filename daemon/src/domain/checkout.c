@@ -15,6 +15,7 @@
 
 #include "conf.h"
 #include "db.h"
+#include "deadline.h"
 #include "events.h"
 #include "log.h"
 #include "loop.h"
@@ -208,7 +209,7 @@ static void created(struct call *c, const struct midtrans_result *res)
         snprintf(oc.redirect_url, sizeof(oc.redirect_url), "%s", res->redirect_url);
         snprintf(oc.qr_string, sizeof(oc.qr_string), "%s", res->qr_string);
         vendd_now_iso(v, now_iso, sizeof(now_iso));
-        db_iso_time(next, sizeof(next), v->now_ms() + PAYMENT_CHECK_INTERVAL_S * 1000);
+        db_iso_time(next, sizeof(next), deadline_now_ms(v) + PAYMENT_CHECK_INTERVAL_S * 1000);
         p[0] = DB_TEXT(c->order_id);
         p[1] = DB_TEXT(res->token[0] ? res->token : NULL);
         p[2] = DB_TEXT(res->redirect_url[0] ? res->redirect_url : NULL);
@@ -247,7 +248,7 @@ int checkout_create(struct vendd *v, struct order_new *in, char *why, size_t why
     char next[STORE_ISO_SIZE], key[ORDER_STATUS_KEY_SIZE];
     unsigned char raw[(ORDER_STATUS_KEY_SIZE - 1) / 2];
     struct call *c;
-    int64_t now = v->now_ms();
+    int64_t now = deadline_now_ms(v);
     int rc;
 
     why[0] = '\0';
@@ -267,7 +268,7 @@ int checkout_create(struct vendd *v, struct order_new *in, char *why, size_t why
     rc = db_begin(v->db);
     if (rc < 0)
         goto out;
-    rc = orders_create_locked(v, in, now, why, why_size);
+    rc = orders_create_locked(v, in, v->now_ms(), why, why_size);
     if (rc < 0)
         goto out;
     /* Not asked about before the creation is over (it has its own timeout). */
@@ -465,7 +466,7 @@ static void checked(struct call *c, const struct midtrans_result *res)
                           "SELECT expires_at FROM orders WHERE id = $1 AND status = "
                           "'PENDING'",
                           p, 1, expires, sizeof(expires));
-    expired = rc == 1 && (store_iso_parse(expires, &at) < 0 || at <= v->now_ms());
+    expired = rc == 1 && (store_iso_parse(expires, &at) < 0 || at <= deadline_now_ms(v));
     if (expired) {
         expire_order(v, c->order_id);
         return;
@@ -473,7 +474,7 @@ static void checked(struct call *c, const struct midtrans_result *res)
     if (rc != 1)
         return;
     /* Asked again after the interval, or at its expiry if that comes first. */
-    db_iso_time(next, sizeof(next), v->now_ms() + PAYMENT_CHECK_INTERVAL_S * 1000);
+    db_iso_time(next, sizeof(next), deadline_now_ms(v) + PAYMENT_CHECK_INTERVAL_S * 1000);
     q[0] = DB_TEXT(c->order_id);
     q[1] = DB_TEXT(next);
     if (db_exec(v->db,
@@ -535,7 +536,7 @@ void checkout_sweep(struct vendd *v)
     struct due_list due = {0};
     struct db_value p[2];
     char now_iso[STORE_ISO_SIZE], later[STORE_ISO_SIZE];
-    int64_t now = v->now_ms();
+    int64_t now = deadline_now_ms(v);
     int rc;
 
     db_iso_time(now_iso, sizeof(now_iso), now);
@@ -584,7 +585,7 @@ static void on_timer(void *arg)
 static void checkout_arm(struct vendd *v)
 {
     char next[STORE_ISO_SIZE];
-    int64_t at = 0, now = v->now_ms(), delay;
+    int64_t at = 0, now = deadline_now_ms(v), delay;
     int rc;
 
     if (v->checkout->timer != 0)
@@ -609,6 +610,8 @@ static void checkout_arm(struct vendd *v)
 int checkout_resume(struct vendd *v)
 {
     struct due_list unfinished = {0};
+    struct db_value p[1];
+    char now[STORE_ISO_SIZE];
     int64_t pending = 0;
 
     if (store_query_int(v->db, "SELECT count(*) FROM orders WHERE status = 'PENDING'", NULL, 0,
@@ -632,11 +635,14 @@ int checkout_resume(struct vendd *v)
             call_simple(v, CALL_CANCEL, unfinished.ids[i]);
         }
     } while (unfinished.n == CHECK_BATCH);
-    /* Whatever else was in flight when we stopped is asked about now. */
+    /* Whatever else was in flight when we stopped is asked about now (on the deadline
+     * clock: created_at is a wall-clock time). */
+    db_iso_time(now, sizeof(now), deadline_now_ms(v));
+    p[0] = DB_TEXT(now);
     if (db_exec(v->db,
-                "UPDATE orders SET next_check_at = created_at WHERE status = 'PENDING' "
+                "UPDATE orders SET next_check_at = $1 WHERE status = 'PENDING' "
                 "AND (next_check_at IS NULL OR next_check_at > expires_at)",
-                NULL, 0, NULL, NULL) < 0)
+                p, 1, NULL, NULL) < 0)
         return VEND_EDB;
     checkout_arm(v);
     return VEND_OK;

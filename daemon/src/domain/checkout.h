@@ -8,7 +8,10 @@
  *   - A PENDING order nobody hears about is asked for (GET status) at most every
  *     PAYMENT_CHECK_INTERVAL_S; at its expiry it is asked once more, then expired here and at
  *     Midtrans. A settlement found that way is applied exactly as a notification would be
- *     (payments_apply). After a restart this resumes from the rows.
+ *     (payments_apply). After a restart this resumes from the rows. The expiry and the
+ *     checks run on the deadline clock (deadline.h): ORDER_PAYMENT_TTL_S is a duration, as
+ *     Midtrans counts it, so a wall-clock step neither expires an order the customer may be
+ *     paying nor keeps one, and its stock, an hour longer.
  *   - Cancel before payment cancels here and at Midtrans; a payment that still comes is
  *     refunded in full.
  */

@@ -14,7 +14,9 @@
  * anchored: the wall clock at the first start on this boot. A vendd restarted on the same
  * boot (the kernel's boot id, in clock_anchor) takes the stored offset, so a step between
  * two processes changes nothing either; only a new boot, whose monotonic clock starts over,
- * anchors afresh on the wall clock. Every stored limit is written and compared in it.
+ * anchors afresh on the wall clock. Every stored limit is written and compared in it: the
+ * units' deadlines here, and the other durations stored as times (a refund's hold and
+ * backoff, a PENDING order's expiry and checks, a machine's offline grace).
  *
  * A sweep that cannot finish (database busy, an unusable row) is retried with backoff
  * (1 s doubling to 30 s), logged each time; the timer never spins, and the rows it could not

@@ -133,7 +133,7 @@ static int pump_locked(struct vendd *v, const char *machine_id, int64_t now,
     struct next_unit nu = {0};
     char sent_at[STORE_ISO_SIZE], deadline[STORE_ISO_SIZE], limit[STORE_ISO_SIZE];
     struct unit_change c = {.at = sent_at, .deadline = deadline};
-    int64_t busy = 0, until;
+    int64_t busy = 0, until, expires;
     int rc;
 
     pc->ready = false;
@@ -188,10 +188,12 @@ static int pump_locked(struct vendd *v, const char *machine_id, int64_t now,
     /* The guide's single-unit command has no "unit"; multi-unit orders number their units. */
     pc->cmd.unit = nu.quantity > 1 ? (uint16_t)nu.unit : 0;
     /* The broker's message expiry only starts when it has read the command: a machine that
-     * can check the time itself refuses it after this (SPEC §3). */
-    if (nu.settle && now + (int64_t)v->conf->dispense_result_grace_ms >= VEND_EXPIRES_AT_MIN &&
-        now + (int64_t)v->conf->dispense_result_grace_ms <= VEND_EXPIRES_AT_MAX)
-        pc->cmd.expires_at_ms = (uint64_t)(now + (int64_t)v->conf->dispense_result_grace_ms);
+     * can check the time itself refuses it after this (SPEC §3). The machine reads it on its
+     * SNTP clock, so it is a wall-clock time: the server's best idea of the true time now,
+     * not the deadline clock, which keeps an error NTP has corrected since the boot. */
+    expires = v->now_ms() + (int64_t)v->conf->dispense_result_grace_ms;
+    if (nu.settle && expires >= VEND_EXPIRES_AT_MIN && expires <= VEND_EXPIRES_AT_MAX)
+        pc->cmd.expires_at_ms = (uint64_t)expires;
     return VEND_OK;
 }
 

@@ -16,6 +16,7 @@
 
 #include "conf.h"
 #include "db.h"
+#include "deadline.h"
 #include "events.h"
 #include "jsonw.h"
 #include "log.h"
@@ -269,8 +270,10 @@ int orders_create_locked(struct vendd *v, struct order_new *in, int64_t now_ms, 
         rc = check_customer_machine(v, in->machine_id, why, why_size);
         if (rc < 0)
             return rc;
+        /* A duration, as Midtrans counts it too: on the deadline clock, so a wall-clock
+         * step neither ends the customer's time early nor keeps the order an hour more. */
         db_iso_time(in->expires_at, sizeof(in->expires_at),
-                    now_ms + (int64_t)v->conf->order_payment_ttl_s * 1000);
+                    deadline_now_ms(v) + (int64_t)v->conf->order_payment_ttl_s * 1000);
     }
     for (size_t i = 0; i < in->nitems; i++)
         in->quantity += in->items[i].quantity;

@@ -11,6 +11,7 @@
 
 #include "alerts.h"
 #include "conf.h"
+#include "deadline.h"
 #include "events.h"
 #include "loop.h"
 #include "midtrans.h"
@@ -87,8 +88,10 @@ int refunds_queue_locked(struct vendd *v, const char *order_id, const char *mach
     p[2] = DB_INT(due);
     p[3] = DB_TEXT(reason);
     p[4] = DB_TEXT(now_iso);
-    /* Held one grace period, so a late drop can still withdraw it before it goes out. */
-    db_iso_time(hold, sizeof(hold), v->now_ms() + (int64_t)v->conf->dispense_result_grace_ms);
+    /* Held one grace period, so a late drop can still withdraw it before it goes out; on the
+     * deadline clock, so a wall-clock step neither sends it early nor holds it an hour. */
+    db_iso_time(hold, sizeof(hold),
+                deadline_now_ms(v) + (int64_t)v->conf->dispense_result_grace_ms);
     p[5] = DB_TEXT(hold);
     rc = db_exec(v->db,
                  "INSERT INTO refunds (order_id, refund_key, amount, reason, status, created_at, "
@@ -430,7 +433,7 @@ static void on_refund_answer(void *arg, const struct midtrans_result *res)
         backoff *= 2;
     if (backoff > RETRY_MAX_S)
         backoff = RETRY_MAX_S;
-    db_iso_time(next, sizeof(next), v->now_ms() + backoff * 1000);
+    db_iso_time(next, sizeof(next), deadline_now_ms(v) + backoff * 1000);
     snprintf(why, sizeof(why), "Midtrans: %s",
              res->detail[0] ? res->detail : vend_strerror(res->err));
     rc = db_begin(v->db);
@@ -598,11 +601,13 @@ out:
 void refunds_sweep(struct vendd *v)
 {
     struct due_refunds *due = xcalloc(1, sizeof(*due));
-    char now_iso[STORE_ISO_SIZE];
+    char now_iso[STORE_ISO_SIZE], due_iso[STORE_ISO_SIZE];
     struct db_value p[1];
 
     vendd_now_iso(v, now_iso, sizeof(now_iso));
-    p[0] = DB_TEXT(now_iso);
+    /* next_attempt_at is on the deadline clock; updated_at and the rest on the wall clock. */
+    db_iso_time(due_iso, sizeof(due_iso), deadline_now_ms(v));
+    p[0] = DB_TEXT(due_iso);
     if (db_exec(v->db,
                 "SELECT r.id, r.order_id, r.refund_key, r.amount, r.reason, o.payment_method, "
                 "o.machine_id FROM refunds r JOIN orders o ON o.id = r.order_id "
@@ -626,7 +631,7 @@ static void on_timer(void *arg)
 void refunds_schedule(struct vendd *v)
 {
     char next[STORE_ISO_SIZE];
-    int64_t at = 0, now = v->now_ms();
+    int64_t at = 0, now = deadline_now_ms(v);
     int rc;
 
     if (v->refunds_timer != 0)
@@ -645,10 +650,16 @@ void refunds_schedule(struct vendd *v)
 
 int refunds_resume(struct vendd *v)
 {
-    int rc = db_exec(v->db,
-                     "UPDATE refunds SET status = 'QUEUED', next_attempt_at = updated_at "
-                     "WHERE status = 'SENT'",
-                     NULL, 0, NULL, NULL);
+    char now[STORE_ISO_SIZE];
+    struct db_value p[1];
+    int rc;
+
+    /* Due now, on the deadline clock (updated_at is a wall-clock time). */
+    db_iso_time(now, sizeof(now), deadline_now_ms(v));
+    p[0] = DB_TEXT(now);
+    rc = db_exec(v->db,
+                 "UPDATE refunds SET status = 'QUEUED', next_attempt_at = $1 WHERE status = 'SENT'",
+                 p, 1, NULL, NULL);
 
     if (rc < 0)
         return VEND_EDB;

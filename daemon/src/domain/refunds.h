@@ -10,7 +10,9 @@
  * pays what is not owed.
  *
  * Sending: a QUEUED refund of a Midtrans order goes out by itself once its hold has passed
- * (one DISPENSE_RESULT_GRACE_MS, so a late drop can still withdraw it), through
+ * (one DISPENSE_RESULT_GRACE_MS, so a late drop can still withdraw it; the hold and the
+ * retries' backoff run on the deadline clock of deadline.h, so a wall-clock step neither
+ * sends a refund while its unit's result may still come nor holds it an hour), through
  * POST /v2/{order}/refund with its refund_key. No answer or a 5xx is retried with backoff and
  * the same key, so Midtrans never pays it twice; a refusal, a manual order, or no configured
  * gateway puts it in the operator's queue (OPERATOR), where a person pays it and marks it

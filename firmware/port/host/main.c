@@ -4,7 +4,8 @@
  *
  * Globals: only s_stop, the flag the SIGINT/SIGTERM handler sets (a handler takes no
  * argument). Everything else lives in struct vmsim, built by main(). SIGUSR1 (wake the
- * silent machines, fault.h) needs no flag: it stays blocked and the loop collects it.
+ * silent machines, fault.h) and SIGUSR2 (step every machine's wall clock by --clock-step-ms)
+ * need no flag: they stay blocked and the loop collects them.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -40,7 +41,8 @@ struct vmsim {
     struct link_broker broker;
     struct fault *fault;
     struct fault_opts fault_opts;
-    sigset_t wake_sigs; /* SIGUSR1 */
+    int64_t clock_step_ms;
+    sigset_t wake_sigs; /* SIGUSR1, SIGUSR2 */
 };
 
 struct opts {
@@ -50,6 +52,7 @@ struct opts {
     const char *state_dir;
     unsigned long telemetry_ms; /* 0: the core's config */
     unsigned long long seed;
+    long long clock_step_ms; /* on SIGUSR2 */
     struct sim_opts sim;
     struct fault_opts fault;
 };
@@ -76,6 +79,8 @@ static void usage(FILE *f)
                "faults:      [--crash-after-start] [--silent-after N [--silent-ms MS]]\n"
                "             [--lose-broker-every MS [--lose-broker-for MS]]\n"
                "             a silent machine wakes on SIGUSR1 (or after --silent-ms)\n"
+               "clock:       [--clock-offset-ms MS] [--clock-step-ms MS]\n"
+               "             the wall clock's error (+: ahead); SIGUSR2 steps it by the step\n"
                "environment: MQTT_BROKER_URL (mqtt://host:port, or mqtts:// for TLS),\n"
                "             MQTT_USERNAME, MQTT_PASSWORD, MQTT_CA_FILE (default: the "
                "system's CAs)\n");
@@ -94,6 +99,23 @@ static int parse_ulong(const char *name, const char *s, unsigned long min, unsig
         return -1;
     }
     *out = (unsigned long)v;
+    return 0;
+}
+
+/* A signed number of milliseconds within a day either way (a clock's error or step). */
+static int parse_offset(const char *name, const char *s, long long *out)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < -(long long)DAY_MS || v > (long long)DAY_MS) {
+        fprintf(stderr, "vmsim: --%s '%s': expected milliseconds in -%lu..%lu\n", name, s, DAY_MS,
+                DAY_MS);
+        return -1;
+    }
+    *out = v;
     return 0;
 }
 
@@ -132,10 +154,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"silent-ms", required_argument, NULL, 'W'},
         {"lose-broker-every", required_argument, NULL, 'L'},
         {"lose-broker-for", required_argument, NULL, 'F'},
+        {"clock-offset-ms", required_argument, NULL, 'O'},
+        {"clock-step-ms", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     unsigned long v;
+    long long off;
     bool lose_for = false;
     int c, rc = 0;
 
@@ -205,6 +230,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
             rc = parse_ulong("lose-broker-for", optarg, 0, DAY_MS, &v);
             o->fault.lose_for_ms = (uint32_t)v;
             lose_for = true;
+            break;
+        case 'O':
+            rc = parse_offset("clock-offset-ms", optarg, &off);
+            o->sim.clock_offset_ms = off;
+            break;
+        case 'T':
+            rc = parse_offset("clock-step-ms", optarg, &o->clock_step_ms);
             break;
         case 'h':
             usage(stdout);
@@ -290,6 +322,7 @@ static int start(struct vmsim *v, const struct opts *o)
         v->link[i].silent_after = o->fault.silent_after;
     }
     v->fault_opts = o->fault;
+    v->clock_step_ms = o->clock_step_ms;
     return 0;
 }
 
@@ -314,7 +347,7 @@ static void run(struct vmsim *v)
     static const struct timespec no_wait = {0, 0};
     uint64_t now = now_ms(), next_tick = now;
     size_t i, j, npfd;
-    int timeout, fd;
+    int timeout, fd, sig;
     short revents;
     bool wake;
 
@@ -351,7 +384,13 @@ static void run(struct vmsim *v)
             link_service(&v->link[i], (revents & (POLLIN | POLLHUP | POLLERR)) != 0,
                          (revents & POLLOUT) != 0, now);
         }
-        wake = sigtimedwait(&v->wake_sigs, NULL, &no_wait) == SIGUSR1;
+        sig = sigtimedwait(&v->wake_sigs, NULL, &no_wait);
+        wake = sig == SIGUSR1;
+        if (sig == SIGUSR2) {
+            for (i = 0; i < v->n; i++)
+                sim_clock_step(&v->sim[i], v->clock_step_ms);
+            fprintf(stderr, "vmsim: wall clock stepped by %lld ms\n", (long long)v->clock_step_ms);
+        }
         for (i = 0; i < v->n; i++)
             fault_service(&v->fault[i], &v->fault_opts, &v->link[i], wake, now);
     }
@@ -396,6 +435,7 @@ int main(int argc, char **argv)
     /* Blocked before the first machine exists, so an early SIGUSR1 waits instead of killing. */
     sigemptyset(&v.wake_sigs);
     sigaddset(&v.wake_sigs, SIGUSR1);
+    sigaddset(&v.wake_sigs, SIGUSR2);
     sigprocmask(SIG_BLOCK, &v.wake_sigs, NULL);
 
     if (link_lib_init() < 0)

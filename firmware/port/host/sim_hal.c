@@ -188,9 +188,18 @@ static int rssi(void *ctx, int16_t *out)
 
 static int wall_ms(void *ctx, uint64_t *out)
 {
-    (void)ctx;
-    *out = clock_ms(CLOCK_REALTIME);
+    int64_t wall = (int64_t)clock_ms(CLOCK_REALTIME) + S(ctx)->clock_offset_ms;
+
+    /* Before 1970 is no time a synced clock tells. */
+    if (wall <= 0)
+        return VEND_EUNAVAILABLE;
+    *out = (uint64_t)wall;
     return VEND_OK;
+}
+
+void sim_clock_step(struct sim *s, int64_t delta_ms)
+{
+    s->clock_offset_ms += delta_ms;
 }
 
 static int kv_find(struct sim *s, const char *key, bool create)
@@ -312,6 +321,7 @@ int sim_open(struct sim *s, const char *id, const struct sim_opts *o, uint64_t s
     }
     memcpy(s->id, id, len + 1);
     s->opts = *o;
+    s->clock_offset_ms = o->clock_offset_ms;
     s->rng = (seed ^ 0x9E3779B97F4A7C15ULL) * 0xBF58476D1CE4E5B9ULL;
     for (n = 0; id[n] != '\0'; n++)
         s->rng = (s->rng ^ (uint8_t)id[n]) * 0x100000001B3ULL;

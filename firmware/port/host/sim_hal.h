@@ -2,8 +2,9 @@
  * sim_hal.h - the simulated vending machine behind vmsim's HAL: motors that take motor_ms to
  * push a product into the drop beam, a drop that happens with drop_prob, jams with jam_rate,
  * a stock count per slot, a door that is closed except when a run opens it (door_open_rate),
- * a real monotonic and wall clock, and a file-backed key-value store (one file per machine)
- * so the journal survives a restart of vmsim.
+ * a real monotonic clock, a wall clock that is real but for an error the tests set (an offset,
+ * and steps of it: a machine whose SNTP is wrong, or corrects itself), and a file-backed key-value
+ * store (one file per machine) so the journal survives a restart of vmsim.
  *
  * The door: with door_open_rate, a motor run has the door opened a quarter of motor_ms after
  * the motor went on (before a jam or a drop can happen), open for SIM_DOOR_OPEN_MS. The core
@@ -37,13 +38,14 @@
 
 /* The simulated machine's knobs, from the command line. */
 struct sim_opts {
-    uint16_t nslots;        /* 1..SIM_SLOTS_MAX */
-    uint32_t stock;         /* initial units per slot */
-    uint32_t motor_ms;      /* motor run until the product reaches the drop beam */
-    double drop_prob;       /* 0..1: a product that reaches the beam is seen */
-    double jam_rate;        /* 0..1: the spiral stalls halfway */
-    double door_open_rate;  /* 0..1: the door is opened during the run */
-    bool crash_after_start; /* exit(1) once the journal says STARTED (motor switched on) */
+    uint16_t nslots;         /* 1..SIM_SLOTS_MAX */
+    uint32_t stock;          /* initial units per slot */
+    uint32_t motor_ms;       /* motor run until the product reaches the drop beam */
+    double drop_prob;        /* 0..1: a product that reaches the beam is seen */
+    double jam_rate;         /* 0..1: the spiral stalls halfway */
+    double door_open_rate;   /* 0..1: the door is opened during the run */
+    bool crash_after_start;  /* exit(1) once the journal says STARTED (motor switched on) */
+    int64_t clock_offset_ms; /* the wall clock's error at start (+: ahead) */
 };
 
 struct sim_kv_entry {
@@ -61,6 +63,7 @@ struct sim {
     struct sim_opts opts;
     uint64_t rng; /* xorshift64* state, never 0 */
     uint64_t mono_base_ms;
+    int64_t clock_offset_ms; /* the wall clock's error now */
 
     uint32_t stock[SIM_SLOTS_MAX + 1];
     bool motor_on[SIM_SLOTS_MAX + 1];
@@ -89,6 +92,8 @@ struct sim {
 int sim_open(struct sim *s, const char *id, const struct sim_opts *o, uint64_t seed,
              const char *dir);
 void sim_close(struct sim *s);
+/* The machine's wall clock steps by delta_ms (its monotonic clock does not). */
+void sim_clock_step(struct sim *s, int64_t delta_ms);
 /* The core's HAL over s; publishes go to publish(arg, ...). */
 void sim_hal(struct sim *s, struct vend_fw_hal *hal, sim_publish_fn *publish, void *arg);
 
