@@ -7,6 +7,7 @@
  *   - the same notification five times is one command and one payment_events row;
  *   - a forged signature (401) and a wrong gross_amount (400) change nothing at all;
  *   - out of order: a stale pending after the settlement changes nothing;
+ *   - the settlement five times at once with 20 triggers: one event, one command;
  *   - stock promised to a PENDING order is not sold twice (409).
  */
 #include <setjmp.h>
@@ -465,6 +466,70 @@ static void out_of_order_notifications(void **state)
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 3, QUIET_MS), seen + 2);
 }
 
+/* Rules 1, 2 and 8: the settlement five times at once, with 20 triggers of the same order in
+ * the same instant: one event, one command; the payment moves the order PENDING -> PAID ->
+ * DISPENSING in one transaction, so no trigger finds it PAID: each is 409 with the status it
+ * found (docs/HTTP-API.md), and every notification is acknowledged. */
+#define N_NOTIFY  5
+#define N_TRIGGER 20
+
+static void replays_race_triggers(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    struct harness_request reqs[N_NOTIFY + N_TRIGGER];
+    char id[64], note[1024], trigger[128];
+    long long stock = sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = %s", "1");
+    long long reserved = sql_int(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1");
+    int unit;
+
+    new_order(h, "[{\"slot\":1,\"quantity\":1}]", id, true);
+    assert_int_equal(fake_post(h, "pay", id, "{\"notify\":false}"), 200);
+    assert_int_equal(
+        harness_notification(id, "settlement", "8000.00", HARNESS_FAKE_KEY, note, sizeof(note)), 0);
+    snprintf(trigger, sizeof(trigger), "{\"order_id\":\"%s\"}", id);
+    /* Interleaved, so the notifications land among the triggers. */
+    for (int i = 0, n = 0; i < N_NOTIFY + N_TRIGGER; i++) {
+        bool notify = i % 5 == 2 && n < N_NOTIFY;
+
+        n += notify;
+        reqs[i] = notify
+                      ? (struct harness_request){"POST", "/api/payments/webhook", note, 0, NULL}
+                      : (struct harness_request){"POST", "/api/dispense/trigger", trigger, 0, NULL};
+    }
+    assert_int_equal(harness_http_parallel(h, reqs, N_NOTIFY + N_TRIGGER, WAIT_MS),
+                     N_NOTIFY + N_TRIGGER);
+    for (int i = 0; i < N_NOTIFY + N_TRIGGER; i++) {
+        const char *ans = reqs[i].answer != NULL ? reqs[i].answer : "";
+
+        if (strcmp(reqs[i].path, "/api/payments/webhook") == 0) {
+            if (reqs[i].status != 200)
+                fail_msg("notification %d: HTTP %ld: %s", i, reqs[i].status, ans);
+        } else if (reqs[i].status != 409 || (strstr(ans, "\"status\":\"PENDING\"") == NULL &&
+                                             strstr(ans, "\"status\":\"DISPENSING\"") == NULL)) {
+            fail_msg("trigger %d: HTTP %ld: %s", i, reqs[i].status, ans);
+        }
+    }
+    harness_requests_free(reqs, N_NOTIFY + N_TRIGGER);
+
+    unit = expect_command(f, seen + 1, id, 1);
+    expect_sql(h,
+               "SELECT count(*) || ' ' || min(outcome) FROM payment_events WHERE order_id = '%s' "
+               "AND transaction_status = 'settlement'",
+               id, "1 PAID", 0);
+    expect_sql(h, "SELECT count(*) FROM dispense_logs WHERE order_id = '%s'", id, "1", 0);
+    assert_int_equal(harness_answer(&f->machine, id, 1, unit), 0);
+    expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED", WAIT_MS);
+    expect_sql(h, "SELECT count(*) FROM stock_logs WHERE order_id = '%s'", id, "1", 0);
+    assert_int_equal(sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = %s", "1"),
+                     stock - 1);
+    /* Its promise ended with it; the orders before keep theirs. */
+    assert_int_equal(sql_int(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1"),
+                     reserved);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, QUIET_MS), seen + 1);
+}
+
 /* Rule 5: a unit promised to a PENDING order is not for sale; cancelling gives it back. */
 static void promised_stock_is_not_sold_twice(void **state)
 {
@@ -519,6 +584,7 @@ int main(void)
         cmocka_unit_test(forged_signature_changes_nothing),
         cmocka_unit_test(wrong_amount_changes_nothing),
         cmocka_unit_test(out_of_order_notifications),
+        cmocka_unit_test(replays_race_triggers),
         cmocka_unit_test(promised_stock_is_not_sold_twice),
     };
 
