@@ -27,7 +27,8 @@
 
 #include "harness.h"
 
-#define WAIT_MS 5000
+#define WAIT_MS       5000
+#define UNNOTIFIED_MS 20000 /* a check interval (10 s), the refund's hold, room */
 
 static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=1000", "ORDER_RATE_PER_MIN=10000",
                                   "ORDER_PENDING_MAX=1000",        "MIDTRANS_TIMEOUT_MS=2000",
@@ -161,8 +162,8 @@ static void vendd_expires_an_unpaid_order(void **state)
 }
 
 /* A paid order that had ended: refunded in full with its key, and it stays ended. */
-static void expect_refunded(struct harness_fixture *f, const char *id, const char *status,
-                            const char *reason, size_t seen)
+static void expect_refunded_in(struct harness_fixture *f, const char *id, const char *status,
+                               const char *reason, size_t seen, int timeout_ms)
 {
     struct harness *h = &f->h;
     char key[96], path[128], want[160];
@@ -173,7 +174,7 @@ static void expect_refunded(struct harness_fixture *f, const char *id, const cha
     expect_sql(h,
                "SELECT status || ' ' || amount || ' ' || reason || ' ' || refund_key FROM refunds "
                "WHERE order_id = '%s'",
-               id, want, WAIT_MS);
+               id, want, timeout_ms);
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, status, 0);
     expect_sql(h, "SELECT status FROM payments WHERE order_id = '%s'", id, "SUCCESS", 0);
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1", "0", 0);
@@ -195,6 +196,12 @@ static void expect_refunded(struct harness_fixture *f, const char *id, const cha
     json_decref(tx);
     /* Nothing was dispensed for it. */
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 200), seen);
+}
+
+static void expect_refunded(struct harness_fixture *f, const char *id, const char *status,
+                            const char *reason, size_t seen)
+{
+    expect_refunded_in(f, id, status, reason, seen, WAIT_MS);
 }
 
 /* The customer cancels; Midtrans did not hear of it (its cancel failed as failure says); then
@@ -236,6 +243,31 @@ static void paid_after_cancel_is_refunded(void **state)
 static void paid_after_garbled_cancel_is_refunded(void **state)
 {
     cancel_fails_then_paid(*state, "{\"endpoint\":\"cancel\",\"mode\":\"garbage\"}");
+}
+
+/* As above, but Midtrans's notification of the payment never reaches vendd (its retries all
+ * failed, or vendd was down for them). The cancel was never confirmed by Midtrans, so vendd
+ * cannot take the transaction for closed: it must find the payment by itself, as it does for
+ * a PENDING order, and give it back once. */
+static void paid_after_garbled_cancel_unnotified_is_refunded(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    char id[64], path[128];
+
+    new_order(h, id);
+    assert_int_equal(harness_fake_call(h, "POST", "/_fake/fail",
+                                       "{\"endpoint\":\"cancel\",\"mode\":\"garbage\"}", NULL),
+                     200);
+    snprintf(path, sizeof(path), "/api/orders/%s/cancel", id);
+    assert_int_equal(harness_call(h, "POST", path, NULL, NULL), 200);
+    expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "CANCELLED", 0);
+    assert_true(harness_log_wait(h, "cannot cancel order", 1, WAIT_MS) >= 1);
+    expect_fake_status(h, id, "pending");
+    assert_int_equal(fake_post(h, "pay", id, "{\"notify\":false}"), 200);
+    /* Within a check interval (10 s) and the refund's hold (1 s), and some room. */
+    expect_refunded_in(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen, UNNOTIFIED_MS);
 }
 
 /* Paid at Midtrans a moment before the customer cancelled here, the notification not yet in:
@@ -298,6 +330,7 @@ int main(void)
         cmocka_unit_test(vendd_expires_an_unpaid_order),
         cmocka_unit_test(paid_after_cancel_is_refunded),
         cmocka_unit_test(paid_after_garbled_cancel_is_refunded),
+        cmocka_unit_test(paid_after_garbled_cancel_unnotified_is_refunded),
         cmocka_unit_test(paid_before_cancel_is_refunded),
         cmocka_unit_test(paid_after_expiry_is_refunded),
         cmocka_unit_test(paid_after_garbled_expiry_is_refunded),
