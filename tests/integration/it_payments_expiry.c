@@ -248,7 +248,7 @@ static void paid_after_garbled_cancel_is_refunded(void **state)
 /* As above, but Midtrans's notification of the payment never reaches vendd (its retries all
  * failed, or vendd was down for them). The cancel was never confirmed by Midtrans, so vendd
  * cannot take the transaction for closed: it must find the payment by itself, as it does for
- * a PENDING order, and give it back once. */
+ * a PENDING order, and give it back once, also across a restart. */
 static void paid_after_garbled_cancel_unnotified_is_refunded(void **state)
 {
     struct harness_fixture *f = *state;
@@ -265,6 +265,9 @@ static void paid_after_garbled_cancel_unnotified_is_refunded(void **state)
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "CANCELLED", 0);
     assert_true(harness_log_wait(h, "cannot cancel order", 1, WAIT_MS) >= 1);
     expect_fake_status(h, id, "pending");
+    /* What is left to do survives a restart. */
+    assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
     assert_int_equal(fake_post(h, "pay", id, "{\"notify\":false}"), 200);
     /* Within a check interval (10 s) and the refund's hold (1 s), and some room. */
     expect_refunded_in(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen, UNNOTIFIED_MS);
