@@ -9,9 +9,11 @@
  *  a. the machine is offline when the order is paid (killed: its will says OFFLINE): the
  *     command reaches nobody, the unit waits UNSETTLED, and when the machine is back its
  *     journal settles it as never run: FAILED, refunded once, no motor run;
- *  b. the broker (no persistence) restarts while the motor runs: COMPLETED once, one run;
+ *  b. the broker (no persistence) restarts while the motor runs and another order waits: both
+ *     COMPLETED once, one run each;
  *  c. the broker is frozen (SIGSTOP) while the motor runs and thawed after the deadline: the
- *     unit is UNSETTLED, not refunded, and COMPLETED when the result arrives;
+ *     unit is UNSETTLED, not refunded, and COMPLETED when the result arrives; the order that
+ *     waited behind it goes out then;
  *  d. the broker with persistence restarts while vendd runs: the order in flight COMPLETED
  *     once, and the next order dispenses too.
  */
@@ -222,14 +224,10 @@ static void expect_fake_refunded(struct e2e *e, const char *id, int64_t refunded
     json_decref(tx);
 }
 
-/* The product dropped once: COMPLETED, one unit out, one payment, nothing refunded. */
-static void expect_dropped_once(struct e2e *e, const char *id, long long stock, int runs)
+/* id's product dropped once: COMPLETED, one unit out, one payment, nothing refunded. */
+static void expect_order_dropped(struct e2e *e, const char *id)
 {
-    char want[32];
-
     expect_sql(e, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED", SETTLE_MS);
-    snprintf(want, sizeof(want), "%lld", stock);
-    expect_sql(e, "SELECT current_stock FROM slots WHERE slot_number = %s", "1", want, 0);
     expect_sql(e,
                "SELECT count(*) FROM stock_logs WHERE order_id = '%s' AND change_type = "
                "'DISPENSE'",
@@ -239,6 +237,16 @@ static void expect_dropped_once(struct e2e *e, const char *id, long long stock, 
                id, "1", 0);
     expect_sql(e, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id, "0", 0);
     expect_fake_refunded(e, id, 0, 0);
+}
+
+/* The same, and then the slot holds stock units and vmsim ran its motor runs times. */
+static void expect_dropped_once(struct e2e *e, const char *id, long long stock, int runs)
+{
+    char want[32];
+
+    expect_order_dropped(e, id);
+    snprintf(want, sizeof(want), "%lld", stock);
+    expect_sql(e, "SELECT current_stock FROM slots WHERE slot_number = %s", "1", want, 0);
     assert_int_equal(sim_count(e, "motor on"), runs);
 }
 
@@ -287,44 +295,54 @@ static void machine_offline_when_paid(void **state)
     expect_dropped_once(e, id, 4, 1);
 }
 
-/* b. The broker restarts, its sessions gone, while the motor runs. */
+/* b. The broker restarts, its sessions gone, while the motor runs and a second order waits
+ * for the machine. */
 static void broker_restart_while_the_motor_runs(void **state)
 {
     struct e2e *e = *state;
     struct harness *h = &e->f->h;
-    char id[64];
-
+    char id[64], next[64];
     struct links before;
 
     paid_order(e, id);
     sim_wait(e, "motor on", 1);
+    paid_order(e, next);
+    expect_sql(e, "SELECT status FROM dispense_logs WHERE order_id = '%s'", next, "QUEUED",
+               WAIT_MS);
     before = links_now(e);
     assert_int_equal(test_broker_restart(&h->broker), 0);
-    expect_dropped_once(e, id, 4, 1);
+    expect_order_dropped(e, id);
+    expect_dropped_once(e, next, 3, 2);
     reconnected(e, before);
     /* Both came back: the next order dispenses. */
     paid_order(e, id);
-    expect_dropped_once(e, id, 3, 2);
+    expect_dropped_once(e, id, 2, 3);
 }
 
-/* c. The broker frozen while the motor runs, thawed after the unit's deadline. */
+/* c. The broker frozen while the motor runs (a second order waiting), thawed after the unit's
+ * deadline. */
 static void broker_frozen_while_the_motor_runs(void **state)
 {
     struct e2e *e = *state;
     struct harness *h = &e->f->h;
-    char id[64];
+    char id[64], next[64];
 
     paid_order(e, id);
     sim_wait(e, "motor on", 1);
+    paid_order(e, next);
+    expect_sql(e, "SELECT status FROM dispense_logs WHERE order_id = '%s'", next, "QUEUED",
+               WAIT_MS);
     assert_int_equal(kill(h->broker.pid, SIGSTOP), 0);
     /* The result sits in the frozen broker's socket: at the deadline the unit may have
-     * dropped, so it is not failed, nor refunded. */
+     * dropped, so it is not failed, nor refunded, and the next waits. */
     expect_sql(e, "SELECT status FROM dispense_logs WHERE order_id = '%s'", id, "UNSETTLED",
                SETTLE_MS);
     expect_sql(e, "SELECT status FROM orders WHERE id = '%s'", id, "DISPENSING", 0);
     expect_sql(e, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id, "0", 0);
+    expect_sql(e, "SELECT status FROM dispense_logs WHERE order_id = '%s'", next, "QUEUED", 0);
     assert_int_equal(kill(h->broker.pid, SIGCONT), 0);
-    expect_dropped_once(e, id, 4, 1);
+    expect_order_dropped(e, id);
+    expect_dropped_once(e, next, 3, 2);
     assert_int_equal(sql_int(e, "SELECT count(*) FROM alerts WHERE kind = 'UNIT_UNSETTLED' AND "
                                 "resolved_at IS NULL"),
                      0);
