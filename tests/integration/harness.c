@@ -599,6 +599,90 @@ long harness_call_wake(struct harness *h, const char *method, const char *path, 
     return w.status;
 }
 
+int harness_http_parallel(struct harness *h, struct harness_request *reqs, size_t n, int timeout_ms)
+{
+    uint64_t deadline = harness_now_ms() + (uint64_t)timeout_ms;
+    struct curl_slist *hdrs = NULL;
+    char url[512], auth[160];
+    struct buf *bufs = NULL;
+    CURL **easy = NULL;
+    CURLM *multi = NULL;
+    int running = 0, answered = 0;
+    size_t i;
+
+    easy = calloc(n, sizeof(*easy));
+    bufs = calloc(n, sizeof(*bufs));
+    multi = curl_multi_init();
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    if (h->bearer[0] != '\0') {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", h->bearer);
+        hdrs = curl_slist_append(hdrs, auth);
+    }
+    if (easy == NULL || bufs == NULL || multi == NULL || hdrs == NULL) {
+        answered = fail("harness_http_parallel: out of memory");
+        goto out;
+    }
+    /* One connection per request, all opened together. */
+    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)n);
+    for (i = 0; i < n; i++) {
+        reqs[i].status = 0;
+        reqs[i].answer = NULL;
+        easy[i] = curl_easy_init();
+        if (easy[i] == NULL) {
+            answered = fail("curl_easy_init failed");
+            goto out;
+        }
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", (unsigned)h->http_port, reqs[i].path);
+        curl_easy_setopt(easy[i], CURLOPT_URL, url);
+        curl_easy_setopt(easy[i], CURLOPT_CUSTOMREQUEST, reqs[i].method);
+        curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, hdrs);
+        if (reqs[i].body != NULL)
+            curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, reqs[i].body);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &bufs[i]);
+        curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+        curl_easy_setopt(easy[i], CURLOPT_FORBID_REUSE, 1L);
+        curl_easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
+        curl_multi_add_handle(multi, easy[i]);
+    }
+    do {
+        curl_multi_perform(multi, &running);
+        if (running > 0)
+            curl_multi_poll(multi, NULL, 0, 100, NULL);
+    } while (running > 0 && harness_now_ms() < deadline);
+    for (i = 0; i < n; i++) {
+        curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &reqs[i].status);
+        reqs[i].answer = bufs[i].p;
+        bufs[i].p = NULL;
+        answered += reqs[i].status > 0;
+    }
+    if (answered < (int)n)
+        fprintf(stderr, "harness: %d of %zu parallel requests answered in %d ms\n", answered, n,
+                timeout_ms);
+out:
+    for (i = 0; easy != NULL && i < n && easy[i] != NULL; i++) {
+        curl_multi_remove_handle(multi, easy[i]);
+        curl_easy_cleanup(easy[i]);
+    }
+    for (i = 0; bufs != NULL && i < n; i++)
+        free(bufs[i].p);
+    if (multi != NULL)
+        curl_multi_cleanup(multi);
+    curl_slist_free_all(hdrs);
+    free(easy);
+    free(bufs);
+    return answered;
+}
+
+void harness_requests_free(struct harness_request *reqs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(reqs[i].answer);
+        reqs[i].answer = NULL;
+    }
+}
+
 long harness_call(struct harness *h, const char *method, const char *path, const char *body,
                   struct harness_reply *r)
 {
@@ -1518,11 +1602,12 @@ void harness_midtrans_sign(const char *order_id, const char *status_code, const 
     EVP_MD_CTX_free(ctx);
 }
 
-long harness_notify(struct harness *h, const char *order_id, const char *status, const char *gross,
-                    const char *key, struct harness_reply *r)
+int harness_notification(const char *order_id, const char *status, const char *gross,
+                         const char *key, char *out, size_t size)
 {
     const char *code = "202";
-    char sig[129], sigfield[160] = "", body[1024];
+    char sig[129], sigfield[160] = "";
+    int n;
 
     if (strcmp(status, "settlement") == 0 || strcmp(status, "capture") == 0)
         code = "200";
@@ -1532,13 +1617,25 @@ long harness_notify(struct harness *h, const char *order_id, const char *status,
         harness_midtrans_sign(order_id, code, gross, key, sig);
         snprintf(sigfield, sizeof(sigfield), "\"signature_key\":\"%s\",", sig);
     }
-    snprintf(body, sizeof(body),
-             "{\"transaction_time\":\"2025-11-04 17:30:00\",\"transaction_status\":\"%s\","
-             "\"transaction_id\":\"it-%s\",\"status_message\":\"midtrans payment notification\","
-             "\"status_code\":\"%s\",%s\"payment_type\":\"qris\",\"order_id\":\"%s\","
-             "\"merchant_id\":\"G000000001\",\"gross_amount\":\"%s\",\"currency\":\"IDR\","
-             "\"fraud_status\":\"accept\"}",
-             status, order_id, code, sigfield, order_id, gross);
+    n = snprintf(out, size,
+                 "{\"transaction_time\":\"2025-11-04 17:30:00\",\"transaction_status\":\"%s\","
+                 "\"transaction_id\":\"it-%s\",\"status_message\":\"midtrans payment "
+                 "notification\",\"status_code\":\"%s\",%s\"payment_type\":\"qris\","
+                 "\"order_id\":\"%s\",\"merchant_id\":\"G000000001\",\"gross_amount\":\"%s\","
+                 "\"currency\":\"IDR\",\"fraud_status\":\"accept\"}",
+                 status, order_id, code, sigfield, order_id, gross);
+    if (n < 0 || (size_t)n >= size)
+        return fail("notification for '%s' does not fit in %zu bytes", order_id, size);
+    return 0;
+}
+
+long harness_notify(struct harness *h, const char *order_id, const char *status, const char *gross,
+                    const char *key, struct harness_reply *r)
+{
+    char body[1024];
+
+    if (harness_notification(order_id, status, gross, key, body, sizeof(body)) < 0)
+        return -1;
     return harness_call(h, "POST", "/api/payments/webhook", body, r);
 }
 

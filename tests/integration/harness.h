@@ -123,6 +123,23 @@ long harness_http(struct harness *h, const char *method, const char *path, const
  */
 long harness_call_wake(struct harness *h, const char *method, const char *path, const char *body,
                        struct harness_reply *r, int patience_ms);
+/*
+ * One request of harness_http_parallel(): method, path and body (NUL-terminated JSON, or
+ * NULL) in; status (0: no answer) and body (malloc'd or NULL) out.
+ */
+struct harness_request {
+    const char *method, *path, *body;
+    long status;
+    char *answer;
+};
+/*
+ * Send the n requests to vendd all at once, each on its own connection, through one curl
+ * multi handle, and wait (at most timeout_ms) for every answer. Returns how many were
+ * answered; release the answers with harness_requests_free().
+ */
+int harness_http_parallel(struct harness *h, struct harness_request *reqs, size_t n,
+                          int timeout_ms);
+void harness_requests_free(struct harness_request *reqs, size_t n);
 /* JSON convenience: body is a NUL-terminated JSON text (or NULL). */
 long harness_call(struct harness *h, const char *method, const char *path, const char *body,
                   struct harness_reply *r);
@@ -287,6 +304,9 @@ void harness_midtrans_sign(const char *order_id, const char *status_code, const 
  */
 long harness_notify(struct harness *h, const char *order_id, const char *status, const char *gross,
                     const char *key, struct harness_reply *r);
+/* The body harness_notify() sends, into out; -1 if it does not fit. */
+int harness_notification(const char *order_id, const char *status, const char *gross,
+                         const char *key, char *out, size_t size);
 
 /* ---- SQLite, writing (only while vendd is stopped) -------------------------------------- */
 

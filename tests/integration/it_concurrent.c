@@ -1,7 +1,12 @@
 /*
- * it_concurrent.c - 50 concurrent triggers of one PAID order (SPEC §4 rules 1-2): exactly
- * one 200, 49 x 409, and the machine's command topic carries exactly ONE command.
- * The 50 requests are in flight together through one curl multi handle.
+ * it_concurrent.c - concurrent triggers (SPEC §4 rules 1, 2, 5 and 10), all in flight together
+ * through harness_http_parallel():
+ *
+ *   - 100 triggers of one PAID order: one 200, 99 x 409, exactly ONE command; the machine
+ *     answers and the order completes with one unit out of the stock;
+ *   - 100 orders on two machines triggered at once: every trigger 200, every order COMPLETED,
+ *     one command per unit, never a second command to a machine before it answered the
+ *     first, and the stock exactly 100 lower across the slots.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,21 +17,18 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <curl/curl.h>
 
 #include "harness.h"
 
-#define N_TRIGGERS 50
-
-static size_t discard(char *data, size_t size, size_t nmemb, void *arg)
-{
-    (void)data, (void)arg;
-    return size * nmemb;
-}
+#define N_TRIGGERS 100
+#define N_ORDERS   100
+#define N_MACHINES 2
+#define HOLD_MS    5 /* a machine holds its answer this long: time for a second command */
+#define WAIT_MS    30000
 
 static int setup(void **state)
 {
-    static const struct harness_slot slots[] = {{1, 8, 2150}, {0, 0, 0}};
+    static const struct harness_slot slots[] = {{1, 30, 2150}, {2, 30, 2150}, {0, 0, 0}};
 
     *state = harness_fixture_new(NULL, slots, NULL);
     return *state != NULL ? 0 : -1;
@@ -38,85 +40,197 @@ static int teardown(void **state)
     return 0;
 }
 
-static void fifty_triggers_send_one_command(void **state)
+static long long sql_int(struct harness *h, const char *sql)
 {
+    long long v = -1;
+
+    if (harness_sql_int(h, sql, &v) != 1)
+        fail_msg("no row for: %s", sql);
+    return v;
+}
+
+/* 100 triggers of one order: exactly one command, and the order completes once. */
+static void hundred_triggers_of_one_order_send_one_command(void **state)
+{
+    static struct harness_autoanswer machine = {.mu = PTHREAD_MUTEX_INITIALIZER};
     static const char body[] = "{\"order_id\":\"race-1\"}";
     struct harness_fixture *f = *state;
     struct harness *h = &f->h;
+    struct harness_request reqs[N_TRIGGERS];
     struct harness_mqtt sub;
-    CURL *easy[N_TRIGGERS];
-    CURLM *multi;
-    struct curl_slist *hdrs = NULL;
-    char url[128];
-    int running = 0, ok = 0, conflict = 0, other = 0;
-    uint64_t deadline;
-    long st;
+    long long stock = sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = 1");
+    int ok = 0, conflict = 0, other = 0;
 
     assert_int_equal(harness_order(h, "race-1", 1, 1), 0);
-    assert_int_equal(
-        harness_mqtt_open(&sub, h->broker.port, "it-race-sub", "vm/VM01/command", NULL, NULL), 0);
-
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u/api/dispense/trigger", (unsigned)h->http_port);
-    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-    multi = curl_multi_init();
-    assert_non_null(multi);
-    /* One connection per request, all opened together. */
-    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)N_TRIGGERS);
+    assert_int_equal(harness_mqtt_open(&sub, h->broker.port, "it-race-machine", "vm/VM01/command",
+                                       harness_autoanswer, &machine),
+                     0);
+    for (int i = 0; i < N_TRIGGERS; i++)
+        reqs[i] = (struct harness_request){"POST", "/api/dispense/trigger", body, 0, NULL};
+    assert_int_equal(harness_http_parallel(h, reqs, N_TRIGGERS, WAIT_MS), N_TRIGGERS);
     for (int i = 0; i < N_TRIGGERS; i++) {
-        easy[i] = curl_easy_init();
-        assert_non_null(easy[i]);
-        curl_easy_setopt(easy[i], CURLOPT_URL, url);
-        curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, hdrs);
-        curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, discard);
-        curl_easy_setopt(easy[i], CURLOPT_TIMEOUT, 20L);
-        curl_easy_setopt(easy[i], CURLOPT_FORBID_REUSE, 1L);
-        curl_easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
-        curl_multi_add_handle(multi, easy[i]);
-    }
-    deadline = harness_now_ms() + 30000;
-    do {
-        curl_multi_perform(multi, &running);
-        if (running > 0)
-            curl_multi_poll(multi, NULL, 0, 100, NULL);
-    } while (running > 0 && harness_now_ms() < deadline);
-    assert_int_equal(running, 0);
-    for (int i = 0; i < N_TRIGGERS; i++) {
-        st = 0;
-        curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &st);
-        if (st == 200)
+        if (reqs[i].status == 200)
             ok++;
-        else if (st == 409)
+        else if (reqs[i].status == 409 && strstr(reqs[i].answer, "WRONG_STATE") != NULL)
             conflict++;
         else
             other++;
-        curl_multi_remove_handle(multi, easy[i]);
-        curl_easy_cleanup(easy[i]);
     }
-    curl_multi_cleanup(multi);
-    curl_slist_free_all(hdrs);
-
+    harness_requests_free(reqs, N_TRIGGERS);
     assert_int_equal(other, 0);
     assert_int_equal(ok, 1);
     assert_int_equal(conflict, N_TRIGGERS - 1);
+
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'race-1'", "COMPLETED", 5000), 0);
     /* The one command, and no second one even after a while. */
-    assert_int_equal(harness_mqtt_wait(&sub, 1, 5000), 1);
     assert_int_equal(harness_mqtt_wait(&sub, 2, 1000), 1);
     assert_string_equal(
         harness_mqtt_payload(&sub, 0),
         "{\"cmd\":\"dispense\",\"slot\":1,\"orderId\":\"race-1\",\"timeoutMs\":2150}");
-    assert_int_equal(harness_sql_wait(h, "SELECT count(*) FROM dispense_logs", "1", 0), 0);
-    assert_int_equal(
-        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'race-1'", "DISPENSING", 0), 0);
+    pthread_mutex_lock(&machine.mu);
+    assert_int_equal(machine.answered, 1);
+    pthread_mutex_unlock(&machine.mu);
+    assert_int_equal(sql_int(h, "SELECT count(*) FROM dispense_logs WHERE order_id = 'race-1'"), 1);
+    assert_int_equal(sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = 1"),
+                     stock - 1);
+    assert_int_equal(sql_int(h, "SELECT count(*) FROM stock_logs WHERE order_id = 'race-1' AND "
+                                "change_type = 'DISPENSE'"),
+                     1);
+    harness_mqtt_set_handler(&sub, NULL, NULL);
     harness_mqtt_close(&sub);
+    assert_int_equal(harness_vendd_term(h), 0);
+}
+
+/* A machine served by the test's own thread: it answers its commands one by one, after
+ * holding each HOLD_MS, and counts a command that came while one was unanswered. */
+struct strict_machine {
+    const char *id;
+    struct harness_mqtt c;
+    size_t answered;
+    int overlaps;
+};
+
+/* Answer the next command if there is one; 1 if answered, 0 if none waiting. */
+static int serve(struct strict_machine *m)
+{
+    char order_id[80], topic[64], res[256];
+    int slot = 0, unit = 0;
+
+    if (harness_mqtt_wait(&m->c, m->answered + 1, 0) < m->answered + 1)
+        return 0;
+    harness_sleep_ms(HOLD_MS);
+    if (harness_mqtt_wait(&m->c, 0, 0) > m->answered + 1)
+        m->overlaps++;
+    assert_int_equal(harness_command_parse(harness_mqtt_payload(&m->c, m->answered), order_id,
+                                           sizeof(order_id), &slot, &unit),
+                     0);
+    snprintf(topic, sizeof(topic), "vm/%s/dispense_result", m->id);
+    snprintf(res, sizeof(res),
+             "{\"orderId\":\"%s\",\"slot\":%d,\"success\":true,\"dropDetected\":true,"
+             "\"durationMs\":850,\"error\":null}",
+             order_id, slot);
+    assert_int_equal(harness_mqtt_publish(&m->c, topic, res, strlen(res)), 0);
+    m->answered++;
+    return 1;
+}
+
+/* 100 orders on two machines, their triggers all at once. */
+static void hundred_orders_triggered_at_once_dispense_once_each(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    static struct strict_machine machines[N_MACHINES] = {{.id = "VM01"}, {.id = "VM02"}};
+    static struct harness_request reqs[N_ORDERS];
+    static char bodies[N_ORDERS][64];
+    char body[256], want[32];
+    long long stock;
+    size_t total = 0;
+    uint64_t deadline;
+
+    /* VM02 beside VM01, two slots each: 120 units in four slots. */
+    assert_int_equal(harness_call(h, "POST", "/api/machines", "{\"id\":\"VM02\"}", NULL), 201);
+    for (int s = 1; s <= 2; s++) {
+        char path[64];
+
+        snprintf(path, sizeof(path), "/api/machines/VM02/slots/%d", s);
+        assert_int_equal(harness_call(h, "PUT", path,
+                                      "{\"product_name\":\"Coca Cola\",\"price\":8000,"
+                                      "\"capacity\":30,\"current_stock\":30,"
+                                      "\"motor_duration_ms\":2150}",
+                                      NULL),
+                         201);
+    }
+    stock = sql_int(h, "SELECT sum(current_stock) FROM slots");
+    assert_int_equal(stock, 120);
+    for (int m = 0; m < N_MACHINES; m++) {
+        char client[32], filter[32];
+
+        snprintf(client, sizeof(client), "it-strict-%s", machines[m].id);
+        snprintf(filter, sizeof(filter), "vm/%s/command", machines[m].id);
+        assert_int_equal(
+            harness_mqtt_open(&machines[m].c, h->broker.port, client, filter, NULL, NULL), 0);
+    }
+    for (int i = 0; i < N_ORDERS; i++) {
+        snprintf(body, sizeof(body),
+                 "{\"id\":\"many-%03d\",\"machine_id\":\"%s\",\"slot\":%d,"
+                 "\"payment_method\":\"manual\"}",
+                 i, machines[i % N_MACHINES].id, 1 + (i / N_MACHINES) % 2);
+        assert_int_equal(harness_call(h, "POST", "/api/orders", body, NULL), 201);
+        snprintf(bodies[i], sizeof(bodies[i]), "{\"order_id\":\"many-%03d\"}", i);
+        reqs[i] = (struct harness_request){"POST", "/api/dispense/trigger", bodies[i], 0, NULL};
+    }
+
+    assert_int_equal(harness_http_parallel(h, reqs, N_ORDERS, WAIT_MS), N_ORDERS);
+    for (int i = 0; i < N_ORDERS; i++) {
+        if (reqs[i].status != 200)
+            fail_msg("trigger %d: HTTP %ld: %s", i, reqs[i].status,
+                     reqs[i].answer != NULL ? reqs[i].answer : "");
+    }
+    harness_requests_free(reqs, N_ORDERS);
+
+    deadline = harness_now_ms() + WAIT_MS;
+    while (total < N_ORDERS && harness_now_ms() < deadline) {
+        int served = 0;
+
+        total = 0;
+        for (int m = 0; m < N_MACHINES; m++) {
+            served += serve(&machines[m]);
+            total += machines[m].answered;
+        }
+        if (served == 0)
+            harness_sleep_ms(1);
+    }
+    assert_int_equal(total, N_ORDERS);
+    snprintf(want, sizeof(want), "%d", N_ORDERS);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT count(*) FROM orders WHERE status = 'COMPLETED'", want, 5000),
+        0);
+    /* No command beyond one per unit, none while another was unanswered. */
+    for (int m = 0; m < N_MACHINES; m++) {
+        assert_int_equal(harness_mqtt_wait(&machines[m].c, machines[m].answered + 1, 500),
+                         N_ORDERS / N_MACHINES);
+        assert_int_equal(machines[m].overlaps, 0);
+        harness_mqtt_close(&machines[m].c);
+    }
+    assert_int_equal(sql_int(h, "SELECT count(*) FROM dispense_logs"), N_ORDERS);
+    assert_int_equal(sql_int(h, "SELECT count(DISTINCT order_id) FROM dispense_logs"), N_ORDERS);
+    assert_int_equal(sql_int(h, "SELECT sum(current_stock) FROM slots"), stock - N_ORDERS);
+    assert_int_equal(sql_int(h, "SELECT count(*) FROM stock_logs WHERE change_type = 'DISPENSE'"),
+                     N_ORDERS);
+    /* Exact per slot: 25 from each of the four. */
+    assert_int_equal(sql_int(h, "SELECT count(*) FROM slots WHERE current_stock = 5"), 4);
     assert_int_equal(harness_vendd_term(h), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(fifty_triggers_send_one_command),
+        cmocka_unit_test_setup_teardown(hundred_triggers_of_one_order_send_one_command, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(hundred_orders_triggered_at_once_dispense_once_each, setup,
+                                        teardown),
     };
 
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,8 @@
  *   - vendd's own expiry (ORDER_PAYMENT_TTL_S): the order EXPIRED, its promise given back,
  *     and the transaction expired at Midtrans too;
  *   - a payment that arrives after the order was cancelled or expired is refunded in full
- *     through Midtrans with refund_key "<order>-refund", and the order stays as it ended.
+ *     through Midtrans with refund_key "<order>-refund", and the order stays as it ended,
+ *     also when Midtrans's answer to the cancel or expire was a 5xx or not JSON at all.
  *
  * ORDER_PAYMENT_TTL_S cannot go below 60 s (conf.c) and PAYMENT_CHECK_INTERVAL_S is a fixed
  * 10 s, so waiting for vendd's own expiry would take over a minute. These tests move vendd's
@@ -26,7 +27,8 @@
 
 #include "harness.h"
 
-#define WAIT_MS 5000
+#define WAIT_MS       5000
+#define UNNOTIFIED_MS 20000 /* a check interval (10 s), the refund's hold, room */
 
 static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=1000", "ORDER_RATE_PER_MIN=10000",
                                   "ORDER_PENDING_MAX=1000",        "MIDTRANS_TIMEOUT_MS=2000",
@@ -160,8 +162,8 @@ static void vendd_expires_an_unpaid_order(void **state)
 }
 
 /* A paid order that had ended: refunded in full with its key, and it stays ended. */
-static void expect_refunded(struct harness_fixture *f, const char *id, const char *status,
-                            const char *reason, size_t seen)
+static void expect_refunded_in(struct harness_fixture *f, const char *id, const char *status,
+                               const char *reason, size_t seen, int timeout_ms)
 {
     struct harness *h = &f->h;
     char key[96], path[128], want[160];
@@ -172,7 +174,7 @@ static void expect_refunded(struct harness_fixture *f, const char *id, const cha
     expect_sql(h,
                "SELECT status || ' ' || amount || ' ' || reason || ' ' || refund_key FROM refunds "
                "WHERE order_id = '%s'",
-               id, want, WAIT_MS);
+               id, want, timeout_ms);
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, status, 0);
     expect_sql(h, "SELECT status FROM payments WHERE order_id = '%s'", id, "SUCCESS", 0);
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1", "0", 0);
@@ -196,19 +198,23 @@ static void expect_refunded(struct harness_fixture *f, const char *id, const cha
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 200), seen);
 }
 
-/* The customer cancels; Midtrans did not hear of it (its cancel failed); then they pay. */
-static void paid_after_cancel_is_refunded(void **state)
+static void expect_refunded(struct harness_fixture *f, const char *id, const char *status,
+                            const char *reason, size_t seen)
 {
-    struct harness_fixture *f = *state;
+    expect_refunded_in(f, id, status, reason, seen, WAIT_MS);
+}
+
+/* The customer cancels; Midtrans did not hear of it (its cancel failed as failure says); then
+ * they pay. */
+static void cancel_fails_then_paid(struct harness_fixture *f, const char *failure)
+{
     struct harness *h = &f->h;
     size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
     char id[64], path[128];
     long http = 0;
 
     new_order(h, id);
-    assert_int_equal(harness_fake_call(h, "POST", "/_fake/fail",
-                                       "{\"endpoint\":\"cancel\",\"mode\":\"http_error\"}", NULL),
-                     200);
+    assert_int_equal(harness_fake_call(h, "POST", "/_fake/fail", failure, NULL), 200);
     snprintf(path, sizeof(path), "/api/orders/%s/cancel", id);
     assert_int_equal(harness_call(h, "POST", path, NULL, NULL), 200);
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "CANCELLED", 0);
@@ -228,6 +234,45 @@ static void paid_after_cancel_is_refunded(void **state)
     expect_refunded(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen);
 }
 
+static void paid_after_cancel_is_refunded(void **state)
+{
+    cancel_fails_then_paid(*state, "{\"endpoint\":\"cancel\",\"mode\":\"http_error\"}");
+}
+
+/* The cancel answered by a proxy's HTML page, HTTP 200: not taken for Midtrans's word. */
+static void paid_after_garbled_cancel_is_refunded(void **state)
+{
+    cancel_fails_then_paid(*state, "{\"endpoint\":\"cancel\",\"mode\":\"garbage\"}");
+}
+
+/* As above, but Midtrans's notification of the payment never reaches vendd (its retries all
+ * failed, or vendd was down for them). The cancel was never confirmed by Midtrans, so vendd
+ * cannot take the transaction for closed: it must find the payment by itself, as it does for
+ * a PENDING order, and give it back once, also across a restart. */
+static void paid_after_garbled_cancel_unnotified_is_refunded(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    char id[64], path[128];
+
+    new_order(h, id);
+    assert_int_equal(harness_fake_call(h, "POST", "/_fake/fail",
+                                       "{\"endpoint\":\"cancel\",\"mode\":\"garbage\"}", NULL),
+                     200);
+    snprintf(path, sizeof(path), "/api/orders/%s/cancel", id);
+    assert_int_equal(harness_call(h, "POST", path, NULL, NULL), 200);
+    expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "CANCELLED", 0);
+    assert_true(harness_log_wait(h, "cannot cancel order", 1, WAIT_MS) >= 1);
+    expect_fake_status(h, id, "pending");
+    /* What is left to do survives a restart. */
+    assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
+    assert_int_equal(fake_post(h, "pay", id, "{\"notify\":false}"), 200);
+    /* Within a check interval (10 s) and the refund's hold (1 s), and some room. */
+    expect_refunded_in(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen, UNNOTIFIED_MS);
+}
+
 /* Paid at Midtrans a moment before the customer cancelled here, the notification not yet in:
  * Midtrans refuses the cancel, and vendd finds the payment and gives it back. */
 static void paid_before_cancel_is_refunded(void **state)
@@ -244,30 +289,41 @@ static void paid_before_cancel_is_refunded(void **state)
     expect_refunded(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen);
 }
 
-/* vendd expired the order (Midtrans did not hear of it: its expire failed); then it is paid. */
-static void paid_after_expiry_is_refunded(void **state)
+/* vendd expired the order (Midtrans did not hear of it: its expire failed as failure says);
+ * then it is paid. */
+static void expire_fails_then_paid(struct harness_fixture *f, const char *failure)
 {
-    struct harness_fixture *f = *state;
     struct harness *h = &f->h;
     size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    int before = harness_log_count(h, "cannot expire order");
     char id[64];
     long http = 0;
 
     new_order(h, id);
-    assert_int_equal(harness_fake_call(h, "POST", "/_fake/fail",
-                                       "{\"endpoint\":\"expire\",\"mode\":\"http_error\"}", NULL),
-                     200);
+    assert_int_equal(harness_fake_call(h, "POST", "/_fake/fail", failure, NULL), 200);
     let_time_pass(h, id);
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "EXPIRED", WAIT_MS);
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1", "0", 0);
-    assert_true(harness_log_wait(h, "cannot expire order", 1, WAIT_MS) >= 1);
+    assert_true(harness_log_wait(h, "cannot expire order", before + 1, WAIT_MS) >= before + 1);
     expect_fake_status(h, id, "pending");
 
     assert_int_equal(fake_post(h, "pay", id, NULL), 200);
     assert_true(harness_fake_notified(h, id, "settlement", 1, WAIT_MS, &http) >= 1);
     assert_int_equal(http, 200);
     expect_refunded(f, id, "EXPIRED", "PAID_AFTER_EXPIRY", seen);
-    assert_int_equal(harness_vendd_term(h), 0);
+}
+
+static void paid_after_expiry_is_refunded(void **state)
+{
+    expire_fails_then_paid(*state, "{\"endpoint\":\"expire\",\"mode\":\"http_error\"}");
+}
+
+static void paid_after_garbled_expiry_is_refunded(void **state)
+{
+    struct harness_fixture *f = *state;
+
+    expire_fails_then_paid(f, "{\"endpoint\":\"expire\",\"mode\":\"garbage\"}");
+    assert_int_equal(harness_vendd_term(&f->h), 0);
 }
 
 int main(void)
@@ -276,8 +332,11 @@ int main(void)
         cmocka_unit_test(midtrans_expiry_ends_the_order),
         cmocka_unit_test(vendd_expires_an_unpaid_order),
         cmocka_unit_test(paid_after_cancel_is_refunded),
+        cmocka_unit_test(paid_after_garbled_cancel_is_refunded),
+        cmocka_unit_test(paid_after_garbled_cancel_unnotified_is_refunded),
         cmocka_unit_test(paid_before_cancel_is_refunded),
         cmocka_unit_test(paid_after_expiry_is_refunded),
+        cmocka_unit_test(paid_after_garbled_expiry_is_refunded),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -7,6 +7,7 @@
  *   - the same notification five times is one command and one payment_events row;
  *   - a forged signature (401) and a wrong gross_amount (400) change nothing at all;
  *   - out of order: a stale pending after the settlement changes nothing;
+ *   - the settlement five times at once with 20 triggers: one event, one command;
  *   - stock promised to a PENDING order is not sold twice (409).
  */
 #include <setjmp.h>
@@ -465,6 +466,226 @@ static void out_of_order_notifications(void **state)
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 3, QUIET_MS), seen + 2);
 }
 
+/* Rules 1, 2 and 8: the settlement five times at once, with 20 triggers of the same order in
+ * the same instant: one event, one command; the payment moves the order PENDING -> PAID ->
+ * DISPENSING in one transaction, so no trigger finds it PAID: each is 409 with the status it
+ * found (docs/HTTP-API.md), and every notification is acknowledged. */
+#define N_NOTIFY  5
+#define N_TRIGGER 20
+
+static void replays_race_triggers(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    struct harness_request reqs[N_NOTIFY + N_TRIGGER];
+    char id[64], note[1024], trigger[128];
+    long long stock = sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = %s", "1");
+    long long reserved = sql_int(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1");
+    int unit;
+
+    new_order(h, "[{\"slot\":1,\"quantity\":1}]", id, true);
+    assert_int_equal(fake_post(h, "pay", id, "{\"notify\":false}"), 200);
+    assert_int_equal(
+        harness_notification(id, "settlement", "8000.00", HARNESS_FAKE_KEY, note, sizeof(note)), 0);
+    snprintf(trigger, sizeof(trigger), "{\"order_id\":\"%s\"}", id);
+    /* Interleaved, so the notifications land among the triggers. */
+    for (int i = 0, n = 0; i < N_NOTIFY + N_TRIGGER; i++) {
+        bool notify = i % 5 == 2 && n < N_NOTIFY;
+
+        n += notify;
+        reqs[i] = notify
+                      ? (struct harness_request){"POST", "/api/payments/webhook", note, 0, NULL}
+                      : (struct harness_request){"POST", "/api/dispense/trigger", trigger, 0, NULL};
+    }
+    assert_int_equal(harness_http_parallel(h, reqs, N_NOTIFY + N_TRIGGER, WAIT_MS),
+                     N_NOTIFY + N_TRIGGER);
+    for (int i = 0; i < N_NOTIFY + N_TRIGGER; i++) {
+        const char *ans = reqs[i].answer != NULL ? reqs[i].answer : "";
+
+        if (strcmp(reqs[i].path, "/api/payments/webhook") == 0) {
+            if (reqs[i].status != 200)
+                fail_msg("notification %d: HTTP %ld: %s", i, reqs[i].status, ans);
+        } else if (reqs[i].status != 409 || (strstr(ans, "\"status\":\"PENDING\"") == NULL &&
+                                             strstr(ans, "\"status\":\"DISPENSING\"") == NULL)) {
+            fail_msg("trigger %d: HTTP %ld: %s", i, reqs[i].status, ans);
+        }
+    }
+    harness_requests_free(reqs, N_NOTIFY + N_TRIGGER);
+
+    unit = expect_command(f, seen + 1, id, 1);
+    expect_sql(h,
+               "SELECT count(*) || ' ' || min(outcome) FROM payment_events WHERE order_id = '%s' "
+               "AND transaction_status = 'settlement'",
+               id, "1 PAID", 0);
+    expect_sql(h, "SELECT count(*) FROM dispense_logs WHERE order_id = '%s'", id, "1", 0);
+    assert_int_equal(harness_answer(&f->machine, id, 1, unit), 0);
+    expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED", WAIT_MS);
+    expect_sql(h, "SELECT count(*) FROM stock_logs WHERE order_id = '%s'", id, "1", 0);
+    assert_int_equal(sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = %s", "1"),
+                     stock - 1);
+    /* Its promise ended with it; the orders before keep theirs. */
+    assert_int_equal(sql_int(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1"),
+                     reserved);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, QUIET_MS), seen + 1);
+}
+
+/* Rules 1, 2 and 7 at scale: 20 orders paid at once, each notification twice, the machine
+ * answering by itself: every order dispensed once, the stock exact. */
+#define N_PAID 20
+
+static void many_payments_at_once(void **state)
+{
+    static struct harness_autoanswer machine = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    static struct harness_request reqs[2 * N_PAID];
+    /* On the heap: the compiler does not take one order's strings for the whole array. */
+    struct {
+        char id[64], note[1024];
+    } *o = calloc(N_PAID, sizeof(*o));
+    char want[32];
+
+    assert_non_null(o);
+    assert_int_equal(harness_call(h, "PUT", "/api/machines/VM01/slots/3",
+                                  "{\"product_name\":\"Teh Botol\",\"price\":5000,"
+                                  "\"capacity\":30,\"current_stock\":30,\"motor_duration_ms\":100}",
+                                  NULL),
+                     201);
+    for (int i = 0; i < N_PAID; i++) {
+        new_order(h, "[{\"slot\":3,\"quantity\":1}]", o[i].id, false);
+        assert_int_equal(fake_post(h, "pay", o[i].id, "{\"notify\":false}"), 200);
+        assert_int_equal(harness_notification(o[i].id, "settlement", "5000.00", HARNESS_FAKE_KEY,
+                                              o[i].note, sizeof(o[i].note)),
+                         0);
+        reqs[i] = (struct harness_request){"POST", "/api/payments/webhook", o[i].note, 0, NULL};
+        reqs[N_PAID + i] =
+            (struct harness_request){"POST", "/api/payments/webhook", o[i].note, 0, NULL};
+    }
+    harness_mqtt_set_handler(&f->machine, harness_autoanswer, &machine);
+    assert_int_equal(harness_http_parallel(h, reqs, 2 * N_PAID, WAIT_MS), 2 * N_PAID);
+    for (int i = 0; i < 2 * N_PAID; i++) {
+        if (reqs[i].status != 200)
+            fail_msg("notification %d: HTTP %ld: %s", i, reqs[i].status,
+                     reqs[i].answer != NULL ? reqs[i].answer : "");
+    }
+    harness_requests_free(reqs, 2 * N_PAID);
+    snprintf(want, sizeof(want), "%d", N_PAID);
+    expect_sql(h,
+               "SELECT count(*) FROM orders o JOIN order_items i ON i.order_id = o.id JOIN slots "
+               "s ON s.id = i.slot_id WHERE s.slot_number = %s AND o.status = 'COMPLETED'",
+               "3", want, 4 * WAIT_MS);
+    harness_mqtt_set_handler(&f->machine, NULL, NULL);
+    pthread_mutex_lock(&machine.mu);
+    assert_int_equal(machine.answered, N_PAID);
+    pthread_mutex_unlock(&machine.mu);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + N_PAID + 1, QUIET_MS), seen + N_PAID);
+    for (int i = 0; i < N_PAID; i++) {
+        expect_sql(h,
+                   "SELECT count(*) || ' ' || min(outcome) FROM payment_events WHERE order_id = "
+                   "'%s' AND transaction_status = 'settlement'",
+                   o[i].id, "1 PAID", 0);
+        expect_sql(h, "SELECT count(*) FROM stock_logs WHERE order_id = '%s'", o[i].id, "1", 0);
+    }
+    expect_sql(h, "SELECT current_stock || ' ' || reserved FROM slots WHERE slot_number = %s", "3",
+               "10 0", 0);
+    free(o);
+}
+
+/* Rules 1, 2 and 7: a settlement racing an expire (out of order, both signed, each twice) and
+ * a trigger, for ten orders: each ends one way or the other, never both. Settled first, it
+ * dispenses once and nothing is refunded; expired first, nothing is dispensed and the
+ * payment is refunded in full, once. */
+#define N_RACE 10
+
+static void settlement_races_expiry(void **state)
+{
+    static struct harness_autoanswer machine = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    static struct harness_request reqs[5 * N_RACE];
+    struct {
+        char id[64], paid[1024], gone[1024], trig[128];
+    } *o = calloc(N_RACE, sizeof(*o));
+    int completed = 0, expired = 0;
+    size_t n = 0;
+
+    assert_non_null(o);
+    for (int i = 0; i < N_RACE; i++) {
+        new_order(h, "[{\"slot\":3,\"quantity\":1}]", o[i].id, false);
+        assert_int_equal(fake_post(h, "pay", o[i].id, "{\"notify\":false}"), 200);
+        assert_int_equal(harness_notification(o[i].id, "settlement", "5000.00", HARNESS_FAKE_KEY,
+                                              o[i].paid, sizeof(o[i].paid)),
+                         0);
+        assert_int_equal(harness_notification(o[i].id, "expire", "5000.00", HARNESS_FAKE_KEY,
+                                              o[i].gone, sizeof(o[i].gone)),
+                         0);
+        snprintf(o[i].trig, sizeof(o[i].trig), "{\"order_id\":\"%s\"}", o[i].id);
+    }
+    /* Half the orders see the expire first in the request order. */
+    for (int i = 0; i < N_RACE; i++) {
+        const char *first = i % 2 ? o[i].gone : o[i].paid, *second = i % 2 ? o[i].paid : o[i].gone;
+
+        reqs[n++] = (struct harness_request){"POST", "/api/payments/webhook", first, 0, NULL};
+        reqs[n++] = (struct harness_request){"POST", "/api/dispense/trigger", o[i].trig, 0, NULL};
+        reqs[n++] = (struct harness_request){"POST", "/api/payments/webhook", second, 0, NULL};
+        reqs[n++] = (struct harness_request){"POST", "/api/payments/webhook", first, 0, NULL};
+        reqs[n++] = (struct harness_request){"POST", "/api/payments/webhook", second, 0, NULL};
+    }
+    harness_mqtt_set_handler(&f->machine, harness_autoanswer, &machine);
+    assert_int_equal(harness_http_parallel(h, reqs, n, WAIT_MS), (int)n);
+    for (size_t i = 0; i < n; i++) {
+        bool trigger = strcmp(reqs[i].path, "/api/dispense/trigger") == 0;
+
+        if (reqs[i].status != (trigger ? 409 : 200))
+            fail_msg("%s %zu: HTTP %ld: %s", reqs[i].path, i, reqs[i].status,
+                     reqs[i].answer != NULL ? reqs[i].answer : "");
+    }
+    harness_requests_free(reqs, n);
+    for (int i = 0; i < N_RACE; i++) {
+        char sql[256], st[32] = "";
+        uint64_t deadline = harness_now_ms() + 4 * WAIT_MS;
+
+        snprintf(sql, sizeof(sql), "SELECT status FROM orders WHERE id = '%s'", o[i].id);
+        while (harness_sql_text(h, sql, st, sizeof(st)) == 1 && strcmp(st, "COMPLETED") != 0 &&
+               strcmp(st, "EXPIRED") != 0 && harness_now_ms() < deadline)
+            harness_sleep_ms(20);
+        if (strcmp(st, "COMPLETED") == 0) {
+            completed++;
+            expect_sql(h, "SELECT count(*) FROM stock_logs WHERE order_id = '%s'", o[i].id, "1", 0);
+            expect_sql(h, "SELECT count(*) FROM refunds WHERE order_id = '%s'", o[i].id, "0", 0);
+        } else if (strcmp(st, "EXPIRED") == 0) {
+            char want[96];
+
+            expired++;
+            snprintf(want, sizeof(want), "DONE 5000 PAID_AFTER_EXPIRY %s-refund", o[i].id);
+            expect_sql(h,
+                       "SELECT status || ' ' || amount || ' ' || reason || ' ' || refund_key "
+                       "FROM refunds WHERE order_id = '%s'",
+                       o[i].id, want, 4 * WAIT_MS);
+            expect_sql(h, "SELECT count(*) FROM dispense_logs WHERE order_id = '%s'", o[i].id, "0",
+                       0);
+        } else {
+            fail_msg("order '%s' is %s (log: %s)", o[i].id, st, h->log_path);
+        }
+        expect_sql(h,
+                   "SELECT count(*) FROM payment_events WHERE order_id = '%s' AND outcome IN "
+                   "('PAID', 'PAID_AFTER_EXPIRY')",
+                   o[i].id, "1", 0);
+    }
+    print_message("%d completed, %d expired and refunded\n", completed, expired);
+    harness_mqtt_set_handler(&f->machine, NULL, NULL);
+    pthread_mutex_lock(&machine.mu);
+    assert_int_equal(machine.answered, completed);
+    pthread_mutex_unlock(&machine.mu);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + (size_t)completed + 1, QUIET_MS),
+                     seen + (size_t)completed);
+    expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "3", "0", 0);
+    free(o);
+}
+
 /* Rule 5: a unit promised to a PENDING order is not for sale; cancelling gives it back. */
 static void promised_stock_is_not_sold_twice(void **state)
 {
@@ -519,6 +740,9 @@ int main(void)
         cmocka_unit_test(forged_signature_changes_nothing),
         cmocka_unit_test(wrong_amount_changes_nothing),
         cmocka_unit_test(out_of_order_notifications),
+        cmocka_unit_test(replays_race_triggers),
+        cmocka_unit_test(many_payments_at_once),
+        cmocka_unit_test(settlement_races_expiry),
         cmocka_unit_test(promised_stock_is_not_sold_twice),
     };
 

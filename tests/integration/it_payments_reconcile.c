@@ -4,7 +4,10 @@
  * and dispenses it exactly once, as the notification would have; the notification that comes
  * after all changes nothing.
  *
- * This test waits for that real interval once (about 10 s).
+ * And a check that fails (a 5xx, or an answer that is not JSON) changes nothing: the order
+ * stays PENDING until the next check finds it paid.
+ *
+ * The tests wait for that real interval (about 10 s) three times.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -116,6 +119,86 @@ static void lost_settlement_is_found(void **state)
                "order_id = '%s' AND transaction_status = 'settlement' ORDER BY id)",
                id, "PAID,REPLAY", 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 300), seen + 1);
+}
+
+/* Status requests for id the fake has logged, waited for until there are n. */
+static int status_calls(struct harness *h, const char *id, int n, int timeout_ms)
+{
+    uint64_t deadline = harness_now_ms() + (uint64_t)timeout_ms;
+    char path[160];
+    int got;
+
+    snprintf(path, sizeof(path), "/v2/%s/status", id);
+    while ((got = harness_fake_requests(h, "GET", path, NULL)) < n && harness_now_ms() < deadline)
+        harness_sleep_ms(20);
+    return got;
+}
+
+/* The check itself fails: Midtrans answers 503 for one order and a proxy's HTML page for the
+ * other. Neither says the order was paid, so both stay PENDING with nothing sent; the next
+ * check finds them paid and each dispenses once. */
+static void failed_check_is_asked_again(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    char ids[2][64], path[160], got[64];
+    uint64_t failed;
+    int slot = 0, unit = 0;
+
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(harness_order_customer(h, "[{\"slot\":1,\"quantity\":1}]", "qris", ids[i],
+                                                sizeof(ids[i]), NULL),
+                         201);
+        snprintf(path, sizeof(path), "/_fake/pay/%s", ids[i]);
+        assert_int_equal(harness_fake_call(h, "POST", path, "{\"notify\":false}", NULL), 200);
+    }
+    /* The first status call gets the 503, the next one the garbage ("any" comes second). */
+    assert_int_equal(harness_fake_call(h, "POST", "/_fake/fail",
+                                       "{\"endpoint\":\"status\",\"mode\":\"http_error\","
+                                       "\"http_status\":503}",
+                                       NULL),
+                     200);
+    assert_int_equal(harness_fake_call(h, "POST", "/_fake/fail",
+                                       "{\"endpoint\":\"any\",\"mode\":\"garbage\"}", NULL),
+                     200);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(status_calls(h, ids[i], 1, INTERVAL_MS + SLACK_MS), 1);
+    failed = harness_now_ms();
+    assert_true(harness_log_wait(h, "cannot check order", 2, WAIT_MS) >= 2);
+    for (int i = 0; i < 2; i++) {
+        expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", ids[i], "PENDING", 0);
+        expect_sql(h,
+                   "SELECT count(*) FROM payment_events WHERE order_id = '%s' AND "
+                   "transaction_status = 'settlement'",
+                   ids[i], "0", 0);
+    }
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 0), seen);
+
+    /* The next check: both found paid, one command each. */
+    if (harness_mqtt_wait(&f->machine, seen + 2, INTERVAL_MS + SLACK_MS) < seen + 2)
+        fail_msg("the paid orders were not found again (log: %s)", h->log_path);
+    print_message("found paid %llu ms after the failed check\n",
+                  (unsigned long long)(harness_now_ms() - failed));
+    for (size_t k = 0; k < 2; k++) {
+        assert_int_equal(harness_command_parse(harness_mqtt_payload(&f->machine, seen + k), got,
+                                               sizeof(got), &slot, &unit),
+                         0);
+        assert_int_equal(harness_answer(&f->machine, got, slot, unit), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(status_calls(h, ids[i], 2, 0), 2);
+        expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", ids[i], "COMPLETED", WAIT_MS);
+        expect_sql(h,
+                   "SELECT count(*) || ' ' || min(outcome) FROM payment_events WHERE order_id = "
+                   "'%s' AND transaction_status = 'settlement'",
+                   ids[i], "1 PAID", 0);
+        expect_sql(h, "SELECT count(*) FROM dispense_logs WHERE order_id = '%s'", ids[i], "1", 0);
+        expect_sql(h, "SELECT count(*) FROM stock_logs WHERE order_id = '%s'", ids[i], "1", 0);
+    }
+    expect_sql(h, "SELECT current_stock || ' ' || reserved FROM slots WHERE slot_number = %s", "1",
+               "2 0", 0);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 3, 300), seen + 2);
     assert_int_equal(harness_vendd_term(h), 0);
 }
 
@@ -123,6 +206,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lost_settlement_is_found),
+        cmocka_unit_test(failed_check_is_asked_again),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

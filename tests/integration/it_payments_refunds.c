@@ -2,8 +2,8 @@
  * it_payments_refunds.c - failed paid orders are refunded (SPEC §4 rule 9, refunds.h),
  * through the real fake-midtrans:
  *
- *   - a refund that gets a 5xx goes back to the queue (SENT -> QUEUED) and is sent again
- *     with the same refund_key; Midtrans pays it once;
+ *   - a refund that gets a 5xx, or an answer that is not JSON, goes back to the queue
+ *     (SENT -> QUEUED) and is sent again with the same refund_key; Midtrans pays it once;
  *   - a refund whose answer never came (vendd killed while it was SENT) is sent again at the
  *     next start with the same key, and Midtrans still pays it once;
  *   - a refund Midtrans refuses waits for the operator (OPERATOR), who marks it done;
@@ -196,6 +196,40 @@ static void refund_5xx_then_success_same_key(void **state)
                "10 0", 0);
 }
 
+/* Rule 9: an answer that is not Midtrans's (an HTML page from a proxy, HTTP 200) says nothing
+ * about the refund: it goes back to the queue and is sent again with the same key, and
+ * Midtrans pays it once. */
+static void refund_garbage_then_success_same_key(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    char id[64];
+    size_t n;
+
+    n = paid_order(f, "[{\"slot\":1,\"quantity\":1}]", id);
+    arm(h, "{\"endpoint\":\"refund\",\"mode\":\"garbage\"}");
+    answer(f, n, id, false);
+    expect_sql(h, "SELECT status || ' ' || failure_reason FROM orders WHERE id = '%s'", id,
+               "FAILED JAMMED", WAIT_MS);
+    expect_sql(h,
+               "SELECT status || ' ' || attempts || ' ' || (last_error LIKE '%%not JSON%%') FROM "
+               "refunds WHERE order_id = '%s'",
+               id, "QUEUED 1 1", WAIT_MS);
+    assert_int_equal(refund_calls(h, id, 8000), 1);
+    expect_fake_refunded(h, id, "settlement", 0, 0);
+    expect_sql(h,
+               "SELECT count(*) FROM alerts WHERE kind = 'REFUND_FOR_OPERATOR' AND order_id = "
+               "'%s'",
+               id, "0", 0);
+
+    restart_past_backoff(h, id);
+    expect_sql(h, "SELECT status || ' ' || attempts FROM refunds WHERE order_id = '%s'", id,
+               "DONE 2", WAIT_MS);
+    expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "REFUNDED", 0);
+    assert_int_equal(refund_calls(h, id, 8000), 2);
+    expect_fake_refunded(h, id, "refund", 8000, 1);
+}
+
 /* Rule 9: vendd dies while Midtrans holds the refund; the next start resends it, same key. */
 static void refund_in_flight_at_a_crash_is_paid_once(void **state)
 {
@@ -373,6 +407,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(refund_5xx_then_success_same_key),
+        cmocka_unit_test(refund_garbage_then_success_same_key),
         cmocka_unit_test(refund_in_flight_at_a_crash_is_paid_once),
         cmocka_unit_test(refund_confirmed_by_notification),
         cmocka_unit_test(refused_refund_goes_to_the_operator),

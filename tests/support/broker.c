@@ -130,10 +130,13 @@ static bool tcp_ready(uint16_t port)
 static int default_config(const struct test_broker *b, FILE *f, void *arg)
 {
     (void)arg;
+    if (b->persistent)
+        fprintf(f, "persistence true\npersistence_location %s/\n", b->dir);
+    else
+        fprintf(f, "persistence false\n");
     fprintf(f,
             "listener %u 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence false\n"
             "set_tcp_nodelay true\n"
             "max_inflight_messages 0\n"
             "max_queued_messages 10000\n"
@@ -292,6 +295,12 @@ int test_broker_kill(struct test_broker *b)
     return 0;
 }
 
+int test_broker_set_persistence(struct test_broker *b, bool on)
+{
+    b->persistent = on;
+    return write_config(b, default_config, NULL); /* the default config only */
+}
+
 int test_broker_restart(struct test_broker *b)
 {
     uint64_t deadline = now_ms() + START_TIMEOUT_MS;
@@ -318,7 +327,7 @@ void test_broker_stop(struct test_broker *b)
         return;
     d = opendir(b->dir);
     if (d) {
-        /* Flat directory: config, log and what a test put there. */
+        /* Flat directory: config, logs and the persistence file. */
         while ((e = readdir(d)) != NULL) {
             if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
                 unlinkat(dirfd(d), e->d_name, 0);

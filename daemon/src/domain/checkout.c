@@ -127,6 +127,41 @@ static void call_simple(struct vendd *v, enum call_kind kind, const char *order_
         call_start(v, call_new(v, kind, order_id), &req);
 }
 
+/*
+ * An order that ended here (CANCELLED, EXPIRED) is open at Midtrans until Midtrans confirms the
+ * cancel or expire: the customer can still pay there, and if that notification were lost the
+ * payment would never be refunded. Such an order keeps next_check_at (schema 0015), when the
+ * call is made again; at_ms < 0 clears it (confirmed). Inside the caller's transaction, if any.
+ */
+static int end_unconfirmed(struct vendd *v, const char *order_id, int64_t at_ms)
+{
+    char at[STORE_ISO_SIZE];
+    struct db_value p[2] = {DB_TEXT(order_id), DB_TEXT(NULL)};
+    int rc;
+
+    if (at_ms >= 0) {
+        db_iso_time(at, sizeof(at), at_ms);
+        p[1] = DB_TEXT(at);
+    }
+    /* Set only on an end; cleared on anything but a PENDING order's own schedule. */
+    rc = db_exec(v->db,
+                 at_ms >= 0 ? "UPDATE orders SET next_check_at = $2 WHERE id = $1 AND status IN "
+                              "('CANCELLED', 'EXPIRED')"
+                            : "UPDATE orders SET next_check_at = $2 WHERE id = $1 AND status <> "
+                              "'PENDING'",
+                 p, 2, NULL, NULL);
+    if (rc < 0)
+        log_warnx("order '%s': cannot schedule its %s at Midtrans: %s", order_id,
+                  at_ms >= 0 ? "end again" : "end as confirmed", db_errmsg(v->db));
+    return rc < 0 ? rc : VEND_OK;
+}
+
+/* While a cancel or expire call (and the status check it may need) is in flight. */
+static int64_t end_in_flight(const struct vendd *v)
+{
+    return v->now_ms() + (int64_t)v->conf->midtrans_timeout_ms + PAYMENT_CHECK_INTERVAL_S * 1000;
+}
+
 void checkout_free(struct vendd *v)
 {
     struct checkout *p = v->checkout;
@@ -163,8 +198,10 @@ static void utf8_cut(char *dst, size_t size, const char *src, size_t max)
     dst[n] = '\0';
 }
 
-/* Inside a transaction or not: order_id will not be paid here; give its stock back. */
-static int cancel_locally(struct vendd *v, const char *order_id, const char *why)
+/* order_id will not be paid here; give its stock back. With call_midtrans, cancel it at
+ * Midtrans too (it may exist there) until Midtrans confirms. */
+static int cancel_locally(struct vendd *v, const char *order_id, const char *why,
+                          bool call_midtrans)
 {
     char now_iso[STORE_ISO_SIZE];
     int rc;
@@ -176,6 +213,8 @@ static int cancel_locally(struct vendd *v, const char *order_id, const char *why
     rc = order_transition_locked(v, order_id, ORDER_PENDING, ORDER_CANCELLED, NULL, now_iso);
     if (rc == VEND_OK)
         rc = payments_row_locked(v, order_id, "FAILED", NULL, now_iso);
+    if (rc == VEND_OK && call_midtrans && v->midtrans != NULL)
+        rc = end_unconfirmed(v, order_id, end_in_flight(v));
     if (rc == VEND_ESTATE)
         rc = VEND_OK; /* a notification moved it first */
     if (rc < 0)
@@ -189,6 +228,8 @@ out:
                   vend_strerror(rc), db_errmsg(v->db));
     } else {
         log_warnx("order '%s' CANCELLED: %s", order_id, why);
+        if (call_midtrans)
+            call_simple(v, CALL_CANCEL, order_id);
     }
     return rc;
 }
@@ -229,11 +270,9 @@ static void created(struct call *c, const struct midtrans_result *res)
         snprintf(oc.why, sizeof(oc.why), "Midtrans %s: %.150s",
                  res->err == VEND_ETIMEDOUT ? "did not answer in time" : "refused or failed",
                  res->detail);
-        cancel_locally(v, c->order_id, oc.why);
         /* A transaction may exist there all the same (a late answer): cancel it too; if it
          * gets paid anyway, the payment is refunded. */
-        if (res->err == VEND_ETIMEDOUT || res->err == VEND_EIO)
-            call_simple(v, CALL_CANCEL, c->order_id);
+        cancel_locally(v, c->order_id, oc.why, res->err == VEND_ETIMEDOUT || res->err == VEND_EIO);
     }
     if (c->done != NULL)
         c->done(c->arg, &oc);
@@ -315,7 +354,7 @@ int checkout_create(struct vendd *v, struct order_new *in, char *why, size_t why
     rc = call_start(v, c, &req);
     if (rc < 0) {
         snprintf(why, why_size, "cannot call Midtrans: %s", vend_strerror(rc));
-        cancel_locally(v, in->id, why);
+        cancel_locally(v, in->id, why, false);
         return VEND_EUNAVAILABLE;
     }
     v->metrics.orders_created++;
@@ -373,6 +412,8 @@ int checkout_cancel(struct vendd *v, const char *order_id, const char *key,
     rc = order_transition_locked(v, order_id, ORDER_PENDING, ORDER_CANCELLED, NULL, now_iso);
     if (rc == VEND_OK)
         rc = payments_row_locked(v, order_id, "FAILED", NULL, now_iso);
+    if (rc == VEND_OK && v->midtrans != NULL)
+        rc = end_unconfirmed(v, order_id, end_in_flight(v));
     if (rc < 0)
         goto out;
     rc = db_commit(v->db);
@@ -402,6 +443,8 @@ static void expire_order(struct vendd *v, const char *order_id)
     rc = order_transition_locked(v, order_id, ORDER_PENDING, ORDER_EXPIRED, NULL, now_iso);
     if (rc == VEND_OK)
         rc = payments_row_locked(v, order_id, "EXPIRED", NULL, now_iso);
+    if (rc == VEND_OK && v->midtrans != NULL)
+        rc = end_unconfirmed(v, order_id, end_in_flight(v));
     if (rc < 0)
         goto out;
     rc = db_commit(v->db);
@@ -451,6 +494,9 @@ static void checked(struct call *c, const struct midtrans_result *res)
             rc = payments_apply(v, &res->status, raw, strlen(raw),
                                 res->status.signature_key[0] != '\0', &outcome, &total);
             free(raw);
+            /* Final there: an order that ended here needs no more calls. */
+            if (rc == VEND_OK || rc == VEND_ECONFLICT)
+                end_unconfirmed(v, c->order_id, -1);
             if (rc == VEND_OK)
                 log_info("order '%s': Midtrans status '%s' found by reconciliation -> %s",
                          c->order_id, res->status.transaction_status, outcome);
@@ -500,14 +546,21 @@ static void on_answer(void *arg, const struct midtrans_result *res)
     case CALL_EXPIRE:
     case CALL_CANCEL:
         if (res->err == VEND_ESTATE) {
-            /* Too late to stop it there: it may have been paid. Ask, and refund if so. */
+            /* Too late to stop it there: it may have been paid. Ask, and refund if so; the
+             * answer confirms the end (checked()), and if none comes the call is made again. */
             log_warnx("Midtrans refused to %s order '%s' (%s): checking whether it was paid",
                       c->kind == CALL_EXPIRE ? "expire" : "cancel", c->order_id, res->detail);
+            end_unconfirmed(v, c->order_id, end_in_flight(v));
             struct midtrans_request req = {.call = MIDTRANS_STATUS, .order_id = c->order_id};
             call_start(v, call_new(v, CALL_CHECK, c->order_id), &req);
         } else if (res->err < 0 && res->err != VEND_ENOTFOUND) {
-            log_warnx("cannot %s order '%s' at Midtrans: %s",
-                      c->kind == CALL_EXPIRE ? "expire" : "cancel", c->order_id, res->detail);
+            /* No word from Midtrans (down, garbled, too slow): it may still take a payment. */
+            log_warnx("cannot %s order '%s' at Midtrans: %s; trying again in %d s",
+                      c->kind == CALL_EXPIRE ? "expire" : "cancel", c->order_id, res->detail,
+                      PAYMENT_CHECK_INTERVAL_S);
+            end_unconfirmed(v, c->order_id, v->now_ms() + PAYMENT_CHECK_INTERVAL_S * 1000);
+        } else {
+            end_unconfirmed(v, c->order_id, -1);
         }
         break;
     }
@@ -529,6 +582,52 @@ static int take_due(void *arg, const struct db_row *row)
     if (store_copy_text(d->ids[d->n], sizeof(d->ids[0]), db_row_text(row, 0)) == VEND_OK)
         d->n++;
     return 0;
+}
+
+/* Ends Midtrans has not confirmed (end_unconfirmed()) and that are due: call again. */
+struct due_ends {
+    size_t n;
+    char ids[CHECK_BATCH][VEND_ORDER_ID_MAX + 1];
+    enum call_kind kinds[CHECK_BATCH];
+};
+
+static int take_due_end(void *arg, const struct db_row *row)
+{
+    struct due_ends *d = arg;
+    const char *status = db_row_text(row, 1);
+
+    if (d->n == CHECK_BATCH)
+        return 1;
+    if (status == NULL ||
+        store_copy_text(d->ids[d->n], sizeof(d->ids[0]), db_row_text(row, 0)) != VEND_OK)
+        return 0;
+    /* CALL_CHECK: not an end (no call to make), only a schedule to clear. */
+    d->kinds[d->n] = strcmp(status, "EXPIRED") == 0     ? CALL_EXPIRE
+                     : strcmp(status, "CANCELLED") == 0 ? CALL_CANCEL
+                                                        : CALL_CHECK;
+    d->n++;
+    return 0;
+}
+
+static void sweep_unconfirmed(struct vendd *v, const char *now_iso)
+{
+    struct due_ends due = {0};
+    struct db_value p[1] = {DB_TEXT(now_iso)};
+
+    /* The partial index's own terms (orders_unconfirmed), so SQLite uses it. */
+    if (db_exec(v->db,
+                "SELECT id, status FROM orders WHERE next_check_at IS NOT NULL AND status <> "
+                "'PENDING' AND next_check_at <= $1 ORDER BY next_check_at",
+                p, 1, take_due_end, &due) < 0) {
+        log_warnx("cannot read the orders whose end Midtrans has to confirm: %s", db_errmsg(v->db));
+        return;
+    }
+    for (size_t i = 0; i < due.n; i++) {
+        if (due.kinds[i] == CALL_CHECK)
+            end_unconfirmed(v, due.ids[i], -1);
+        else if (end_unconfirmed(v, due.ids[i], end_in_flight(v)) == VEND_OK)
+            call_simple(v, due.kinds[i], due.ids[i]);
+    }
 }
 
 void checkout_sweep(struct vendd *v)
@@ -570,6 +669,8 @@ void checkout_sweep(struct vendd *v)
             checked(&c, &res);
         }
     }
+    if (v->midtrans != NULL)
+        sweep_unconfirmed(v, now_iso);
 }
 
 static void on_timer(void *arg)
@@ -591,7 +692,14 @@ static void checkout_arm(struct vendd *v)
     if (v->checkout->timer != 0)
         loop_timer_del(v->loop, v->checkout->timer);
     v->checkout->timer = 0;
-    rc = store_query_text(v->db, "SELECT min(next_check_at) FROM orders WHERE status = 'PENDING'",
+    /* Without a gateway, an unconfirmed end cannot be called again: not a reason to wake. */
+    rc = store_query_text(v->db,
+                          v->midtrans == NULL
+                              ? "SELECT min(next_check_at) FROM orders WHERE status = 'PENDING'"
+                              : "SELECT min(at) FROM (SELECT min(next_check_at) AS at FROM orders "
+                                "WHERE status = 'PENDING' UNION ALL SELECT min(next_check_at) AS "
+                                "at FROM orders WHERE next_check_at IS NOT NULL AND status <> "
+                                "'PENDING') AS due",
                           NULL, 0, next, sizeof(next));
     if (rc == 0)
         return;
@@ -630,9 +738,9 @@ int checkout_resume(struct vendd *v)
                     NULL, 0, take_due, &unfinished) < 0)
             return VEND_EDB;
         for (size_t i = 0; i < unfinished.n; i++) {
-            if (cancel_locally(v, unfinished.ids[i], "its creation was cut short by a restart") < 0)
+            if (cancel_locally(v, unfinished.ids[i], "its creation was cut short by a restart",
+                               true) < 0)
                 return VEND_EDB;
-            call_simple(v, CALL_CANCEL, unfinished.ids[i]);
         }
     } while (unfinished.n == CHECK_BATCH);
     /* Whatever else was in flight when we stopped is asked about now (on the deadline

@@ -20,19 +20,22 @@ static const char *const names[ORDER_STATUS_COUNT] = {
     [ORDER_EXPIRED] = "EXPIRED",       [ORDER_CANCELLED] = "CANCELLED",
 };
 
-/* $1 = order id, $2 = now; $3 = reason where the edge records one. */
+/* $1 = order id, $2 = now; $3 = reason where the edge records one. A move out of PENDING
+ * clears next_check_at: only checkout.c sets it again, for an end Midtrans has still to
+ * confirm (schema 0015). */
 static const struct edge {
     enum order_status from, to;
     int nparams;
     const char *sql;
 } edges[] = {
     {ORDER_PENDING, ORDER_PAID, 2,
-     "UPDATE orders SET status = 'PAID', paid_at = $2, updated_at = $2 "
+     "UPDATE orders SET status = 'PAID', paid_at = $2, next_check_at = NULL, updated_at = $2 "
      "WHERE id = $1 AND status = 'PENDING'"},
     {ORDER_PENDING, ORDER_EXPIRED, 2,
-     "UPDATE orders SET status = 'EXPIRED', updated_at = $2 WHERE id = $1 AND status = 'PENDING'"},
+     "UPDATE orders SET status = 'EXPIRED', next_check_at = NULL, updated_at = $2 "
+     "WHERE id = $1 AND status = 'PENDING'"},
     {ORDER_PENDING, ORDER_CANCELLED, 2,
-     "UPDATE orders SET status = 'CANCELLED', updated_at = $2 "
+     "UPDATE orders SET status = 'CANCELLED', next_check_at = NULL, updated_at = $2 "
      "WHERE id = $1 AND status = 'PENDING'"},
     {ORDER_PAID, ORDER_DISPENSING, 2,
      "UPDATE orders SET status = 'DISPENSING', updated_at = $2 WHERE id = $1 AND status = 'PAID'"},
