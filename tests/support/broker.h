@@ -47,7 +47,8 @@ int test_broker_restart(struct test_broker *b);
 /*
  * Persistence on or off from the next start on (test_broker_restart()): on, the broker saves
  * its sessions, their queued messages and the retained ones in <dir>/mosquitto.db when it
- * stops (SIGTERM) and reads them back when it starts, as a production broker does.
+ * stops (SIGTERM) and reads them back when it starts, as a production broker does. It rewrites
+ * the default config: not for a broker started with test_broker_start_with().
  */
 int test_broker_set_persistence(struct test_broker *b, bool on);
 /* Kill if running and remove the directory. Safe to call twice. */
