@@ -1,0 +1,34 @@
+/*
+ * drops.h - the simulated machines' record of physical drops (vmsim --drop-log), checked
+ * against the database: SPEC §4 rule 1, at most one physical dispense per ordered unit.
+ *
+ * The file holds one line per event, fields separated by one space, appended by every vmsim
+ * process that was given it:
+ *
+ *   start TIME MACHINE                  a simulated machine came up (its drops are all here
+ *                                       from TIME on)
+ *   drop TIME MACHINE ORDER UNIT SLOT   a product left slot SLOT of MACHINE while it ran the
+ *                                       command for ORDER's UNIT (0: the command had no
+ *                                       "unit", the same as 1)
+ *
+ * TIME is ISO 8601 UTC with milliseconds, the machine's wall clock.
+ */
+#ifndef VEND_CHECK_DROPS_H
+#define VEND_CHECK_DROPS_H
+
+#include <stddef.h>
+
+#include "invariants.h"
+
+struct db;
+
+/*
+ * Read path and check it against db (inside the caller's snapshot): a unit dropped twice
+ * (double_drop); a drop whose unit vendd does not count as dropped once final, or that
+ * belongs to another machine or slot (drop_without_unit); a unit vendd counts as dropped on
+ * a machine of the file, sent after that machine started, with no drop (unit_without_drop).
+ * Returns VEND_OK, VEND_EIO (the file; err says why) or another VEND_E* (the database).
+ */
+int drops_check(struct db *db, const char *path, struct report *r, char *err, size_t errlen);
+
+#endif
