@@ -110,6 +110,7 @@ static void fifty_triggers_send_one_command(void **state)
         harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'race-1'", "DISPENSING", 0), 0);
     harness_mqtt_close(&sub);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

@@ -137,6 +137,7 @@ static void midtrans_expiry_ends_the_order(void **state)
     expect_sql(h, "SELECT status FROM payments WHERE order_id = '%s'", id, "EXPIRED", 0);
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1", "0", 0);
     expect_sql(h, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id, "0", 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void vendd_expires_an_unpaid_order(void **state)
@@ -157,6 +158,7 @@ static void vendd_expires_an_unpaid_order(void **state)
     expect_fake_status(h, id, "expire");
     assert_int_equal(harness_fake_requests(h, "POST", path, NULL), 1);
     expect_sql(h, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id, "0", 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* A paid order that had ended: refunded in full with its key, and it stays ended. */
@@ -226,6 +228,7 @@ static void paid_after_cancel_is_refunded(void **state)
     assert_true(harness_fake_notified(h, id, "settlement", 1, WAIT_MS, &http) >= 1);
     assert_int_equal(http, 200);
     expect_refunded(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Paid at Midtrans a moment before the customer cancelled here, the notification not yet in:
@@ -242,6 +245,7 @@ static void paid_before_cancel_is_refunded(void **state)
     snprintf(path, sizeof(path), "/api/orders/%s/cancel", id);
     assert_int_equal(harness_call(h, "POST", path, NULL, NULL), 200);
     expect_refunded(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* vendd expired the order (Midtrans did not hear of it: its expire failed); then it is paid. */
@@ -268,6 +272,7 @@ static void paid_after_expiry_is_refunded(void **state)
     assert_int_equal(http, 200);
     expect_refunded(f, id, "EXPIRED", "PAID_AFTER_EXPIRY", seen);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

@@ -117,6 +117,7 @@ static void lost_settlement_is_found(void **state)
                id, "PAID,REPLAY", 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 300), seen + 1);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)
