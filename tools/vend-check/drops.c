@@ -290,35 +290,55 @@ static int missing_row(void *arg, const struct db_row *row)
     return 0;
 }
 
-int drops_check(struct db *db, const char *path, struct report *r, char *err, size_t errlen)
+int drops_load(struct drops **out, const char *path, char *err, size_t errlen)
 {
-    struct drops ds = {0};
+    struct drops *ds = xcalloc(1, sizeof(*ds));
+    int rc = load(ds, path, err, errlen);
+
+    if (rc < 0) {
+        drops_free(ds);
+        ds = NULL;
+    } else {
+        qsort(ds->d, ds->n, sizeof(*ds->d), by_unit);
+    }
+    *out = ds;
+    return rc;
+}
+
+void drops_free(struct drops *ds)
+{
+    if (ds == NULL)
+        return;
+    free(ds->d);
+    free(ds->s);
+    free(ds);
+}
+
+int drops_check(struct db *db, struct drops *ds, struct report *r)
+{
     int rc;
 
-    rc = load(&ds, path, err, errlen);
-    if (rc < 0)
-        goto out;
-    qsort(ds.d, ds.n, sizeof(*ds.d), by_unit);
-    for (size_t i = 0; i < ds.n; i++) {
+    for (size_t i = 0; i < ds->n; i++) {
         size_t j = i;
 
-        while (j + 1 < ds.n && strcmp(ds.d[j + 1].order, ds.d[i].order) == 0 &&
-               ds.d[j + 1].unit == ds.d[i].unit)
+        while (j + 1 < ds->n && strcmp(ds->d[j + 1].order, ds->d[i].order) == 0 &&
+               ds->d[j + 1].unit == ds->d[i].unit)
             j++;
         if (j > i)
             report_violation(r, "double_drop",
                              "order %s unit %" PRId64 ": dropped %zu times (%s slot %" PRId64
                              " at %s, %s slot %" PRId64 " at %s)",
-                             ds.d[i].order, ds.d[i].unit, j - i + 1, ds.d[i].machine, ds.d[i].slot,
-                             ds.d[i].at, ds.d[j].machine, ds.d[j].slot, ds.d[j].at);
-        rc = check_drop(db, &ds.d[i], r);
+                             ds->d[i].order, ds->d[i].unit, j - i + 1, ds->d[i].machine,
+                             ds->d[i].slot, ds->d[i].at, ds->d[j].machine, ds->d[j].slot,
+                             ds->d[j].at);
+        rc = check_drop(db, &ds->d[i], r);
         if (rc < 0)
-            goto out;
+            return rc;
         i = j;
     }
-    for (size_t i = 0; i < ds.ns; i++) {
-        struct db_value p[2] = {DB_TEXT(ds.s[i].machine), DB_TEXT(ds.s[i].at)};
-        struct missing_ctx c = {.ds = &ds, .r = r};
+    for (size_t i = 0; i < ds->ns; i++) {
+        struct db_value p[2] = {DB_TEXT(ds->s[i].machine), DB_TEXT(ds->s[i].at)};
+        struct missing_ctx c = {.ds = ds, .r = r};
 
         rc = db_exec(db,
                      "SELECT order_id, unit, status, machine_id, slot_number, command_sent_at "
@@ -326,11 +346,7 @@ int drops_check(struct db *db, const char *path, struct report *r, char *err, si
                      "AND " UNIT_DROPPED_SQL " ORDER BY order_id, unit",
                      p, 2, missing_row, &c);
         if (rc < 0)
-            goto out;
+            return rc;
     }
-    rc = VEND_OK;
-out:
-    free(ds.d);
-    free(ds.s);
-    return rc;
+    return VEND_OK;
 }

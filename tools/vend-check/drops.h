@@ -21,14 +21,21 @@
 #include "invariants.h"
 
 struct db;
+struct drops;
+
+/* Read path (before any database work, so a bad file is an error, not half a report).
+ * Returns VEND_OK with *out, or VEND_EIO with err naming the file, the line and the fault. */
+int drops_load(struct drops **out, const char *path, char *err, size_t errlen);
+/* NULL is fine. */
+void drops_free(struct drops *ds);
 
 /*
- * Read path and check it against db (inside the caller's snapshot): a unit dropped twice
- * (double_drop); a drop whose unit vendd does not count as dropped once final, or that
- * belongs to another machine or slot (drop_without_unit); a unit vendd counts as dropped on
- * a machine of the file, sent after that machine started, with no drop (unit_without_drop).
- * Returns VEND_OK, VEND_EIO (the file; err says why) or another VEND_E* (the database).
+ * Check ds against db (inside the caller's snapshot): a unit dropped twice (double_drop); a
+ * drop whose unit vendd does not count as dropped once final, or that belongs to another
+ * machine or slot (drop_without_unit); a unit vendd counts as dropped on a machine of the
+ * file, sent after that machine started, with no drop (unit_without_drop). Returns VEND_OK,
+ * or a VEND_E* from the database.
  */
-int drops_check(struct db *db, const char *path, struct report *r, char *err, size_t errlen);
+int drops_check(struct db *db, struct drops *ds, struct report *r);
 
 #endif

@@ -173,6 +173,7 @@ int main(int argc, char **argv)
 {
     struct opts o = {0};
     struct report r = {.out = stdout};
+    struct drops *drops = NULL;
     struct db *db = NULL;
     char err[512] = "";
     int rc, status;
@@ -180,29 +181,30 @@ int main(int argc, char **argv)
     status = parse_args(argc, argv, &o);
     if (status != 0)
         return status;
+    if (o.drops != NULL && drops_load(&drops, o.drops, err, sizeof(err)) < 0) {
+        fprintf(stderr, "vend-check: %s\n", err);
+        return EXIT_USAGE;
+    }
     rc = db_open_readonly(&db, o.url, err, sizeof(err));
     if (rc < 0) {
         fprintf(stderr, "vend-check: %s\n", err);
+        drops_free(drops);
         return EXIT_USAGE;
     }
     /* One snapshot for every check, so a live vendd's commits cannot tear a comparison. */
     rc = db_begin(db);
     if (rc >= 0)
         rc = invariants_check(db, &o.check, &r);
-    if (rc >= 0 && o.drops != NULL) {
-        rc = drops_check(db, o.drops, &r, err, sizeof(err));
-        if (rc == VEND_EIO) {
-            fprintf(stderr, "vend-check: %s\n", err);
-            status = EXIT_USAGE;
-        }
-    }
-    if (rc < 0 && status == 0) {
+    if (rc >= 0 && drops != NULL)
+        rc = drops_check(db, drops, &r);
+    if (rc < 0) {
         fprintf(stderr, "vend-check: cannot read the database: %s (%s)\n", vend_strerror(rc),
                 db_errmsg(db));
         status = EXIT_USAGE;
     }
     db_rollback(db);
     db_close(db);
+    drops_free(drops);
     if (fflush(stdout) != 0 && status == 0) {
         fprintf(stderr, "vend-check: cannot write the report: %s\n", strerror(errno));
         status = EXIT_USAGE;
