@@ -298,8 +298,8 @@ int drops_load(struct drops **out, const char *path, char *err, size_t errlen)
     if (rc < 0) {
         drops_free(ds);
         ds = NULL;
-    } else {
-        qsort(ds->d, ds->n, sizeof(*ds->d), by_unit);
+    } else if (ds->n > 0) {
+        qsort(ds->d, ds->n, sizeof(*ds->d), by_unit); /* NULL with no drop: not for qsort */
     }
     *out = ds;
     return rc;
