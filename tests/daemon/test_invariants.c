@@ -389,6 +389,29 @@ static void healthy_database_passes(void **state)
     expect_pass(t, (const char *[]){"--now", T0_ISO, NULL});
 }
 
+/* The operator counts VM02's slot empty while F is in flight, and F drops: vendd cannot take
+ * it from a count of 0 and raises STOCK_MISMATCH instead (stock.c); that is no violation. */
+static void drop_from_a_slot_counted_empty_passes(void **state)
+{
+    struct t *t = *state;
+    struct slot_input in = {.has_stock = true, .has_version = true};
+    struct slot_outcome out = {0};
+
+    in.version = dfx_int(t->f.v.db, "SELECT version FROM slots WHERE machine_id = 'VM02'");
+    assert_int_equal(slots_put(&t->f.v, "VM02", 1, &in, &out), VEND_OK);
+    result(t, "VM02", "F", 1, 1, true);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM alerts WHERE kind = "
+                                        "'STOCK_MISMATCH' AND order_id = 'F'"),
+                     1);
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT current_stock FROM slots "
+                                        "WHERE machine_id = 'VM02'"),
+                     0);
+    expect_pass(t, (const char *[]){"--now", T0_ISO, NULL});
+    /* Without that alert, the drop took nothing from the stock: a violation. */
+    dfx_sql(t->f.v.db, "DELETE FROM alerts WHERE kind = 'STOCK_MISMATCH'");
+    expect_fail(t, (const char *[]){"--now", T0_ISO, NULL}, "stock", "order F unit 1", 1);
+}
+
 static void unit_dropped_twice(void **state)
 {
     struct t *t = *state;
@@ -564,6 +587,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(healthy_database_passes, setup, teardown),
+        cmocka_unit_test_setup_teardown(drop_from_a_slot_counted_empty_passes, setup, teardown),
         cmocka_unit_test_setup_teardown(unit_dropped_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(drop_without_a_dropped_unit, setup, teardown),
         cmocka_unit_test_setup_teardown(succeeded_unit_without_a_drop, setup, teardown),

@@ -191,9 +191,10 @@ static int check_stock(struct db *db, struct ctx *c)
                  "'dropped, but no DISPENSE change took it from the stock' FROM dispense_logs l "
                  "WHERE " DROPPED_L " AND NOT EXISTS (SELECT 1 FROM stock_logs g "
                  "WHERE g.change_type = 'DISPENSE' AND g.order_id = l.order_id "
-                 "AND g.unit = l.unit) AND NOT EXISTS (SELECT 1 FROM alerts a "
-                 "WHERE a.order_id = l.order_id AND a.kind = 'STOCK_MISMATCH' "
-                 "AND a.slot_id = l.slot_id) ORDER BY l.order_id, l.unit",
+                 "AND g.unit = l.unit) AND (l.order_id, l.slot_id) NOT IN (SELECT a.order_id, "
+                 "a.slot_id FROM alerts a WHERE a.kind = 'STOCK_MISMATCH' "
+                 "AND a.order_id IS NOT NULL AND a.slot_id IS NOT NULL) "
+                 "ORDER BY l.order_id, l.unit",
                  NULL, 0, unit_stock_row, c);
     if (rc < 0)
         return rc;
@@ -281,8 +282,10 @@ static int check_money(struct db *db, struct ctx *c)
                    "AND r.status = 'DONE'), "
                    "(SELECT COALESCE(sum(r.amount), 0) FROM refunds r WHERE r.order_id = o.id "
                    "AND r.status IN ('QUEUED', 'SENT', 'OPERATOR')), "
-                   "(SELECT count(*) FROM alerts a WHERE a.order_id = o.id "
-                   "AND a.kind = 'REFUNDED_ORDER_DISPENSED') "
+                   /* Not correlated: one pass over alerts, not one per order. */
+                   "CASE WHEN o.id IN (SELECT a.order_id FROM alerts a "
+                   "WHERE a.kind = 'REFUNDED_ORDER_DISPENSED' AND a.order_id IS NOT NULL) "
+                   "THEN 1 ELSE 0 END "
                    "FROM orders o ORDER BY o.id",
                    NULL, 0, money_row, c);
 }
