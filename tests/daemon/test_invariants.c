@@ -477,6 +477,16 @@ static void stock_off_its_ledger(void **state)
     expect_fail(t, (const char *[]){"--now", T0_ISO, NULL}, "stock", "machine VM01 slot 2", 1);
 }
 
+static void promised_stock_off_the_open_orders(void **state)
+{
+    struct t *t = *state;
+
+    /* F's unit is promised on VM02's slot (reserved 1); a second promise nothing backs. */
+    dfx_sql(t->f.v.db, "UPDATE slots SET reserved = reserved + 1 WHERE machine_id = 'VM02'");
+    expect_fail(t, (const char *[]){"--now", T0_ISO, NULL}, "stock",
+                "machine VM02 slot 1: reserved 2", 1);
+}
+
 static void dispense_change_without_its_unit(void **state)
 {
     struct t *t = *state;
@@ -594,6 +604,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(drop_log_that_is_not_one_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(paid_order_past_its_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(stock_off_its_ledger, setup, teardown),
+        cmocka_unit_test_setup_teardown(promised_stock_off_the_open_orders, setup, teardown),
         cmocka_unit_test_setup_teardown(dispense_change_without_its_unit, setup, teardown),
         cmocka_unit_test_setup_teardown(completed_order_without_a_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(money_out_of_balance, setup, teardown),
