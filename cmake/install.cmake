@@ -3,7 +3,8 @@
 # everything goes under $DESTDIR when it is set:
 #
 #   bin/vendd, bin/vendctl                 the daemon, and the operator's CLI once it exists
-#   share/man/man8/vendd.8, man1/vendctl.1 their manuals
+#   bin/vend-check                         the invariant checker (read-only on a database)
+#   share/man/man8/vendd.8, man1/vendctl.1 their manuals, and man1/vend-check.1
 #   lib/systemd/system/vendd.service       the unit, its paths rewritten to this prefix
 #   share/doc/vendd/                       README.md, CONFIG.md, HTTP-API.md, openapi.json
 #   share/doc/vendd/examples/              vendd.env.example; mosquitto/ dev.conf, prod.conf,
@@ -19,10 +20,12 @@ set(VEND_SYSTEMD_UNITDIR "lib/systemd/system" CACHE STRING
 set(vend_docdir ${CMAKE_INSTALL_DATAROOTDIR}/doc/vendd)
 
 add_custom_target(vend-installables)
-add_dependencies(vend-installables vendd)
+add_dependencies(vend-installables vendd vend-check)
 
-install(TARGETS vendd RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS vendd vend-check RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(FILES ${PROJECT_SOURCE_DIR}/daemon/vendd.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
+install(FILES ${PROJECT_SOURCE_DIR}/tools/vend-check/vend-check.1
+        DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
 install(FILES ${PROJECT_SOURCE_DIR}/README.md ${PROJECT_SOURCE_DIR}/docs/CONFIG.md
               ${PROJECT_SOURCE_DIR}/docs/HTTP-API.md
               ${PROJECT_SOURCE_DIR}/daemon/openapi/openapi.json

@@ -379,6 +379,40 @@ static void test_reopen_idempotent(void **state)
     }
 }
 
+/* db_open_readonly (vend-check): reads the data, writes nothing, in or out of its snapshot,
+ * and neither creates nor migrates a database. */
+static void test_readonly_open(void **state)
+{
+    char url[512], err[256] = "", path[512];
+    struct db *db, *ro = NULL;
+
+    (void)state;
+    db = open_ok("ro.db");
+    seed(db);
+    db_close(db);
+    url_of(url, sizeof(url), "ro.db");
+    assert_int_equal(db_open_readonly(&ro, url, err, sizeof(err)), VEND_OK);
+    assert_int_equal(query_int(ro, "SELECT count(*) FROM orders"), 3);
+    assert_true(db_exec(ro, "DELETE FROM orders", NULL, 0, NULL, NULL) < 0);
+    assert_int_equal(db_begin(ro), VEND_OK);
+    assert_int_equal(query_int(ro, "SELECT count(*) FROM orders"), 3);
+    assert_true(db_exec(ro, "UPDATE orders SET status = 'FAILED'", NULL, 0, NULL, NULL) < 0);
+    db_rollback(ro);
+    db_close(ro);
+    db = open_ok("ro.db");
+    assert_int_equal(query_int(db, "SELECT count(*) FROM orders WHERE status <> 'FAILED'"), 3);
+    db_close(db);
+    /* Nothing there (SQLite: no file; PostgreSQL: an empty database): refused, not made. */
+    url_of(url, sizeof(url), "ro-none.db");
+    ro = NULL;
+    assert_true(db_open_readonly(&ro, url, err, sizeof(err)) < 0);
+    assert_null(ro);
+    if (!s_pg) {
+        path_of(path, sizeof(path), "ro-none.db");
+        assert_int_equal(access(path, F_OK), -1);
+    }
+}
+
 static const struct schema_migration s_two_step[] = {
     {1, "0001_t", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL);\n"},
     {2, "0002_w",
@@ -1660,6 +1694,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest both[] = {
         cmocka_unit_test(test_fresh_open_migrates),
         cmocka_unit_test(test_reopen_idempotent),
+        cmocka_unit_test(test_readonly_open),
         cmocka_unit_test(test_older_database_brought_forward),
         cmocka_unit_test(test_unknown_or_gapped_versions_refused),
         cmocka_unit_test(test_newer_schema_refused_untouched),
@@ -1684,6 +1719,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fresh_open_migrates),
         cmocka_unit_test(test_reopen_idempotent),
+        cmocka_unit_test(test_readonly_open),
         cmocka_unit_test(test_older_database_brought_forward),
         cmocka_unit_test(test_unknown_or_gapped_versions_refused),
         cmocka_unit_test(test_newer_schema_refused_untouched),

@@ -454,6 +454,64 @@ int harness_log_wait(const struct harness *h, const char *needle, int n, int tim
     return fail("log: %d line(s) with '%s' after %d ms, wanted %d", got, needle, timeout_ms, n);
 }
 
+/* ---- the invariant checker ------------------------------------------------------------ */
+
+int harness_check(const struct harness *h, const char *drops)
+{
+    const char *bin = getenv("VEND_CHECK");
+    char url[HARNESS_PATH_MAX + 8], out[HARNESS_PATH_MAX + 16], pct[8] = "";
+    const char *argv[8];
+    size_t n = 0;
+    int status = 0, fd;
+    pid_t pid;
+
+    if (bin == NULL || bin[0] == '\0')
+        return fail("VEND_CHECK is not set (ctest sets it to tools/vend-check)");
+    for (size_t i = 0; i < h->nextra_env; i++)
+        if (strncmp(h->extra_env[i], "LOW_STOCK_PERCENT=", 18) == 0)
+            snprintf(pct, sizeof(pct), "%s", h->extra_env[i] + 18);
+    snprintf(url, sizeof(url), "sqlite:%s", h->db_path);
+    snprintf(out, sizeof(out), "%s/vend-check.out", h->dir);
+    argv[n++] = bin;
+    if (drops != NULL) {
+        argv[n++] = "--drops";
+        argv[n++] = drops;
+    }
+    if (pct[0] != '\0') {
+        argv[n++] = "--low-stock-percent";
+        argv[n++] = pct;
+    }
+    argv[n++] = url;
+    argv[n] = NULL;
+    pid = fork();
+    if (pid < 0)
+        return fail("vend-check: fork: %s", strerror(errno));
+    if (pid == 0) {
+        fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0)
+            _exit(127);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    if (waitpid(pid, &status, 0) != pid)
+        return fail("vend-check: waitpid: %s", strerror(errno));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    /* The violations, for the test's log. */
+    {
+        char line[LOG_LINE_MAX];
+        FILE *f = fopen(out, "r");
+
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+            fprintf(stderr, "harness: vend-check: %s", line);
+        if (f != NULL)
+            fclose(f);
+    }
+    return fail("vend-check on %s%s%s: %s %d", h->db_path, drops != NULL ? " with " : "",
+                drops != NULL ? drops : "", WIFEXITED(status) ? "exit" : "signal",
+                WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+
 /* ---- HTTP ----------------------------------------------------------------------------- */
 
 struct buf {

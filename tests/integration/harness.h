@@ -316,6 +316,16 @@ int harness_notification(const char *order_id, const char *status, const char *g
  */
 int harness_sql_exec(const struct harness *h, const char *sql);
 
+/* ---- the invariant checker -------------------------------------------------------------- */
+
+/*
+ * Run vend-check ($VEND_CHECK, tools/vend-check) on vendd's database, read-only, with vmsim's
+ * drop log drops (NULL: none) and vendd's LOW_STOCK_PERCENT when an extra sets it. A test
+ * calls it last, vendd running or not, so every fault test also proves SPEC §4's invariants.
+ * Returns 0 when every invariant holds, else -1 with the violations on stderr.
+ */
+int harness_check(const struct harness *h, const char *drops);
+
 /* ---- the usual fixture ------------------------------------------------------------------ */
 
 /* A slot of VM01 to create before the test: "Coca Cola", price 8000 (harness_put_slot()). */

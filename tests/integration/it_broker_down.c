@@ -93,6 +93,7 @@ static void trigger_waits_for_the_broker(void **state)
     assert_non_null(strstr(harness_mqtt_payload(&sub, 0), "\"orderId\":\"down-1\""));
     harness_mqtt_close(&sub);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

@@ -100,6 +100,7 @@ static void hundred_triggers_of_one_order_send_one_command(void **state)
     harness_mqtt_set_handler(&sub, NULL, NULL);
     harness_mqtt_close(&sub);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* A machine served by the test's own thread: it answers its commands one by one, after

@@ -102,6 +102,7 @@ static void no_result_fails_then_late_result_completes(void **state)
     /* One command in all. */
     assert_int_equal(harness_mqtt_wait(&f->machine, 2, 300), 1);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /*
@@ -150,6 +151,7 @@ static void failed_results_flag_the_slot(void **state)
                                       0),
                      0);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

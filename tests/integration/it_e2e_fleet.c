@@ -87,6 +87,7 @@ struct fleet {
     pid_t sim;
     char state_dir[STATE_DIR_MAX]; /* "" until made */
     char sim_log[HARNESS_PATH_MAX + 16];
+    char drops[HARNESS_PATH_MAX + 16]; /* vmsim --drop-log, for harness_check() */
     struct sim_account *acct;
 };
 
@@ -172,7 +173,8 @@ static pid_t start_vmsim(struct fleet *e)
         /* No jams: a run ends by its drop or by its time limit, nothing else. */
         execl(bin, bin, "--machines", machines, "--prefix", PREFIX, "--slots", "2", "--stock",
               stock, "--motor-ms", motor, "--drop-prob", e->c->drop_prob, "--jam-rate", "0",
-              "--seed", e->c->seed, "--state-dir", e->state_dir, (char *)NULL);
+              "--seed", e->c->seed, "--state-dir", e->state_dir, "--drop-log", e->drops,
+              (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -300,6 +302,7 @@ static int setup(void **state)
     if (e->f == NULL)
         goto fail;
     snprintf(e->sim_log, sizeof(e->sim_log), "%s/vmsim.log", e->f->h.dir);
+    snprintf(e->drops, sizeof(e->drops), "%s/drops.log", e->f->h.dir);
     if (make_state_dir(e) < 0 || register_fleet(&e->f->h) < 0)
         goto fail;
     e->sim = start_vmsim(e);
@@ -664,6 +667,7 @@ static void fleet_orders_end_final_with_exact_stock(void **state)
             a->drops, duplicates, (double)(t_final - t0) / 1000.0,
             (double)(t_created - t0) / 1000.0, (double)(t_triggered - t_created) / 1000.0,
             (double)(t_final - t_triggered) / 1000.0);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 int main(void)

@@ -38,6 +38,7 @@ struct e2e {
     pid_t sim;
     char state_dir[HARNESS_PATH_MAX + 16];
     char sim_log[HARNESS_PATH_MAX + 16];
+    char drops[HARNESS_PATH_MAX + 16]; /* vmsim --drop-log, for harness_check() */
 };
 
 /* vmsim as VM01 on the harness's broker: one slot, a 300 ms motor, every run drops; silent
@@ -60,11 +61,12 @@ static pid_t start_vmsim(struct e2e *e, bool silent)
         setenv("MQTT_BROKER_URL", url, 1);
         if (silent)
             execl(bin, bin, "--id", "VM01", "--slots", "1", "--stock", "10", "--motor-ms", "300",
-                  "--drop-prob", "1", "--state-dir", e->state_dir, "--silent-after", "0",
-                  (char *)NULL);
+                  "--drop-prob", "1", "--state-dir", e->state_dir, "--drop-log", e->drops,
+                  "--silent-after", "0", (char *)NULL);
         else
             execl(bin, bin, "--id", "VM01", "--slots", "1", "--stock", "10", "--motor-ms", "300",
-                  "--drop-prob", "1", "--state-dir", e->state_dir, (char *)NULL);
+                  "--drop-prob", "1", "--state-dir", e->state_dir, "--drop-log", e->drops,
+                  (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -83,6 +85,7 @@ static int setup(void **state)
         goto fail;
     snprintf(e->state_dir, sizeof(e->state_dir), "%s/vmsim", e->f->h.dir);
     snprintf(e->sim_log, sizeof(e->sim_log), "%s/vmsim.log", e->f->h.dir);
+    snprintf(e->drops, sizeof(e->drops), "%s/drops.log", e->f->h.dir);
     if (mkdir(e->state_dir, 0700) != 0)
         goto fail;
     e->sim = start_vmsim(e, false);
@@ -195,6 +198,7 @@ static void result_lost_by_a_killed_vendd_is_recovered_by_settle(void **state)
     /* The deadline asks the machine; its journal has the drop. */
     expect_dropped_once(e, "why-1");
     assert_int_equal(harness_sql_wait(h, "SELECT settled_by FROM dispense_logs", "MACHINE", 0), 0);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 /* Why 2: the broker stalls with the command: the machine gets it after the deadline. */
@@ -221,6 +225,7 @@ static void command_delivered_after_the_deadline_is_refused_and_settled(void **s
     assert_int_equal(motor_runs(e), 0);
     assert_int_equal(sql_int(e, "SELECT current_stock FROM slots WHERE slot_number = 1"), 5);
     assert_int_equal(sql_int(e, "SELECT count(*) FROM refunds WHERE order_id = 'why-2'"), 1);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 /* Why 3: a result vendd cannot commit for a while waits and is applied, not dropped. */
@@ -242,6 +247,7 @@ static void result_on_a_locked_database_is_applied_later(void **state)
     assert_int_equal(sql_int(e, "SELECT settle_asks FROM dispense_logs WHERE order_id = 'why-3'"),
                      0);
     assert_true(harness_metric(h, "vendd_dispense_results_retried_total") >= 1);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 /* A machine that never answers: the unit waits UNSETTLED, visible, until an operator who has
@@ -289,6 +295,7 @@ static void silent_machine_leaves_the_unit_to_the_operator(void **state)
     assert_true(harness_log_wait(h, "rejected dispense_result for order 'silent'", 1, 10000) >= 1);
     assert_int_equal(motor_runs(e), 0);
     assert_int_equal(sql_int(e, "SELECT current_stock FROM slots WHERE slot_number = 1"), 5);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 /* A machine that stops answering: its unit waits UNSETTLED, and settles when it returns. */
@@ -330,6 +337,7 @@ static void silent_machine_settles_when_it_returns(void **state)
     assert_int_equal(harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'after-mute'",
                                       "COMPLETED", 10000),
                      0);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 int main(void)

@@ -29,6 +29,7 @@ struct e2e {
     pid_t sim;
     char state_dir[HARNESS_PATH_MAX + 16];
     char sim_log[HARNESS_PATH_MAX + 16];
+    char drops[HARNESS_PATH_MAX + 16]; /* vmsim --drop-log, for harness_check() */
 };
 
 /* Start vmsim as VM01 on the harness's broker, its journal and log in the test's directory. */
@@ -50,11 +51,12 @@ static pid_t start_vmsim(struct e2e *e, bool crash_after_start)
         setenv("MQTT_BROKER_URL", url, 1);
         if (crash_after_start)
             execl(bin, bin, "--id", "VM01", "--slots", "2", "--stock", "10", "--motor-ms", "300",
-                  "--drop-prob", "1", "--state-dir", e->state_dir, "--crash-after-start",
-                  (char *)NULL);
+                  "--drop-prob", "1", "--state-dir", e->state_dir, "--drop-log", e->drops,
+                  "--crash-after-start", (char *)NULL);
         else
             execl(bin, bin, "--id", "VM01", "--slots", "2", "--stock", "10", "--motor-ms", "300",
-                  "--drop-prob", "1", "--state-dir", e->state_dir, (char *)NULL);
+                  "--drop-prob", "1", "--state-dir", e->state_dir, "--drop-log", e->drops,
+                  (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -73,6 +75,7 @@ static int setup(void **state)
         goto fail;
     snprintf(e->state_dir, sizeof(e->state_dir), "%s/vmsim", e->f->h.dir);
     snprintf(e->sim_log, sizeof(e->sim_log), "%s/vmsim.log", e->f->h.dir);
+    snprintf(e->drops, sizeof(e->drops), "%s/drops.log", e->f->h.dir);
     if (mkdir(e->state_dir, 0700) != 0)
         goto fail;
     if (harness_mqtt_open(&e->watch, e->f->h.broker.port, "e2e-watch", "vm/VM01/#", NULL, NULL) < 0)
@@ -172,6 +175,7 @@ static void order_dispenses_from_the_machine_and_a_duplicate_changes_nothing(voi
         fclose(log);
         assert_int_equal(runs, 1);
     }
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 /* The machine loses power mid-run and comes back: it says so (POWER_LOSS) from its journal,
@@ -224,6 +228,7 @@ static void machine_crash_mid_dispense_is_reported_not_rerun(void **state)
                                       "'e2e-crash'",
                                       "1", 0),
                      0);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 int main(void)

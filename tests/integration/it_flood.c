@@ -78,7 +78,8 @@ out:
     return NULL;
 }
 
-static pid_t start_vmsim(struct harness *h, const char *dir, const char *log_path)
+static pid_t start_vmsim(struct harness *h, const char *dir, const char *log_path,
+                         const char *drops)
 {
     const char *bin = getenv("VMSIM");
     char url[64];
@@ -95,7 +96,7 @@ static pid_t start_vmsim(struct harness *h, const char *dir, const char *log_pat
             _exit(126);
         setenv("MQTT_BROKER_URL", url, 1);
         execl(bin, bin, "--id", "VM01", "--slots", "1", "--stock", "50", "--motor-ms", "100",
-              "--drop-prob", "1", "--state-dir", dir, (char *)NULL);
+              "--drop-prob", "1", "--state-dir", dir, "--drop-log", drops, (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -110,6 +111,7 @@ static void results_are_never_lost_to_a_telemetry_flood(void **state)
     struct harness *h;
     pthread_t flooder;
     char dir[HARNESS_PATH_MAX + 16], log_path[HARNESS_PATH_MAX + 16], id[32], sql[128];
+    char drops[HARNESS_PATH_MAX + 16];
     long long completed = -1, stored = -1;
     int status = 0;
     pid_t sim;
@@ -119,8 +121,9 @@ static void results_are_never_lost_to_a_telemetry_flood(void **state)
     h = &f->h;
     snprintf(dir, sizeof(dir), "%s/vmsim", h->dir);
     snprintf(log_path, sizeof(log_path), "%s/vmsim.log", h->dir);
+    snprintf(drops, sizeof(drops), "%s/drops.log", h->dir);
     assert_int_equal(mkdir(dir, 0700), 0);
-    sim = start_vmsim(h, dir, log_path);
+    sim = start_vmsim(h, dir, log_path, drops);
     assert_true(sim > 0);
     assert_int_equal(
         harness_sql_wait(h, "SELECT status FROM machines WHERE id = 'VM01'", "ONLINE", 10000), 0);
@@ -164,6 +167,7 @@ static void results_are_never_lost_to_a_telemetry_flood(void **state)
 
     kill(sim, SIGTERM);
     waitpid(sim, &status, 0);
+    assert_int_equal(harness_check(h, drops), 0);
     harness_fixture_free(f);
 }
 

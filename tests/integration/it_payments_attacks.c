@@ -141,6 +141,7 @@ static void shutdown_with_creation_in_flight(void **state)
                "SELECT count(*) FROM orders WHERE status = 'PENDING' AND payment_qr IS NULL "
                "AND payment_token IS NULL AND %s",
                "origin = 'customer'", "0", WAIT_MS);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* ---- 2. gross_amount formats, correctly signed ------------------------------------------ */
@@ -186,6 +187,7 @@ static void gross_amount_formats(void **state)
         snprintf(path, sizeof(path), "/api/orders/%s/cancel", id);
         assert_int_equal(harness_call(h, "POST", path, NULL, NULL), 200);
     }
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* ---- 3. capture with fraud challenge, then accept --------------------------------------- */
@@ -219,6 +221,7 @@ static void challenge_then_accept(void **state)
     assert_int_equal(notify_raw(h, id, "settlement", "200", "8000.00", "accept", &r), 200);
     harness_reply_free(&r);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 500), seen + 1);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* ---- 4. cancel fails at Midtrans, the customer pays anyway ------------------------------ */
@@ -261,6 +264,7 @@ static void paid_after_cancel_refunded_once(void **state)
     assert_int_equal(fake_post(h, "notify", id, "{\"transaction_status\":\"settlement\"}"), 200);
     harness_sleep_ms(500);
     expect_sql(h, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id, "1", 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* ---- 5. a refund whose answer is lost; Midtrans's refund notification comes late ------- */
@@ -314,6 +318,7 @@ static void refund_answer_lost(void **state)
     json_decref(tx);
     assert_int_equal(harness_fake_call(h, "POST", "/_fake/config", "{\"auto_notify\":true}", NULL),
                      200);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* ---- 7. Midtrans's refund notification is ignored unless the refund is SENT right now --- */
@@ -359,6 +364,7 @@ static void refund_notification_ends_a_requeued_refund(void **state)
     tx = harness_fake_tx(h, id);
     assert_int_equal(json_array_size(json_object_get(tx, "refunds")), 1);
     json_decref(tx);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* ---- 8. SIGTERM with several creations and a refund in flight (run under ASan) ---------- */
@@ -421,6 +427,7 @@ static void shutdown_with_calls_in_flight(void **state)
         assert_int_equal(json_integer_value(json_object_get(tx, "refunded")), 8000);
         json_decref(tx);
     }
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

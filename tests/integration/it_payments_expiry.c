@@ -139,6 +139,7 @@ static void midtrans_expiry_ends_the_order(void **state)
     expect_sql(h, "SELECT status FROM payments WHERE order_id = '%s'", id, "EXPIRED", 0);
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1", "0", 0);
     expect_sql(h, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id, "0", 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void vendd_expires_an_unpaid_order(void **state)
@@ -159,6 +160,7 @@ static void vendd_expires_an_unpaid_order(void **state)
     expect_fake_status(h, id, "expire");
     assert_int_equal(harness_fake_requests(h, "POST", path, NULL), 1);
     expect_sql(h, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id, "0", 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* A paid order that had ended: refunded in full with its key, and it stays ended. */
@@ -232,6 +234,7 @@ static void cancel_fails_then_paid(struct harness_fixture *f, const char *failur
     assert_true(harness_fake_notified(h, id, "settlement", 1, WAIT_MS, &http) >= 1);
     assert_int_equal(http, 200);
     expect_refunded(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void paid_after_cancel_is_refunded(void **state)
@@ -271,6 +274,7 @@ static void paid_after_garbled_cancel_unnotified_is_refunded(void **state)
     assert_int_equal(fake_post(h, "pay", id, "{\"notify\":false}"), 200);
     /* Within a check interval (10 s) and the refund's hold (1 s), and some room. */
     expect_refunded_in(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen, UNNOTIFIED_MS);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Paid at Midtrans a moment before the customer cancelled here, the notification not yet in:
@@ -287,6 +291,7 @@ static void paid_before_cancel_is_refunded(void **state)
     snprintf(path, sizeof(path), "/api/orders/%s/cancel", id);
     assert_int_equal(harness_call(h, "POST", path, NULL, NULL), 200);
     expect_refunded(f, id, "CANCELLED", "PAID_AFTER_CANCEL", seen);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* vendd expired the order (Midtrans did not hear of it: its expire failed as failure says);
@@ -315,7 +320,11 @@ static void expire_fails_then_paid(struct harness_fixture *f, const char *failur
 
 static void paid_after_expiry_is_refunded(void **state)
 {
-    expire_fails_then_paid(*state, "{\"endpoint\":\"expire\",\"mode\":\"http_error\"}");
+    struct harness_fixture *f = *state;
+
+    expire_fails_then_paid(f, "{\"endpoint\":\"expire\",\"mode\":\"http_error\"}");
+    assert_int_equal(harness_vendd_term(&f->h), 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
 }
 
 static void paid_after_garbled_expiry_is_refunded(void **state)
@@ -324,6 +333,7 @@ static void paid_after_garbled_expiry_is_refunded(void **state)
 
     expire_fails_then_paid(f, "{\"endpoint\":\"expire\",\"mode\":\"garbage\"}");
     assert_int_equal(harness_vendd_term(&f->h), 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
 }
 
 int main(void)

@@ -185,6 +185,7 @@ static void settlement_dispenses_once(void **state)
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1", "0", 0);
     /* Exactly one command. */
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, QUIET_MS), seen + 1);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* The Snap page: the customer picks QRIS there and pays; it dispenses the same way. */
@@ -217,6 +218,7 @@ static void snap_order_dispenses(void **state)
     expect_sql(h, "SELECT count(*) FROM stock_logs WHERE order_id = '%s'", id, "2", 0);
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1", "0", 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 3, QUIET_MS), seen + 2);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rule 2 and 7: five identical notifications are one event and one command. */
@@ -265,6 +267,7 @@ static void replayed_notification_is_one_event(void **state)
                id, "1", 0);
     expect_sql(h, "SELECT count(*) FROM stock_logs WHERE order_id = '%s'", id, "1", 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, QUIET_MS), seen + 1);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Everything vendd holds, before and after: a rejected notification leaves no trace. */
@@ -362,6 +365,7 @@ static void forged_signature_changes_nothing(void **state)
     expect_sql(h, "SELECT count(*) FROM orders WHERE id = '%s'", "ORD-not-ours-1", "0", 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, QUIET_MS), seen);
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "PENDING", 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rule 7: correctly signed for another amount is 400 and changes nothing. */
@@ -423,6 +427,7 @@ static void wrong_amount_changes_nothing(void **state)
     harness_reply_free(&r);
     assert_int_equal(harness_answer(&f->machine, id, 1, expect_command(f, seen + 1, id, 1)), 0);
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED", WAIT_MS);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rule 2: pending then settlement, and a settlement that overtakes its pending. */
@@ -464,6 +469,7 @@ static void out_of_order_notifications(void **state)
         harness_fake_call(h, "POST", "/_fake/config", "{\"notify_pending\":true}", NULL), 200);
     /* One command each. */
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 3, QUIET_MS), seen + 2);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rules 1, 2 and 8: the settlement five times at once, with 20 triggers of the same order in
@@ -729,6 +735,7 @@ static void promised_stock_is_not_sold_twice(void **state)
     new_order(h, "[{\"slot\":2,\"quantity\":1}]", y, false);
     assert_int_equal(harness_vendd_term(h), 0);
     expect_no_stall(h);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

@@ -120,6 +120,7 @@ static void midtrans_down_is_502(void **state)
            "\"status_message\":\"refused by the test\"}");
     expect_refused(h, "qris", 502, "PAYMENT_GATEWAY");
     assert_true(harness_vendd_alive(h));
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 struct slow_order {
@@ -241,6 +242,7 @@ static void midtrans_slow_is_504_and_the_loop_serves(void **state)
         json_decref(tx);
     }
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 200), seen + 1);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void midtrans_gone_is_502(void **state)
@@ -252,6 +254,7 @@ static void midtrans_gone_is_502(void **state)
     expect_refused(h, "qris", 502, "PAYMENT_GATEWAY");
     expect_refused(h, "snap", 502, "PAYMENT_GATEWAY");
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

@@ -133,6 +133,7 @@ static void pending_and_rate_limits(void **state)
     cancel(h, c);
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1", "0", 0);
     expect_no_stall(h);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void offline_machine_takes_no_customer_order(void **state)
@@ -162,6 +163,7 @@ static void offline_machine_takes_no_customer_order(void **state)
     assert_int_equal(harness_machine_online(h, &f->machine), 0);
     assert_int_equal(harness_order_customer(h, ITEM, "qris", NULL, 0, NULL), 201);
     expect_no_stall(h);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void token_mode_customer_and_operator(void **state)
@@ -199,6 +201,7 @@ static void token_mode_customer_and_operator(void **state)
     assert_int_equal(harness_call(h, "POST", path, NULL, NULL), 404);
     snprintf(path, sizeof(path), "/api/orders/%s/cancel?key=%s", id, key);
     assert_int_equal(harness_call(h, "POST", path, NULL, NULL), 200);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void no_server_key(void **state)
@@ -269,6 +272,7 @@ static void no_server_key(void **state)
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 300), seen + 1);
     assert_int_equal(harness_vendd_term(h), 0);
     expect_no_stall(h);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

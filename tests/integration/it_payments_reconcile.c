@@ -200,6 +200,7 @@ static void failed_check_is_asked_again(void **state)
                "2 0", 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 3, 300), seen + 2);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

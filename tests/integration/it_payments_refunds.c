@@ -194,6 +194,7 @@ static void refund_5xx_then_success_same_key(void **state)
     expect_fake_refunded(h, id, "refund", 8000, 1);
     expect_sql(h, "SELECT current_stock || ' ' || reserved FROM slots WHERE slot_number = %s", "1",
                "10 0", 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rule 9: an answer that is not Midtrans's (an HTML page from a proxy, HTTP 200) says nothing
@@ -265,6 +266,7 @@ static void refund_in_flight_at_a_crash_is_paid_once(void **state)
     expect_fake_refunded(h, id, "refund", 8000, 1);
     assert_int_equal(harness_fake_call(h, "POST", "/_fake/config", "{\"auto_notify\":true}", NULL),
                      200);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rule 9: the refund's answer is lost, but Midtrans's refund notification confirms it. */
@@ -290,6 +292,7 @@ static void refund_confirmed_by_notification(void **state)
                id, "REFUND_CONFIRMED", 0);
     assert_int_equal(refund_calls(h, id, 8000), 1);
     expect_fake_refunded(h, id, "refund", 8000, 1);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rule 9: refused by Midtrans, the refund waits for a person, who pays and marks it. */
@@ -351,6 +354,7 @@ static void refused_refund_goes_to_the_operator(void **state)
     }
     harness_reply_free(&r);
     expect_fake_refunded(h, id, "settlement", 0, 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rule 9: of two items, the second fails: its price alone goes back. */
@@ -401,6 +405,7 @@ static void partial_failure_refunds_that_unit(void **state)
     }
     assert_int_equal(harness_mqtt_wait(&f->machine, n + 2, 300), n + 1);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

@@ -83,6 +83,7 @@ static void deadline_survives_sigkill(void **state)
         0);
     /* The unit was SENT before the crash: it must not go out again. */
     assert_int_equal(harness_mqtt_wait(&f->machine, 2, 1000), 1);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void result_queued_while_down_is_applied(void **state)
@@ -115,6 +116,7 @@ static void result_queued_while_down_is_applied(void **state)
     assert_int_equal(stock, 4);
     assert_int_equal(harness_mqtt_wait(&f->machine, 3, 1000), 2);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /*
@@ -151,6 +153,7 @@ static void result_held_past_deadline_is_applied_first(void **state)
                                       "0", 0),
                      0);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /*
@@ -178,6 +181,7 @@ static void session_survives_a_port_change(void **state)
     /* Every start so far connected as the default id. */
     assert_int_equal(harness_broker_log_count(h, " as vendd ("), h->starts);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* An installation that shares its broker names its own session. */
@@ -190,6 +194,7 @@ static void client_id_is_configurable(void **state)
     assert_int_equal(harness_vendd_start(h), 0);
     assert_int_equal(harness_broker_log_count(h, " as it-restart-vendd ("), 1);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /*
@@ -379,6 +384,7 @@ static void last_turn_applied_at_sigterm(void **state)
     assert_int_equal(
         harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'last-2'", "COMPLETED", 5000), 0);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

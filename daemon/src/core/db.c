@@ -77,8 +77,24 @@ static int check_list(struct db *db, const struct schema_migration *list, int n)
     return VEND_OK;
 }
 
+/* A read-only database is used as it is: at the schema this build knows, or not at all. */
+static int check_version(struct db *db, int n)
+{
+    int version = 0;
+    int rc = db_schema_version(db, &version);
+
+    if (rc < 0)
+        return rc;
+    if (version != n) {
+        db_set_error(db, "database schema version %d, this build reads version %d only", version,
+                     n);
+        return VEND_ESCHEMA;
+    }
+    return VEND_OK;
+}
+
 static int open_common(struct db **out, const char *url, const struct schema_migration *list, int n,
-                       bool builtin, char *errbuf, size_t errlen)
+                       bool builtin, bool readonly, char *errbuf, size_t errlen)
 {
     const struct db_backend *ops = NULL;
     struct db *db = NULL;
@@ -118,13 +134,14 @@ static int open_common(struct db **out, const char *url, const struct schema_mig
 
     db = xcalloc(1, sizeof(*db));
     db->ops = ops;
+    db->readonly = readonly;
     rc = check_list(db, list, n);
     if (rc < 0)
         goto out;
     rc = ops->open(db, target);
     if (rc < 0)
         goto out;
-    rc = db_migrate_list(db, list, n);
+    rc = readonly ? check_version(db, n) : db_migrate_list(db, list, n);
     if (rc < 0)
         goto out;
     *out = db;
@@ -138,13 +155,18 @@ out:
 
 int db_open(struct db **out, const char *url, char *errbuf, size_t errlen)
 {
-    return open_common(out, url, NULL, 0, true, errbuf, errlen);
+    return open_common(out, url, NULL, 0, true, false, errbuf, errlen);
+}
+
+int db_open_readonly(struct db **out, const char *url, char *errbuf, size_t errlen)
+{
+    return open_common(out, url, NULL, 0, true, true, errbuf, errlen);
 }
 
 int db_open_with(struct db **out, const char *url, const struct schema_migration *list, int n,
                  char *errbuf, size_t errlen)
 {
-    return open_common(out, url, list, n, false, errbuf, errlen);
+    return open_common(out, url, list, n, false, false, errbuf, errlen);
 }
 
 void db_close(struct db *db)

@@ -70,6 +70,15 @@ enum db_type db_row_type(const struct db_row *row, int col);
  * On failure *out is NULL and errbuf (may be NULL) names the problem and the subject.
  */
 int db_open(struct db **out, const char *url, char *errbuf, size_t errlen);
+/*
+ * Open the database named by url for reading only (an invariant checker on a production
+ * database): SQLite with SQLITE_OPEN_READONLY, PostgreSQL with
+ * default_transaction_read_only; nothing is created or migrated. VEND_ESCHEMA when its
+ * schema_version is not the newest this build knows (the queries are written for that one).
+ * db_begin() then opens a read-only snapshot (SQLite's deferred BEGIN, PostgreSQL's
+ * REPEATABLE READ READ ONLY) instead of taking the write lock.
+ */
+int db_open_readonly(struct db **out, const char *url, char *errbuf, size_t errlen);
 /* NULL is fine. */
 void db_close(struct db *db);
 

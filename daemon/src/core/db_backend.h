@@ -70,6 +70,9 @@ struct db {
     char errmsg[DB_ERRMSG_MAX];
     bool batch;  /* db_batch_begin() opened a transaction that db_batch_commit() ends */
     bool nested; /* inside the batch, db_begin() opened the savepoint */
+    /* db_open_readonly(): the backend opens for reading only, db_begin() takes no write lock
+     * and opens a read-only snapshot, nothing is migrated. */
+    bool readonly;
 };
 
 /* What a backend hands to a row callback: its ops and its cursor (a statement). */

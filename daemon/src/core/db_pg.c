@@ -525,6 +525,9 @@ static int pg_begin(struct db *db)
         db_set_error(db, "'BEGIN': a transaction is already open");
         return VEND_EDB;
     }
+    /* Read-only: one snapshot for every statement of the transaction, and no write lock. */
+    if (db->readonly)
+        return simple(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     rc = simple(db, "BEGIN");
     if (rc < 0)
         return rc;
@@ -652,6 +655,8 @@ static int pg_open(struct db *db, const char *target)
     rc = simple(db, "SET lock_timeout = " LOCK_TIMEOUT "; SET TIME ZONE 'UTC'; "
                     "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; "
                     "SET default_transaction_isolation = 'read committed'");
+    if (rc == VEND_OK && db->readonly)
+        rc = simple(db, "SET default_transaction_read_only = on");
     if (rc == VEND_OK)
         warn_collation(st->conn);
 out:

@@ -351,7 +351,7 @@ static int sq_begin(struct db *db)
 {
     /* IMMEDIATE takes the write lock now, so a transaction never fails half-way with BUSY
      * when it first writes. */
-    int rc = sq_exec(db, "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
+    int rc = sq_exec(db, db->readonly ? "BEGIN" : "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
     return rc < 0 ? rc : VEND_OK;
 }
 
@@ -471,7 +471,7 @@ static int sq_open(struct db *db, const char *path)
         db_set_error(db, "database URL 'sqlite:PATH' needs a path of 1..%d bytes", PATH_MAX_LEN);
         return VEND_EINVAL;
     }
-    rc = ensure_parent(db, path);
+    rc = db->readonly ? VEND_OK : ensure_parent(db, path);
     if (rc < 0)
         return rc;
 
@@ -481,8 +481,11 @@ static int sq_open(struct db *db, const char *path)
     st = xcalloc(1, sizeof(*st));
     st->path = xstrdup(path);
     db->be = st;
-    rc = sqlite3_open_v2(path, &st->conn,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    rc = sqlite3_open_v2(
+        path, &st->conn,
+        (db->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+            SQLITE_OPEN_NOMUTEX,
+        NULL);
     if (rc != SQLITE_OK) {
         db_set_error(db, "cannot open database '%s': %s", path,
                      st->conn != NULL ? sqlite3_errmsg(st->conn) : sqlite3_errstr(rc));
@@ -500,6 +503,10 @@ static int sq_open(struct db *db, const char *path)
     }
     if (rc < 0)
         goto out;
+    if (db->readonly) {
+        rc = VEND_OK; /* the owner's settings (WAL, synchronous) are not ours to set */
+        goto out;
+    }
     if (sqlite3_db_readonly(st->conn, "main") == 1) {
         /* SQLite falls back to read-only when it may not write; we would fail later. */
         db_set_error(db, "database '%s' is read-only (check the file and its directory)", path);

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "droplog.h"
 #include "fault.h"
 #include "mqtt_link.h"
 #include "sim_hal.h"
@@ -43,6 +44,8 @@ struct vmsim {
     struct fault_opts fault_opts;
     int64_t clock_step_ms;
     sigset_t wake_sigs; /* SIGUSR1, SIGUSR2 */
+    struct droplog droplog;
+    struct droplog_machine *drops; /* n of them: the drop callback of each machine */
 };
 
 struct opts {
@@ -50,6 +53,7 @@ struct opts {
     const char *prefix;
     const char *id;
     const char *state_dir;
+    const char *drop_log;       /* NULL: none */
     unsigned long telemetry_ms; /* 0: the core's config */
     unsigned long long seed;
     long long clock_step_ms; /* on SIGUSR2 */
@@ -76,6 +80,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: vmsim [--id ID | --machines N [--prefix P]] [--slots K] [--stock S]\n"
                "             [--motor-ms MS] [--drop-prob P] [--jam-rate P] [--telemetry-ms MS]\n"
                "             [--door-open-rate P] [--seed N] [--state-dir DIR]\n"
+               "             [--drop-log FILE]  (appends each physical drop, for vend-check)\n"
                "faults:      [--crash-after-start] [--silent-after N [--silent-ms MS]]\n"
                "             [--lose-broker-every MS [--lose-broker-for MS]]\n"
                "             a silent machine wakes on SIGUSR1 (or after --silent-ms)\n"
@@ -148,6 +153,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"telemetry-ms", required_argument, NULL, 't'},
         {"seed", required_argument, NULL, 'S'},
         {"state-dir", required_argument, NULL, 'D'},
+        {"drop-log", required_argument, NULL, 'G'},
         {"door-open-rate", required_argument, NULL, 'o'},
         {"crash-after-start", no_argument, NULL, 'C'},
         {"silent-after", required_argument, NULL, 'A'},
@@ -207,6 +213,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
             break;
         case 'D':
             o->state_dir = optarg;
+            break;
+        case 'G':
+            o->drop_log = optarg;
             break;
         case 'o':
             rc = parse_prob("door-open-rate", optarg, &o->sim.door_open_rate);
@@ -296,18 +305,24 @@ static int start(struct vmsim *v, const struct opts *o)
     v->pfd = calloc(v->n, sizeof(*v->pfd));
     v->pfd_link = calloc(v->n, sizeof(*v->pfd_link));
     v->fault = calloc(v->n, sizeof(*v->fault));
-    if (!v->m || !v->sim || !v->link || !v->pfd || !v->pfd_link || !v->fault) {
+    v->drops = calloc(v->n, sizeof(*v->drops));
+    if (!v->m || !v->sim || !v->link || !v->pfd || !v->pfd_link || !v->fault || !v->drops) {
         fprintf(stderr, "vmsim: out of memory for %zu machines\n", v->n);
         return -1;
     }
     for (i = 0; i < v->n; i++)
         v->sim[i].kv_fd = -1;
+    if (o->drop_log != NULL && droplog_open(&v->droplog, o->drop_log) < 0)
+        return -1;
     for (i = 0; i < v->n; i++) {
         if (machine_id(o, i, id, sizeof(id)) < 0)
             return -1;
         if (sim_open(&v->sim[i], id, &o->sim, o->seed, o->state_dir) < 0)
             return -1;
         sim_hal(&v->sim[i], &hal, link_publish, &v->link[i]);
+        v->drops[i] = (struct droplog_machine){.log = &v->droplog, .m = &v->m[i]};
+        v->sim[i].on_drop = droplog_drop;
+        v->sim[i].drop_arg = &v->drops[i];
         p = (struct vend_fw_params){.machine_id = id, .fw = FW_VERSION, .nslots = o->sim.nslots};
         rc = vend_fw_machine_init(&v->m[i], &hal, &p);
         if (rc != VEND_OK) {
@@ -317,6 +332,7 @@ static int start(struct vmsim *v, const struct opts *o)
         /* Local default only: a config from the backend replaces it (and is persisted). */
         if (o->telemetry_ms != 0)
             v->m[i].config.telemetry_interval_ms = (uint32_t)o->telemetry_ms;
+        droplog_start(&v->droplog, id);
         if (link_open(&v->link[i], &v->m[i], &v->broker) < 0)
             return -1;
         v->link[i].silent_after = o->fault.silent_after;
@@ -340,6 +356,8 @@ static void stop(struct vmsim *v)
     free(v->pfd);
     free(v->pfd_link);
     free(v->fault);
+    free(v->drops);
+    droplog_close(&v->droplog);
 }
 
 static void run(struct vmsim *v)
@@ -412,6 +430,7 @@ int main(int argc, char **argv)
     int rc = 1;
 
     memset(&v, 0, sizeof(v));
+    v.droplog.fd = -1;
     if (parse_args(argc, argv, &o) < 0)
         return 2;
     url = getenv("MQTT_BROKER_URL");

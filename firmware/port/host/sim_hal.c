@@ -126,6 +126,8 @@ static bool drop_sensor(void *ctx)
         s->stock[s->running]--;
         fprintf(stderr, "vmsim: '%s' slot %u product fell (stock %u)\n", s->id,
                 (unsigned)s->running, (unsigned)s->stock[s->running]);
+        if (s->on_drop != NULL)
+            s->on_drop(s->drop_arg, s->running);
         s->running = 0;
         /* A latched sensor, as a real HAL keeps one (an interrupt holds the pulse): the
          * product blocks the beam for BEAM_MS from the first read that sees it AND for the

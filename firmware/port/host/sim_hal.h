@@ -54,6 +54,10 @@ struct sim_kv_entry {
     uint8_t value[VEND_FW_KV_VALUE_SIZE];
 };
 
+/* A product has physically left slot: called once per drop, whatever the core then
+ * decides (vmsim's drop log, main.c). */
+typedef void sim_drop_fn(void *arg, uint16_t slot);
+
 /* Publishes for the core: the MQTT link of this machine (mqtt_link.h). */
 typedef int sim_publish_fn(void *arg, const char *topic, const char *payload, size_t len, int qos,
                            bool retain);
@@ -83,6 +87,8 @@ struct sim {
 
     sim_publish_fn *publish;
     void *publish_arg;
+    sim_drop_fn *on_drop; /* NULL: nobody records the drops */
+    void *drop_arg;
 };
 
 /*
