@@ -119,8 +119,8 @@ static long call(struct sec *s, const char *method, const char *path, const char
     if (ans.p != NULL)
         text_add(&s->out, ans.p, ans.len);
     /* The sign-in's cookie and CSRF token, for the calls after it. */
-    if (ans.p != NULL && strstr(ans.p, "vendd_session=v1.") != NULL) {
-        const char *v = strstr(ans.p, "vendd_session=");
+    if (ans.p != NULL && strstr(ans.p, "__Host-vendd_session=v1.") != NULL) {
+        const char *v = strstr(ans.p, "__Host-vendd_session=");
 
         snprintf(s->cookie, sizeof(s->cookie), "Cookie: %.*s", (int)strcspn(v, ";\r\n"), v);
     }
