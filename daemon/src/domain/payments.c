@@ -308,6 +308,7 @@ int payments_apply(struct vendd *v, const struct midtrans_notification *n, const
     events_emit(v);
     refunds_schedule(v); /* a payment after expiry queues one */
     if (strcmp(*outcome, "PAID") == 0) {
+        crashpoint(&v->crash, CRASH_PAYMENT_COMMITTED);
         log_info("order '%s' PAID (%s): dispensing", n->order_id,
                  n->payment_type[0] ? n->payment_type : "midtrans");
         dispense_send_after_commit(v, &send);
