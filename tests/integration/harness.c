@@ -288,6 +288,32 @@ void harness_vendd_kill(struct harness *h)
     h->pid = 0;
 }
 
+int harness_vendd_wait_death(struct harness *h, int timeout_ms)
+{
+    uint64_t deadline = harness_now_ms() + (uint64_t)timeout_ms;
+    int status;
+    pid_t rc;
+
+    if (h->pid <= 0)
+        return fail("vendd is not running");
+    for (;;) {
+        rc = waitpid(h->pid, &status, WNOHANG);
+        if (rc == h->pid)
+            break;
+        if (rc < 0 && errno != EINTR)
+            return fail("waitpid vendd (pid %d): %s", (int)h->pid, strerror(errno));
+        if (harness_now_ms() >= deadline)
+            return fail("vendd still running %d ms on (log: %s)", timeout_ms, h->log_path);
+        harness_sleep_ms(10);
+    }
+    h->pid = 0;
+    if (WIFSIGNALED(status))
+        return WTERMSIG(status);
+    fprintf(stderr, "harness: vendd exited with status %d, not by a signal (log: %s)\n",
+            WEXITSTATUS(status), h->log_path);
+    return 0;
+}
+
 int harness_new_http_port(struct harness *h)
 {
     uint16_t port;

@@ -83,6 +83,12 @@ int harness_vendd_start_nobroker(struct harness *h);
 int harness_vendd_term(struct harness *h);
 /* SIGKILL and reap: a crash. */
 void harness_vendd_kill(struct harness *h);
+/*
+ * Wait up to timeout_ms for vendd to end by itself (a crash point, crashpoint.h) and reap it.
+ * Returns the signal that ended it; 0 if it exited (its status on stderr); -1 if it is still
+ * running (left so) or was not.
+ */
+int harness_vendd_wait_death(struct harness *h, int timeout_ms);
 /* Another free loopback port for the HTTP API from the next harness_vendd_start() on. */
 int harness_new_http_port(struct harness *h);
 /* Set (or replace) an extra "KEY=VALUE" for vendd from the next harness_vendd_start() on. */
