@@ -150,6 +150,7 @@ static int spawn_vendd(struct harness *h)
     fd = open(h->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
         return fail("cannot open '%s': %s", h->log_path, strerror(errno));
+    h->reaped = false;
     h->pid = fork();
     if (h->pid < 0) {
         h->pid = 0;
@@ -184,6 +185,8 @@ bool harness_vendd_alive(struct harness *h)
                 WIFEXITED(status) ? "exit" : "signal",
                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
         h->pid = 0;
+        h->reaped = true;
+        h->reaped_status = status;
         return false;
     }
     return true;
@@ -294,6 +297,12 @@ int harness_vendd_wait_death(struct harness *h, int timeout_ms)
     int status;
     pid_t rc;
 
+    if (h->pid <= 0 && h->reaped) {
+        /* Already found dead (harness_vendd_alive()): its status is kept. */
+        status = h->reaped_status;
+        h->reaped = false;
+        goto dead;
+    }
     if (h->pid <= 0)
         return fail("vendd is not running");
     for (;;) {
@@ -307,6 +316,7 @@ int harness_vendd_wait_death(struct harness *h, int timeout_ms)
         harness_sleep_ms(10);
     }
     h->pid = 0;
+dead:
     if (WIFSIGNALED(status))
         return WTERMSIG(status);
     fprintf(stderr, "harness: vendd exited with status %d, not by a signal (log: %s)\n",

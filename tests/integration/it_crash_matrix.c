@@ -57,7 +57,8 @@
 enum machine_kind { GUIDE, VMSIM };
 
 struct crash_case {
-    const char *at; /* VENDD_CRASH_AT */
+    const char *at;   /* VENDD_CRASH_AT */
+    const char *then; /* the restart crashes again here (NULL: it does not) */
     int units;
     bool manual;    /* an operator's order and its trigger (no payment, refund by hand) */
     bool fail_last; /* the last unit does not drop (guide: JAMMED; vmsim: no unit drops) */
@@ -299,23 +300,26 @@ static void place_order(struct run *r)
     assert_int_equal(harness_fake_call(h, "POST", path, NULL, NULL), 200);
 }
 
-static void crash_and_restart(struct run *r)
+/* vendd dies at crash point at (its seen-th time there), and is started again, to crash next
+ * at then (or not): that may come before the start is over. */
+static void crash_and_restart(struct run *r, const char *at, int seen, const char *then)
 {
     struct harness *h = &r->f->h;
-    char needle[96];
+    char needle[96], env[96];
     int sig;
 
     sig = harness_vendd_wait_death(h, CRASH_MS);
     if (sig != SIGKILL)
-        fail_msg("vendd did not die by SIGKILL at %s (got %d; log: %s)", r->c->at, sig,
-                 h->log_path);
-    snprintf(needle, sizeof(needle), "crash point %s%s reached", r->c->at,
-             strchr(r->c->at, ':') != NULL ? "" : ":1");
-    assert_int_equal(harness_log_count(h, needle), 1);
-    assert_int_equal(harness_env_set(h, "VENDD_CRASH_AT="), 0);
+        fail_msg("vendd did not die by SIGKILL at %s (got %d; log: %s)", at, sig, h->log_path);
+    snprintf(needle, sizeof(needle), "crash point %s%s reached", at,
+             strchr(at, ':') != NULL ? "" : ":1");
+    assert_int_equal(harness_log_count(h, needle), seen);
+    snprintf(env, sizeof(env), "VENDD_CRASH_AT=%s", then != NULL ? then : "");
+    assert_int_equal(harness_env_set(h, env), 0);
     if (r->kind == VMSIM && r->c->stopped)
-        assert_int_equal(kill(r->sim, SIGCONT), 0);
-    assert_int_equal(harness_vendd_start(h), 0);
+        kill(r->sim, SIGCONT);
+    if (harness_vendd_start(h) < 0 && (then == NULL || h->pid > 0 || !h->reaped))
+        fail_msg("vendd did not start again after the crash at %s (log: %s)", at, h->log_path);
 }
 
 /* Physical runs per unit must be at most one, and their sum what the case says. */
@@ -387,7 +391,9 @@ static void crash_case(void **state)
     if (r->kind == VMSIM && c->stopped)
         assert_int_equal(kill(r->sim, SIGSTOP), 0);
     place_order(r);
-    crash_and_restart(r);
+    crash_and_restart(r, c->at, 1, c->then);
+    if (c->then != NULL)
+        crash_and_restart(r, c->then, strcmp(c->then, c->at) == 0 ? 2 : 1, NULL);
     wait_final(r);
     harness_sleep_ms(QUIET_MS);
 
@@ -415,6 +421,8 @@ static void crash_case(void **state)
 
 /* clang-format off */
 static const struct crash_case s_guide[] = {
+    /* The webhook dies unanswered: Midtrans's retry, or vendd's own check, applies it. */
+    {.at = "payment_received", .units = 1, .status = "COMPLETED", .runs = 1, .dropped = 1},
     /* PAID and unit 1 SENT, never published: its deadline fails it, all refunded. */
     {.at = "payment_committed", .units = 1, .status = "REFUNDED"},
     {.at = "payment_committed", .units = 2, .status = "REFUNDED"},
@@ -441,9 +449,18 @@ static const struct crash_case s_guide[] = {
     {.at = "refund_answered", .units = 1, .fail_last = true, .status = "REFUNDED", .runs = 1},
     {.at = "refund_answered", .units = 2, .fail_last = true, .status = "COMPLETED", .runs = 2,
      .dropped = 1},
+    /* The restart dies too, at the next step of the same order. */
+    {.at = "payment_committed", .then = "unit_expired", .units = 2, .status = "REFUNDED"},
+    {.at = "result_committed", .then = "unit_expired", .units = 2, .status = "COMPLETED",
+     .runs = 1, .dropped = 1},
+    {.at = "unit_expired", .then = "refund_committed", .units = 1, .silent = true,
+     .status = "REFUNDED", .runs = 1},
+    {.at = "refund_committed", .then = "refund_committed", .units = 1, .fail_last = true,
+     .status = "REFUNDED", .runs = 1},
 };
 
 static const struct crash_case s_vmsim[] = {
+    {.at = "payment_received", .units = 1, .status = "COMPLETED", .runs = 1, .dropped = 1},
     /* Unit 1 never published: the machine is asked (settle), never got it, all refunded. */
     {.at = "payment_committed", .units = 1, .status = "REFUNDED"},
     {.at = "payment_committed", .units = 2, .status = "REFUNDED"},
@@ -463,6 +480,15 @@ static const struct crash_case s_vmsim[] = {
     /* No drop (NO_DROP): the refund SENT, then as for the guide machine. */
     {.at = "refund_committed", .units = 1, .fail_last = true, .status = "REFUNDED", .runs = 1},
     {.at = "refund_answered", .units = 1, .fail_last = true, .status = "REFUNDED", .runs = 1},
+    /* The restart dies too, at the next step of the same order. */
+    {.at = "payment_committed", .then = "unit_unsettled", .units = 2, .status = "REFUNDED"},
+    {.at = "result_received", .then = "result_received", .units = 1, .status = "COMPLETED",
+     .runs = 1, .dropped = 1},
+    {.at = "result_committed", .then = "unit_unsettled", .units = 2, .status = "COMPLETED",
+     .runs = 1, .dropped = 1},
+    /* Unit 2 SENT with unit 1's result, never published: never run, its price refunded. */
+    {.at = "command_published", .then = "result_committed", .units = 2, .status = "COMPLETED",
+     .runs = 1, .dropped = 1},
 };
 /* clang-format on */
 
@@ -471,7 +497,7 @@ static const struct crash_case s_vmsim[] = {
 int main(int argc, char **argv)
 {
     struct CMUnitTest tests[CASES_MAX];
-    static char names[CASES_MAX][64];
+    static char names[CASES_MAX][96];
     static struct entry entries[CASES_MAX];
     const struct crash_case *cases = s_guide;
     enum machine_kind kind = GUIDE;
@@ -487,8 +513,9 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < n && i < CASES_MAX; i++) {
         entries[i] = (struct entry){.c = &cases[i], .kind = kind};
-        snprintf(names[i], sizeof(names[i]), "%s_%s_%d_unit%s", kind == GUIDE ? "guide" : "vmsim",
-                 cases[i].at, cases[i].units, cases[i].units > 1 ? "s" : "");
+        snprintf(names[i], sizeof(names[i]), "%s_%s%s%s_%d_unit%s",
+                 kind == GUIDE ? "guide" : "vmsim", cases[i].at, cases[i].then ? "_then_" : "",
+                 cases[i].then ? cases[i].then : "", cases[i].units, cases[i].units > 1 ? "s" : "");
         tests[i] = (struct CMUnitTest){.name = names[i],
                                        .test_func = crash_case,
                                        .setup_func = setup,

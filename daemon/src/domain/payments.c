@@ -365,6 +365,7 @@ void payments_notification(struct vendd *v, const char *body, size_t len, bool f
                  "development mode");
         return;
     }
+    crashpoint(&v->crash, CRASH_PAYMENT_RECEIVED);
     rc = payments_apply(v, &n, body, len, signed_ok, &outcome, &total);
     switch (rc) {
     case VEND_OK:
