@@ -16,7 +16,8 @@
  *     paid once at the fake Midtrans.
  *
  * Each point with an order of one unit and of two (the second unit is not yet published when
- * the first one's result commits), on two machines, one ctest entry each (argv[1]):
+ * the first one's result commits), and a few where the restart crashes again at the order's
+ * next step (then), on two machines, one ctest entry each (argv[1]):
  *
  *   guide  the harness's client playing VM01 as in the integration guide: no journal, no
  *          settle; it answers each command at once (or fails the last unit, or stays silent);
@@ -60,10 +61,11 @@ struct crash_case {
     const char *at;   /* VENDD_CRASH_AT */
     const char *then; /* the restart crashes again here (NULL: it does not) */
     int units;
-    bool manual;    /* an operator's order and its trigger (no payment, refund by hand) */
-    bool fail_last; /* the last unit does not drop (guide: JAMMED; vmsim: no unit drops) */
-    bool silent;    /* the guide machine answers nothing */
-    bool stopped;   /* vmsim is stopped (SIGSTOP) until vendd is back */
+    bool manual;         /* an operator's order and its trigger (no payment, refund by hand) */
+    bool fail_last;      /* the last unit does not drop (guide: JAMMED; vmsim: no unit drops) */
+    bool silent;         /* the guide machine answers nothing */
+    bool stopped;        /* vmsim is stopped (SIGSTOP) until vendd is back */
+    const char *crashed; /* the order's status as the crash left it (NULL: not checked) */
     /* the end */
     const char *status; /* the order's */
     int runs;           /* physical runs (guide: commands run; vmsim: motor runs) */
@@ -300,12 +302,11 @@ static void place_order(struct run *r)
     assert_int_equal(harness_fake_call(h, "POST", path, NULL, NULL), 200);
 }
 
-/* vendd dies at crash point at (its seen-th time there), and is started again, to crash next
- * at then (or not): that may come before the start is over. */
-static void crash_and_restart(struct run *r, const char *at, int seen, const char *then)
+/* vendd dies by SIGKILL at crash point at, its seen-th time there. */
+static void expect_crash(struct run *r, const char *at, int seen)
 {
     struct harness *h = &r->f->h;
-    char needle[96], env[96];
+    char needle[96];
     int sig;
 
     sig = harness_vendd_wait_death(h, CRASH_MS);
@@ -314,12 +315,20 @@ static void crash_and_restart(struct run *r, const char *at, int seen, const cha
     snprintf(needle, sizeof(needle), "crash point %s%s reached", at,
              strchr(at, ':') != NULL ? "" : ":1");
     assert_int_equal(harness_log_count(h, needle), seen);
+}
+
+/* Start vendd again, to crash next at then (or not): that may come before the start is over. */
+static void restart(struct run *r, const char *then)
+{
+    struct harness *h = &r->f->h;
+    char env[96];
+
     snprintf(env, sizeof(env), "VENDD_CRASH_AT=%s", then != NULL ? then : "");
     assert_int_equal(harness_env_set(h, env), 0);
     if (r->kind == VMSIM && r->c->stopped)
         kill(r->sim, SIGCONT);
     if (harness_vendd_start(h) < 0 && (then == NULL || h->pid > 0 || !h->reaped))
-        fail_msg("vendd did not start again after the crash at %s (log: %s)", at, h->log_path);
+        fail_msg("vendd did not start again (log: %s)", h->log_path);
 }
 
 /* Physical runs per unit must be at most one, and their sum what the case says. */
@@ -391,9 +400,17 @@ static void crash_case(void **state)
     if (r->kind == VMSIM && c->stopped)
         assert_int_equal(kill(r->sim, SIGSTOP), 0);
     place_order(r);
-    crash_and_restart(r, c->at, 1, c->then);
-    if (c->then != NULL)
-        crash_and_restart(r, c->then, strcmp(c->then, c->at) == 0 ? 2 : 1, NULL);
+    expect_crash(r, c->at, 1);
+    if (c->crashed != NULL) {
+        sql_text(r, status, sizeof(status), "SELECT status FROM orders WHERE id = '%s'",
+                 r->order_id);
+        assert_string_equal(status, c->crashed);
+    }
+    restart(r, c->then);
+    if (c->then != NULL) {
+        expect_crash(r, c->then, strcmp(c->then, c->at) == 0 ? 2 : 1);
+        restart(r, NULL);
+    }
     wait_final(r);
     harness_sleep_ms(QUIET_MS);
 
@@ -422,9 +439,10 @@ static void crash_case(void **state)
 /* clang-format off */
 static const struct crash_case s_guide[] = {
     /* The webhook dies unanswered: Midtrans's retry, or vendd's own check, applies it. */
-    {.at = "payment_received", .units = 1, .status = "COMPLETED", .runs = 1, .dropped = 1},
+    {.at = "payment_received", .units = 1, .crashed = "PENDING", .status = "COMPLETED", .runs = 1,
+     .dropped = 1},
     /* PAID and unit 1 SENT, never published: its deadline fails it, all refunded. */
-    {.at = "payment_committed", .units = 1, .status = "REFUNDED"},
+    {.at = "payment_committed", .units = 1, .crashed = "DISPENSING", .status = "REFUNDED"},
     {.at = "payment_committed", .units = 2, .status = "REFUNDED"},
     {.at = "trigger_committed", .units = 1, .manual = true, .status = "FAILED"},
     /* The command is at the broker: the machine runs it, its result waits in vendd's session. */
@@ -460,9 +478,10 @@ static const struct crash_case s_guide[] = {
 };
 
 static const struct crash_case s_vmsim[] = {
-    {.at = "payment_received", .units = 1, .status = "COMPLETED", .runs = 1, .dropped = 1},
+    {.at = "payment_received", .units = 1, .crashed = "PENDING", .status = "COMPLETED", .runs = 1,
+     .dropped = 1},
     /* Unit 1 never published: the machine is asked (settle), never got it, all refunded. */
-    {.at = "payment_committed", .units = 1, .status = "REFUNDED"},
+    {.at = "payment_committed", .units = 1, .crashed = "DISPENSING", .status = "REFUNDED"},
     {.at = "payment_committed", .units = 2, .status = "REFUNDED"},
     {.at = "trigger_committed", .units = 1, .manual = true, .status = "FAILED"},
     {.at = "command_published", .units = 1, .status = "COMPLETED", .runs = 1, .dropped = 1},

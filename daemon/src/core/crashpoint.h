@@ -20,7 +20,7 @@
 
 /* X(id, name): each point sits between two durable effects of an order. */
 #define CRASHPOINTS(X)                                                                             \
-    X(CRASH_PAYMENT_RECEIVED, "payment_received")   /* a notification verified, not applied */     \
+    X(CRASH_PAYMENT_RECEIVED, "payment_received")   /* "paid" verified, not applied */             \
     X(CRASH_PAYMENT_COMMITTED, "payment_committed") /* PAID + first unit SENT, not published */    \
     X(CRASH_TRIGGER_COMMITTED,                                                                     \
       "trigger_committed") /* a trigger's SENT committed, not published */                         \
