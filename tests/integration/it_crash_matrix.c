@@ -146,19 +146,25 @@ static pid_t start_vmsim(struct run *r, bool drops)
     return pid;
 }
 
+/* Lines of the file at path holding needle; -1 if it cannot be read. */
+static int file_count(const char *path, const char *needle)
+{
+    char line[512];
+    int n = 0;
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
 /* vmsim's motor runs, from its log. */
 static int vmsim_runs(const struct run *r)
 {
-    char line[256];
-    int runs = 0;
-    FILE *log = fopen(r->sim_log, "r");
-
-    if (log == NULL)
-        return -1;
-    while (fgets(line, sizeof(line), log) != NULL)
-        runs += strstr(line, "motor on") != NULL;
-    fclose(log);
-    return runs;
+    return file_count(r->sim_log, "motor on");
 }
 
 static int setup(void **state)
@@ -432,6 +438,13 @@ static void crash_case(void **state)
                              r->order_id),
                      dropped);
     check_money(r, (int)dropped);
+    /* Under the sanitizers: nothing they found on the way (vendd ends killed, unchecked). */
+    assert_int_equal(harness_log_count(&r->f->h, "Sanitizer"), 0);
+    assert_int_equal(harness_log_count(&r->f->h, "runtime error:"), 0);
+    if (r->kind == VMSIM) {
+        assert_int_equal(file_count(r->sim_log, "Sanitizer"), 0);
+        assert_int_equal(file_count(r->sim_log, "runtime error:"), 0);
+    }
 }
 
 /* ---- the matrix ----------------------------------------------------------------------------- */
