@@ -518,6 +518,10 @@ static const struct crash_case s_vmsim[] = {
      .runs = 1, .dropped = 1},
     {.at = "result_committed", .then = "unit_unsettled", .units = 2, .status = "COMPLETED",
      .runs = 1, .dropped = 1},
+    /* The settle's answer (never got it) lost with vendd too: asked again. */
+    {.at = "payment_committed", .then = "result_received", .units = 1, .status = "REFUNDED"},
+    {.at = "unit_unsettled", .then = "result_received", .units = 1, .stopped = true,
+     .status = "REFUNDED"},
     /* Unit 2 SENT with unit 1's result, never published: never run, its price refunded. */
     {.at = "command_published", .then = "result_committed", .units = 2, .status = "COMPLETED",
      .runs = 1, .dropped = 1},
