@@ -17,8 +17,14 @@ all: build
 bootstrap:
 	@tools/bootstrap
 
+# The test trees (release, asan) build vendd with crash points (VEND_CRASH_POINTS, for the
+# crash tests); `make install` builds its own tree without them.
 $(B)/release/CMakeCache.txt: | bootstrap
-	@$(CMAKE_Q) -S . -B $(B)/release -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	@$(CMAKE_Q) -S . -B $(B)/release -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVEND_CRASH_POINTS=ON
+
+$(B)/install/CMakeCache.txt: | bootstrap
+	@$(CMAKE_Q) -S . -B $(B)/install -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVEND_TESTS=OFF \
+	    -DVEND_CRASH_POINTS=OFF
 
 build: bootstrap $(B)/release/CMakeCache.txt
 	@cmake --build $(B)/release -j$(JOBS)
@@ -29,9 +35,9 @@ run: bootstrap $(B)/release/CMakeCache.txt
 
 # The release build of what is installed (cmake/install.cmake lists it) into $(DESTDIR)$(PREFIX):
 # `make install PREFIX=/usr DESTDIR=/tmp/pkg` stages a package.
-install: bootstrap $(B)/release/CMakeCache.txt
-	@cmake --build $(B)/release -j$(JOBS) --target vend-installables
-	@DESTDIR="$(DESTDIR)" cmake --install $(B)/release --prefix "$(PREFIX)"
+install: bootstrap $(B)/install/CMakeCache.txt
+	@cmake --build $(B)/install -j$(JOBS) --target vend-installables
+	@DESTDIR="$(DESTDIR)" cmake --install $(B)/install --prefix "$(PREFIX)"
 
 test: bootstrap check-format test-release test-asan test-m32 build-rv32
 	@echo "make test: all suites passed"
@@ -43,7 +49,7 @@ test-release: build
 # FUZZ_SECONDS inside this suite (longer: `make fuzz`).
 test-asan: bootstrap
 	@$(CMAKE_Q) -S . -B $(B)/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
-	    -DVEND_SANITIZE=ON -DVEND_FUZZ=ON -DVEND_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	    -DVEND_SANITIZE=ON -DVEND_FUZZ=ON -DVEND_FUZZ_SECONDS=$(FUZZ_SECONDS) -DVEND_CRASH_POINTS=ON
 	@cmake --build $(B)/asan -j$(JOBS)
 	@ctest --test-dir $(B)/asan -j$(JOBS) --output-on-failure --no-tests=error
 

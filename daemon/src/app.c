@@ -5,11 +5,13 @@
 #include "app.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "api.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "deadline.h"
 #include "httpc.h"
@@ -222,6 +224,13 @@ int app_run(const struct vendd_conf *conf)
     int status = 1, rc;
 
     log_init(conf->log_format, LOG_LEVEL_INFO, NULL);
+    /* A test's crash point (crashpoint.h): refused rather than ignored if it names nothing. */
+    if (crashpoint_init(&v.crash, getenv(CRASHPOINT_ENV), errbuf, sizeof(errbuf)) < 0) {
+        log_warnx("%s", errbuf);
+        return 78;
+    }
+    if (v.crash.armed)
+        log_warnx("crash point armed: SIGKILL at %s:%ld", crashpoint_name(v.crash.id), v.crash.nth);
     read_boot_id(boot_id, sizeof(boot_id));
     v.boot_id = boot_id;
     log_info("vendd %s starting", VENDD_VERSION);

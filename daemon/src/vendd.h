@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "broker_seam.h"
+#include "crashpoint.h"
 #include "deadline.h"
 #include "metrics.h"
 #include "offline.h"
@@ -82,6 +83,8 @@ struct vendd {
     /* This boot of the host (the kernel's boot_id); NULL or "" if unknown. The monotonic
      * clock is only comparable within one boot (deadline.c). */
     const char *boot_id;
+    /* VENDD_CRASH_AT, read at start: where the crash tests stop vendd (crashpoint.h). */
+    struct crashpoint crash;
     /* Set when vendd can no longer keep a rule (e.g. no timer for the deadlines): the loop
      * stops and vendd exits non-zero, to be restarted and resume from the database. */
     bool failed;

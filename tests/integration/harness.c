@@ -152,6 +152,7 @@ static int spawn_vendd(struct harness *h)
     fd = open(h->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
         return fail("cannot open '%s': %s", h->log_path, strerror(errno));
+    h->reaped = false;
     h->pid = fork();
     if (h->pid < 0) {
         h->pid = 0;
@@ -186,6 +187,8 @@ bool harness_vendd_alive(struct harness *h)
                 WIFEXITED(status) ? "exit" : "signal",
                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
         h->pid = 0;
+        h->reaped = true;
+        h->reaped_status = status;
         return false;
     }
     return true;
@@ -288,6 +291,39 @@ void harness_vendd_kill(struct harness *h)
     while (waitpid(h->pid, &status, 0) < 0 && errno == EINTR)
         ;
     h->pid = 0;
+}
+
+int harness_vendd_wait_death(struct harness *h, int timeout_ms)
+{
+    uint64_t deadline = harness_now_ms() + (uint64_t)timeout_ms;
+    int status;
+    pid_t rc;
+
+    if (h->pid <= 0 && h->reaped) {
+        /* Already found dead (harness_vendd_alive()): its status is kept. */
+        status = h->reaped_status;
+        h->reaped = false;
+        goto dead;
+    }
+    if (h->pid <= 0)
+        return fail("vendd is not running");
+    for (;;) {
+        rc = waitpid(h->pid, &status, WNOHANG);
+        if (rc == h->pid)
+            break;
+        if (rc < 0 && errno != EINTR)
+            return fail("waitpid vendd (pid %d): %s", (int)h->pid, strerror(errno));
+        if (harness_now_ms() >= deadline)
+            return fail("vendd still running %d ms on (log: %s)", timeout_ms, h->log_path);
+        harness_sleep_ms(10);
+    }
+    h->pid = 0;
+dead:
+    if (WIFSIGNALED(status))
+        return WTERMSIG(status);
+    fprintf(stderr, "harness: vendd exited with status %d, not by a signal (log: %s)\n",
+            WEXITSTATUS(status), h->log_path);
+    return 0;
 }
 
 int harness_new_http_port(struct harness *h)

@@ -53,6 +53,10 @@ struct harness {
     uint16_t http_port;
     pid_t pid;  /* vendd, 0 while not running */
     int starts; /* successful harness_vendd_start() calls */
+    /* vendd's wait status, when harness_vendd_alive() found it dead (during a start, say);
+     * reaped says there is one (harness_vendd_wait_death() takes it). */
+    bool reaped;
+    int reaped_status;
     /* fake-midtrans (harness_fake_start()): 0 while not running */
     pid_t fake_pid;
     uint16_t fake_port;
@@ -84,6 +88,13 @@ int harness_vendd_start_nobroker(struct harness *h);
 int harness_vendd_term(struct harness *h);
 /* SIGKILL and reap: a crash. */
 void harness_vendd_kill(struct harness *h);
+/*
+ * Wait up to timeout_ms for vendd to end by itself (a crash point, crashpoint.h) and reap it,
+ * or take the death harness_vendd_alive() found (a start that failed because vendd died).
+ * Returns the signal that ended it; 0 if it exited (its status on stderr); -1 if it is still
+ * running (left so) or was not.
+ */
+int harness_vendd_wait_death(struct harness *h, int timeout_ms);
 /* Another free loopback port for the HTTP API from the next harness_vendd_start() on. */
 int harness_new_http_port(struct harness *h);
 /* Set (or replace) an extra "KEY=VALUE" for vendd from the next harness_vendd_start() on. */

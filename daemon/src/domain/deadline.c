@@ -288,6 +288,7 @@ static int act_on(struct vendd *v, const struct overdue_kind *k, struct overdue 
         return settle_overdue_unit(v, &r->ask, now);
     rc = expire_unit(v, k, r->log_id, r->order_id, r->machine_id, now_iso);
     if (rc > 0) {
+        crashpoint(&v->crash, CRASH_UNIT_EXPIRED);
         log_expired(v, k, od, i);
         dispense_pump(v, r->machine_id);
     }

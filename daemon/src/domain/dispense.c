@@ -247,6 +247,7 @@ static bool publish_pending(struct vendd *v, const struct dispense_send *pc)
                   vend_strerror(rc));
         return false;
     }
+    crashpoint(&v->crash, CRASH_COMMAND_PUBLISHED);
     v->metrics.commands_published++;
     if (pc->cmd.unit)
         snprintf(unit_note, sizeof(unit_note), " unit %u", (unsigned)pc->cmd.unit);
@@ -494,6 +495,7 @@ int dispense_trigger(struct vendd *v, const char *order_id, char status[DISPENSE
     if (rc < 0)
         goto out;
     events_emit(v);
+    crashpoint(&v->crash, CRASH_TRIGGER_COMMITTED);
     snprintf(status, DISPENSE_STATUS_SIZE, "%s", seen);
     *sent = dispense_send_after_commit(v, &send);
 out:

@@ -239,7 +239,13 @@ static void group_apply(struct vendd *v)
     events_emit(v);
     for (size_t i = 0; i < n; i++) {
         struct group_item *it = &g->items[i];
-        bool sent = it->send.ready && dispense_publish(v, &it->send);
+        bool sent;
+
+        if (it->is_trigger && it->rc == VEND_OK)
+            crashpoint(&v->crash, CRASH_TRIGGER_COMMITTED);
+        else if (!it->is_trigger && it->res.applied)
+            crashpoint(&v->crash, CRASH_RESULT_COMMITTED);
+        sent = it->send.ready && dispense_publish(v, &it->send);
 
         if (it->is_trigger) {
             it->done(it->arg, it->order_id, it->rc, it->status, sent);

@@ -424,6 +424,7 @@ static int apply(struct vendd *v, const char *machine_id, const struct vend_disp
 
     if (rc < 0 || !done.applied)
         return rc;
+    crashpoint(&v->crash, CRASH_RESULT_COMMITTED);
     events_emit(v);
     result_log(r, &done);
     dispense_pump(v, done.machine_id);

@@ -308,6 +308,7 @@ int payments_apply(struct vendd *v, const struct midtrans_notification *n, const
     events_emit(v);
     refunds_schedule(v); /* a payment after expiry queues one */
     if (strcmp(*outcome, "PAID") == 0) {
+        crashpoint(&v->crash, CRASH_PAYMENT_COMMITTED);
         log_info("order '%s' PAID (%s): dispensing", n->order_id,
                  n->payment_type[0] ? n->payment_type : "midtrans");
         dispense_send_after_commit(v, &send);
@@ -364,6 +365,9 @@ void payments_notification(struct vendd *v, const char *body, size_t len, bool f
                  "development mode");
         return;
     }
+    /* Not at the "pending" that follows every QRIS charge: at the one that pays. */
+    if (midtrans_outcome_of(&n) == MIDTRANS_PAID)
+        crashpoint(&v->crash, CRASH_PAYMENT_RECEIVED);
     rc = payments_apply(v, &n, body, len, signed_ok, &outcome, &total);
     switch (rc) {
     case VEND_OK:

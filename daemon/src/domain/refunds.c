@@ -428,6 +428,8 @@ static void on_refund_answer(void *arg, const struct midtrans_result *res)
         res->err == VEND_ETIMEDOUT || res->err == VEND_EUNAVAILABLE || res->err == VEND_EIO;
     int rc;
 
+    /* Midtrans has answered (a refund may have been paid); nothing of it is stored yet. */
+    crashpoint(&v->crash, CRASH_REFUND_ANSWERED);
     vendd_now_iso(v, now_iso, sizeof(now_iso));
     for (int64_t i = 1; i < s->attempts && backoff < RETRY_MAX_S; i++)
         backoff *= 2;
@@ -572,6 +574,7 @@ static void send_one(struct vendd *v, const struct due_refund *r, const char *no
     events_emit(v);
     if (r->amount == 0 || !gateway || v->midtrans == NULL)
         return;
+    crashpoint(&v->crash, CRASH_REFUND_COMMITTED);
     /* After the commit that says SENT: a crash now leaves it SENT, and the next start sends
      * it again with the same key. */
     s = xcalloc(1, sizeof(*s));

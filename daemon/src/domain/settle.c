@@ -141,6 +141,7 @@ out:
         db_rollback(v->db);
         return rc;
     }
+    crashpoint(&v->crash, CRASH_UNIT_UNSETTLED);
     v->metrics.dispense_unsettled++;
     log_warnx("order '%s' unit %u UNSETTLED: no result from '%s' by its deadline; asking the "
               "machine",

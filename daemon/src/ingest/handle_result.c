@@ -3,6 +3,7 @@
 #include "dispense_result.h"
 #include "ingest.h"
 #include "log.h"
+#include "vendd.h"
 #include "vend/codec.h"
 #include "vend/err.h"
 #include "vend/msg.h"
@@ -18,5 +19,7 @@ int handle_result(struct vendd *v, const char *machine_id, const char *payload, 
                   vend_strerror(rc));
         return rc;
     }
+    /* PUBACKed already (libmosquitto acknowledges before on_message): only vendd has it. */
+    crashpoint(&v->crash, CRASH_RESULT_RECEIVED);
     return dispense_result_submit(v, machine_id, &r);
 }
