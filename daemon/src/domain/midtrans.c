@@ -433,8 +433,8 @@ static int read_success(enum midtrans_call call, const json_t *obj, struct midtr
 }
 
 /* Turn an HTTP answer into a result: first the transport, then the HTTP and JSON codes. */
-static void read_answer(enum midtrans_call call, const struct httpc_response *hr,
-                        struct midtrans_result *res)
+void midtrans_read_answer(enum midtrans_call call, const struct httpc_response *hr,
+                          struct midtrans_result *res)
 {
     json_error_t jerr;
     json_t *obj = NULL;
@@ -485,7 +485,7 @@ static void on_answer(void *arg, const struct httpc_response *hr)
     struct mt_call *c = arg;
     struct midtrans_result *res = xcalloc(1, sizeof(*res));
 
-    read_answer(c->call, hr, res);
+    midtrans_read_answer(c->call, hr, res);
     unlink_call(c->m, c);
     c->done(c->arg, res);
     free(res);
