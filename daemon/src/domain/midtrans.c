@@ -40,7 +40,8 @@ struct midtrans {
 
 /* ---- notifications ---------------------------------------------------------------------- */
 
-/* Copy the string member key of obj into buf; "" when absent and optional. */
+/* Copy the string member key of obj into buf; "" when absent and optional. A required one
+ * must not be empty either: a QRIS charge "created" with qr_string "" has nothing to pay. */
 static int take_string(const json_t *obj, const char *key, bool required, char *buf, size_t size,
                        char *why, size_t why_size)
 {
@@ -61,6 +62,10 @@ static int take_string(const json_t *obj, const char *key, bool required, char *
     }
     s = json_string_value(v);
     len = json_string_length(v);
+    if (len == 0 && required) {
+        snprintf(why, why_size, "'%s' is empty", key);
+        return VEND_EMISSING;
+    }
     if (len >= size || strlen(s) != len) {
         snprintf(why, why_size, "'%s' is longer than %zu bytes or holds a NUL", key, size - 1);
         return VEND_ERANGE;
