@@ -374,11 +374,29 @@ static void read_method(const unsigned char *s, size_t n, char method[17])
         memcpy(method, "GET", 4);
 }
 
+/*
+ * A target whose path (before '?') holds "//" or an encoded slash or backslash is refused as
+ * a path, whatever the route would have made of it (http.c, path_segments_ok() and on_uri()).
+ */
+static bool path_must_be_refused(const uint8_t *t, size_t n)
+{
+    for (size_t i = 0; i < n && t[i] != '?'; i++) {
+        if (i + 1 < n && t[i] == '/' && t[i + 1] == '/')
+            return true;
+        if (i + 2 < n && t[i] == '%' &&
+            ((t[i + 1] == '2' && (t[i + 2] | 0x20) == 'f') ||
+             (t[i + 1] == '5' && (t[i + 2] | 0x20) == 'c')))
+            return true;
+    }
+    return false;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const uint8_t *nl = memchr(data, '\n', size), *sp;
     size_t line = nl != NULL ? (size_t)(nl - data) : size;
     char method[17];
+    int status;
 
     if (size > INPUT_MAX)
         return 0;
@@ -388,9 +406,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     read_method(data, sp != NULL ? (size_t)(sp - data) : 0, method);
     if (sp == NULL)
         sp = data - 1;
-    check_reply(request(method, "", sp + 1, line - (size_t)(sp + 1 - data), "",
-                        nl != NULL ? (const char *)nl + 1 : NULL,
-                        nl != NULL ? size - line - 1 : 0));
+    status = request(method, "", sp + 1, line - (size_t)(sp + 1 - data), "",
+                     nl != NULL ? (const char *)nl + 1 : NULL, nl != NULL ? size - line - 1 : 0);
+    check_reply(status);
+    /* MHD may refuse a request line first (no answer, or its own 4xx); vendd says 400. */
+    if (path_must_be_refused(sp + 1, line - (size_t)(sp + 1 - data)) && status >= 200 &&
+        status < 400) {
+        fprintf(stderr, "fuzz_api: a path to refuse was served:\n%.*s\n", (int)s_fx.reply_len,
+                s_fx.reply);
+        abort();
+    }
     return 0;
 }
 
