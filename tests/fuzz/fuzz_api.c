@@ -68,6 +68,7 @@ static struct {
     char *req;
     size_t req_cap;
     bool ready;
+    bool head; /* the last request was a HEAD */
     /* FUZZ_API_HEADERS: the request's header lines (CRLF each) instead of the bearer token */
     const char *headers;
     size_t headers_len;
@@ -276,8 +277,9 @@ static void check_reply(int status)
     }
     hlen = header_len();
     ct = reply_header(hlen, "Content-Type", &vlen);
+    /* The answer to a HEAD has the head of the answer to a GET, and no body. */
     if (status < 400 || ct == NULL || strncmp(ct, "application/json", 16) != 0 ||
-        reply_header(hlen, "Content-Length", &vlen) == NULL)
+        reply_header(hlen, "Content-Length", &vlen) == NULL || s_fx.head)
         return;
     body = json_loadb(s_fx.reply + hlen, s_fx.reply_len - hlen, 0, NULL);
     err = json_object_get(body, "error");
@@ -325,7 +327,8 @@ static int request(const char *method, const char *prefix, const unsigned char *
         memcpy(s_fx.req + n, body, blen);
         n += blen;
     }
-    return exchange(n, strcmp(method, "HEAD") == 0);
+    s_fx.head = strcmp(method, "HEAD") == 0;
+    return exchange(n, s_fx.head);
 }
 
 /* What the inputs find: VM01 with three stocked slots and a paid manual order "paid-1". */
