@@ -80,6 +80,23 @@ bool api_field_int(const json_t *body, const char *key, bool required, int64_t m
     return true;
 }
 
+bool api_parse_decimal(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    int64_t v = 0;
+
+    if (s == NULL || s[0] < '0' || s[0] > '9' || (s[0] == '0' && s[1] != '\0'))
+        return false;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9' || v > (INT64_MAX - (*s - '0')) / 10)
+            return false;
+        v = v * 10 + (*s - '0');
+    }
+    if (v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
 bool api_fields_allowed(const json_t *body, const char *const *allowed, struct http_response *res)
 {
     const char *key;

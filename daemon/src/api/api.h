@@ -37,6 +37,15 @@ bool api_field_int(const json_t *body, const char *key, bool required, int64_t m
  */
 bool api_fields_allowed(const json_t *body, const char *const *allowed, struct http_response *res);
 
+/*
+ * The one way vendd reads a number from a path or a query string: decimal digits only, no
+ * sign, space, leading zero ("0" itself aside), exponent or hex, from min to max (min >= 0).
+ * strtol() would take " 5", "+5", "05" and "5 ", and wrap on overflow: "01" would be slot 1
+ * behind a proxy or a log that sees another string. True with *out set; false otherwise,
+ * *out untouched. NULL is false.
+ */
+bool api_parse_decimal(const char *s, int64_t min, int64_t max, int64_t *out);
+
 /* Answer a VEND_E* error with its HTTP status and code (404, 409, 503, 422, else 500). */
 void api_reply_err(struct http_response *res, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -45,11 +45,11 @@ void api_alerts_resolve(void *ctx, const struct http_request *req, struct http_r
 {
     struct vendd *v = ctx;
     const char *id_arg = http_param(req, "id");
-    char resolved_at[32] = "", *end = NULL;
-    long long id = id_arg != NULL ? strtoll(id_arg, &end, 10) : 0;
+    char resolved_at[32] = "";
+    int64_t id;
     int rc;
 
-    if (id_arg == NULL || end == id_arg || *end != '\0' || id < 1) {
+    if (!api_parse_decimal(id_arg, 1, INT64_MAX, &id)) {
         http_reply_error(res, 404, "NOT_FOUND", "no alert '%s'", id_arg != NULL ? id_arg : "");
         return;
     }
@@ -60,13 +60,14 @@ void api_alerts_resolve(void *ctx, const struct http_request *req, struct http_r
                         json_pack("{s:I, s:s}", "id", (json_int_t)id, "resolved_at", resolved_at));
         break;
     case VEND_ENOTFOUND:
-        http_reply_error(res, 404, "NOT_FOUND", "no alert %lld", id);
+        http_reply_error(res, 404, "NOT_FOUND", "no alert %lld", (long long)id);
         break;
     case VEND_ESTATE:
-        http_reply_error(res, 409, "WRONG_STATE", "alert %lld was resolved at %s", id, resolved_at);
+        http_reply_error(res, 409, "WRONG_STATE", "alert %lld was resolved at %s", (long long)id,
+                         resolved_at);
         break;
     default:
-        api_reply_err(res, rc, "cannot resolve alert %lld", id);
+        api_reply_err(res, rc, "cannot resolve alert %lld", (long long)id);
         break;
     }
 }

@@ -1,27 +1,8 @@
 /* api_events.c - GET /api/events: the event stream, as server-sent events (domain/events.h). */
-#include <errno.h>
-#include <stdlib.h>
-
 #include "api.h"
 #include "events.h"
 #include "vend/err.h"
 #include "vendd.h"
-
-/* An event id as a client sends it back: decimal digits, 0..INT64_MAX. */
-static bool id_parse(const char *s, int64_t *out)
-{
-    char *end;
-    long long v;
-
-    if (*s < '0' || *s > '9')
-        return false;
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
 
 void api_events(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -37,7 +18,7 @@ void api_events(void *ctx, const struct http_request *req, struct http_response 
         id = http_query(req, "last_event_id");
         name = "last_event_id";
     }
-    if (id != NULL && id[0] != '\0' && !id_parse(id, &last)) {
+    if (id != NULL && id[0] != '\0' && !api_parse_decimal(id, 0, INT64_MAX, &last)) {
         http_reply_error(res, 422, "INVALID_FIELD",
                          "'%s' must be an event id: decimal digits, 0 to 9223372036854775807",
                          name);

@@ -199,19 +199,15 @@ void api_machines_put_slot(void *ctx, const struct http_request *req, struct htt
 {
     struct vendd *v = ctx;
     const char *id = path_machine_id(req, "id", res);
-    const char *slot_arg = http_param(req, "slot");
     struct slot_input in;
     struct slot_outcome out = {0};
-    char *end = NULL;
-    long slot;
+    int64_t slot;
     json_t *body;
     int rc;
 
     if (id == NULL)
         return;
-    slot = slot_arg != NULL ? strtol(slot_arg, &end, 10) : 0;
-    if (slot_arg == NULL || end == slot_arg || *end != '\0' || slot < VEND_SLOT_MIN ||
-        slot > VEND_SLOT_MAX) {
+    if (!api_parse_decimal(http_param(req, "slot"), VEND_SLOT_MIN, VEND_SLOT_MAX, &slot)) {
         http_reply_error(res, 422, "INVALID_FIELD", "'slot' in the path must be %d to %d",
                          VEND_SLOT_MIN, VEND_SLOT_MAX);
         return;
@@ -222,7 +218,8 @@ void api_machines_put_slot(void *ctx, const struct http_request *req, struct htt
     switch (rc) {
     case VEND_OK:
         if (slots_get_json(v, id, slot, &body) < 0) {
-            api_reply_err(res, VEND_EDB, "cannot read slot %ld of machine '%s'", slot, id);
+            api_reply_err(res, VEND_EDB, "cannot read slot %lld of machine '%s'", (long long)slot,
+                          id);
             return;
         }
         http_reply_json(res, out.created ? 201 : 200, body);
@@ -246,7 +243,7 @@ void api_machines_put_slot(void *ctx, const struct http_request *req, struct htt
         http_reply_error(res, 409, "WRONG_STATE", "%s", out.why);
         break;
     default:
-        api_reply_err(res, rc, "cannot update slot %ld of machine '%s'", slot, id);
+        api_reply_err(res, rc, "cannot update slot %lld of machine '%s'", (long long)slot, id);
         break;
     }
 }

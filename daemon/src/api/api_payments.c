@@ -59,12 +59,11 @@ void api_refunds_done(void *ctx, const struct http_request *req, struct http_res
     struct vendd *v = ctx;
     const char *id_arg = http_param(req, "id");
     static const char *const fields[] = {"note", NULL};
-    char note[NOTE_MAX + 1] = "", status[16], *end = NULL;
-    long long id;
+    char note[NOTE_MAX + 1] = "", status[16];
+    int64_t id;
     int rc;
 
-    id = id_arg != NULL ? strtoll(id_arg, &end, 10) : 0;
-    if (id_arg == NULL || end == id_arg || *end != '\0' || id < 1) {
+    if (!api_parse_decimal(id_arg, 1, INT64_MAX, &id)) {
         http_reply_error(res, 404, "NOT_FOUND", "no refund '%s'", id_arg != NULL ? id_arg : "");
         return;
     }
@@ -77,7 +76,7 @@ void api_refunds_done(void *ctx, const struct http_request *req, struct http_res
         http_reply_json(res, 200, json_pack("{s:I, s:s}", "id", (json_int_t)id, "status", status));
         break;
     case VEND_ENOTFOUND:
-        http_reply_error(res, 404, "NOT_FOUND", "no refund %lld", id);
+        http_reply_error(res, 404, "NOT_FOUND", "no refund %lld", (long long)id);
         break;
     case VEND_ESTATE:
         http_reply_json(res, 409,
@@ -88,7 +87,7 @@ void api_refunds_done(void *ctx, const struct http_request *req, struct http_res
                                   "status", status));
         break;
     default:
-        api_reply_err(res, rc, "cannot mark refund %lld done", id);
+        api_reply_err(res, rc, "cannot mark refund %lld done", (long long)id);
         break;
     }
 }

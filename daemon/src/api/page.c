@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "api.h"
 #include "log.h"
 
 /* A cursor's text: the list's name and each key field, joined by a byte no key can hold. */
@@ -81,7 +82,7 @@ static int b64url_decode(const char *in, size_t len, unsigned char *out, size_t 
 /* A key field as a cursor may hold it: the rule of its kind, and *num for a row id. */
 static bool key_valid(enum page_key_kind kind, const char *s, int64_t *num)
 {
-    int64_t ms, v = 0;
+    int64_t ms;
 
     switch (kind) {
     case PAGE_KEY_MACHINE_ID:
@@ -95,38 +96,9 @@ static bool key_valid(enum page_key_kind kind, const char *s, int64_t *num)
     case PAGE_KEY_TIME:
         return store_iso_parse(s, &ms) == 0;
     case PAGE_KEY_ROWID:
-        /* Canonical decimal only: no sign, no leading zero, no overflow. */
-        if (s[0] < '1' || s[0] > '9')
-            return false;
-        for (; *s != '\0'; s++) {
-            if (*s < '0' || *s > '9' || v > (INT64_MAX - (*s - '0')) / 10)
-                return false;
-            v = v * 10 + (*s - '0');
-        }
-        *num = v;
-        return true;
+        return api_parse_decimal(s, 1, INT64_MAX, num);
     }
     return false;
-}
-
-/* Decimal digits only: strtol() would take " 5", "+5" and "5 " as well. */
-static bool read_limit(const char *arg, int64_t *limit)
-{
-    int64_t v = 0;
-
-    if (arg[0] == '\0')
-        return false;
-    for (; *arg != '\0'; arg++) {
-        if (*arg < '0' || *arg > '9')
-            return false;
-        v = v * 10 + (*arg - '0');
-        if (v > PAGE_LIMIT_MAX)
-            return false;
-    }
-    if (v < 1)
-        return false;
-    *limit = v;
-    return true;
 }
 
 /* The list's name, then exactly spec->nkeys fields, each valid for its kind. */
@@ -170,7 +142,7 @@ bool page_read(const struct http_request *req, const struct page_spec *spec, str
 
     memset(pg, 0, sizeof(*pg));
     pg->limit = PAGE_LIMIT_DEFAULT;
-    if (limit != NULL && !read_limit(limit, &pg->limit)) {
+    if (limit != NULL && !api_parse_decimal(limit, 1, PAGE_LIMIT_MAX, &pg->limit)) {
         http_reply_error(res, 422, "INVALID_FIELD", "'limit' must be an integer from 1 to %d",
                          PAGE_LIMIT_MAX);
         return false;

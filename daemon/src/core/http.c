@@ -77,6 +77,8 @@ struct http_conn {
     uint64_t deadline_ms; /* loop_now_ms() of the phase's deadline */
     bool local;           /* 127.0.0.1 or ::1: may use the reserve */
     unsigned char key[ADDR_KEY_LEN];
+    /* The current request's path, as sent, holds an encoded slash or backslash (on_uri()). */
+    bool encoded_sep;
 };
 
 struct http_server {
@@ -523,6 +525,55 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
             s[i] = 0x7f;
     }
     return n;
+}
+
+static struct http_conn *conn_of(struct MHD_Connection *c);
+
+/*
+ * The path's shape, before any route: no empty segment ("//", a trailing '/') and no "." or
+ * ".." segment. No route has one, and a proxy or a cache in front may read such a path
+ * otherwise than vendd does (normalising it, or not), so it is refused rather than matched
+ * or left to a 404: the one rule every route gets, whatever its captures accept.
+ */
+static bool path_segments_ok(const char *path)
+{
+    if (strcmp(path, "/") == 0)
+        return true;
+    while (*path == '/') {
+        size_t n = seg_len(++path);
+
+        if (n == 0 || (n == 1 && path[0] == '.') || (n == 2 && path[0] == '.' && path[1] == '.'))
+            return false;
+        path += n;
+    }
+    return *path == '\0';
+}
+
+/* An encoded slash or backslash in the path part of a raw URI ("%2F", "%5c", ...). */
+static bool raw_path_has_encoded_sep(const char *uri)
+{
+    for (; *uri != '\0' && *uri != '?'; uri++) {
+        if (uri[0] == '%' && ((uri[1] == '2' && (uri[2] == 'f' || uri[2] == 'F')) ||
+                              (uri[1] == '5' && (uri[2] == 'c' || uri[2] == 'C'))))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * MHD's URI log callback: the request target as sent, before any decoding, which is the only
+ * place an encoded slash can still be told from a real one. "/api/machines/VM01%2Fslots%2F1"
+ * is one segment to a proxy routing on the raw path and the slot route once decoded: the
+ * mark is read by on_access(). Returns NULL, the *con_cls on_access() expects first.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    struct http_conn *hc = conn_of(c);
+    (void)cls;
+
+    if (hc != NULL)
+        hc->encoded_sep = raw_path_has_encoded_sep(uri);
+    return NULL;
 }
 
 /* Finds the route for method+path, or records 404/405/400 in call. */
@@ -1152,10 +1203,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         conn_phase(s, conn_of(c), PHASE_BODY);
         client_address(c, call);
         /* Before the route: a control character has no business in any path, and one in
-         * a literal segment would otherwise be a misleading 404. */
+         * a literal segment would otherwise be a misleading 404; nor has an encoded slash,
+         * an empty, "." or ".." segment (path_segments_ok(), on_uri()). */
         if (path_has_control(url))
             call_fail(call, 400, "BAD_PATH",
                       "path contains a control character (%%00-%%1F or %%7F)");
+        else if (conn_of(c) != NULL && conn_of(c)->encoded_sep)
+            call_fail(call, 400, "BAD_PATH",
+                      "path contains an encoded '/' or '\\' (%%2F, %%5C): an identifier never "
+                      "holds one");
+        else if (!path_segments_ok(url))
+            call_fail(call, 400, "BAD_PATH",
+                      "path has an empty, '.' or '..' segment: send the path itself, "
+                      "without '//' or a trailing '/'");
         else
             route_resolve(s, method, url, call);
         if (call->route != NULL && call->method != HTTP_GET && !origin_ok(c))
@@ -1371,10 +1431,10 @@ int http_server_start(struct http_server **out, struct loop *loop, const struct 
     s->mhd = MHD_start_daemon(
         flags, cfg->port, on_accept, s, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_UNESCAPE_CALLBACK, unescape, s,
-        MHD_OPTION_CONNECTION_LIMIT, s->max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        s, MHD_OPTION_END);
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_CONNECTION_LIMIT, s->max_conns,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
     if (s->mhd == NULL) {
         log_warnx("cannot listen for HTTP on '%s' port %u", cfg->host, (unsigned)cfg->port);
         rc = VEND_EIO;

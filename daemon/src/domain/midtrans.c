@@ -40,7 +40,8 @@ struct midtrans {
 
 /* ---- notifications ---------------------------------------------------------------------- */
 
-/* Copy the string member key of obj into buf; "" when absent and optional. */
+/* Copy the string member key of obj into buf; "" when absent and optional. A required one
+ * must not be empty either: a QRIS charge "created" with qr_string "" has nothing to pay. */
 static int take_string(const json_t *obj, const char *key, bool required, char *buf, size_t size,
                        char *why, size_t why_size)
 {
@@ -61,6 +62,10 @@ static int take_string(const json_t *obj, const char *key, bool required, char *
     }
     s = json_string_value(v);
     len = json_string_length(v);
+    if (len == 0 && required) {
+        snprintf(why, why_size, "'%s' is empty", key);
+        return VEND_EMISSING;
+    }
     if (len >= size || strlen(s) != len) {
         snprintf(why, why_size, "'%s' is longer than %zu bytes or holds a NUL", key, size - 1);
         return VEND_ERANGE;
@@ -433,8 +438,8 @@ static int read_success(enum midtrans_call call, const json_t *obj, struct midtr
 }
 
 /* Turn an HTTP answer into a result: first the transport, then the HTTP and JSON codes. */
-static void read_answer(enum midtrans_call call, const struct httpc_response *hr,
-                        struct midtrans_result *res)
+void midtrans_read_answer(enum midtrans_call call, const struct httpc_response *hr,
+                          struct midtrans_result *res)
 {
     json_error_t jerr;
     json_t *obj = NULL;
@@ -485,7 +490,7 @@ static void on_answer(void *arg, const struct httpc_response *hr)
     struct mt_call *c = arg;
     struct midtrans_result *res = xcalloc(1, sizeof(*res));
 
-    read_answer(c->call, hr, res);
+    midtrans_read_answer(c->call, hr, res);
     unlink_call(c->m, c);
     c->done(c->arg, res);
     free(res);

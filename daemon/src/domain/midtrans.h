@@ -22,6 +22,7 @@
 #include "vend/msg.h"
 
 struct httpc;
+struct httpc_response;
 struct midtrans;
 
 #define MIDTRANS_SIGNATURE_HEX 128
@@ -152,5 +153,13 @@ void midtrans_free(struct midtrans *m);
 int midtrans_start(struct midtrans *m, const struct midtrans_request *req, midtrans_done_fn *done,
                    void *arg, uint64_t *id);
 void midtrans_cancel(struct midtrans *m, uint64_t id);
+
+/*
+ * What midtrans_start() makes of an answer to call before done() gets it: hr (the transport's
+ * outcome, the HTTP status and the body, all untrusted) into *res, which the caller zeroed.
+ * Public for the fuzz target of Midtrans's answers (tests/fuzz/fuzz_midtrans_answer.c).
+ */
+void midtrans_read_answer(enum midtrans_call call, const struct httpc_response *hr,
+                          struct midtrans_result *res);
 
 #endif
