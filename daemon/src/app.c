@@ -272,6 +272,9 @@ int app_run(const struct vendd_conf *conf)
         log_warnx("cannot resume dispenses: %s", db_errmsg(v.db));
         goto out;
     }
+    /* Within the grace the deadlines just gave, so a unit is not failed for a result kept. */
+    if (dispense_results_resume(&v) < 0)
+        goto out;
     rc = start_payments(&v);
     if (rc < 0)
         goto out;
