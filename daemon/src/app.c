@@ -173,10 +173,10 @@ static int start_payments(struct vendd *v)
     return rc;
 }
 
-/* http_config data_version: what the cached answers of read routes depend on. */
-static void http_data_version(void *ctx, uint64_t version[2])
+/* http_config data_version: what the cached answers of a read route depend on. */
+static void http_data_version(void *ctx, const char *pattern, uint64_t version[2])
 {
-    db_version(((struct vendd *)ctx)->db, version);
+    db_version_of(((struct vendd *)ctx)->db, api_route_reads(pattern), version);
 }
 
 static int start_http(struct vendd *v)
