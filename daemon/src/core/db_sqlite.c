@@ -23,7 +23,7 @@
  * builds SQL text dynamically from growing the cache without end. */
 #define CACHE_BUCKETS   256
 #define CACHE_MAX       512
-#define RECENT_SLOTS    64
+#define RECENT_SLOTS    256 /* in pairs */
 #define PATH_MAX_LEN    4096
 #define BUSY_TIMEOUT_MS 5000
 
@@ -188,15 +188,25 @@ static unsigned char *param_numbers(sqlite3_stmt *stmt)
 static int stmt_get(struct db *db, const char *sql, sqlite3_stmt **stmt, struct cached_stmt **entry)
 {
     struct sqlite_state *st = state(db);
-    struct recent_stmt *r = &st->recent[((uintptr_t)sql >> 3) % RECENT_SLOTS];
+    /* A pair by the address's bits, all of them mixed: where a statement's text lies moves
+     * with every build, and a pair shared by two hot statements made each pay the text's
+     * hash (4k instructions a telemetry message in one build). */
+    struct recent_stmt *r =
+        &st->recent[(((uint64_t)(uintptr_t)sql * 0x9e3779b97f4a7c15u) >> 57) * 2 % RECENT_SLOTS];
     struct cached_stmt **slot = NULL;
     struct cached_stmt *e = NULL;
     uint32_t h = 0;
     int rc;
 
     *entry = NULL;
-    if (r->sql == sql && strcmp(r->entry->sql, sql) == 0)
-        e = r->entry;
+    if (r[0].sql == sql && strcmp(r[0].entry->sql, sql) == 0) {
+        e = r[0].entry;
+    } else if (r[1].sql == sql && strcmp(r[1].entry->sql, sql) == 0) {
+        e = r[1].entry;
+        r[1] = r[0]; /* the pair's most recent first */
+        r[0].sql = sql;
+        r[0].entry = e;
+    }
     if (e == NULL) {
         h = hash_sql(sql);
         slot = &st->buckets[h % CACHE_BUCKETS];
@@ -205,8 +215,9 @@ static int stmt_get(struct db *db, const char *sql, sqlite3_stmt **stmt, struct 
                 break;
         }
         if (e != NULL) {
-            r->sql = sql;
-            r->entry = e;
+            r[1] = r[0];
+            r[0].sql = sql;
+            r[0].entry = e;
         }
     }
     if (e != NULL && !e->busy) {
@@ -235,8 +246,9 @@ static int stmt_get(struct db *db, const char *sql, sqlite3_stmt **stmt, struct 
     e->next = *slot;
     *slot = e;
     st->ncached++;
-    r->sql = sql;
-    r->entry = e;
+    r[1] = r[0];
+    r[0].sql = sql;
+    r[0].entry = e;
     *entry = e;
     return VEND_OK;
 }
@@ -423,8 +435,13 @@ static void on_update(void *arg, int op, const char *dbname, const char *table, 
     (void)dbname;
     (void)rowid;
     st->hooked++;
+    /* By the name's address first: SQLite passes the same one for a table each time. */
     for (size_t i = 0; i < st->ntables && t == NULL; i++) {
-        if (st->tables[i].seen == table || strcmp(st->tables[i].name, table) == 0)
+        if (st->tables[i].seen == table)
+            t = &st->tables[i];
+    }
+    for (size_t i = 0; i < st->ntables && t == NULL; i++) {
+        if (strcmp(st->tables[i].name, table) == 0)
             t = &st->tables[i];
     }
     if (t == NULL) {
