@@ -171,6 +171,9 @@ void dfx_open(struct dfx *f)
     /* The monotonic clock follows the pinned one; a test stepping the wall clock sets its own. */
     f->v.mono_ms = dfx_clock_ms;
     assert_int_equal(conf_load(&f->conf, no_env, NULL, NULL), VEND_OK);
+    /* What the daemon keeps beside its database (result_spool.h) goes beside this one. */
+    snprintf(f->conf.sqlite_path, sizeof(f->conf.sqlite_path), "%s",
+             dfx_pg() ? "" : f->url + strlen("sqlite:"));
     f->v.conf = &f->conf;
 }
 

@@ -1340,6 +1340,72 @@ static void test_version_moves(void **state)
     db_close(db);
 }
 
+/*
+ * db_version_of() moves with a change to a table it names (a row in or out of one it names
+ * as members only), with another connection's commit, and with a change the update hook was
+ * not told of; a change elsewhere, or to a member table's rows, leaves it where it was. On
+ * PostgreSQL it is db_version(): only the "moves" half holds.
+ */
+static void test_version_of_tables(void **state)
+{
+    static const struct db_reads stock = {.changed = {"slots", "products", NULL},
+                                          .members = {"machines", NULL}};
+    const char *now = "2026-01-01T00:00:00.000Z";
+    struct db *db;
+    struct db *other;
+    uint64_t a[2];
+    uint64_t b[2];
+
+    (void)state;
+    db = open_ok("version_of.db");
+    seed(db);
+    other = open_ok("version_of.db");
+    db_version_of(db, &stock, a);
+    assert_true(a[1] != UINT64_MAX);
+    db_version_of(db, &stock, b);
+    assert_true(a[0] == b[0] && a[1] == b[1]);
+    /* Elsewhere: a reading, a machine's row updated, an order (its trigger writes events). */
+    assert_int_equal(EXEC(db,
+                          "INSERT INTO telemetry (machine_id, data, received_at) "
+                          "VALUES ('M1', '{}', $1)",
+                          DB_TEXT(now)),
+                     1);
+    assert_int_equal(EXEC(db, "UPDATE machines SET last_seen = $1 WHERE id = 'M1'", DB_TEXT(now)),
+                     1);
+    assert_int_equal(EXEC(db, "UPDATE orders SET status = $1 WHERE id = 'O1'", DB_TEXT("PAID")), 1);
+    db_version_of(db, &stock, b);
+    if (!s_pg)
+        assert_true(a[0] == b[0] && a[1] == b[1]);
+    /* A slot's stock (its trigger writes events too). */
+    db_version_of(db, &stock, a);
+    assert_int_equal(EXEC0(db, "UPDATE slots SET current_stock = 2 WHERE id = 1"), 1);
+    db_version_of(db, &stock, b);
+    assert_true(a[0] != b[0] || a[1] != b[1]);
+    /* A machine coming. */
+    db_version_of(db, &stock, a);
+    assert_int_equal(EXEC(db,
+                          "INSERT INTO machines (id, name, created_at, updated_at) "
+                          "VALUES ('M3', 'three', $1, $1)",
+                          DB_TEXT(now)),
+                     1);
+    db_version_of(db, &stock, b);
+    assert_true(a[0] != b[0] || a[1] != b[1]);
+    /* A DELETE without WHERE from a table without triggers or foreign keys: SQLite empties
+     * it without telling the hook of each row (its count still moves). */
+    db_version_of(db, &stock, a);
+    assert_true(EXEC0(db, "DELETE FROM events") >= 1);
+    db_version_of(db, &stock, b);
+    assert_true(a[0] != b[0] || a[1] != b[1]);
+    /* Another connection's commit, whatever it changed. */
+    db_version_of(db, &stock, a);
+    assert_int_equal(EXEC(other, "UPDATE orders SET status = $1 WHERE id = 'O2'", DB_TEXT("PAID")),
+                     1);
+    db_version_of(db, &stock, b);
+    assert_true(a[0] != b[0] || a[1] != b[1]);
+    db_close(other);
+    db_close(db);
+}
+
 /* Booleans and sums read as SQLite gives them: 1/0, integers. */
 static void test_value_shapes(void **state)
 {
@@ -1712,6 +1778,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ids_follow_given_ones),
         cmocka_unit_test(test_events_from_triggers),
         cmocka_unit_test(test_version_moves),
+        cmocka_unit_test(test_version_of_tables),
         cmocka_unit_test(test_value_shapes),
         cmocka_unit_test(test_sales_rollup_equals_group_by),
     };
@@ -1742,6 +1809,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ids_follow_given_ones),
         cmocka_unit_test(test_events_from_triggers),
         cmocka_unit_test(test_version_moves),
+        cmocka_unit_test(test_version_of_tables),
         cmocka_unit_test(test_value_shapes),
         cmocka_unit_test(test_sales_rollup_equals_group_by),
         cmocka_unit_test(test_migration_sets_match),

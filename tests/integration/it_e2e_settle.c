@@ -5,8 +5,8 @@
  * once, and a refund only for a unit that did not drop.
  *
  *  1. the result is PUBACKed, the database is locked past vendd's busy timeout, and vendd is
- *     killed with the result still in memory: after the restart, the unit's deadline asks
- *     the machine (settle), whose journal has the result;
+ *     killed with the result still in memory (and its copy in a file removed): after the
+ *     restart, the unit's deadline asks the machine (settle), whose journal has the result;
  *  2. the broker freezes (SIGSTOP) with the command in its socket: vendd's deadline passes,
  *     the unit waits UNSETTLED; the broker thaws and delivers the command late, and the
  *     machine refuses it (expiresAt) and says so when asked;
@@ -182,6 +182,7 @@ static void result_lost_by_a_killed_vendd_is_recovered_by_settle(void **state)
 {
     struct e2e *e = *state;
     struct harness *h = &e->f->h;
+    char spool[HARNESS_PATH_MAX + 16];
     sqlite3 *lock;
 
     assert_int_equal(harness_order(h, "why-1", 1, 1), 0);
@@ -190,6 +191,10 @@ static void result_lost_by_a_killed_vendd_is_recovered_by_settle(void **state)
     /* vmsim drops the product and publishes; vendd PUBACKs it and cannot commit it. */
     assert_int_equal(harness_log_wait(h, "kept to be applied again", 1, 15000), 1);
     harness_vendd_kill(h); /* kill -9: the result in memory is gone */
+    /* And the file vendd keeps it in as well (it_restart applies that one), as if vendd had
+     * died before writing it: the machine's journal is what is left. */
+    snprintf(spool, sizeof(spool), "%s-results", h->db_path);
+    assert_int_equal(unlink(spool), 0);
     unlock_database(lock);
     assert_int_equal(
         harness_sql_wait(h, "SELECT status FROM dispense_logs WHERE order_id = 'why-1'", "SENT", 0),

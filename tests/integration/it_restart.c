@@ -11,6 +11,8 @@
  *    (the session's id, MQTT_CLIENT_ID, does not depend on it); 5. MQTT_CLIENT_ID is used.
  * 6. A result (and a trigger) read in the loop turn that also reads SIGTERM: applied before
  *    vendd stops, not dropped with the unit left to fail NO_RESULT and be refunded.
+ * 7. A result waiting for a database locked past the busy timeout when SIGTERM comes: in
+ *    the database after the restart.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -24,6 +26,7 @@
 
 #include <arpa/inet.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -387,6 +390,55 @@ static void last_turn_applied_at_sigterm(void **state)
     assert_int_equal(harness_check(h, NULL), 0);
 }
 
+/*
+ * The machine's result (PUBACKed) comes while another process holds the database past
+ * vendd's busy timeout, so it waits in memory; vendd is stopped (SIGTERM) before the lock
+ * goes. Found in review: the waiting results were dropped at shutdown, and a machine without
+ * a journal (this one) had its unit fail NO_RESULT and refunded though the product dropped.
+ */
+static void waiting_result_survives_sigterm(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
+    long long before, after;
+    sqlite3 *lock = NULL;
+
+    assert_int_equal(harness_vendd_start(h), 0); /* the case before stopped it */
+    assert_int_equal(
+        harness_sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = 2", &before), 1);
+    assert_int_equal(harness_order(h, "waits-1", 2, 1), 0);
+    assert_int_equal(harness_trigger(h, "waits-1", NULL), 200);
+    assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 5000), seen + 1);
+    assert_int_equal(sqlite3_open(h->db_path, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(harness_answer(&f->machine, "waits-1", 2, 0), 0);
+    assert_int_equal(harness_log_wait(h, "kept to be applied again", 1, 15000), 1);
+    assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_log_count(h, "for the next start"), 1);
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'waits-1'", "DISPENSING", 0), 0);
+
+    /* Back before the unit's deadline (MOTOR2_MS): the result, not a NO_RESULT. */
+    assert_int_equal(harness_vendd_start(h), 0);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'waits-1'", "COMPLETED", 3000),
+        0);
+    assert_int_equal(harness_sql_wait(h,
+                                      "SELECT status || ' ' || late_result FROM dispense_logs "
+                                      "WHERE order_id = 'waits-1'",
+                                      "SUCCEEDED 0", 0),
+                     0);
+    assert_int_equal(
+        harness_sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = 2", &after), 1);
+    assert_int_equal(after, before - 1);
+    assert_int_equal(
+        harness_sql_wait(h, "SELECT count(*) FROM refunds WHERE order_id = 'waits-1'", "0", 0), 0);
+    assert_int_equal(harness_vendd_term(h), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +448,7 @@ int main(void)
         cmocka_unit_test(session_survives_a_port_change),
         cmocka_unit_test(client_id_is_configurable),
         cmocka_unit_test(last_turn_applied_at_sigterm),
+        cmocka_unit_test(waiting_result_survives_sigterm),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

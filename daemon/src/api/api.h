@@ -14,11 +14,16 @@
 
 #include "http.h"
 
+struct db_reads;
+
 struct vendd;
 
 /* The route table, for app.c. */
 extern const struct http_route api_routes[];
 extern const size_t api_nroutes;
+/* What the answer of the HTTP_CACHED route with this pattern reads (db_version_of()); NULL
+ * for any other route: everything. */
+const struct db_reads *api_route_reads(const char *pattern);
 
 /*
  * Body field readers. On a missing (when required), mistyped or out-of-range field they

@@ -4,6 +4,11 @@
  */
 #include "api.h"
 
+#include <string.h>
+
+#include "orders.h"
+#include "slots.h"
+
 #define OP HTTP_OPERATOR
 
 const struct http_route api_routes[] = {
@@ -59,3 +64,21 @@ const struct http_route api_routes[] = {
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
+
+/* What the answers of the HTTP_CACHED routes above read. */
+static const struct {
+    const char *pattern;
+    const struct db_reads *reads;
+} s_cached_reads[] = {
+    {"/api/orders/{id}", &orders_get_reads},
+    {"/api/stock/{machine_id}", &slots_stock_reads},
+};
+
+const struct db_reads *api_route_reads(const char *pattern)
+{
+    for (size_t i = 0; i < sizeof(s_cached_reads) / sizeof(s_cached_reads[0]); i++) {
+        if (strcmp(s_cached_reads[i].pattern, pattern) == 0)
+            return s_cached_reads[i].reads;
+    }
+    return NULL;
+}

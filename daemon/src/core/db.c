@@ -294,6 +294,17 @@ void db_version(struct db *db, uint64_t out[2])
         db->ops->version(db, out);
 }
 
+void db_version_of(struct db *db, const struct db_reads *reads, uint64_t out[2])
+{
+    out[0] = out[1] = 0;
+    if (db == NULL)
+        return;
+    if (reads != NULL && db->ops->version_of != NULL)
+        db->ops->version_of(db, reads, out);
+    else
+        db->ops->version(db, out);
+}
+
 bool db_batch_open(const struct db *db)
 {
     return db != NULL && db->batch;

@@ -118,6 +118,25 @@ int db_checkpoint(struct db *db);
  * be read. */
 void db_version(struct db *db, uint64_t out[2]);
 
+/*
+ * What a cached answer reads, for db_version_of(): tables by name (NULL-terminated lists),
+ * those whose every change matters and those of which only a row coming or going does (the
+ * stock answer asks a machine's row whether it exists, not for its latest reading).
+ */
+#define DB_READS_MAX 8
+struct db_reads {
+    const char *changed[DB_READS_MAX + 1];
+    const char *members[DB_READS_MAX + 1];
+};
+
+/*
+ * As db_version(), but out[0] moves only with this connection's changes to what reads names
+ * (and with any change it cannot tell the table of); out[1] as db_version()'s, so another
+ * process's commit still moves it. Two versions compare only when taken with the same reads.
+ * A backend that cannot tell tables apart gives db_version().
+ */
+void db_version_of(struct db *db, const struct db_reads *reads, uint64_t out[2]);
+
 /* True while a batch is open. */
 bool db_batch_open(const struct db *db);
 /* Commit the batch (rolled back if the commit fails). VEND_OK also when none was open. */

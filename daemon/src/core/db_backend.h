@@ -53,6 +53,9 @@ struct db_backend {
     /* What moves at every change of the data: this connection's changes and the commits of
      * any other connection (for caches of what was read). */
     void (*version)(struct db *db, uint64_t out[2]);
+    /* Optional: the same, out[0] moving only with changes to the tables reads names
+     * (db_version_of()). */
+    void (*version_of)(struct db *db, const struct db_reads *reads, uint64_t out[2]);
 
     /* Row accessors; col is already checked against row_count. */
     int (*row_count)(const struct db_row *row);

@@ -23,7 +23,7 @@
  * builds SQL text dynamically from growing the cache without end. */
 #define CACHE_BUCKETS   256
 #define CACHE_MAX       512
-#define RECENT_SLOTS    64
+#define RECENT_SLOTS    256 /* in pairs */
 #define PATH_MAX_LEN    4096
 #define BUSY_TIMEOUT_MS 5000
 
@@ -46,6 +46,16 @@ struct recent_stmt {
     struct cached_stmt *entry;
 };
 
+/* Changes this connection made to one table (sqlite3_update_hook), for db_version_of(). */
+#define TABLES_MAX     64
+#define TABLE_NAME_MAX 63
+struct table_changes {
+    const char *seen; /* the name pointer SQLite gave last: compared before the text */
+    char name[TABLE_NAME_MAX + 1];
+    uint64_t changed; /* rows inserted, updated or deleted */
+    uint64_t members; /* rows inserted or deleted */
+};
+
 struct sqlite_state {
     sqlite3 *conn;
     char *path;
@@ -53,6 +63,14 @@ struct sqlite_state {
     struct cached_stmt *buckets[CACHE_BUCKETS];
     size_t ncached;
     bool warned_full;
+    struct table_changes tables[TABLES_MAX];
+    size_t ntables;
+    uint64_t hooked;  /* rows the hook was told of */
+    uint64_t unknown; /* changes no table could be told for: every version moves */
+    /* total_changes and hooked when a version was last taken: the hook is not told of
+     * every change (a DELETE without WHERE, ...), total_changes counts them. */
+    int64_t seen_total;
+    uint64_t seen_hooked;
 };
 
 static struct sqlite_state *state(struct db *db)
@@ -170,15 +188,25 @@ static unsigned char *param_numbers(sqlite3_stmt *stmt)
 static int stmt_get(struct db *db, const char *sql, sqlite3_stmt **stmt, struct cached_stmt **entry)
 {
     struct sqlite_state *st = state(db);
-    struct recent_stmt *r = &st->recent[((uintptr_t)sql >> 3) % RECENT_SLOTS];
+    /* A pair by the address's bits, all of them mixed: where a statement's text lies moves
+     * with every build, and a pair shared by two hot statements made each pay the text's
+     * hash (4k instructions a telemetry message in one build). */
+    struct recent_stmt *r =
+        &st->recent[(((uint64_t)(uintptr_t)sql * 0x9e3779b97f4a7c15u) >> 57) * 2 % RECENT_SLOTS];
     struct cached_stmt **slot = NULL;
     struct cached_stmt *e = NULL;
     uint32_t h = 0;
     int rc;
 
     *entry = NULL;
-    if (r->sql == sql && strcmp(r->entry->sql, sql) == 0)
-        e = r->entry;
+    if (r[0].sql == sql && strcmp(r[0].entry->sql, sql) == 0) {
+        e = r[0].entry;
+    } else if (r[1].sql == sql && strcmp(r[1].entry->sql, sql) == 0) {
+        e = r[1].entry;
+        r[1] = r[0]; /* the pair's most recent first */
+        r[0].sql = sql;
+        r[0].entry = e;
+    }
     if (e == NULL) {
         h = hash_sql(sql);
         slot = &st->buckets[h % CACHE_BUCKETS];
@@ -187,8 +215,9 @@ static int stmt_get(struct db *db, const char *sql, sqlite3_stmt **stmt, struct 
                 break;
         }
         if (e != NULL) {
-            r->sql = sql;
-            r->entry = e;
+            r[1] = r[0];
+            r[0].sql = sql;
+            r[0].entry = e;
         }
     }
     if (e != NULL && !e->busy) {
@@ -217,8 +246,9 @@ static int stmt_get(struct db *db, const char *sql, sqlite3_stmt **stmt, struct 
     e->next = *slot;
     *slot = e;
     st->ncached++;
-    r->sql = sql;
-    r->entry = e;
+    r[1] = r[0];
+    r[0].sql = sql;
+    r[0].entry = e;
     *entry = e;
     return VEND_OK;
 }
@@ -396,6 +426,73 @@ static void sq_version(struct db *db, uint64_t out[2])
     stmt_put(stmt, entry);
 }
 
+/* sqlite3_update_hook: a row of table changed (this connection, not yet committed). */
+static void on_update(void *arg, int op, const char *dbname, const char *table, sqlite3_int64 rowid)
+{
+    struct sqlite_state *st = arg;
+    struct table_changes *t = NULL;
+
+    (void)dbname;
+    (void)rowid;
+    st->hooked++;
+    /* By the name's address first: SQLite passes the same one for a table each time. */
+    for (size_t i = 0; i < st->ntables && t == NULL; i++) {
+        if (st->tables[i].seen == table)
+            t = &st->tables[i];
+    }
+    for (size_t i = 0; i < st->ntables && t == NULL; i++) {
+        if (strcmp(st->tables[i].name, table) == 0)
+            t = &st->tables[i];
+    }
+    if (t == NULL) {
+        if (st->ntables == TABLES_MAX || strlen(table) > TABLE_NAME_MAX) {
+            st->unknown++; /* not told apart: moves every version */
+            return;
+        }
+        t = &st->tables[st->ntables++];
+        memcpy(t->name, table, strlen(table) + 1);
+    }
+    t->seen = table;
+    t->changed++;
+    if (op != SQLITE_UPDATE)
+        t->members++;
+}
+
+static const struct table_changes *table_of(const struct sqlite_state *st, const char *name)
+{
+    for (size_t i = 0; i < st->ntables; i++) {
+        if (strcmp(st->tables[i].name, name) == 0)
+            return &st->tables[i];
+    }
+    return NULL;
+}
+
+static void sq_version_of(struct db *db, const struct db_reads *reads, uint64_t out[2])
+{
+    struct sqlite_state *st = state(db);
+    int64_t total = sqlite3_total_changes64(st->conn);
+    const struct table_changes *t;
+    uint64_t sum;
+
+    sq_version(db, out);
+    /* A change the hook was not told of could be to any table. */
+    if ((uint64_t)(total - st->seen_total) != st->hooked - st->seen_hooked)
+        st->unknown++;
+    st->seen_total = total;
+    st->seen_hooked = st->hooked;
+    /* Counters only grow, so their sum moves whenever one of them does. */
+    sum = st->unknown;
+    for (size_t i = 0; i < DB_READS_MAX && reads->changed[i] != NULL; i++) {
+        t = table_of(st, reads->changed[i]);
+        sum += t != NULL ? t->changed : 0;
+    }
+    for (size_t i = 0; i < DB_READS_MAX && reads->members[i] != NULL; i++) {
+        t = table_of(st, reads->members[i]);
+        sum += t != NULL ? t->members : 0;
+    }
+    out[0] = sum;
+}
+
 static bool sq_in_transaction(struct db *db)
 {
     return !sqlite3_get_autocommit(state(db)->conn);
@@ -494,6 +591,7 @@ static int sq_open(struct db *db, const char *path)
     }
     sqlite3_extended_result_codes(st->conn, 1);
     sqlite3_busy_timeout(st->conn, BUSY_TIMEOUT_MS);
+    sqlite3_update_hook(st->conn, on_update, st);
 
     /* Read before anything can write: a foreign or damaged file must stay as it is. */
     rc = query_text(db, "SELECT count(*) FROM sqlite_master", text, sizeof(text));
@@ -649,6 +747,7 @@ const struct db_backend db_backend_sqlite = {
     .in_transaction = sq_in_transaction,
     .checkpoint = sq_checkpoint,
     .version = sq_version,
+    .version_of = sq_version_of,
     .row_count = sq_row_count,
     .row_is_null = sq_row_is_null,
     .row_int = sq_row_int,

@@ -96,7 +96,7 @@ struct http_server {
     uint16_t port;
     struct http_call *deferred; /* answers a handler promised for later (http_defer) */
     struct http_cache *cache;   /* NULL without cfg->data_version */
-    void (*data_version)(void *ctx, uint64_t version[2]);
+    void (*data_version)(void *ctx, const char *pattern, uint64_t version[2]);
     bool resumed;                /* a deferred answer is ready: run MHD again at once */
     struct http_stream *streams; /* open streams (http_stream_start), ended on free */
     /* Connection limits (http_config) and the connections they count. */
@@ -998,7 +998,7 @@ static void handler_run(struct http_server *s, struct MHD_Connection *c, struct 
              call->method == HTTP_GET &&
              MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, NULL, NULL) == 0;
     if (cached) {
-        s->data_version(s->ctx, version);
+        s->data_version(s->ctx, call->route->pattern, version);
         res->body = http_cache_get(s->cache, url, version);
         if (res->body != NULL) {
             res->status = 200;

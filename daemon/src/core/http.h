@@ -115,9 +115,10 @@ struct http_config {
     uint16_t port;         /* 0 = ephemeral, see http_server_port() */
     const char *api_token; /* NULL = development mode; copied */
     size_t body_max;       /* largest accepted request body; 0 = HTTP_BODY_MAX_DEFAULT */
-    /* Optional: the data version under the answers (db_version()), with ctx. With it, the
-     * answers of HTTP_CACHED routes are kept while it stays the same (http_cache.h). */
-    void (*data_version)(void *ctx, uint64_t version[2]);
+    /* Optional: the data version under the answers of the route with this pattern
+     * (db_version_of()), with ctx. With it, the answers of HTTP_CACHED routes are kept while
+     * it stays the same (http_cache.h). */
+    void (*data_version)(void *ctx, const char *pattern, uint64_t version[2]);
     /* Connection limits (docs/internals/http.md, "Limits"); 0 = the default, but for
      * local_reserve, where 0 is none. */
     unsigned max_conns;     /* every connection at once */

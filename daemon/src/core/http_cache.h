@@ -6,15 +6,22 @@
  * answer is kept with the database's data version at the time it was built (db_version():
  * every commit, ours or another process's, moves it) and served again only while the version
  * is the same, so a cached answer is never older than the data. Bounded: HTTP_CACHE_SLOTS
- * answers (direct-mapped by the request's path, enough for a fleet's machines) of at most
- * HTTP_CACHE_BODY_MAX bytes each and HTTP_CACHE_BYTES_MAX in all.
+ * answers (sets of 8 by the request's path, the least recently used of a full set replaced)
+ * of at most HTTP_CACHE_BODY_MAX bytes each and HTTP_CACHE_BYTES_MAX in all, counted as kept
+ * (answers evicted in turn to make room).
+ *
+ * Kept small: a fleet's stock and order answers are 20 MB as text and the daemon's whole
+ * budget is 32 MB. The first answer kept under a path prefix ("/api/orders/") is that
+ * prefix's template, and the others are kept as copies from it and the bytes that differ
+ * (mostly values: a fifth to a tenth of the text), a few microseconds to write and less to
+ * read back.
  */
 #ifndef VENDD_HTTP_CACHE_H
 #define VENDD_HTTP_CACHE_H
 
 #include <stdint.h>
 
-#define HTTP_CACHE_SLOTS     16384
+#define HTTP_CACHE_SLOTS     65536
 #define HTTP_CACHE_BODY_MAX  16384
 #define HTTP_CACHE_BYTES_MAX (4u * 1024 * 1024)
 #define HTTP_CACHE_KEY_MAX   255

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "alerts.h"
+#include "conf.h"
 #include "db.h"
 #include "deadline.h"
 #include "dispense.h"
@@ -19,6 +20,7 @@
 #include "log.h"
 #include "loop.h"
 #include "refunds.h"
+#include "result_spool.h"
 #include "settle.h"
 #include "stock.h"
 #include "store.h"
@@ -460,17 +462,12 @@ int dispense_result_apply_operator(struct vendd *v, const struct vend_dispense_r
 #define RETRY_FIRST_MS 100
 #define RETRY_MAX_MS   5000
 
-struct waiting_result {
-    char machine_id[VEND_MACHINE_ID_MAX + 1];
-    struct vend_dispense_result r;
-};
-
-/* A ring in arrival order. */
+/* A ring in arrival order, kept in a file too (result_spool.h). */
 struct result_backlog {
     size_t head, n;
     uint64_t timer;
     int64_t retry_ms;
-    struct waiting_result q[DISPENSE_RESULTS_WAITING_MAX];
+    struct result_spool_entry q[DISPENSE_RESULTS_WAITING_MAX];
 };
 
 static bool worth_retrying(int rc)
@@ -494,23 +491,58 @@ static void arm_retry(struct vendd *v)
         log_warnx("cannot arm the timer of the %zu result(s) waiting for the database", b->n);
 }
 
-static void enqueue(struct vendd *v, const char *machine_id, const struct vend_dispense_result *r)
+static const struct result_spool_entry *entry_at(void *arg, size_t i)
+{
+    const struct result_backlog *b = arg;
+
+    return &b->q[(b->head + i) % DISPENSE_RESULTS_WAITING_MAX];
+}
+
+/* The file the queue is kept in, beside the SQLite database; false: none (PostgreSQL). */
+static bool spool_path(const struct vendd *v, char *buf, size_t size)
+{
+    const char *db = v->conf->sqlite_path;
+
+    return v->conf->db_kind == CONF_DB_SQLITE && db[0] != '\0' &&
+           (size_t)snprintf(buf, size, "%s%s", db, RESULT_SPOOL_SUFFIX) < size;
+}
+
+/* The queue as it is now into its file (removed once the queue is empty). */
+static void spool_write(struct vendd *v)
+{
+    char path[CONF_PATH_MAX + sizeof(RESULT_SPOOL_SUFFIX)];
+
+    if (spool_path(v, path, sizeof(path)))
+        result_spool_save(path, v->result_backlog->n, entry_at, v->result_backlog);
+}
+
+/* Into the ring, in memory only; false when it is full (the result dropped, loudly). */
+static bool push(struct vendd *v, const char *machine_id, const struct vend_dispense_result *r)
 {
     struct result_backlog *b = v->result_backlog;
-    struct waiting_result *w;
+    struct result_spool_entry *w;
 
     if (b->n == DISPENSE_RESULTS_WAITING_MAX) {
         v->metrics.dispense_results_dropped++;
         log_warnx("dropped dispense_result for order '%s' from '%s': %d results already wait for "
                   "the database",
                   r->order_id, machine_id, DISPENSE_RESULTS_WAITING_MAX);
-        return;
+        return false;
     }
     w = &b->q[(b->head + b->n) % DISPENSE_RESULTS_WAITING_MAX];
     snprintf(w->machine_id, sizeof(w->machine_id), "%s", machine_id);
     w->r = *r;
     b->n++;
+    return true;
+}
+
+static void enqueue(struct vendd *v, const char *machine_id, const struct vend_dispense_result *r)
+{
+    if (!push(v, machine_id, r))
+        return;
     v->metrics.dispense_results_retried++;
+    /* Durable before the loop goes on: the broker has its PUBACK already. */
+    spool_write(v);
     arm_retry(v);
 }
 
@@ -518,14 +550,17 @@ static void on_retry(void *arg)
 {
     struct vendd *v = arg;
     struct result_backlog *b = v->result_backlog;
+    size_t before = b->n;
     int rc;
 
     b->timer = 0;
     while (b->n > 0) {
-        struct waiting_result *w = &b->q[b->head];
+        struct result_spool_entry *w = &b->q[b->head];
 
         rc = dispense_result_apply(v, w->machine_id, &w->r);
         if (worth_retrying(rc)) {
+            if (b->n != before)
+                spool_write(v);
             arm_retry(v); /* still not: later, in the same order */
             return;
         }
@@ -535,6 +570,8 @@ static void on_retry(void *arg)
         b->n--;
     }
     b->retry_ms = 0;
+    if (before > 0)
+        spool_write(v);
 }
 
 static struct result_backlog *backlog(struct vendd *v)
@@ -576,15 +613,42 @@ size_t dispense_results_waiting(const struct vendd *v)
     return (v->result_backlog != NULL ? v->result_backlog->n : 0) + dispense_group_results(v);
 }
 
+static void resume_one(void *arg, const struct result_spool_entry *e)
+{
+    push(arg, e->machine_id, &e->r);
+}
+
+int dispense_results_resume(struct vendd *v)
+{
+    char path[CONF_PATH_MAX + sizeof(RESULT_SPOOL_SUFFIX)];
+    int n;
+
+    if (!spool_path(v, path, sizeof(path)))
+        return VEND_OK;
+    backlog(v);
+    n = result_spool_load(path, resume_one, v);
+    if (n <= 0)
+        return n;
+    log_info("applying %d dispense_result(s) kept in '%s' at the last stop", n, path);
+    on_retry(v); /* what the database still cannot take waits on, in the file */
+    return VEND_OK;
+}
+
 void dispense_results_free(struct vendd *v)
 {
+    char path[CONF_PATH_MAX + sizeof(RESULT_SPOOL_SUFFIX)];
+
     /* Its results are applied (or join the queue below) first. */
     dispense_group_free(v);
     if (v->result_backlog == NULL)
         return;
     if (v->result_backlog->timer != 0)
         loop_timer_del(v->loop, v->result_backlog->timer);
-    if (v->result_backlog->n > 0)
+    if (v->result_backlog->n > 0 && spool_path(v, path, sizeof(path)))
+        log_warnx("%zu dispense_result(s) not applied at shutdown: kept in '%s' for the next "
+                  "start",
+                  v->result_backlog->n, path);
+    else if (v->result_backlog->n > 0)
         log_warnx("%zu dispense_result(s) not applied at shutdown: their units are settled "
                   "at their deadlines",
                   v->result_backlog->n);

@@ -58,8 +58,9 @@ int dispense_result_apply_operator(struct vendd *v, const struct vend_dispense_r
  * What the MQTT ingest calls. The broker has acknowledged r already (libmosquitto sends the
  * PUBACK before vendd sees the message), so a result that cannot be committed now (the
  * database busy or failing) must not be dropped: it waits in a bounded queue, in arrival
- * order, and is applied again 100 ms later, then at 200 ms, ... up to 5 s; results that come
- * meanwhile queue behind it. Only a full queue (DISPENSE_RESULTS_WAITING_MAX) drops one, loudly.
+ * order, kept in a file as well (result_spool.h) so that a stop does not lose it, and is
+ * applied again 100 ms later, then at 200 ms, ... up to 5 s; results that come meanwhile
+ * queue behind it. Only a full queue (DISPENSE_RESULTS_WAITING_MAX) drops one, loudly.
  * Otherwise r is applied with the rest of this loop turn's group (dispense_group.h), which
  * counts a rejected one in the metrics. Returns VEND_OK (r is kept either way).
  */
@@ -77,7 +78,13 @@ bool dispense_result_worth_retrying(int rc);
  * tests). */
 size_t dispense_results_waiting(const struct vendd *v);
 
-/* Drop the queue and its timer (shutdown). */
+/* At start, once the deadlines are resumed: the results the queue held at the last stop
+ * (kept in a file beside the database, result_spool.h) applied, in order; those the database
+ * still cannot take wait on in the queue. Returns VEND_OK, or VEND_EIO when the file cannot
+ * be read (logged; it is left as it is). */
+int dispense_results_resume(struct vendd *v);
+
+/* Drop the queue and its timer (shutdown); what it still holds stays in its file. */
 void dispense_results_free(struct vendd *v);
 
 #endif

@@ -399,6 +399,12 @@ static int write_part(struct vendd *v, struct jsonw *w, const char *key, const c
  * an order (a kiosk or a payment page polls it), and the tree was four fifths of its cost.
  * The bytes are those json_dumps() wrote for the tree (test_jsonw, it_read_cache).
  */
+/* The five statements below. */
+const struct db_reads orders_get_reads = {.changed = {"orders", "order_items", "slots",
+                                                      "dispense_logs", "payment_events", "refunds",
+                                                      NULL},
+                                          .members = {NULL}};
+
 int orders_get_text(struct vendd *v, const char *id, char **out)
 {
     struct db_value p[1] = {DB_TEXT(id)};

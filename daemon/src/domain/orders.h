@@ -19,6 +19,7 @@
 #include "vend/msg.h"
 
 struct vendd;
+struct db_reads;
 
 /* Items per order, and units per order (the schema's CHECK on orders.quantity). */
 #define ORDER_ITEMS_MAX        16
@@ -87,6 +88,8 @@ int orders_get_json(struct vendd *v, const char *id, json_t **out);
 /* The same order as compact JSON text in *out (malloc'd, the caller frees): the hot read's
  * answer, written without a jansson tree. Returns as above. */
 int orders_get_text(struct vendd *v, const char *id, char **out);
+/* What orders_get_text() reads (for the HTTP answer cache: db_version_of()). */
+extern const struct db_reads orders_get_reads;
 
 /*
  * What a customer can buy from machine_id now (GET /api/buy/{machine_id}), as JSON in *out:

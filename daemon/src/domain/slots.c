@@ -403,6 +403,10 @@ static int write_stock_row(void *arg, const struct db_row *row)
     return 0;
 }
 
+/* The statement below: its machine row only for whether it exists. */
+const struct db_reads slots_stock_reads = {.changed = {"slots", "products", NULL},
+                                           .members = {"machines", NULL}};
+
 int slots_stock_text(struct vendd *v, const char *machine_id, char **out)
 {
     struct db_value p[1] = {DB_TEXT(machine_id)};

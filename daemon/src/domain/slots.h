@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 struct vendd;
+struct db_reads;
 
 /* Bounds of the operator's fields (schema CHECKs). */
 #define SLOT_PRODUCT_NAME_MAX 100
@@ -72,5 +73,8 @@ int slots_list_json(struct vendd *v, const char *machine_id, json_t **out);
  * machine that may not exist, in one statement, as compact JSON text in *out (malloc'd, the
  * caller frees). VEND_OK, VEND_ENOTFOUND or VEND_EDB (logged); *out is NULL on an error. */
 int slots_stock_text(struct vendd *v, const char *machine_id, char **out);
+/* What slots_stock_text() reads (for the HTTP answer cache: db_version_of()): the slots and
+ * their products, and of the machines only which exist (telemetry updates their rows). */
+extern const struct db_reads slots_stock_reads;
 
 #endif
