@@ -652,8 +652,13 @@ static int pg_open(struct db *db, const char *target)
     rc = simple(db, "SET lock_timeout = " LOCK_TIMEOUT "; SET TIME ZONE 'UTC'; "
                     "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; "
                     "SET default_transaction_isolation = 'read committed'");
-    if (rc == VEND_OK)
+    if (rc == VEND_OK) {
+        int sv = PQserverVersion(st->conn);
+        /* Which server and database, never the password. */
+        log_info("database: PostgreSQL %d.%d, database '%s' on %s port %s as '%s'", sv / 10000,
+                 sv % 10000, PQdb(st->conn), PQhost(st->conn), PQport(st->conn), PQuser(st->conn));
         warn_collation(st->conn);
+    }
 out:
     free(uri);
     if (rc < 0)
