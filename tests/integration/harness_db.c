@@ -368,7 +368,7 @@ int harness_sql_exec(const struct harness *h, const char *sql)
         if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
             fail("SQL '%s': %s", sql, PQresultErrorMessage(r));
         else
-            rc = PQcmdTuples(r)[0] != '\0' ? atoi(PQcmdTuples(r)) : 0;
+            rc = (int)strtol(PQcmdTuples(r), NULL, 10); /* "" (no count) is 0 */
         PQclear(r);
         return rc;
     }
