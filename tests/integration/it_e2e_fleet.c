@@ -536,12 +536,12 @@ static void fleet_orders_end_final_with_exact_stock(void **state)
     /* A unit is sent only while its order runs: once one failed, the rest were never sent. */
     expect_sql(h, 0,
                "SELECT count(*) FROM dispense_logs WHERE " FLEET " AND status = 'FAILED' AND "
-               "(command_sent_at IS NULL) <> (error_message IS 'NOT_SENT')");
+               "(command_sent_at IS NULL) <> (error_message IS NOT DISTINCT FROM 'NOT_SENT')");
     expect_sql(h, 0, "SELECT count(*) FROM dispense_logs WHERE " FLEET " AND late_result <> 0");
     /* One drop is one SUCCEEDED row with success and dropDetected, nothing else. */
     expect_sql(h, 0,
                "SELECT count(*) FROM dispense_logs WHERE " FLEET " AND (status = 'SUCCEEDED') <> "
-               "(success IS 1 AND drop_detected IS 1)");
+               "(success IS NOT DISTINCT FROM 1 AND drop_detected IS NOT DISTINCT FROM 1)");
 
     /* ---- stock: the count, its log and the promises agree with the units ---- */
     expect_sql(h, 0,
@@ -574,7 +574,7 @@ static void fleet_orders_end_final_with_exact_stock(void **state)
     expect_sql(h, 0,
                "SELECT count(*) FROM orders o WHERE o." FLEET
                " AND (SELECT count(*) FROM refunds r WHERE r.order_id = o.id) <> "
-               "(o.status = 'FAILED')");
+               "CASE WHEN o.status = 'FAILED' THEN 1 ELSE 0 END");
     expect_sql(h, 0,
                "SELECT count(*) FROM refunds r JOIN orders o ON o.id = r.order_id WHERE o." FLEET
                " AND r.amount <> o.total_amount - (SELECT COALESCE(sum(i.unit_price), 0) "
