@@ -237,10 +237,6 @@ int app_run(const struct vendd_conf *conf)
     if (conf->dev_mode)
         log_warnx("API_TOKEN is not set: development mode, the operator API answers loopback "
                   "clients only");
-    if (conf->db_kind != CONF_DB_SQLITE) {
-        log_warnx("DATABASE_URL: PostgreSQL is not supported by this build yet; use sqlite:PATH");
-        return 78;
-    }
     v.loop = loop_new();
     if (v.loop == NULL) {
         log_warn("cannot create the event loop");

@@ -89,6 +89,38 @@ static void password_with_question_leaks_in_print(void **state)
     check_print_hides("Sup3r?Secret");
 }
 
+/* libpq takes the password from the query string too (postgresql://u@host/db?password=...):
+ * found while lifting the PostgreSQL refusal, redact_url() looked at the user info only. */
+static void password_in_query_leaks_in_print(void **state)
+{
+    static const char *const urls[] = {
+        "DATABASE_URL=postgresql://vendd@/vend?host=/run/pg&password=Sup3rSecret&port=5432",
+        "DATABASE_URL=postgres://vendd@db.example/vend?password=Sup3rSecret",
+        "DATABASE_URL=postgres://vendd@db.example/vend?sslmode=require&PASSWORD=Sup3rSecret",
+        "DATABASE_URL=postgres://vendd:Sup3rSecret@db.example/vend?password=Sup3rSecret",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        char kv[160];
+        struct vendd_conf conf;
+        int rc;
+        char *err, *out;
+
+        snprintf(kv, sizeof kv, "%s", urls[i]);
+        err = load_errors(kv, &rc, &conf);
+        assert_int_equal(rc, VEND_OK);
+        out = print_conf(&conf);
+        if (strstr(out, "Sup3rSecret") != NULL)
+            fprintf(stderr, "LEAK in conf_print: %s", strstr(out, "DATABASE_URL"));
+        assert_null(strstr(out, "Sup3rSecret"));
+        /* What is not the password stays, so the operator sees which database. */
+        assert_non_null(strstr(out, "vend"));
+        free(out);
+        free(err);
+    }
+}
+
 /* The error path: MQTT_BROKER_URL with user info is rejected, and the echo must hide it. */
 static void mqtt_url_error_echo_leaks(void **state)
 {
@@ -111,6 +143,7 @@ int main(void)
         cmocka_unit_test(plain_password_is_redacted),
         cmocka_unit_test(password_with_hash_leaks_in_print),
         cmocka_unit_test(password_with_question_leaks_in_print),
+        cmocka_unit_test(password_in_query_leaks_in_print),
         cmocka_unit_test(mqtt_url_error_echo_leaks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

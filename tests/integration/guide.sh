@@ -7,6 +7,10 @@
 # through the API, then runs the guide's three terminals and its three SQL checks
 # byte-for-byte as the guide prints them (docs/GUIDE-TEST.md).
 #
+# With VEND_TEST_DB=pg, vendd runs on a fresh database of the test PostgreSQL server whose
+# state file VEND_PG_STATE names (tests/support/pgcluster, ctest fixture vend_pg), and the
+# same three queries run with `psql` instead of `sqlite3`; the database is dropped on exit.
+#
 # The guide's commands name localhost:1883 and localhost:3001. They stay unedited; the
 # clients' own option files point them at the test's ports instead:
 #   $XDG_CONFIG_HOME/mosquitto_sub, .../mosquitto_pub   "-p <broker port>"
@@ -28,6 +32,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/vendd-guide-XXXXXX")
 broker_pid=""
 vendd_pid=""
 sub_pid=""
+pg_server="" # the test server's URL, when on PostgreSQL
+pg_db=""
 
 stop() {
     local pid=$1
@@ -41,6 +47,9 @@ cleanup() {
     stop "$sub_pid"
     stop "$vendd_pid"
     stop "$broker_pid"
+    if [[ -n $pg_db ]]; then
+        psql -X -q "$pg_server" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
     rm -rf -- "$work"
 }
 trap cleanup EXIT
@@ -102,7 +111,18 @@ done
 [[ -n $broker_port ]] || fail "mosquitto did not start (attempt $attempt)"
 
 # ---- vendd: only the variables it needs; a fresh database --------------------------------
-vendd_env=(PATH="$PATH" PORT=0 HOST=127.0.0.1 DATABASE_URL="sqlite:$work/vendd.db"
+db_url="sqlite:$work/vendd.db"
+if [[ ${VEND_TEST_DB:-} == pg ]]; then
+    [[ -r ${VEND_PG_STATE:-} ]] || fail "VEND_TEST_DB=pg but VEND_PG_STATE is unreadable (fixture vend_pg)"
+    pg_server=$(sed -n 's/^url=//p' "$VEND_PG_STATE")
+    [[ $pg_server == *@/*\?* ]] || fail "test server URL '$pg_server' is not user@/db?query"
+    pg_db="guide_$$"
+    psql -X -q -v ON_ERROR_STOP=1 "$pg_server" -c "CREATE DATABASE \"$pg_db\"" >/dev/null ||
+        fail "cannot create database $pg_db"
+    # pgcluster's URL with the test's database instead of "vendd".
+    db_url="${pg_server%%@/*}@/$pg_db?${pg_server#*\?}"
+fi
+vendd_env=(PATH="$PATH" PORT=0 HOST=127.0.0.1 DATABASE_URL="$db_url"
     MQTT_BROKER_URL="mqtt://127.0.0.1:$broker_port" MACHINE_ID=VM01)
 for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
     if [[ -n ${!v:-} ]]; then
@@ -190,9 +210,19 @@ mosquitto_pub -h localhost -t "vm/VM01/dispense_result" \
   }' || fail "terminal 3: mosquitto_pub failed"
 
 db="$work/vendd.db"
+# query SQL: the rows, '|'-separated, with a header line: sqlite3's output, or psql's (no
+# footer) on PostgreSQL, where NULL shows as nothing in both.
+query() {
+    if [[ -n $pg_db ]]; then
+        psql -X -q -A -F '|' -P footer=off -v ON_ERROR_STOP=1 "$db_url" -c "$1"
+    else
+        sqlite3 -readonly -header -separator '|' "$db" "$1"
+    fi
+}
+# value SQL: the first column of the first row, no header.
+value() { query "$1" | sed -n 2p; }
 order_completed() {
-    [[ $(sqlite3 -readonly "$db" "SELECT status FROM orders WHERE id = 'test-order-123'" \
-        2>/dev/null) == COMPLETED ]]
+    [[ $(value "SELECT status FROM orders WHERE id = 'test-order-123'" 2>/dev/null) == COMPLETED ]]
 }
 wait_for "order test-order-123 to be COMPLETED" 50 order_completed
 
@@ -207,7 +237,7 @@ lines=$(wc -l <"$work/sub.out")
 
 # ---- 3. Check Database: the guide's three queries, verbatim --------------------------------
 # sql QUERY: the rows, '|'-separated, with a header line.
-sql() { sqlite3 -readonly -header -separator '|' "$db" "$1"; }
+sql() { query "$1"; }
 # col OUTPUT NAME ROW: the value of column NAME in data row ROW (1-based).
 col() {
     awk -F'|' -v name="$2" -v row="$3" \
@@ -246,8 +276,7 @@ for ((r = 1; r <= $(rows "$q3"); r++)); do
     fi
 done
 [[ $dispense_rows -eq 1 ]] || fail "stock_logs: expected one DISPENSE row, saw $dispense_rows"
-stock=$(sqlite3 -readonly "$db" \
-    "SELECT current_stock FROM slots WHERE machine_id = 'VM01' AND slot_number = 1")
+stock=$(value "SELECT current_stock FROM slots WHERE machine_id = 'VM01' AND slot_number = 1")
 [[ $stock == 7 ]] || fail "slots: current_stock is $stock, expected 7"
 
 # ---- vendd shuts down cleanly -------------------------------------------------------------
@@ -257,4 +286,7 @@ wait "$vendd_pid" || status=$?
 vendd_pid=""
 [[ $status -eq 0 ]] || fail "vendd exited with status $status after SIGTERM"
 
-echo "guide.sh: PASS: the guide's test works as written"
+if [[ -n $pg_db ]]; then
+    grep -q "database: PostgreSQL" "$work/vendd.log" || fail "vendd did not run on PostgreSQL"
+fi
+echo "guide.sh: PASS: the guide's test works as written${pg_db:+ (PostgreSQL, psql)}"

@@ -25,7 +25,6 @@
 #include <curl/curl.h>
 #include <mqtt_protocol.h>
 #include <openssl/evp.h>
-#include <sqlite3.h>
 
 #define TERM_WAIT_MS 10000
 #define BODY_MAX     (1u << 20) /* bytes of an HTTP answer we keep */
@@ -113,7 +112,7 @@ static size_t build_env(const struct harness *h, char vars[][HARNESS_PATH_MAX + 
     }
     snprintf(vars[n++], sizeof(vars[0]), "PORT=%u", (unsigned)h->http_port);
     snprintf(vars[n++], sizeof(vars[0]), "HOST=127.0.0.1");
-    snprintf(vars[n++], sizeof(vars[0]), "DATABASE_URL=sqlite:%s", h->db_path);
+    snprintf(vars[n++], sizeof(vars[0]), "DATABASE_URL=%s", h->db_url);
     /* A test with a broker of its own (TLS, passwords) names it in its extras. */
     if (!extra_has(h, "MQTT_BROKER_URL"))
         snprintf(vars[n++], sizeof(vars[0]), "MQTT_BROKER_URL=mqtt://127.0.0.1:%u",
@@ -248,14 +247,22 @@ static int vendd_start(struct harness *h, bool want_mqtt)
     return 0;
 }
 
+/* On PostgreSQL, vendd said so: a PG variant that ran on a SQLite file would prove nothing. */
+static int check_backend(struct harness *h, int rc)
+{
+    if (rc == 0 && harness_db_pg(h) && harness_log_count(h, "database: PostgreSQL") < h->starts)
+        return fail("vendd started without naming its PostgreSQL database (log: %s)", h->log_path);
+    return rc;
+}
+
 int harness_vendd_start(struct harness *h)
 {
-    return vendd_start(h, true);
+    return check_backend(h, vendd_start(h, true));
 }
 
 int harness_vendd_start_nobroker(struct harness *h)
 {
-    return vendd_start(h, false);
+    return check_backend(h, vendd_start(h, false));
 }
 
 int harness_vendd_term(struct harness *h)
@@ -392,7 +399,8 @@ int harness_prepare(struct harness *h, const char *const *extra_env)
     }
     snprintf(h->db_path, sizeof(h->db_path), "%s/vendd.db", h->dir);
     snprintf(h->log_path, sizeof(h->log_path), "%s/vendd.log", h->dir);
-    if (test_broker_start(&h->broker) < 0 || free_port(&h->http_port) < 0) {
+    if (harness_db_create(h) < 0 || test_broker_start(&h->broker) < 0 ||
+        free_port(&h->http_port) < 0) {
         harness_stop(h);
         return -1;
     }
@@ -418,6 +426,7 @@ void harness_stop(struct harness *h)
     harness_vendd_kill(h);
     harness_fake_stop(h);
     test_broker_stop(&h->broker);
+    harness_db_drop(h);
     if (h->dir[0] == '\0')
         return;
     if (getenv("HARNESS_KEEP") != NULL) {
@@ -495,7 +504,7 @@ int harness_log_wait(const struct harness *h, const char *needle, int n, int tim
 int harness_check(const struct harness *h, const char *drops)
 {
     const char *bin = getenv("VEND_CHECK");
-    char url[HARNESS_PATH_MAX + 8], out[HARNESS_PATH_MAX + 16], pct[8] = "";
+    char out[HARNESS_PATH_MAX + 16], pct[8] = "";
     const char *argv[8];
     size_t n = 0;
     int status = 0, fd;
@@ -506,7 +515,6 @@ int harness_check(const struct harness *h, const char *drops)
     for (size_t i = 0; i < h->nextra_env; i++)
         if (strncmp(h->extra_env[i], "LOW_STOCK_PERCENT=", 18) == 0)
             snprintf(pct, sizeof(pct), "%s", h->extra_env[i] + 18);
-    snprintf(url, sizeof(url), "sqlite:%s", h->db_path);
     snprintf(out, sizeof(out), "%s/vend-check.out", h->dir);
     argv[n++] = bin;
     if (drops != NULL) {
@@ -517,7 +525,7 @@ int harness_check(const struct harness *h, const char *drops)
         argv[n++] = "--low-stock-percent";
         argv[n++] = pct;
     }
-    argv[n++] = url;
+    argv[n++] = h->db_url; /* vendd's own: SQLite or PostgreSQL */
     argv[n] = NULL;
     pid = fork();
     if (pid < 0)
@@ -907,134 +915,7 @@ long harness_trigger(struct harness *h, const char *order_id, struct harness_rep
     return harness_call(h, "POST", "/api/dispense/trigger", body, r);
 }
 
-/* ---- SQLite --------------------------------------------------------------------------- */
-
-static int db_open_ro(const struct harness *h, sqlite3 **db)
-{
-    if (sqlite3_open_v2(h->db_path, db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        fail("cannot open '%s': %s", h->db_path, sqlite3_errmsg(*db));
-        sqlite3_close(*db);
-        *db = NULL;
-        return -1;
-    }
-    sqlite3_busy_timeout(*db, 2000);
-    return 0;
-}
-
-int harness_sql_text(const struct harness *h, const char *sql, char *buf, size_t size)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    const unsigned char *t;
-    int rc = -1, step;
-
-    buf[0] = '\0';
-    if (db_open_ro(h, &db) < 0)
-        return -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        fail("SQL '%s': %s", sql, sqlite3_errmsg(db));
-        goto out;
-    }
-    step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
-        t = sqlite3_column_text(st, 0);
-        snprintf(buf, size, "%s", t != NULL ? (const char *)t : "");
-        rc = 1;
-    } else if (step == SQLITE_DONE) {
-        rc = 0;
-    } else {
-        fail("SQL '%s': %s", sql, sqlite3_errmsg(db));
-    }
-out:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return rc;
-}
-
-int harness_sql_int(const struct harness *h, const char *sql, long long *out)
-{
-    char buf[32], *end;
-    int rc = harness_sql_text(h, sql, buf, sizeof(buf));
-
-    *out = 0;
-    if (rc != 1)
-        return rc;
-    errno = 0;
-    *out = strtoll(buf, &end, 10);
-    if (errno != 0 || end == buf || *end != '\0')
-        return fail("SQL '%s': '%s' is not an integer", sql, buf);
-    return 1;
-}
-
-int harness_sql_wait(const struct harness *h, const char *sql, const char *want, int timeout_ms)
-{
-    uint64_t deadline = harness_now_ms() + (uint64_t)timeout_ms;
-    char buf[256];
-
-    for (;;) {
-        if (harness_sql_text(h, sql, buf, sizeof(buf)) >= 0 && strcmp(buf, want) == 0)
-            return 0;
-        if (harness_now_ms() >= deadline)
-            break;
-        harness_sleep_ms(10);
-    }
-    return fail("SQL '%s' is '%s' after %d ms, wanted '%s'", sql, buf, timeout_ms, want);
-}
-
-static int append(struct buf *b, const char *s)
-{
-    return on_body((char *)s, 1, strlen(s), b) == strlen(s) ? 0 : -1;
-}
-
-char *harness_db_dump(const struct harness *h)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *tables = NULL, *rows = NULL;
-    struct buf b = {0};
-    char sql[256];
-    int ok = 0;
-
-    if (db_open_ro(h, &db) < 0)
-        return NULL;
-    /* One read transaction, so the dump is one snapshot. */
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "SELECT name FROM sqlite_master WHERE type = 'table' "
-                           "AND name NOT LIKE 'sqlite_%' ORDER BY name",
-                           -1, &tables, NULL) != SQLITE_OK)
-        goto out;
-    while (sqlite3_step(tables) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(tables, 0);
-
-        snprintf(sql, sizeof(sql), "SELECT * FROM \"%s\" ORDER BY rowid", name);
-        if (append(&b, "== ") < 0 || append(&b, name) < 0 || append(&b, "\n") < 0 ||
-            sqlite3_prepare_v2(db, sql, -1, &rows, NULL) != SQLITE_OK)
-            goto out;
-        while (sqlite3_step(rows) == SQLITE_ROW) {
-            for (int i = 0; i < sqlite3_column_count(rows); i++) {
-                const char *t = (const char *)sqlite3_column_text(rows, i);
-
-                if (append(&b, t != NULL ? t : "NULL") < 0 || append(&b, "|") < 0)
-                    goto out;
-            }
-            if (append(&b, "\n") < 0)
-                goto out;
-        }
-        sqlite3_finalize(rows);
-        rows = NULL;
-    }
-    ok = 1;
-out:
-    if (!ok) {
-        fail("cannot dump '%s': %s", h->db_path, sqlite3_errmsg(db));
-        free(b.p);
-        b.p = NULL;
-    }
-    sqlite3_finalize(rows);
-    sqlite3_finalize(tables);
-    sqlite3_close(db);
-    return b.p;
-}
+/* ---- database dumps (harness_db.c makes them) ------------------------------------- */
 
 /* Lines of text (one dump) as an array of pointers into a copy; NULL-terminated. */
 static char **dump_lines(const char *text, char **copy)
@@ -1731,29 +1612,6 @@ long harness_notify(struct harness *h, const char *order_id, const char *status,
     if (harness_notification(order_id, status, gross, key, body, sizeof(body)) < 0)
         return -1;
     return harness_call(h, "POST", "/api/payments/webhook", body, r);
-}
-
-int harness_sql_exec(const struct harness *h, const char *sql)
-{
-    sqlite3 *db = NULL;
-    char *err = NULL;
-    int rc;
-
-    if (sqlite3_open_v2(h->db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-        fail("cannot open '%s': %s", h->db_path, sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return -1;
-    }
-    sqlite3_busy_timeout(db, 2000);
-    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
-        fail("SQL '%s': %s", sql, err != NULL ? err : sqlite3_errmsg(db));
-        sqlite3_free(err);
-        sqlite3_close(db);
-        return -1;
-    }
-    rc = sqlite3_changes(db);
-    sqlite3_close(db);
-    return rc;
 }
 
 /* ---- the usual fixture ---------------------------------------------------------------- */

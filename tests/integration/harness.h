@@ -1,11 +1,18 @@
 /*
  * harness.h - black-box integration harness: a real mosquitto (tests/support/broker.h), the
- * real vendd binary as a child process on a fresh SQLite file, an HTTP client (libcurl +
- * jansson), a raw MQTT v5 client (libmosquitto, own thread) and read-only SQL on the file.
+ * real vendd binary as a child process on a fresh database, an HTTP client (libcurl +
+ * jansson), a raw MQTT v5 client (libmosquitto, own thread) and SQL checks on the database.
+ *
+ * The database is a fresh SQLite file, or with VEND_TEST_DB=pg a fresh database on the test
+ * PostgreSQL server whose state file VEND_PG_STATE names (tests/support/pgcluster, the ctest
+ * fixture vend_pg: one server for the whole run, one database per test, dropped at the end).
+ * The SQL checks take the same text on both: string_agg(x, sep) rather than group_concat, no
+ * rowid, no date functions (harness_iso_time() gives the timestamps).
  *
  * The vendd binary comes from the environment variable VENDD (ctest sets it to
  * $<TARGET_FILE:vendd>). Its working directory is a fresh mkdtemp directory holding
- * vendd.db and vendd.log (its stderr+stdout); the directory goes away in harness_stop().
+ * vendd.db (on SQLite) and vendd.log (its stderr+stdout); the directory goes away in
+ * harness_stop().
  * vendd gets `env -i`-style: PATH, PORT (a free loopback port, kept across restarts unless
  * harness_new_http_port() picks another), HOST=127.0.0.1, DATABASE_URL, MQTT_BROKER_URL
  * (unless an extra names it), MACHINE_ID=VM01, the sanitizer options if set, and the
@@ -35,6 +42,8 @@
 
 #include "broker.h"
 
+struct harness_pg;
+
 #define HARNESS_ENV_MAX      16
 #define HARNESS_PATH_MAX     320
 #define HARNESS_MSG_MAX      256  /* messages kept by one MQTT client */
@@ -46,7 +55,11 @@ struct harness {
     struct test_broker broker;
     char vendd[HARNESS_PATH_MAX];        /* absolute path of the binary (from $VENDD) */
     char dir[256];                       /* working directory; "" when removed */
-    char db_path[HARNESS_PATH_MAX];      /* dir/vendd.db */
+    char db_path[HARNESS_PATH_MAX];      /* dir/vendd.db (SQLite) */
+    char db_url[HARNESS_PATH_MAX];       /* vendd's DATABASE_URL */
+    char pg_db[64];                      /* the test's PostgreSQL database; "" on SQLite */
+    char pg_server[HARNESS_PATH_MAX];    /* the test server's URL (its database "vendd") */
+    struct harness_pg *pg;               /* the harness's own connection (harness_db.c) */
     char log_path[HARNESS_PATH_MAX];     /* dir/vendd.log */
     char extra_env[HARNESS_ENV_MAX][96]; /* caller's KEY=VALUE */
     size_t nextra_env;
@@ -171,20 +184,38 @@ int harness_order(struct harness *h, const char *id, int slot, int quantity);
 /* POST /api/dispense/trigger; returns the HTTP status (r optional, as harness_http). */
 long harness_trigger(struct harness *h, const char *order_id, struct harness_reply *r);
 
-/* ---- SQLite, read-only ----------------------------------------------------------------- */
+/* ---- the database (harness_db.c) ------------------------------------------------------ */
 
-/* The first column of the first row of sql as text into buf ("" for NULL); 1 if a row,
- * 0 if none, -1 on error. */
+/* true when the test runs on PostgreSQL (VEND_TEST_DB=pg). */
+bool harness_db_pg(const struct harness *h);
+/* The test's database: db_url for SQLite, or a fresh PostgreSQL database (harness_prepare()
+ * calls it); dropped by harness_db_drop() (harness_stop() calls it). */
+int harness_db_create(struct harness *h);
+void harness_db_drop(struct harness *h);
+
+/* The first column of the first row of sql as text into buf ("" for NULL; a boolean 1/0);
+ * 1 if a row, 0 if none, -1 on error. */
 int harness_sql_text(const struct harness *h, const char *sql, char *buf, size_t size);
 /* Same, as an integer. */
 int harness_sql_int(const struct harness *h, const char *sql, long long *out);
 /* Wait until harness_sql_text(sql) equals want; 0, or -1 on timeout (last value on stderr). */
 int harness_sql_wait(const struct harness *h, const char *sql, const char *want, int timeout_ms);
-/* Every row of every table (by name, rows by rowid) as text; malloc'd, NULL on error. */
+/* Every row of every table (by name) as text, one snapshot; malloc'd, NULL on error. */
 char *harness_db_dump(const struct harness *h);
 /* Print to stderr the rows of two dumps that differ ("-" only before, "+" only after), under
  * their table's name; returns how many. */
 int harness_db_diff(const char *before, const char *after);
+/* The wall clock now + offset_ms as vendd writes timestamps ("2026-11-27T09:30:00.123Z"). */
+void harness_iso_time(char *buf, size_t size, int64_t offset_ms);
+/* iso (that format) + offset_ms into out; 0, or -1 if iso is not in that format. */
+int harness_iso_add(const char *iso, int64_t offset_ms, char *out, size_t size);
+
+/* Hold the lock every write transaction of vendd takes (SQLite: BEGIN EXCLUSIVE; PostgreSQL:
+ * db_pg.c's advisory lock) from a connection of the test's own; NULL on failure. */
+struct harness_db_lock;
+struct harness_db_lock *harness_db_lock(const struct harness *h);
+/* Release it (NULL is fine); 0, or -1 if the release failed. */
+int harness_db_unlock(struct harness_db_lock *l);
 
 /* ---- MQTT client ------------------------------------------------------------------------ */
 
@@ -319,10 +350,10 @@ long harness_notify(struct harness *h, const char *order_id, const char *status,
 int harness_notification(const char *order_id, const char *status, const char *gross,
                          const char *key, char *out, size_t size);
 
-/* ---- SQLite, writing (only while vendd is stopped) -------------------------------------- */
+/* ---- the database, writing (only while vendd is stopped) ----------------------------- */
 
 /*
- * Run sql on vendd's file: a test moves vendd's wall clock this way (timestamps set in the
+ * Run sql on vendd's database: a test moves vendd's wall clock this way (timestamps set in the
  * past while vendd is down, as if that time had passed). Returns the rows changed, or -1.
  */
 int harness_sql_exec(const struct harness *h, const char *sql);

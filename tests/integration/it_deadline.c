@@ -143,9 +143,9 @@ static void failed_results_flag_the_slot(void **state)
                                       "5 1", 0),
                      0);
     assert_int_equal(harness_sql_wait(h,
-                                      "SELECT group_concat(kind || ':' || order_id, ',') FROM "
+                                      "SELECT string_agg(kind || ':' || order_id, ',') FROM "
                                       "(SELECT kind, order_id FROM alerts WHERE order_id IN "
-                                      "('nodrop-1', 'jam-1') ORDER BY id)",
+                                      "('nodrop-1', 'jam-1') ORDER BY id) q",
                                       "DISPENSE_FAILED:nodrop-1,DROP_WITHOUT_SUCCESS:jam-1,"
                                       "DISPENSE_FAILED:jam-1",
                                       0),

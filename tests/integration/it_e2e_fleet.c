@@ -140,8 +140,8 @@ static void print_breakdown(const struct harness *h)
 
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
         snprintf(sql, sizeof(sql),
-                 "SELECT group_concat(status || '=' || n, ' ') FROM (SELECT status, count(*) n "
-                 "FROM %s WHERE " FLEET " GROUP BY status)",
+                 "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n "
+                 "FROM %s WHERE " FLEET " GROUP BY status) q",
                  tables[i]);
         harness_sql_text(h, sql, buf, sizeof(buf));
         fprintf(stderr, "it_e2e_fleet: %s %s\n", tables[i], buf);
@@ -465,9 +465,9 @@ static int account_slot(const struct fleet *e, struct sim_account *a, const stru
     machine_id(id, sizeof(id), m);
     /* One unit in flight per machine, sent in id order: the i-th sent unit is the i-th run. */
     snprintf(sql, sizeof(sql),
-             "SELECT COALESCE(group_concat(ok, ''), '') FROM (SELECT CASE WHEN status = "
+             "SELECT COALESCE(string_agg(ok, ''), '') FROM (SELECT CASE WHEN status = "
              "'SUCCEEDED' THEN '1' ELSE '0' END AS ok FROM dispense_logs WHERE machine_id = '%s' "
-             "AND slot_number = %d AND command_sent_at IS NOT NULL ORDER BY id)",
+             "AND slot_number = %d AND command_sent_at IS NOT NULL ORDER BY id) q",
              id, slot);
     if (harness_sql_text(&e->f->h, sql, recorded, sizeof(recorded)) < 0)
         a->sequence_bad++;
@@ -542,12 +542,12 @@ static void fleet_orders_end_final_with_exact_stock(void **state)
     /* A unit is sent only while its order runs: once one failed, the rest were never sent. */
     expect_sql(h, 0,
                "SELECT count(*) FROM dispense_logs WHERE " FLEET " AND status = 'FAILED' AND "
-               "(command_sent_at IS NULL) <> (error_message IS 'NOT_SENT')");
+               "(command_sent_at IS NULL) <> (error_message IS NOT DISTINCT FROM 'NOT_SENT')");
     expect_sql(h, 0, "SELECT count(*) FROM dispense_logs WHERE " FLEET " AND late_result <> 0");
     /* One drop is one SUCCEEDED row with success and dropDetected, nothing else. */
     expect_sql(h, 0,
                "SELECT count(*) FROM dispense_logs WHERE " FLEET " AND (status = 'SUCCEEDED') <> "
-               "(success IS 1 AND drop_detected IS 1)");
+               "(success IS NOT DISTINCT FROM 1 AND drop_detected IS NOT DISTINCT FROM 1)");
 
     /* ---- stock: the count, its log and the promises agree with the units ---- */
     expect_sql(h, 0,
@@ -571,7 +571,7 @@ static void fleet_orders_end_final_with_exact_stock(void **state)
                "AND l.slot_id = k.slot_id AND l.status = 'SUCCEEDED'))");
     expect_sql(h, 0,
                "SELECT count(*) FROM (SELECT order_id, unit FROM stock_logs WHERE " FLEET
-               " AND change_type = 'DISPENSE' GROUP BY order_id, unit HAVING count(*) > 1)");
+               " AND change_type = 'DISPENSE' GROUP BY order_id, unit HAVING count(*) > 1) q");
     expect_sql(h, 0,
                "SELECT count(*) FROM stock_logs WHERE " FLEET
                " AND change_type NOT IN ('RESTOCK', 'DISPENSE')");
@@ -580,7 +580,7 @@ static void fleet_orders_end_final_with_exact_stock(void **state)
     expect_sql(h, 0,
                "SELECT count(*) FROM orders o WHERE o." FLEET
                " AND (SELECT count(*) FROM refunds r WHERE r.order_id = o.id) <> "
-               "(o.status = 'FAILED')");
+               "CASE WHEN o.status = 'FAILED' THEN 1 ELSE 0 END");
     expect_sql(h, 0,
                "SELECT count(*) FROM refunds r JOIN orders o ON o.id = r.order_id WHERE o." FLEET
                " AND r.amount <> o.total_amount - (SELECT COALESCE(sum(i.unit_price), 0) "

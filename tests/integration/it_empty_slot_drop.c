@@ -59,8 +59,8 @@ static void second_drop_from_empty_slot_is_not_lost(void **state)
     harness_sleep_ms(MOTOR_MS + 1000 + 1000);
     assert_int_equal(
         harness_sql_text(h,
-                         "SELECT group_concat(status, ',') FROM (SELECT status "
-                         "FROM dispense_logs WHERE order_id = 'empty-1' ORDER BY unit)",
+                         "SELECT string_agg(status, ',') FROM (SELECT status "
+                         "FROM dispense_logs WHERE order_id = 'empty-1' ORDER BY unit) q",
                          units, sizeof(units)),
         1);
     print_message("units: %s\n", units);

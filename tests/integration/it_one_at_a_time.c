@@ -44,11 +44,12 @@ static void quantity_two_goes_one_unit_at_a_time(void **state)
                         "\"unit\":1}");
     /* Unit 2 waits for unit 1. */
     assert_int_equal(harness_mqtt_wait(&f->machine, 2, 700), 1);
-    assert_int_equal(harness_sql_wait(h,
-                                      "SELECT group_concat(status, ',') FROM (SELECT status "
-                                      "FROM dispense_logs WHERE order_id = 'two-1' ORDER BY unit)",
-                                      "SENT,QUEUED", 0),
-                     0);
+    assert_int_equal(
+        harness_sql_wait(h,
+                         "SELECT string_agg(status, ',') FROM (SELECT status "
+                         "FROM dispense_logs WHERE order_id = 'two-1' ORDER BY unit) q",
+                         "SENT,QUEUED", 0),
+        0);
 
     assert_int_equal(harness_answer(&f->machine, "two-1", 1, 1), 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, 2, 5000), 2);
@@ -65,9 +66,9 @@ static void quantity_two_goes_one_unit_at_a_time(void **state)
         harness_sql_int(h, "SELECT current_stock FROM slots WHERE slot_number = 1", &stock), 1);
     assert_int_equal(stock, 6);
     assert_int_equal(harness_sql_wait(h,
-                                      "SELECT group_concat(q, ',') FROM (SELECT unit || ':' || "
+                                      "SELECT string_agg(q, ',') FROM (SELECT unit || ':' || "
                                       "quantity_before || '->' || quantity_after AS q FROM "
-                                      "stock_logs WHERE change_type = 'DISPENSE' ORDER BY unit)",
+                                      "stock_logs WHERE change_type = 'DISPENSE' ORDER BY unit) q",
                                       "1:8->7,2:7->6", 0),
                      0);
     assert_int_equal(harness_mqtt_wait(&f->machine, 3, 500), 2);

@@ -167,12 +167,16 @@ static void machines_walk(void **state)
         snprintf(body, sizeof(body), "{\"id\":\"M%03d\",\"name\":\"machine %d\"}", i, i);
         assert_int_equal(harness_call(h, "POST", "/api/machines", body, NULL), 201);
     }
-    expect_walk(h, "/api/machines", "machines", 50,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM machines ORDER BY id)", 3);
-    expect_walk(h, "/api/machines", "machines", 500,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM machines ORDER BY id)", 1);
-    expect_walk(h, "/api/machines", "machines", 7,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM machines ORDER BY id)", 18);
+    expect_walk(
+        h, "/api/machines", "machines", 50,
+        "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM machines ORDER BY id) q", 3);
+    expect_walk(
+        h, "/api/machines", "machines", 500,
+        "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM machines ORDER BY id) q", 1);
+    expect_walk(
+        h, "/api/machines", "machines", 7,
+        "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM machines ORDER BY id) q",
+        18);
 
     /* No ?limit=: 50, and the same document shape as before pages ("machines"). */
     assert_int_equal(harness_call(h, "GET", "/api/machines", NULL, &r), 200);
@@ -206,16 +210,17 @@ static void orders_walk(void **state)
         }
     }
     expect_walk(h, "/api/orders", "items", 4,
-                "SELECT group_concat(id, ',') FROM "
-                "(SELECT id FROM orders ORDER BY created_at DESC, id DESC)",
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM "
+                "(SELECT id FROM orders ORDER BY created_at DESC, id DESC) q",
                 6);
     expect_walk(h, "/api/orders?machine_id=M002", "items", 2,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM orders "
-                "WHERE machine_id = 'M002' ORDER BY created_at DESC, id DESC)",
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM orders "
+                "WHERE machine_id = 'M002' ORDER BY created_at DESC, id DESC) q",
                 4);
     expect_walk(h, "/api/orders?status=PAID&machine_id=VM01", "items", 5,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM orders WHERE status = 'PAID' "
-                "AND machine_id = 'VM01' ORDER BY created_at DESC, id DESC)",
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM orders WHERE status "
+                "= 'PAID' "
+                "AND machine_id = 'VM01' ORDER BY created_at DESC, id DESC) q",
                 3);
     expect_walk(h, "/api/orders?status=COMPLETED", "items", 5, "SELECT '' FROM orders LIMIT 1", 1);
 }
@@ -270,42 +275,45 @@ static void seeded_walks(void **state)
 
     seed(h);
     expect_walk(h, "/api/alerts", "items", 4,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM alerts "
-                "WHERE resolved_at IS NULL ORDER BY created_at DESC, id DESC)",
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM alerts "
+                "WHERE resolved_at IS NULL ORDER BY created_at DESC, id DESC) q",
                 5);
     expect_walk(h, "/api/alerts?open=false", "items", 3,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM alerts "
-                "WHERE resolved_at IS NOT NULL ORDER BY created_at DESC, id DESC)",
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM alerts "
+                "WHERE resolved_at IS NOT NULL ORDER BY created_at DESC, id DESC) q",
                 3);
-    expect_walk(h, "/api/alerts?open=true&machine_id=M002", "items", 3,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM alerts WHERE resolved_at IS "
-                "NULL AND machine_id = 'M002' ORDER BY created_at DESC, id DESC)",
-                3);
+    expect_walk(
+        h, "/api/alerts?open=true&machine_id=M002", "items", 3,
+        "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM alerts WHERE resolved_at IS "
+        "NULL AND machine_id = 'M002' ORDER BY created_at DESC, id DESC) q",
+        3);
     expect_walk(h, "/api/machines/VM01/telemetry", "items", 5,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM telemetry "
-                "WHERE machine_id = 'VM01' ORDER BY received_at DESC, id DESC)",
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM telemetry "
+                "WHERE machine_id = 'VM01' ORDER BY received_at DESC, id DESC) q",
                 5);
     /* Sent units newest command first, then the ones never sent, newest first; pages of 4
      * cross from one kind to the other inside a page. */
     expect_walk(h, "/api/dispense/logs/VM01", "logs", 4,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM dispense_logs "
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM dispense_logs "
                 "WHERE machine_id = 'VM01' "
-                "ORDER BY command_sent_at IS NULL, command_sent_at DESC, id DESC)",
+                "ORDER BY command_sent_at IS NULL, command_sent_at DESC, id DESC) q",
                 5);
     expect_walk(h, "/api/dispense/logs/VM01", "logs", 1,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM dispense_logs "
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM dispense_logs "
                 "WHERE machine_id = 'VM01' "
-                "ORDER BY command_sent_at IS NULL, command_sent_at DESC, id DESC)",
+                "ORDER BY command_sent_at IS NULL, command_sent_at DESC, id DESC) q",
                 17);
     expect_walk(h, "/api/refunds", "refunds", 2,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM refunds "
-                "WHERE status IN ('OPERATOR', 'QUEUED') ORDER BY id DESC)",
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM refunds "
+                "WHERE status IN ('OPERATOR', 'QUEUED') ORDER BY id DESC) q",
                 2);
-    expect_walk(h, "/api/refunds?status=all", "refunds", 5,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM refunds ORDER BY id DESC)", 3);
+    expect_walk(
+        h, "/api/refunds?status=all", "refunds", 5,
+        "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM refunds ORDER BY id DESC) q",
+        3);
     expect_walk(h, "/api/refunds?status=CANCELLED", "refunds", 2,
-                "SELECT group_concat(id, ',') FROM (SELECT id FROM refunds "
-                "WHERE status = 'CANCELLED' ORDER BY id DESC)",
+                "SELECT string_agg(CAST(id AS TEXT), ',') FROM (SELECT id FROM refunds "
+                "WHERE status = 'CANCELLED' ORDER BY id DESC) q",
                 2);
 }
 

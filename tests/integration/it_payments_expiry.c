@@ -107,20 +107,26 @@ static void expect_fake_status(struct harness *h, const char *id, const char *wa
 /* Stop vendd, move id 61 s into the past (ORDER_PAYMENT_TTL_S is 60), start vendd. */
 static void let_time_pass(struct harness *h, const char *id)
 {
-    char sql[512];
+    static const char *const cols[] = {"created_at", "expires_at", "next_check_at"};
+    char sql[512], was[32], moved[32], now[32];
 
     assert_int_equal(harness_vendd_term(h), 0);
+    for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++) {
+        snprintf(sql, sizeof(sql), "SELECT %s FROM orders WHERE id = '%s'", cols[i], id);
+        assert_int_equal(harness_sql_text(h, sql, was, sizeof(was)), 1);
+        if (was[0] == '\0')
+            continue; /* NULL stays NULL */
+        assert_int_equal(harness_iso_add(was, -61000, moved, sizeof(moved)), 0);
+        snprintf(sql, sizeof(sql),
+                 "UPDATE orders SET %s = '%s' WHERE id = '%s' AND status = 'PENDING'", cols[i],
+                 moved, id);
+        assert_int_equal(harness_sql_exec(h, sql), 1);
+    }
+    harness_iso_time(now, sizeof(now), 0);
     snprintf(sql, sizeof(sql),
-             "UPDATE orders SET created_at = strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', created_at, "
-             "'-61 seconds'), expires_at = strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', expires_at, "
-             "'-61 seconds'), next_check_at = strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', next_check_at, "
-             "'-61 seconds') WHERE id = '%s' AND status = 'PENDING'",
-             id);
-    assert_int_equal(harness_sql_exec(h, sql), 1);
-    expect_sql(h,
-               "SELECT expires_at < strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now') FROM orders "
-               "WHERE id = '%s'",
-               id, "1", 0);
+             "SELECT CASE WHEN expires_at < '%s' THEN 1 ELSE 0 END FROM orders WHERE id = '%s'",
+             now, id);
+    assert_int_equal(harness_sql_wait(h, sql, "1", 0), 0);
     assert_int_equal(harness_vendd_start(h), 0);
 }
 

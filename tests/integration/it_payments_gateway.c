@@ -59,8 +59,8 @@ static void arm(struct harness *h, const char *failure)
 static void newest_order(struct harness *h, char *id, size_t size)
 {
     assert_int_equal(
-        harness_sql_text(h, "SELECT id FROM orders ORDER BY created_at DESC, rowid DESC LIMIT 1",
-                         id, size),
+        harness_sql_text(h, "SELECT id FROM orders ORDER BY created_at DESC, id DESC LIMIT 1", id,
+                         size),
         1);
 }
 
@@ -218,7 +218,7 @@ static void midtrans_slow_is_504_and_the_loop_serves(void **state)
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = 1", "0", 0);
     assert_int_equal(harness_sql_text(h,
                                       "SELECT id FROM orders WHERE origin = 'customer' ORDER BY "
-                                      "created_at DESC, rowid DESC LIMIT 1",
+                                      "created_at DESC, id DESC LIMIT 1",
                                       id, sizeof(id)),
                      1);
     snprintf(sql, sizeof(sql), "SELECT status FROM orders WHERE id = '%s'", id);

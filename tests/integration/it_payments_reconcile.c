@@ -115,8 +115,8 @@ static void lost_settlement_is_found(void **state)
     assert_int_equal(http, 200);
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED", 0);
     expect_sql(h,
-               "SELECT group_concat(outcome, ',') FROM (SELECT outcome FROM payment_events WHERE "
-               "order_id = '%s' AND transaction_status = 'settlement' ORDER BY id)",
+               "SELECT string_agg(outcome, ',') FROM (SELECT outcome FROM payment_events WHERE "
+               "order_id = '%s' AND transaction_status = 'settlement' ORDER BY id) q",
                id, "PAID,REPLAY", 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 300), seen + 1);
 }

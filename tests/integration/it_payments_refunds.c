@@ -152,13 +152,14 @@ static void expect_fake_refunded(struct harness *h, const char *id, const char *
 
 static void restart_past_backoff(struct harness *h, const char *id)
 {
-    char sql[256];
+    char sql[256], past[32];
 
     assert_int_equal(harness_vendd_term(h), 0);
-    snprintf(sql, sizeof(sql),
-             "UPDATE refunds SET next_attempt_at = strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now', "
-             "'-1 seconds') WHERE order_id = '%s' AND status = 'QUEUED'",
-             id);
+    harness_iso_time(past, sizeof(past), -1000);
+    snprintf(
+        sql, sizeof(sql),
+        "UPDATE refunds SET next_attempt_at = '%s' WHERE order_id = '%s' AND status = 'QUEUED'",
+        past, id);
     assert_int_equal(harness_sql_exec(h, sql), 1);
     assert_int_equal(harness_vendd_start(h), 0);
 }
@@ -168,7 +169,7 @@ static void refund_5xx_then_success_same_key(void **state)
 {
     struct harness_fixture *f = *state;
     struct harness *h = &f->h;
-    char id[64];
+    char id[64], later[32], sql[320];
     size_t n;
 
     n = paid_order(f, "[{\"slot\":1,\"quantity\":1}]", id);
@@ -177,11 +178,15 @@ static void refund_5xx_then_success_same_key(void **state)
     expect_sql(h, "SELECT status || ' ' || failure_reason FROM orders WHERE id = '%s'", id,
                "FAILED JAMMED", WAIT_MS);
     /* Held one grace period (1 s), sent, refused with a 503: back in the queue, 30 s off. */
-    expect_sql(h,
-               "SELECT status || ' ' || attempts || ' ' || (last_error LIKE '%%503%%') || ' ' || "
-               "(next_attempt_at > strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now', '+20 seconds')) "
-               "FROM refunds WHERE order_id = '%s'",
-               id, "QUEUED 1 1 1", WAIT_MS);
+    harness_iso_time(later, sizeof(later), 20000);
+    snprintf(sql, sizeof(sql),
+             "SELECT status || ' ' || attempts || ' ' || "
+             "CASE WHEN last_error LIKE '%%503%%' THEN 1 ELSE 0 END || ' ' || "
+             "CASE WHEN next_attempt_at > '%s' THEN 1 ELSE 0 END "
+             "FROM refunds WHERE order_id = '%s'",
+             later, id);
+    if (harness_sql_wait(h, sql, "QUEUED 1 1 1", WAIT_MS) < 0)
+        fail_msg("%s: wanted 'QUEUED 1 1 1' (log: %s)", sql, h->log_path);
     assert_int_equal(refund_calls(h, id, 8000), 1);
     expect_fake_refunded(h, id, "settlement", 0, 0);
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "FAILED", 0);
@@ -378,8 +383,8 @@ static void partial_failure_refunds_that_unit(void **state)
     n = paid_order(f, "[{\"slot\":1,\"quantity\":1},{\"slot\":3,\"quantity\":1}]", id);
     expect_sql(h, "SELECT total_amount FROM orders WHERE id = '%s'", id, "13000", 0);
     expect_sql(h,
-               "SELECT group_concat(status, ',') FROM (SELECT status FROM dispense_logs WHERE "
-               "order_id = '%s' ORDER BY unit)",
+               "SELECT string_agg(status, ',') FROM (SELECT status FROM dispense_logs WHERE "
+               "order_id = '%s' ORDER BY unit) q",
                id, "SUCCEEDED,FAILED", WAIT_MS);
     harness_mqtt_set_handler(&f->machine, NULL, NULL);
     pthread_mutex_lock(&machine.mu);

@@ -499,15 +499,43 @@ static int opt_parse(struct vendd_conf *conf, const struct conf_opt *o, const ch
 /* ---- echoing values in messages ---- */
 
 /*
- * Copies url into out[size] with the password of "scheme://user:pass@host"
- * replaced by "***". Anything else is copied unchanged (possibly truncated:
- * the result is only ever displayed).
+ * In out (a NUL-terminated copy of a URL), replaces the value of every "password=" query
+ * parameter (libpq reads one there too) by "***"; out holds size bytes.
+ */
+static void redact_query_password(char *out, size_t size)
+{
+    static const char key[] = "password=";
+    char *p = strchr(out, '?');
+
+    while (p != NULL) {
+        char *end;
+        p++; /* past the '?' or '&' */
+        end = p + strcspn(p, "&#");
+        if (strncasecmp(p, key, sizeof key - 1) == 0) {
+            char *val = p + sizeof key - 1;
+            size_t tail = strlen(end) + 1;
+            if ((size_t)(val - out) + 3 + tail > size) {
+                *val = '\0'; /* no room for the rest: cut rather than show it */
+                return;
+            }
+            memmove(val + 3, end, tail);
+            memcpy(val, "***", 3);
+            end = val + 3;
+        }
+        p = *end == '&' ? end : NULL;
+    }
+}
+
+/*
+ * Copies url into out[size] with the password of "scheme://user:pass@host", and of a
+ * "password=" query parameter, replaced by "***". Anything else is copied unchanged
+ * (possibly truncated: the result is only ever displayed).
  */
 static void redact_url(const char *url, char *out, size_t size)
 {
     const char *auth = strstr(url, "://");
     const char *at = NULL;
-    const char *colon;
+    const char *colon = NULL;
 
     /* The last '@' ends the credentials: a password may itself hold '/', '?', '#' or '@'
      * unencoded (libpq accepts them). A '@' later in a path over-redacts; never leaks. */
@@ -515,16 +543,15 @@ static void redact_url(const char *url, char *out, size_t size)
         auth += 3;
         at = strrchr(auth, '@');
     }
-    if (at == NULL) {
-        snprintf(out, size, "%s", url);
-        return;
-    }
-    colon = memchr(auth, ':', (size_t)(at - auth));
+    if (at != NULL)
+        colon = memchr(auth, ':', (size_t)(at - auth));
     if (colon == NULL) {
         snprintf(out, size, "%s", url);
+        redact_query_password(out, size);
         return;
     }
     snprintf(out, size, "%.*s***%s", (int)(colon + 1 - url), url, at);
+    redact_query_password(out, size);
 }
 
 static bool is_url_type(enum opt_type t)

@@ -16,6 +16,12 @@
  *  - a lock waited for longer than LOCK_TIMEOUT_MS is VEND_EBUSY, as SQLite's busy timeout;
  *  - booleans (the value of a comparison) read as 1/0.
  * Results are read whole before the row callback runs, so a callback may run any statement.
+ *
+ * The server may go away (a restart, a failover): what needs it then fails as VEND_EBUSY, as
+ * a locked SQLite does, so the callers' retries (results, sweeps, refunds) and HTTP's 503
+ * apply. The next use outside a transaction connects again (PQreset, at most once per
+ * backoff, 100 ms doubling to 5 s) and prepares its statements anew; a transaction that was
+ * open when the connection went is never continued on a new one: it fails to its end.
  */
 #include <errno.h>
 #include <libpq-fe.h>
@@ -24,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "db.h"
 #include "db_backend.h"
@@ -36,6 +43,12 @@
 #define URL_MAX_LEN   4096
 /* SQLite's busy timeout (db_sqlite.c): a lock waited for longer is VEND_EBUSY. */
 #define LOCK_TIMEOUT "'5000ms'"
+/* Connecting may not hold the loop longer than this (the URL's connect_timeout wins). */
+#define CONNECT_TIMEOUT_S "5"
+/* Reconnect attempts after the connection is lost: the first at once, then this far apart,
+ * doubling. */
+#define RECONNECT_FIRST_MS 100
+#define RECONNECT_MAX_MS   5000
 /* The advisory lock db_begin() takes: any constant, the same in every vendd ("vend" in ASCII). */
 #define WRITE_LOCK_KEY "1986358884"
 /* PostgreSQL's type OIDs (catalog/pg_type.h, stable across versions). */
@@ -64,6 +77,9 @@ struct pg_state {
     unsigned int next_name;
     bool warned_full;
     uint64_t changes; /* rows changed through this connection */
+    bool tx;          /* pg_begin() opened a transaction that has not ended for the caller */
+    bool lost;        /* the connection went away and is not back yet */
+    int64_t lost_at_ms, retry_at_ms, backoff_ms;
 };
 
 /* What a row callback reads: one row of a result held whole. */
@@ -88,6 +104,9 @@ static int code_of(const char *sqlstate)
         {"40001", VEND_EBUSY},     /* serialization_failure */
         {"40P01", VEND_EBUSY},     /* deadlock_detected */
         {"55P03", VEND_EBUSY},     /* lock_not_available (lock_timeout) */
+        {"57P01", VEND_EBUSY},     /* admin_shutdown: the server stops */
+        {"57P02", VEND_EBUSY},     /* crash_shutdown */
+        {"57P03", VEND_EBUSY},     /* cannot_connect_now: the server starts */
         {"53200", VEND_ENOMEM},    /* out_of_memory */
         {"54000", VEND_ETOOBIG},   /* program_limit_exceeded */
         {"54001", VEND_ETOOBIG},   /* statement_too_complex */
@@ -103,6 +122,8 @@ static int code_of(const char *sqlstate)
     }
     if (strncmp(sqlstate, "23", 2) == 0)
         return VEND_ECONSTRAINT; /* CHECK, FOREIGN KEY, NOT NULL, exclusion */
+    if (strncmp(sqlstate, "08", 2) == 0)
+        return VEND_EBUSY; /* connection exception */
     return VEND_EDB;
 }
 
@@ -122,7 +143,18 @@ static int fail(struct db *db, const PGresult *res, const char *what)
     db_set_error(db, "'%.80s': %.*s%s%s (SQLSTATE %s)", what, (int)len, msg,
                  detail != NULL ? ": " : "", detail != NULL ? detail : "",
                  code != NULL ? code : "none");
+    /* The server is gone: busy until it is back, whatever the statement said. */
+    if (st != NULL && st->conn != NULL && PQstatus(st->conn) == CONNECTION_BAD)
+        return VEND_EBUSY;
     return code_of(code);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static uint32_t hash_sql(const char *s, const Oid *types, size_t n)
@@ -436,6 +468,98 @@ static int run(struct db *db, const char *sql, const struct db_value *params, si
     return VEND_OK;
 }
 
+/* Frees every cached statement (a new session has none of them). */
+static void cache_clear(struct pg_state *st)
+{
+    for (size_t i = 0; i < CACHE_BUCKETS; i++) {
+        struct cached_stmt *e = st->buckets[i];
+        while (e != NULL) {
+            struct cached_stmt *next = e->next;
+            free(e->sql);
+            free(e);
+            e = next;
+        }
+        st->buckets[i] = NULL;
+    }
+    st->ncached = 0;
+    st->warned_full = false;
+}
+
+/* What the daemon assumes of a session; the server's defaults may differ per installation. */
+static int session_setup(struct db *db)
+{
+    /* The server's defaults may differ per installation; these are what the daemon assumes. */
+    int rc = simple(db, "SET lock_timeout = " LOCK_TIMEOUT "; SET TIME ZONE 'UTC'; "
+                        "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; "
+                        "SET default_transaction_isolation = 'read committed'");
+
+    if (rc == VEND_OK && db->readonly)
+        rc = simple(db, "SET default_transaction_read_only = on");
+    return rc;
+}
+
+/* The first sign that the connection is gone: logged once, until it is back. */
+static void note_lost(struct db *db)
+{
+    struct pg_state *st = state(db);
+    const char *msg = PQerrorMessage(st->conn);
+
+    if (st->lost)
+        return;
+    st->lost = true;
+    st->lost_at_ms = mono_ms();
+    st->retry_at_ms = st->lost_at_ms;
+    st->backoff_ms = 0;
+    log_warnx("database connection to PostgreSQL lost: %.*s; reconnecting", (int)strcspn(msg, "\n"),
+              msg);
+}
+
+/*
+ * VEND_OK when the connection can take a statement. When it is gone: inside a transaction
+ * VEND_EBUSY (the server rolled it back; its rest must not run on a new session), outside one
+ * a reconnect if the backoff allows, else VEND_EBUSY.
+ */
+static int conn_ready(struct db *db)
+{
+    struct pg_state *st = state(db);
+    int64_t now;
+    const char *msg;
+    int rc;
+
+    if (PQstatus(st->conn) == CONNECTION_OK && !st->lost)
+        return VEND_OK;
+    note_lost(db);
+    if (st->tx) {
+        db_set_error(db, "the connection to PostgreSQL was lost inside a transaction; the server "
+                         "rolled it back");
+        return VEND_EBUSY;
+    }
+    now = mono_ms();
+    if (now < st->retry_at_ms) {
+        db_set_error(db, "no connection to PostgreSQL for %lld ms; next attempt in %lld ms",
+                     (long long)(now - st->lost_at_ms), (long long)(st->retry_at_ms - now));
+        return VEND_EBUSY;
+    }
+    PQreset(st->conn);
+    rc = PQstatus(st->conn) == CONNECTION_OK ? session_setup(db) : VEND_EBUSY;
+    if (rc < 0 || PQstatus(st->conn) != CONNECTION_OK) {
+        st->backoff_ms = st->backoff_ms == 0                     ? RECONNECT_FIRST_MS
+                         : st->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
+                                                                 : st->backoff_ms * 2;
+        st->retry_at_ms = mono_ms() + st->backoff_ms;
+        msg = PQerrorMessage(st->conn);
+        db_set_error(db, "cannot reconnect to PostgreSQL: %.*s; next attempt in %lld ms",
+                     (int)strcspn(msg, "\n"), msg, (long long)st->backoff_ms);
+        return VEND_EBUSY;
+    }
+    /* The old session's prepared statements died with it. */
+    cache_clear(st);
+    st->lost = false;
+    log_info("database connection to PostgreSQL restored after %lld ms",
+             (long long)(mono_ms() - st->lost_at_ms));
+    return VEND_OK;
+}
+
 static int pg_exec(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
                    db_row_fn *fn, void *arg)
 {
@@ -456,6 +580,9 @@ static int pg_exec(struct db *db, const char *sql, const struct db_value *params
             return VEND_EINVAL;
         }
     }
+    rc = conn_ready(db);
+    if (rc < 0)
+        return rc;
     rc = stmt_find(db, sql, params, nparams, types, &hash, &entry, &control);
     if (rc < 0)
         return rc;
@@ -502,6 +629,9 @@ static int pg_script(struct db *db, const char *sql)
     PGresult *res;
     int rc = VEND_OK;
 
+    rc = conn_ready(db);
+    if (rc < 0)
+        return rc;
     /* Several statements in one simple query: the server runs them in order and stops at the
      * first error, whose message comes last. */
     if (!PQsendQuery(st->conn, sql))
@@ -518,19 +648,36 @@ static int pg_script(struct db *db, const char *sql)
 
 static int pg_begin(struct db *db)
 {
+    struct pg_state *st = state(db);
     int rc;
 
+    /* The caller starts anew: a transaction lost with a connection is over for it. */
+    st->tx = false;
+    rc = conn_ready(db);
+    if (rc < 0)
+        return rc;
     /* PostgreSQL only warns about a nested BEGIN; SQLite refuses it, and so does db.h. */
-    if (PQtransactionStatus(state(db)->conn) != PQTRANS_IDLE) {
+    if (PQtransactionStatus(st->conn) != PQTRANS_IDLE) {
         db_set_error(db, "'BEGIN': a transaction is already open");
         return VEND_EDB;
     }
     /* Read-only: one snapshot for every statement of the transaction, and no write lock. */
-    if (db->readonly)
-        return simple(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (db->readonly) {
+        rc = simple(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        st->tx = rc == VEND_OK;
+        return rc;
+    }
     rc = simple(db, "BEGIN");
+    /* The server went away since the last statement (a restart while idle): a failed BEGIN
+     * did nothing, so it may be tried once more on a new connection. */
+    if (rc < 0 && PQstatus(st->conn) == CONNECTION_BAD) {
+        rc = conn_ready(db);
+        if (rc == VEND_OK)
+            rc = simple(db, "BEGIN");
+    }
     if (rc < 0)
         return rc;
+    st->tx = true;
     /* BEGIN IMMEDIATE: the write lock now, so a transaction never waits for it half-way. */
     rc = simple(db, "SELECT pg_advisory_xact_lock(" WRITE_LOCK_KEY ")");
     if (rc < 0) {
@@ -538,6 +685,7 @@ static int pg_begin(struct db *db)
         memcpy(detail, db->errmsg, sizeof(detail));
         if (simple(db, "ROLLBACK") < 0)
             log_warnx("database rollback after a failed begin failed: %s", db->errmsg);
+        st->tx = false;
         db_set_error(db, "%s", detail);
     }
     return rc;
@@ -549,10 +697,20 @@ static int pg_commit(struct db *db)
     PGresult *res;
     int rc;
 
+    if (PQstatus(st->conn) != CONNECTION_OK || st->lost) {
+        st->tx = false;
+        note_lost(db);
+        db_set_error(db, "'COMMIT': the connection to PostgreSQL was lost; the server rolled "
+                         "the transaction back");
+        return VEND_EBUSY;
+    }
     if (PQtransactionStatus(st->conn) == PQTRANS_IDLE) {
         db_set_error(db, "'COMMIT': no transaction is open");
         return VEND_EDB;
     }
+    /* Whatever the answer, the transaction is over (lost with the connection at worst: the
+     * caller then retries, and its compare-and-set finds what did commit). */
+    st->tx = false;
     res = PQexec(st->conn, "COMMIT");
     /* COMMIT of an aborted transaction "succeeds" as a ROLLBACK: that is a failure here. */
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -569,7 +727,12 @@ static int pg_commit(struct db *db)
 
 static int pg_rollback(struct db *db)
 {
-    if (PQtransactionStatus(state(db)->conn) == PQTRANS_IDLE)
+    struct pg_state *st = state(db);
+
+    st->tx = false;
+    /* Without a connection there is nothing to roll back: the server did. */
+    if (PQstatus(st->conn) != CONNECTION_OK || st->lost ||
+        PQtransactionStatus(st->conn) == PQTRANS_IDLE)
         return VEND_OK;
     return simple(db, "ROLLBACK");
 }
@@ -641,7 +804,9 @@ static int pg_open(struct db *db, const char *target)
     uri = xmalloc(len + sizeof("postgresql://"));
     memcpy(uri, "postgresql://", sizeof("postgresql://") - 1);
     memcpy(uri + sizeof("postgresql://") - 1, target, len + 1);
-    st->conn = PQconnectdb(uri);
+    /* connect_timeout first: a value in the URL (expanded after it) wins. */
+    st->conn = PQconnectdbParams((const char *const[]){"connect_timeout", "dbname", NULL},
+                                 (const char *const[]){CONNECT_TIMEOUT_S, uri, NULL}, 1);
     if (st->conn == NULL || PQstatus(st->conn) != CONNECTION_OK) {
         /* libpq's message names host and port, never the password. */
         const char *msg = st->conn != NULL ? PQerrorMessage(st->conn) : "out of memory";
@@ -651,14 +816,16 @@ static int pg_open(struct db *db, const char *target)
         goto out;
     }
     PQsetNoticeProcessor(st->conn, notice_to_log, NULL);
-    /* The server's defaults may differ per installation; these are what the daemon assumes. */
-    rc = simple(db, "SET lock_timeout = " LOCK_TIMEOUT "; SET TIME ZONE 'UTC'; "
-                    "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; "
-                    "SET default_transaction_isolation = 'read committed'");
-    if (rc == VEND_OK && db->readonly)
-        rc = simple(db, "SET default_transaction_read_only = on");
-    if (rc == VEND_OK)
+    rc = session_setup(db);
+    if (rc == VEND_OK) {
+        int sv = PQserverVersion(st->conn);
+        /* Which server and database, never the password (not for a read-only checker). */
+        if (!db->readonly)
+            log_info("database: PostgreSQL %d.%d, database '%s' on %s port %s as '%s'", sv / 10000,
+                     sv % 10000, PQdb(st->conn), PQhost(st->conn), PQport(st->conn),
+                     PQuser(st->conn));
         warn_collation(st->conn);
+    }
 out:
     free(uri);
     if (rc < 0)
@@ -672,15 +839,7 @@ static void pg_close(struct db *db)
 
     if (st == NULL)
         return;
-    for (size_t i = 0; i < CACHE_BUCKETS; i++) {
-        struct cached_stmt *e = st->buckets[i];
-        while (e != NULL) {
-            struct cached_stmt *next = e->next;
-            free(e->sql);
-            free(e);
-            e = next;
-        }
-    }
+    cache_clear(st);
     if (st->conn != NULL)
         PQfinish(st->conn); /* the server drops the prepared statements with the session */
     free(st);

@@ -332,6 +332,8 @@ int orders_create_manual(struct vendd *v, struct order_new *in, char *why, size_
 {
     int rc;
 
+    /* Empty until a step says why: a failed begin says nothing, and the caller sends it. */
+    why[0] = '\0';
     in->method = PAYMENT_MANUAL;
     rc = db_begin(v->db);
     if (rc < 0)

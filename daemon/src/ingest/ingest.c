@@ -7,6 +7,7 @@
 
 #include "broker_stats.h"
 #include "db.h"
+#include "dispense_result.h"
 #include "log.h"
 #include "machines.h"
 #include "metrics.h"
@@ -35,10 +36,13 @@ static const struct {
      * query asks first: it was 3 % of a telemetry message, and a check inside the write's
      * transaction cannot go stale the way a cache of registered machines could. */
     bool checks_machine;
+    /* The handler keeps what the database cannot take now and applies it later (a result:
+     * dispense_result_submit()); so a failed machine check must not drop the message. */
+    bool keeps;
 } s_topics[] = {
-    {VEND_TOPIC_TELEMETRY, handle_telemetry, INGEST_BULK, true, true},
-    {VEND_TOPIC_DISPENSE_RESULT, handle_result, INGEST_DISPENSE, false, false},
-    {VEND_TOPIC_STATUS, handle_status, INGEST_DISPENSE, true, true},
+    {VEND_TOPIC_TELEMETRY, handle_telemetry, INGEST_BULK, true, true, false},
+    {VEND_TOPIC_DISPENSE_RESULT, handle_result, INGEST_DISPENSE, false, false, true},
+    {VEND_TOPIC_STATUS, handle_status, INGEST_DISPENSE, true, true, false},
 };
 #define NTOPICS (sizeof(s_topics) / sizeof(s_topics[0]))
 
@@ -118,7 +122,7 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
     struct vendd *v = arg;
     struct vend_topic t;
     ingest_handler_fn *fn = NULL;
-    bool grouped = false, checks_machine = false;
+    bool grouped = false, checks_machine = false, keeps = false;
     int rc;
 
     (void)retained;
@@ -133,6 +137,7 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
             fn = s_topics[i].fn;
             grouped = s_topics[i].grouped;
             checks_machine = s_topics[i].checks_machine;
+            keeps = s_topics[i].keeps;
         }
     }
     if (fn == NULL) {
@@ -147,6 +152,14 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
         goto out;
     }
     rc = checks_machine ? 1 : machines_exists(v, t.machine_id);
+    /* The database is away (a restart): a result is not dropped for a check that could not
+     * run. Its handler keeps it until the database is back, and applying it matches it to
+     * an order sent to this very machine, which an unregistered one never has. */
+    if (rc < 0 && keeps && dispense_result_worth_retrying(rc)) {
+        log_warnx("cannot check machine '%s' of a %s now: %s; the message is kept", t.machine_id,
+                  vend_topic_kind_name(t.kind), db_errmsg(v->db));
+        rc = 1;
+    }
     if (rc <= 0) {
         log_warnx("rejected %s from '%s': %s", vend_topic_kind_name(t.kind), t.machine_id,
                   rc < 0 ? db_errmsg(v->db) : "machine not registered");
