@@ -87,6 +87,7 @@ static void offline_after_grace_and_back(void **state)
                      0);
     open_kinds(h, kinds, sizeof(kinds));
     assert_string_equal(kinds, "");
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void low_stock_by_dispense_and_restock(void **state)
@@ -126,6 +127,7 @@ static void low_stock_by_dispense_and_restock(void **state)
     open_kinds(h, kinds, sizeof(kinds));
     assert_string_equal(kinds, "");
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

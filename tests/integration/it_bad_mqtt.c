@@ -180,6 +180,7 @@ static void bad_input_is_rejected_without_a_trace(void **state)
     assert_int_equal(harness_order(&f->h, "after-1", 1, 1), 0);
     assert_int_equal(harness_call(&f->h, "GET", "/health", NULL, NULL), 200);
     assert_int_equal(harness_vendd_term(&f->h), 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
 }
 
 int main(void)

@@ -683,12 +683,14 @@ static void vendd_and_vmsim_complete_an_order_over_tls(void **state)
     struct tls *t = *state;
     struct harness *h = &t->h;
     char url[64], state_dir[HARNESS_PATH_MAX + 16], log[HARNESS_PATH_MAX + 16];
+    char drops[HARNESS_PATH_MAX + 16]; /* vmsim --drop-log, for harness_check() */
     const char *bin = getenv("VMSIM");
 
     assert_non_null(bin);
     snprintf(url, sizeof(url), "mqtts://localhost:%u", (unsigned)t->pb.port);
     snprintf(state_dir, sizeof(state_dir), "%s/vmsim", h->dir);
     snprintf(log, sizeof(log), "%s/vmsim.log", h->dir);
+    snprintf(drops, sizeof(drops), "%s/drops.log", h->dir);
     assert_int_equal(mkdir(state_dir, 0700), 0);
     assert_int_equal(harness_put_slot(h, 1, 5, 300), 0);
     t->sim = fork();
@@ -700,7 +702,7 @@ static void vendd_and_vmsim_complete_an_order_over_tls(void **state)
         setenv("MQTT_PASSWORD", t->pw_a, 1);
         setenv("MQTT_CA_FILE", t->ca, 1);
         execl(bin, bin, "--id", "VM01", "--slots", "2", "--stock", "10", "--motor-ms", "300",
-              "--drop-prob", "1", "--state-dir", state_dir, (char *)NULL);
+              "--drop-prob", "1", "--state-dir", state_dir, "--drop-log", drops, (char *)NULL);
         _exit(127);
     }
     assert_true(t->sim > 0);
@@ -710,6 +712,7 @@ static void vendd_and_vmsim_complete_an_order_over_tls(void **state)
     assert_int_equal(harness_trigger(h, "tls-1", NULL), 200);
     assert_int_equal(
         harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'tls-1'", "COMPLETED", 10000), 0);
+    assert_int_equal(harness_check(h, drops), 0);
 }
 
 static void vendd_refuses_a_broker_its_ca_did_not_sign(void **state)

@@ -50,6 +50,7 @@ struct clk {
     char off_path[300];  /* CLOCKSHIFT_FILE */
     char sim_state[300]; /* vmsim's journal directory */
     char sim_log[300];
+    char drops[300]; /* vmsim --drop-log, for harness_check() */
     pid_t sim;
 };
 
@@ -235,6 +236,7 @@ static void server_step_mid_dispense(void **state)
     server_clock(c, -HOUR_MS);
     fails_at_the_deadline(&f->h, "mid-back", sent);
     server_clock(c, 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
 }
 
 /* Forwards during the hold, with traffic: the late drop wins, nothing is paid back. */
@@ -265,6 +267,7 @@ static void server_step_forward_in_refund_hold(void **state)
     harness_sleep_ms(GRACE_MS);
     assert_int_equal(refund_calls(&f->h, id), 0);
     server_clock(c, 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
 }
 
 /* Back during the hold: the refund still goes out after one grace period. */
@@ -282,6 +285,7 @@ static void server_step_back_in_refund_hold(void **state)
                GRACE_MS + SLACK_MS);
     assert_int_equal(refund_calls(&f->h, id), 1);
     server_clock(c, 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
 }
 
 /* Back while a refund waits to be retried (no answer from Midtrans): retried after its
@@ -306,6 +310,7 @@ static void server_step_back_in_refund_backoff(void **state)
     expect_sql(&f->h, "SELECT status FROM orders WHERE id = '%s'", id, "REFUNDED", 1000 + SLACK_MS);
     assert_int_equal(refund_calls(&f->h, id), 2);
     server_clock(c, 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
 }
 
 /* Forwards with an order waiting for payment: not expired, and served when paid. */
@@ -334,6 +339,7 @@ static void server_step_forward_with_pending_order(void **state)
     expect_sql(&f->h, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED", WAIT_MS);
     expect_sql(&f->h, "SELECT count(*) FROM refunds WHERE order_id = '%s'", id, "0", 0);
     server_clock(c, 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
 }
 
 /* ---- the machine's clock ------------------------------------------------------------------ */
@@ -363,7 +369,7 @@ static pid_t start_vmsim(struct clk *c, long long offset_ms, long long step_ms)
         setenv("MQTT_BROKER_URL", url, 1);
         execl(bin, bin, "--id", "VM01", "--slots", "1", "--stock", "10", "--motor-ms", motor,
               "--drop-prob", "1", "--state-dir", c->sim_state, "--clock-offset-ms", offset,
-              "--clock-step-ms", step, (char *)NULL);
+              "--clock-step-ms", step, "--drop-log", c->drops, (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -403,6 +409,7 @@ static int machine_fixture(void **state, bool shim, long long server_offset_ms,
         return -1;
     snprintf(c->sim_state, sizeof(c->sim_state), "%s/vmsim", c->f->h.dir);
     snprintf(c->sim_log, sizeof(c->sim_log), "%s/vmsim.log", c->f->h.dir);
+    snprintf(c->drops, sizeof(c->drops), "%s/drops.log", c->f->h.dir);
     if (mkdir(c->sim_state, 0700) != 0)
         return -1;
     c->sim = start_vmsim(c, sim_offset_ms, sim_step_ms);
@@ -504,6 +511,7 @@ static void machine_clock_ahead_then_behind(void **state)
     expect_sql(h, "SELECT current_stock || ' ' || reserved FROM slots WHERE slot_number = %d", 1,
                "9 0", 0);
     assert_int_equal(sim_log_count(c, "motor on"), 1);
+    assert_int_equal(harness_check(h, c->drops), 0);
 }
 
 /*
@@ -533,6 +541,7 @@ static void server_clock_corrected_machine_synced(void **state)
     expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED",
                SIM_MOTOR_MS + WAIT_MS);
     assert_int_equal(sim_log_count(c, "motor on"), 2);
+    assert_int_equal(harness_check(h, c->drops), 0);
 }
 
 int main(void)

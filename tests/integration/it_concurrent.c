@@ -222,6 +222,7 @@ static void hundred_orders_triggered_at_once_dispense_once_each(void **state)
     /* Exact per slot: 25 from each of the four. */
     assert_int_equal(sql_int(h, "SELECT count(*) FROM slots WHERE current_stock = 5"), 4);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

@@ -160,6 +160,7 @@ static void notification_on_a_locked_database_is_retried(void **state)
     expect_sql(h, "SELECT current_stock || ' ' || reserved FROM slots WHERE slot_number = %s", "1",
                "9 0", 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 300), seen + 1);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 static void trigger_on_a_locked_database_is_refused(void **state)
@@ -197,6 +198,7 @@ static void trigger_on_a_locked_database_is_refused(void **state)
     expect_sql(h, "SELECT count(*) FROM stock_logs WHERE order_id = '%s'", "locked-1", "1", 0);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, 300), seen + 1);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

@@ -101,6 +101,7 @@ static void queued_unit_does_not_wait_forever_for_the_broker(void **state)
                                       "0", 0),
                      0);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

@@ -44,6 +44,7 @@ struct e2e {
     pid_t sim;
     char state_dir[HARNESS_PATH_MAX + 16];
     char sim_log[HARNESS_PATH_MAX + 16];
+    char drops[HARNESS_PATH_MAX + 16]; /* vmsim --drop-log, for harness_check() */
 };
 
 static const char *const env[] = {
@@ -68,7 +69,8 @@ static pid_t start_vmsim(struct e2e *e)
             _exit(126);
         setenv("MQTT_BROKER_URL", url, 1);
         execl(bin, bin, "--id", "VM01", "--slots", "1", "--stock", "10", "--motor-ms", MOTOR_MS,
-              "--drop-prob", "1", "--state-dir", e->state_dir, (char *)NULL);
+              "--drop-prob", "1", "--state-dir", e->state_dir, "--drop-log", e->drops,
+              (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -87,6 +89,7 @@ static int setup(void **state)
         goto fail;
     snprintf(e->state_dir, sizeof(e->state_dir), "%s/vmsim", e->f->h.dir);
     snprintf(e->sim_log, sizeof(e->sim_log), "%s/vmsim.log", e->f->h.dir);
+    snprintf(e->drops, sizeof(e->drops), "%s/drops.log", e->f->h.dir);
     if (mkdir(e->state_dir, 0700) != 0)
         goto fail;
     e->sim = start_vmsim(e);
@@ -293,6 +296,7 @@ static void machine_offline_when_paid(void **state)
     /* The machine serves the next order. */
     paid_order(e, id);
     expect_dropped_once(e, id, 4, 1);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 /* b. The broker restarts, its sessions gone, while the motor runs and a second order waits
@@ -317,6 +321,7 @@ static void broker_restart_while_the_motor_runs(void **state)
     /* Both came back: the next order dispenses. */
     paid_order(e, id);
     expect_dropped_once(e, id, 2, 3);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 /* c. The broker frozen while the motor runs (a second order waiting), thawed after the unit's
@@ -346,6 +351,7 @@ static void broker_frozen_while_the_motor_runs(void **state)
     assert_int_equal(sql_int(e, "SELECT count(*) FROM alerts WHERE kind = 'UNIT_UNSETTLED' AND "
                                 "resolved_at IS NULL"),
                      0);
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 /* d. The broker, with persistence, restarts while vendd runs and a unit is in flight. */
@@ -371,6 +377,7 @@ static void persistent_broker_restart(void **state)
     paid_order(e, id);
     expect_dropped_once(e, id, 3, 2);
     assert_true(harness_vendd_alive(h));
+    assert_int_equal(harness_check(h, e->drops), 0);
 }
 
 int main(void)

@@ -86,6 +86,7 @@ static void second_drop_from_empty_slot_is_not_lost(void **state)
                                       "0 1", 0),
                      0);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

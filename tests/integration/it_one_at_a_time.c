@@ -73,6 +73,7 @@ static void quantity_two_goes_one_unit_at_a_time(void **state)
                      0);
     assert_int_equal(harness_mqtt_wait(&f->machine, 3, 500), 2);
     assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 int main(void)

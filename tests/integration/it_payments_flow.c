@@ -534,6 +534,7 @@ static void replays_race_triggers(void **state)
     assert_int_equal(sql_int(h, "SELECT reserved FROM slots WHERE slot_number = %s", "1"),
                      reserved);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 2, QUIET_MS), seen + 1);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rules 1, 2 and 7 at scale: 20 orders paid at once, each notification twice, the machine
@@ -597,6 +598,7 @@ static void many_payments_at_once(void **state)
     expect_sql(h, "SELECT current_stock || ' ' || reserved FROM slots WHERE slot_number = %s", "3",
                "10 0", 0);
     free(o);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rules 1, 2 and 7: a settlement racing an expire (out of order, both signed, each twice) and
@@ -690,6 +692,7 @@ static void settlement_races_expiry(void **state)
                      seen + (size_t)completed);
     expect_sql(h, "SELECT reserved FROM slots WHERE slot_number = %s", "3", "0", 0);
     free(o);
+    assert_int_equal(harness_check(h, NULL), 0);
 }
 
 /* Rule 5: a unit promised to a PENDING order is not for sale; cancelling gives it back. */
