@@ -26,7 +26,6 @@
 
 #include <arpa/inet.h>
 #include <cmocka.h>
-#include <sqlite3.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -402,7 +401,7 @@ static void waiting_result_survives_sigterm(void **state)
     struct harness *h = &f->h;
     size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
     long long before, after;
-    sqlite3 *lock = NULL;
+    struct harness_db_lock *lock;
 
     assert_int_equal(harness_vendd_start(h), 0); /* the case before stopped it */
     assert_int_equal(
@@ -410,14 +409,13 @@ static void waiting_result_survives_sigterm(void **state)
     assert_int_equal(harness_order(h, "waits-1", 2, 1), 0);
     assert_int_equal(harness_trigger(h, "waits-1", NULL), 200);
     assert_int_equal(harness_mqtt_wait(&f->machine, seen + 1, 5000), seen + 1);
-    assert_int_equal(sqlite3_open(h->db_path, &lock), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    lock = harness_db_lock(h);
+    assert_non_null(lock);
     assert_int_equal(harness_answer(&f->machine, "waits-1", 2, 0), 0);
     assert_int_equal(harness_log_wait(h, "kept to be applied again", 1, 15000), 1);
     assert_int_equal(harness_vendd_term(h), 0);
     assert_int_equal(harness_log_count(h, "for the next start"), 1);
-    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(lock);
+    assert_int_equal(harness_db_unlock(lock), 0);
     assert_int_equal(
         harness_sql_wait(h, "SELECT status FROM orders WHERE id = 'waits-1'", "DISPENSING", 0), 0);
 

@@ -498,13 +498,15 @@ static const struct result_spool_entry *entry_at(void *arg, size_t i)
     return &b->q[(b->head + i) % DISPENSE_RESULTS_WAITING_MAX];
 }
 
-/* The file the queue is kept in, beside the SQLite database; false: none (PostgreSQL). */
+/* The file the queue is kept in: beside the SQLite database, or in the working directory
+ * with PostgreSQL (the unit's StateDirectory, deploy/systemd/vendd.service). */
 static bool spool_path(const struct vendd *v, char *buf, size_t size)
 {
     const char *db = v->conf->sqlite_path;
 
-    return v->conf->db_kind == CONF_DB_SQLITE && db[0] != '\0' &&
-           (size_t)snprintf(buf, size, "%s%s", db, RESULT_SPOOL_SUFFIX) < size;
+    if (v->conf->db_kind != CONF_DB_SQLITE)
+        return (size_t)snprintf(buf, size, "%s", RESULT_SPOOL_PG_FILE) < size;
+    return db[0] != '\0' && (size_t)snprintf(buf, size, "%s%s", db, RESULT_SPOOL_SUFFIX) < size;
 }
 
 /* The queue as it is now into its file (removed once the queue is empty). */

@@ -1,5 +1,5 @@
 /*
- * result_spool.h - machines' results waiting for the database, kept in a file beside it.
+ * result_spool.h - machines' results waiting for the database, kept in a local file.
  *
  * libmosquitto sends the PUBACK before vendd sees a result, so a result the database cannot
  * take yet (the queue of dispense_result.h) exists only in vendd's memory: a stop (SIGTERM,
@@ -19,9 +19,11 @@
 
 #include "vend/msg.h"
 
-/* Appended to the SQLite database's path: "var/vendd.db" -> "var/vendd.db-results". */
-#define RESULT_SPOOL_SUFFIX "-results"
-#define RESULT_SPOOL_MAX    1024
+/* Appended to the SQLite database's path: "var/vendd.db" -> "var/vendd.db-results". With
+ * PostgreSQL, the file in vendd's working directory. */
+#define RESULT_SPOOL_SUFFIX  "-results"
+#define RESULT_SPOOL_PG_FILE "vendd-results"
+#define RESULT_SPOOL_MAX     1024
 
 struct result_spool_entry {
     char machine_id[VEND_MACHINE_ID_MAX + 1];
