@@ -418,11 +418,32 @@ int harness_start(struct harness *h, const char *const *extra_env)
     return 0;
 }
 
+/* Remove path and what it holds: vendd.db, its -wal/-shm, the logs, and directories a test
+ * made in it (vmsim's journals) down to depth levels. */
+static void remove_dir(const char *path, int depth)
+{
+    char sub[HARNESS_PATH_MAX + NAME_MAX + 2];
+    struct dirent *e;
+    struct stat st;
+    DIR *d = opendir(path);
+
+    if (d != NULL) {
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+            if (depth > 0 && lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+                remove_dir(sub, depth - 1);
+            else
+                unlink(sub);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
 void harness_stop(struct harness *h)
 {
-    DIR *d;
-    struct dirent *e;
-
     harness_vendd_kill(h);
     harness_fake_stop(h);
     test_broker_stop(&h->broker);
@@ -434,16 +455,7 @@ void harness_stop(struct harness *h)
         h->dir[0] = '\0';
         return;
     }
-    d = opendir(h->dir);
-    if (d != NULL) {
-        /* Flat: vendd.db, its -wal/-shm, vendd.log, fake-midtrans.log. */
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                unlinkat(dirfd(d), e->d_name, 0);
-        }
-        closedir(d);
-    }
-    rmdir(h->dir);
+    remove_dir(h->dir, 1);
     h->dir[0] = '\0';
 }
 
