@@ -57,6 +57,12 @@ void api_machines_create(void *ctx, const struct http_request *req, struct http_
         http_reply_error(res, 422, "INVALID_FIELD", "'id' must match " VEND_MACHINE_ID_PATTERN);
         return;
     }
+    if (strcmp(id, MACHINE_ID_RESERVED) == 0) {
+        http_reply_error(res, 422, "INVALID_FIELD",
+                         "'id' '" MACHINE_ID_RESERVED "' is the backend's broker user, not a "
+                         "machine's");
+        return;
+    }
     /* The name defaults to the id, as for the machine registered at first start. */
     memcpy(name, id, sizeof(id));
     if (!api_field_string(req->json, "name", false, MACHINE_NAME_MAX, name, sizeof(name), res))

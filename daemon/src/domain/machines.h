@@ -30,7 +30,10 @@ struct vend_status;
 struct vend_config;
 
 /* Bounds of the operator's fields (schema CHECKs). */
-#define MACHINE_NAME_MAX     100
+#define MACHINE_NAME_MAX 100
+/* The backend's own broker user (deploy/mosquitto/vendd.acl): a machine of that id would be
+ * given vendd's topics by the ACL's %u patterns and could take vendd's session. */
+#define MACHINE_ID_RESERVED  "vendd"
 #define MACHINE_LOCATION_MAX 200
 
 /*
