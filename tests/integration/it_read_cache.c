@@ -2,7 +2,8 @@
  * it_read_cache.c - the kept answers of the hot reads (core/http_cache.h) are never older
  * than the data: GET /api/stock/{machine} and GET /api/orders/{id} asked again after a change
  * made through the API, by a dispense, or by another process on the database file answer the
- * new data; asked again with no change, the same bytes.
+ * new data; asked again with no change, the same bytes. On PostgreSQL also a transaction of
+ * another connection that commits after a younger one did.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "harness.h"
 
@@ -90,10 +92,59 @@ static void kept_answers_follow_every_change(void **state)
     harness_fixture_free(f);
 }
 
+/* One statement on a connection of the test's own; fails the test if it fails. */
+static void pg_run(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType s = PQresultStatus(r);
+
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+        fail_msg("'%s': %s", sql, PQerrorMessage(c));
+    PQclear(r);
+}
+
+/*
+ * PostgreSQL: transaction A writes the stock, then B (a younger transaction id) commits, and
+ * the stock is read and kept while A is still open; then A commits. A's commit leaves the
+ * snapshot's xmax where B's put it, yet the next read must see A's write.
+ */
+static void older_transaction_committing_later_is_seen(void **state)
+{
+    static const struct harness_slot slots[] = {{1, 5, 1000}, {0, 0, 0}};
+    struct harness_fixture *f;
+    PGconn *a, *b;
+
+    (void)state;
+    if (getenv("VEND_TEST_DB") == NULL || strcmp(getenv("VEND_TEST_DB"), "pg") != 0)
+        skip(); /* SQLite has one writer at a time: its commits come in order */
+    f = harness_fixture_new(NULL, slots, "it-cache-vm02");
+    assert_non_null(f);
+    assert_true(harness_db_pg(&f->h));
+    a = PQconnectdb(f->h.db_url);
+    b = PQconnectdb(f->h.db_url);
+    assert_int_equal(PQstatus(a), CONNECTION_OK);
+    assert_int_equal(PQstatus(b), CONNECTION_OK);
+    assert_int_equal(stock_of_slot1(&f->h), 5);
+
+    pg_run(a, "BEGIN");
+    pg_run(a, "UPDATE slots SET current_stock = 2 WHERE slot_number = 1");
+    pg_run(b, "BEGIN");
+    pg_run(b, "SELECT pg_current_xact_id()"); /* a younger transaction id, committed first */
+    pg_run(b, "COMMIT");
+    assert_int_equal(stock_of_slot1(&f->h), 5); /* A not committed: kept at this version */
+    pg_run(a, "COMMIT");
+    assert_int_equal(stock_of_slot1(&f->h), 2);
+
+    PQfinish(a);
+    PQfinish(b);
+    harness_fixture_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(kept_answers_follow_every_change),
+        cmocka_unit_test(older_transaction_committing_later_is_seen),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
