@@ -756,12 +756,18 @@ static void pg_version(struct db *db, uint64_t out[2])
     PGresult *res;
 
     out[0] = st->changes;
-    /* The snapshot's xmax is one past the newest finished transaction id: it moves at every
-     * commit (or rollback) of a transaction that wrote, on any connection. */
+    /* The whole snapshot (xmin:xmax:in-progress ids), not its xmax alone: an older transaction
+     * committing after a younger one leaves xmax where it was but leaves the in-progress
+     * list. Two equal snapshots see the same rows. Hashed (FNV-1a), never UINT64_MAX. */
     out[1] = UINT64_MAX;
-    res = PQexec(st->conn, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-        out[1] = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    res = PQexec(st->conn, "SELECT pg_current_snapshot()::text");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+        uint64_t h = 14695981039346656037u;
+
+        for (const unsigned char *p = (const unsigned char *)PQgetvalue(res, 0, 0); *p != '\0'; p++)
+            h = (h ^ *p) * 1099511628211u;
+        out[1] = h != UINT64_MAX ? h : 0;
+    }
     PQclear(res);
 }
 
