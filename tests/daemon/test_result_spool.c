@@ -133,6 +133,30 @@ static void bad_lines_are_skipped(void **state)
     remove_temp(path);
 }
 
+/* A line with a NUL byte in it (a torn or hostile file) is skipped alone: the good line after
+ * it still comes back. */
+static void a_nul_byte_spoils_only_its_line(void **state)
+{
+    static const char bad[] = "VM01 {\"orderId\":\"o-11\"\0,\"slot\":1}\n";
+    static const char ok[] = "VM01 {\"orderId\":\"o-12\",\"slot\":1,\"success\":true,"
+                             "\"dropDetected\":true,\"error\":null}\n";
+    struct got g = {0};
+    char path[400];
+    FILE *f;
+
+    (void)state;
+    temp_path(path, sizeof(path));
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bad, 1, sizeof(bad) - 1, f), sizeof(bad) - 1);
+    fputs(ok, f);
+    fclose(f);
+    assert_int_equal(result_spool_load(path, collect, &g), 1);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.e[0].r.order_id, "o-12");
+    remove_temp(path);
+}
+
 static void too_many_or_unencodable_leave_the_file(void **state)
 {
     struct result_spool_entry bad = {.machine_id = "VM01", .r = {.order_id = "o-1", .slot = 0}};
@@ -155,6 +179,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(saved_results_come_back_in_order),
         cmocka_unit_test(bad_lines_are_skipped),
+        cmocka_unit_test(a_nul_byte_spoils_only_its_line),
         cmocka_unit_test(too_many_or_unencodable_leave_the_file),
     };
 
