@@ -119,21 +119,30 @@ int result_spool_load(const char *path, result_spool_load_fn *fn, void *arg)
         log_warn("cannot read the results kept in '%s'", path);
         return VEND_EIO;
     }
-    while (n < RESULT_SPOOL_MAX && fgets(line, sizeof(line), f) != NULL) {
-        size_t len = strcspn(line, "\n");
-        const char *sp = memchr(line, ' ', len);
-        size_t idlen = sp != NULL ? (size_t)(sp - line) : 0;
+    while (n < RESULT_SPOOL_MAX) {
+        const char *nl, *sp;
+        size_t len, idlen;
         int rc;
 
+        /* Cleared first: a newline in the buffer is then this line's, even past a NUL byte
+         * in it (which makes the line bad, not the next one too). */
+        memset(line, 0, sizeof(line));
+        if (fgets(line, sizeof(line), f) == NULL)
+            break;
+        nl = memchr(line, '\n', sizeof(line) - 1);
+        len = nl != NULL ? (size_t)(nl - line) : strlen(line);
+        sp = memchr(line, ' ', len);
+        idlen = sp != NULL ? (size_t)(sp - line) : 0;
         lineno++;
-        if (line[len] != '\n') { /* longer than any result: skip the rest of it */
+        if (nl == NULL) { /* longer than any result: skip the rest of it */
             int c;
 
             while ((c = fgetc(f)) != EOF && c != '\n')
                 ;
         }
         memset(&e, 0, sizeof(e));
-        rc = sp == NULL || line[len] != '\n' || !vend_machine_id_valid_len(line, idlen)
+        rc = sp == NULL || nl == NULL || strnlen(line, len) != len ||
+                     !vend_machine_id_valid_len(line, idlen)
                  ? VEND_EINVAL
                  : vend_decode_dispense_result(sp + 1, len - idlen - 1, &e.r, &diag);
         if (rc < 0) {
