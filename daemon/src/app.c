@@ -242,6 +242,9 @@ int app_run(const struct vendd_conf *conf)
         log_warn("cannot create the event loop");
         goto out;
     }
+    rc = dispense_results_lock(&v);
+    if (rc < 0)
+        goto out;
     rc = db_open(&v.db, conf->database_url, errbuf, sizeof(errbuf));
     if (rc < 0) {
         log_warnx("cannot open the database: %s", errbuf);
@@ -278,7 +281,8 @@ int app_run(const struct vendd_conf *conf)
         goto out;
     }
     /* Within the grace the deadlines just gave, so a unit is not failed for a result kept. */
-    if (dispense_results_resume(&v) < 0)
+    rc = dispense_results_resume(&v);
+    if (rc < 0)
         goto out;
     rc = start_payments(&v);
     if (rc < 0)

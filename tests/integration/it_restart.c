@@ -27,8 +27,10 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -437,6 +439,69 @@ static void waiting_result_survives_sigterm(void **state)
     assert_int_equal(harness_vendd_term(h), 0);
 }
 
+/*
+ * A second vendd on the database of a running one stops before it opens the database: both
+ * would keep their waiting results in the same file, each replacing the other's (found in
+ * review). Its output names the lock.
+ */
+static void second_vendd_on_the_database_refused(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    char url[HARNESS_PATH_MAX + 32], out[4096] = "";
+    int fds[2], status = 0;
+    size_t len = 0;
+    pid_t pid;
+
+    assert_int_equal(harness_vendd_start(h), 0);
+    snprintf(url, sizeof(url), "DATABASE_URL=%s", h->db_url);
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char *const argv[] = {h->vendd, NULL};
+        char *const envp[] = {url, "MQTT_BROKER_URL=mqtt://127.0.0.1:1", "PORT=0", "HOST=127.0.0.1",
+                              NULL};
+
+        dup2(fds[1], STDOUT_FILENO);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        /* The working directory too: with PostgreSQL the lock lives there. */
+        if (chdir(h->dir) == 0)
+            execve(argv[0], argv, envp);
+        _exit(127);
+    }
+    close(fds[1]);
+    /* Until it closes its output (it exits), 10 s at most. */
+    for (int waited = 0; waited < 10000 && len < sizeof(out) - 1;) {
+        struct pollfd p = {.fd = fds[0], .events = POLLIN};
+        ssize_t n;
+
+        if (poll(&p, 1, 100) == 0) {
+            waited += 100;
+            continue;
+        }
+        n = read(fds[0], out + len, sizeof(out) - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fds[0]);
+    out[len] = '\0';
+    for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; i++)
+        harness_sleep_ms(50);
+    if (kill(pid, 0) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("the second vendd kept running: %s", out);
+    }
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    assert_non_null(strstr(out, "another vendd runs on this database"));
+    /* The first one is untouched. */
+    assert_true(harness_vendd_alive(h));
+    assert_int_equal(harness_vendd_term(h), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -447,6 +512,7 @@ int main(void)
         cmocka_unit_test(client_id_is_configurable),
         cmocka_unit_test(last_turn_applied_at_sigterm),
         cmocka_unit_test(waiting_result_survives_sigterm),
+        cmocka_unit_test(second_vendd_on_the_database_refused),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -6,10 +6,14 @@
 #include "dispense_result.h"
 #include "dispense_group.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "alerts.h"
 #include "conf.h"
@@ -465,6 +469,7 @@ int dispense_result_apply_operator(struct vendd *v, const struct vend_dispense_r
 /* A ring in arrival order, kept in a file too (result_spool.h). */
 struct result_backlog {
     size_t head, n;
+    int lock_fd; /* the spool's ".lock", flock()ed while vendd runs; -1: none */
     uint64_t timer;
     int64_t retry_ms;
     struct result_spool_entry q[DISPENSE_RESULTS_WAITING_MAX];
@@ -499,13 +504,20 @@ static const struct result_spool_entry *entry_at(void *arg, size_t i)
 }
 
 /* The file the queue is kept in: beside the SQLite database, or in the working directory
- * with PostgreSQL (the unit's StateDirectory, deploy/systemd/vendd.service). */
+ * with PostgreSQL (the unit's StateDirectory, deploy/systemd/vendd.service), named after the
+ * database's URL so that a vendd started there on another database never applies it. (The
+ * directory is vendd's own, mode 0700: the name tells no one the URL who could not read it.) */
 static bool spool_path(const struct vendd *v, char *buf, size_t size)
 {
     const char *db = v->conf->sqlite_path;
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
 
-    if (v->conf->db_kind != CONF_DB_SQLITE)
-        return (size_t)snprintf(buf, size, "%s", RESULT_SPOOL_PG_FILE) < size;
+    if (v->conf->db_kind != CONF_DB_SQLITE) {
+        for (const char *p = v->conf->database_url; *p != '\0'; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        return (size_t)snprintf(buf, size, "%s-%016llx", RESULT_SPOOL_PG_FILE,
+                                (unsigned long long)h) < size;
+    }
     return db[0] != '\0' && (size_t)snprintf(buf, size, "%s%s", db, RESULT_SPOOL_SUFFIX) < size;
 }
 
@@ -578,8 +590,10 @@ static void on_retry(void *arg)
 
 static struct result_backlog *backlog(struct vendd *v)
 {
-    if (v->result_backlog == NULL)
+    if (v->result_backlog == NULL) {
         v->result_backlog = xcalloc(1, sizeof(*v->result_backlog));
+        v->result_backlog->lock_fd = -1;
+    }
     return v->result_backlog;
 }
 
@@ -620,6 +634,31 @@ static void resume_one(void *arg, const struct result_spool_entry *e)
     push(arg, e->machine_id, &e->r);
 }
 
+int dispense_results_lock(struct vendd *v)
+{
+    char path[CONF_PATH_MAX + sizeof(RESULT_SPOOL_SUFFIX)];
+    char lock[sizeof(path) + sizeof(".lock")];
+    int fd;
+
+    if (!spool_path(v, path, sizeof(path)))
+        return VEND_OK;
+    /* One vendd per file: a second one would replace the first one's queue with its own, and
+     * delete it when its own is empty. Held until exit; the kernel drops it at a crash. */
+    snprintf(lock, sizeof(lock), "%s.lock", path);
+    fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (fd >= 0 && errno == EWOULDBLOCK)
+            log_warnx("another vendd runs on this database: '%s' is locked", lock);
+        else
+            log_warn("cannot lock '%s'", lock);
+        if (fd >= 0)
+            close(fd);
+        return VEND_EBUSY;
+    }
+    backlog(v)->lock_fd = fd;
+    return VEND_OK;
+}
+
 int dispense_results_resume(struct vendd *v)
 {
     char path[CONF_PATH_MAX + sizeof(RESULT_SPOOL_SUFFIX)];
@@ -654,6 +693,8 @@ void dispense_results_free(struct vendd *v)
         log_warnx("%zu dispense_result(s) not applied at shutdown: their units are settled "
                   "at their deadlines",
                   v->result_backlog->n);
+    if (v->result_backlog->lock_fd >= 0)
+        close(v->result_backlog->lock_fd);
     free(v->result_backlog);
     v->result_backlog = NULL;
 }

@@ -78,10 +78,15 @@ bool dispense_result_worth_retrying(int rc);
  * tests). */
 size_t dispense_results_waiting(const struct vendd *v);
 
+/* At start, before the database is opened: the lock of the queue's file (FILE.lock, held
+ * until exit), so that one vendd only runs on a database (on PostgreSQL: from one working
+ * directory). VEND_OK, or VEND_EBUSY (logged) when another vendd holds it. */
+int dispense_results_lock(struct vendd *v);
+
 /* At start, once the deadlines are resumed: the results the queue held at the last stop
- * (kept in a file beside the database, result_spool.h) applied, in order; those the database
- * still cannot take wait on in the queue. Returns VEND_OK, or VEND_EIO when the file cannot
- * be read (logged; it is left as it is). */
+ * (kept in a local file, result_spool.h) applied, in order; those the database still cannot
+ * take wait on in the queue. Returns VEND_OK, or VEND_EIO when the file cannot be read
+ * (logged; it is left as it is). */
 int dispense_results_resume(struct vendd *v);
 
 /* Drop the queue and its timer (shutdown); what it still holds stays in its file. */

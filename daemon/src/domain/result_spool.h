@@ -20,7 +20,8 @@
 #include "vend/msg.h"
 
 /* Appended to the SQLite database's path: "var/vendd.db" -> "var/vendd.db-results". With
- * PostgreSQL, the file in vendd's working directory. */
+ * PostgreSQL, the file in vendd's working directory, "vendd-results-" and 16 hex digits of a
+ * hash of DATABASE_URL. */
 #define RESULT_SPOOL_SUFFIX  "-results"
 #define RESULT_SPOOL_PG_FILE "vendd-results"
 #define RESULT_SPOOL_MAX     1024
