@@ -665,6 +665,16 @@ int refunds_resume(struct vendd *v)
         return VEND_EDB;
     if (rc > 0)
         log_info("%d refund(s) in flight when vendd stopped go out again (same refund_key)", rc);
+    /* A refund never sent is held one more grace period from the start: the results the
+     * machines published while vendd was down wait in its broker session, and a late drop
+     * among them must withdraw it first (as deadline_resume() waits for them too). */
+    db_iso_time(now, sizeof(now), deadline_now_ms(v) + (int64_t)v->conf->dispense_result_grace_ms);
+    rc = db_exec(v->db,
+                 "UPDATE refunds SET next_attempt_at = $1 WHERE status = 'QUEUED' AND attempts = 0 "
+                 "AND (next_attempt_at IS NULL OR next_attempt_at < $1)",
+                 p, 1, NULL, NULL);
+    if (rc < 0)
+        return VEND_EDB;
     refunds_schedule(v);
     return VEND_OK;
 }
