@@ -389,7 +389,11 @@ static const struct bound {
     {SPAN_BACKOFF, "UPDATE refunds SET next_attempt_at = $1 WHERE status = 'QUEUED' "
                    "AND next_attempt_at > $1"},
     {SPAN_PAY, "UPDATE orders SET expires_at = $1 WHERE status = 'PENDING' AND expires_at > $1"},
-    {SPAN_CHECK, "UPDATE orders SET next_check_at = $1 WHERE next_check_at > $1"},
+    /* Each on a partial index's own terms (orders_pending, orders_unconfirmed). */
+    {SPAN_CHECK, "UPDATE orders SET next_check_at = $1 WHERE status = 'PENDING' "
+                 "AND next_check_at > $1"},
+    {SPAN_CHECK, "UPDATE orders SET next_check_at = $1 WHERE next_check_at IS NOT NULL "
+                 "AND status <> 'PENDING' AND next_check_at > $1"},
     {SPAN_NOW, "UPDATE machines SET offline_alert_since = $1 WHERE offline_alert_since > $1"},
 };
 
