@@ -475,6 +475,10 @@ static int anchor_clock(struct vendd *v)
     d->anchor_wall_ms = v->now_ms();
     d->anchor_mono_ms = mono;
     d->anchored = true;
+    /* Bounded before the anchor is stored: a crash between the two bounds them again. */
+    rc = bound_limits(v, d->anchor_wall_ms);
+    if (rc < 0)
+        return rc;
     vendd_now_iso(v, now_iso, sizeof(now_iso));
     p[1] = DB_INT(d->anchor_wall_ms - d->anchor_mono_ms);
     p[2] = DB_TEXT(now_iso);
@@ -482,7 +486,7 @@ static int anchor_clock(struct vendd *v)
                  "INSERT INTO clock_anchor (id, boot_id, offset_ms, updated_at) VALUES (1, $1, $2, "
                  "$3) ON CONFLICT (id) DO UPDATE SET boot_id = $1, offset_ms = $2, updated_at = $3",
                  p, 3, NULL, NULL);
-    return rc < 0 ? rc : bound_limits(v, d->anchor_wall_ms);
+    return rc < 0 ? rc : VEND_OK;
 }
 
 int deadline_resume(struct vendd *v)
