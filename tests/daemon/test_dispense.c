@@ -954,6 +954,49 @@ static void new_boot_anchors_on_the_wall_clock(void **state)
     expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
 }
 
+/* The boot before kept, in its deadline clock, a wall-clock error NTP corrected after it
+ * anchored (here: an hour fast at its start, stepped back). A new boot anchors on the true
+ * time, so the limits it stored lie an hour ahead. None may be further ahead than its longest
+ * duration: a paid order does not hang an hour for want of a result (SPEC §4 rule 3). */
+static void new_boot_after_a_corrected_clock_keeps_the_deadline(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    dfx_clock_set(dfx_clock_ms() - 3600 * 1000);
+    advance(100);
+    t->f.v.boot_id = "another-boot";
+    s_mono_ms = 5;
+    restart(t);
+    /* At most the longest a unit can take (VEND_TIMEOUT_MS_MAX) and its grace. */
+    advance(VEND_TIMEOUT_MS_MAX + GRACE_MS + 1);
+    assert_int_equal(deadline_sweep(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM dispense_logs", "NO_RESULT");
+}
+
+/* The same for a refund's hold: it ends one grace period after the new start at the latest,
+ * not an hour later. */
+static void new_boot_after_a_corrected_clock_keeps_the_refund_hold(void **state)
+{
+    struct t *t = *state;
+
+    one_unit_order(t, "O1");
+    trigger_ok(t, "O1", true);
+    fail_by_deadline(t);
+    expect_text(t, "SELECT status FROM refunds", "QUEUED");
+    dfx_clock_set(dfx_clock_ms() - 3600 * 1000);
+    advance(100);
+    t->f.v.boot_id = "another-boot";
+    s_mono_ms = 5;
+    restart(t);
+    assert_int_equal(refunds_resume(&t->f.v), VEND_OK);
+    advance(GRACE_MS + 1);
+    refunds_sweep(&t->f.v);
+    expect_text(t, "SELECT status FROM refunds", "OPERATOR");
+    refunds_stop(&t->f.v);
+}
+
 /* The refund of a unit that failed for no result is held one grace period (refunds.h), so a
  * late drop can still withdraw it. A wall-clock step forward must not release it early: the
  * unit's result may still come, and a refund paid for a dropped unit is money lost. */
@@ -1709,6 +1752,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(step_forward_then_restart_does_not_fail_a_sendable_unit,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(new_boot_anchors_on_the_wall_clock, setup, teardown),
+        cmocka_unit_test_setup_teardown(new_boot_after_a_corrected_clock_keeps_the_deadline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(new_boot_after_a_corrected_clock_keeps_the_refund_hold,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(step_forward_keeps_the_refund_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(step_back_does_not_prolong_the_refund_hold, setup,
                                         teardown),

@@ -342,6 +342,80 @@ static void server_step_forward_with_pending_order(void **state)
     assert_int_equal(harness_check(&f->h, NULL), 0);
 }
 
+/* The cancel calls the fake got for id. */
+static int cancel_calls(struct harness *h, const char *id)
+{
+    char path[128];
+
+    snprintf(path, sizeof(path), "/v2/%s/cancel", id);
+    return harness_fake_requests(h, "POST", path, NULL);
+}
+
+/* The customer cancels a QRIS order while Midtrans answers the cancel with a 5xx (count
+ * times); id gets the order's id. */
+static void cancel_unconfirmed(struct harness_fixture *f, char id[64], int count)
+{
+    char body[128], path[128];
+
+    assert_int_equal(
+        harness_order_customer(&f->h, "[{\"slot\":1,\"quantity\":1}]", "qris", id, 64, NULL), 201);
+    snprintf(body, sizeof(body), "{\"endpoint\":\"cancel\",\"mode\":\"http_error\",\"count\":%d}",
+             count);
+    assert_int_equal(harness_fake_call(&f->h, "POST", "/_fake/fail", body, NULL), 200);
+    snprintf(path, sizeof(path), "/api/orders/%s/cancel", id);
+    assert_int_equal(harness_call(&f->h, "POST", path, NULL, NULL), 200);
+    expect_sql(&f->h, "SELECT status FROM orders WHERE id = '%s'", id, "CANCELLED", 0);
+}
+
+/* Back with a cancel Midtrans has not confirmed: called again every check interval, not in a
+ * loop as fast as Midtrans answers. */
+static void server_step_back_with_unconfirmed_cancel(void **state)
+{
+    struct clk *c = *state;
+    struct harness_fixture *f = c->f;
+    char id[64];
+    int calls;
+
+    server_clock(c, -HOUR_MS);
+    cancel_unconfirmed(f, id, 1000);
+    harness_sleep_ms(3000);
+    calls = cancel_calls(&f->h, id);
+    if (calls > 2)
+        fail_msg("order '%s': %d cancel calls in 3 s, wanted at most 2 (log: %s)", id, calls,
+                 f->h.log_path);
+    /* Midtrans confirms the next call; then the calls stop. */
+    assert_int_equal(harness_fake_call(&f->h, "DELETE", "/_fake/fail", NULL, NULL), 200);
+    expect_sql(&f->h, "SELECT count(*) FROM orders WHERE id = '%s' AND next_check_at IS NULL", id,
+               "1", 10000 + 2000 + SLACK_MS);
+    calls = cancel_calls(&f->h, id);
+    harness_sleep_ms(2000);
+    assert_int_equal(cancel_calls(&f->h, id), calls);
+    server_clock(c, 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
+}
+
+/* Forwards with a cancel Midtrans has not confirmed, then paid without a notification: the
+ * cancel is called again within the check interval, the payment found and refunded once,
+ * not an hour later. */
+static void server_step_forward_with_unconfirmed_cancel(void **state)
+{
+    struct clk *c = *state;
+    struct harness_fixture *f = c->f;
+    char id[64], path[128];
+
+    server_clock(c, HOUR_MS);
+    cancel_unconfirmed(f, id, 1);
+    assert_true(harness_log_wait(&f->h, "cannot cancel order", 1, WAIT_MS) >= 1);
+    snprintf(path, sizeof(path), "/_fake/pay/%s", id);
+    assert_int_equal(harness_fake_call(&f->h, "POST", path, "{\"notify\":false}", NULL), 200);
+    /* A check interval (10 s), Midtrans's timeout (2 s), the refund's hold (3 s), room. */
+    expect_sql(&f->h, "SELECT status || ' ' || reason FROM refunds WHERE order_id = '%s'", id,
+               "DONE PAID_AFTER_CANCEL", 10000 + 2000 + GRACE_MS + 2 * SLACK_MS);
+    assert_int_equal(refund_calls(&f->h, id), 1);
+    server_clock(c, 0);
+    assert_int_equal(harness_check(&f->h, NULL), 0);
+}
+
 /* ---- the machine's clock ------------------------------------------------------------------ */
 
 #define SIM_MOTOR_MS 1000 /* long enough to step its clock while the motor runs */
@@ -552,6 +626,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(server_step_back_in_refund_hold, setup_server, teardown),
         cmocka_unit_test_setup_teardown(server_step_back_in_refund_backoff, setup_server, teardown),
         cmocka_unit_test_setup_teardown(server_step_forward_with_pending_order, setup_server,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(server_step_back_with_unconfirmed_cancel, setup_server,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(server_step_forward_with_unconfirmed_cancel, setup_server,
                                         teardown),
         cmocka_unit_test_setup_teardown(machine_clock_ahead_then_behind, setup_machine, teardown),
         cmocka_unit_test_setup_teardown(server_clock_corrected_machine_synced, setup_ntp, teardown),

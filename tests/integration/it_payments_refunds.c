@@ -414,6 +414,41 @@ static void partial_failure_refunds_that_unit(void **state)
     assert_int_equal(harness_check(h, NULL), 0);
 }
 
+/*
+ * Rule 6 across a crash: vendd dies right after a unit failed for no result (its refund held
+ * one grace period), and the machine's late "dropped" result waits in vendd's broker session
+ * while vendd is down past the hold. The restart must apply the result before the refund goes
+ * out: the order COMPLETED, the refund withdrawn, nothing paid back for a product that
+ * dropped. The deadline sweep waits one grace period after a start for such results; the
+ * refund must not go out before them either.
+ */
+static void late_result_held_while_down_withdraws_the_refund(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    char id[64];
+    size_t n;
+
+    /* The case before stopped vendd. */
+    assert_int_equal(harness_env_set(h, "VENDD_CRASH_AT=unit_expired"), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
+    n = paid_order(f, "[{\"slot\":1,\"quantity\":1}]", id);
+    assert_int_equal(harness_vendd_wait_death(h, WAIT_MS), 9);
+    expect_sql(h, "SELECT status || ' ' || attempts FROM refunds WHERE order_id = '%s'", id,
+               "QUEUED 0", 0);
+    answer(f, n, id, true);
+    harness_sleep_ms(1000 + 1000); /* past the refund's hold (DISPENSE_RESULT_GRACE_MS) */
+    assert_int_equal(harness_env_set(h, "VENDD_CRASH_AT="), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
+    expect_sql(h, "SELECT status FROM orders WHERE id = '%s'", id, "COMPLETED", WAIT_MS);
+    expect_sql(h, "SELECT status FROM refunds WHERE order_id = '%s'", id, "CANCELLED", 0);
+    expect_sql(h, "SELECT count(*) FROM alerts WHERE kind = 'REFUNDED_ORDER_DISPENSED'%s", "", "0",
+               0);
+    harness_sleep_ms(1500);
+    assert_int_equal(refund_calls(h, id, 8000), 0);
+    assert_int_equal(harness_check(h, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +458,7 @@ int main(void)
         cmocka_unit_test(refund_confirmed_by_notification),
         cmocka_unit_test(refused_refund_goes_to_the_operator),
         cmocka_unit_test(partial_failure_refunds_that_unit),
+        cmocka_unit_test(late_result_held_while_down_withdraws_the_refund),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

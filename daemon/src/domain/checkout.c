@@ -156,10 +156,12 @@ static int end_unconfirmed(struct vendd *v, const char *order_id, int64_t at_ms)
     return rc < 0 ? rc : VEND_OK;
 }
 
-/* While a cancel or expire call (and the status check it may need) is in flight. */
-static int64_t end_in_flight(const struct vendd *v)
+/* While a cancel or expire call (and the status check it may need) is in flight. On the
+ * deadline clock, as every next_check_at is compared (checkout_sweep()). */
+static int64_t end_in_flight(struct vendd *v)
 {
-    return v->now_ms() + (int64_t)v->conf->midtrans_timeout_ms + PAYMENT_CHECK_INTERVAL_S * 1000;
+    return deadline_now_ms(v) + (int64_t)v->conf->midtrans_timeout_ms +
+           PAYMENT_CHECK_INTERVAL_S * 1000;
 }
 
 void checkout_free(struct vendd *v)
@@ -558,7 +560,7 @@ static void on_answer(void *arg, const struct midtrans_result *res)
             log_warnx("cannot %s order '%s' at Midtrans: %s; trying again in %d s",
                       c->kind == CALL_EXPIRE ? "expire" : "cancel", c->order_id, res->detail,
                       PAYMENT_CHECK_INTERVAL_S);
-            end_unconfirmed(v, c->order_id, v->now_ms() + PAYMENT_CHECK_INTERVAL_S * 1000);
+            end_unconfirmed(v, c->order_id, deadline_now_ms(v) + PAYMENT_CHECK_INTERVAL_S * 1000);
         } else {
             end_unconfirmed(v, c->order_id, -1);
         }

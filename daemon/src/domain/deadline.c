@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkout.h"
 #include "conf.h"
 #include "db.h"
 #include "dispense.h"
@@ -355,6 +356,96 @@ static void on_timer(void *arg)
 }
 
 /*
+ * The limits a boot stored on its deadline clock carry whatever wall-clock error NTP corrected
+ * during that boot; a new boot anchors afresh on the wall clock, so they may lie ahead by that
+ * error (an hour, a year). None can be further ahead than its own longest duration: bring those
+ * back to it, so a paid order does not hang, a refund wait or a PENDING order keep its stock
+ * for the error. (Limits too early cannot be told from a long stop: they fire, after the grace
+ * deadline_resume() gives the results the broker kept.) $1 = now + the span.
+ */
+enum bound_span {
+    SPAN_SENT,
+    SPAN_ASK,
+    SPAN_QUEUED,
+    SPAN_HOLD,
+    SPAN_BACKOFF,
+    SPAN_PAY,
+    SPAN_CHECK,
+    SPAN_NOW
+};
+
+static const struct bound {
+    enum bound_span span;
+    const char *sql;
+} bounds[] = {
+    {SPAN_SENT, "UPDATE dispense_logs SET deadline_at = $1 WHERE status = 'SENT' "
+                "AND deadline_at > $1"},
+    {SPAN_ASK, "UPDATE dispense_logs SET deadline_at = $1 WHERE status = 'UNSETTLED' "
+               "AND deadline_at > $1"},
+    {SPAN_QUEUED, "UPDATE dispense_logs SET dispatch_by = $1 WHERE status = 'QUEUED' "
+                  "AND dispatch_by > $1"},
+    {SPAN_HOLD, "UPDATE refunds SET next_attempt_at = $1 WHERE status = 'QUEUED' "
+                "AND attempts = 0 AND next_attempt_at > $1"},
+    {SPAN_BACKOFF, "UPDATE refunds SET next_attempt_at = $1 WHERE status = 'QUEUED' "
+                   "AND next_attempt_at > $1"},
+    {SPAN_PAY, "UPDATE orders SET expires_at = $1 WHERE status = 'PENDING' AND expires_at > $1"},
+    /* Each on a partial index's own terms (orders_pending, orders_unconfirmed). */
+    {SPAN_CHECK, "UPDATE orders SET next_check_at = $1 WHERE status = 'PENDING' "
+                 "AND next_check_at > $1"},
+    {SPAN_CHECK, "UPDATE orders SET next_check_at = $1 WHERE next_check_at IS NOT NULL "
+                 "AND status <> 'PENDING' AND next_check_at > $1"},
+    {SPAN_NOW, "UPDATE machines SET offline_alert_since = $1 WHERE offline_alert_since > $1"},
+};
+
+static int64_t span_ms(const struct vendd *v, enum bound_span span)
+{
+    int64_t grace = (int64_t)v->conf->dispense_result_grace_ms;
+    int64_t ask = SETTLE_ASK_MAX_MS > VEND_TIMEOUT_MS_MAX + grace ? SETTLE_ASK_MAX_MS
+                                                                  : VEND_TIMEOUT_MS_MAX + grace;
+
+    switch (span) {
+    case SPAN_SENT:
+        return VEND_TIMEOUT_MS_MAX + grace;
+    case SPAN_ASK:
+        return ask;
+    case SPAN_QUEUED:
+        return VEND_TIMEOUT_MS_MAX + grace + (int64_t)v->conf->dispense_dispatch_ttl_s * 1000;
+    case SPAN_HOLD:
+        return grace;
+    case SPAN_BACKOFF:
+        return REFUND_RETRY_MAX_S * 1000LL;
+    case SPAN_PAY:
+        return (int64_t)v->conf->order_payment_ttl_s * 1000;
+    case SPAN_CHECK:
+        return (int64_t)v->conf->midtrans_timeout_ms + PAYMENT_CHECK_INTERVAL_S * 1000;
+    case SPAN_NOW:
+        break;
+    }
+    return 0;
+}
+
+static int bound_limits(struct vendd *v, int64_t now)
+{
+    char at[STORE_ISO_SIZE];
+    struct db_value p[1];
+    int rc = db_begin(v->db);
+
+    for (size_t i = 0; rc >= 0 && i < sizeof(bounds) / sizeof(bounds[0]); i++) {
+        db_iso_time(at, sizeof(at), now + span_ms(v, bounds[i].span));
+        p[0] = DB_TEXT(at);
+        rc = db_exec(v->db, bounds[i].sql, p, 1, NULL, NULL);
+    }
+    if (rc >= 0)
+        rc = db_commit(v->db);
+    if (rc < 0) {
+        log_warnx("cannot bound the last boot's limits: %s", db_errmsg(v->db));
+        db_rollback(v->db);
+        return VEND_EDB;
+    }
+    return VEND_OK;
+}
+
+/*
  * The deadline clock of this process: on the boot the database last saw, the same clock as
  * the process before (the stored offset); on a new boot (the monotonic clock restarted), or
  * with no boot id, anchored afresh on the wall clock, and remembered.
@@ -368,8 +459,8 @@ static int anchor_clock(struct vendd *v)
     int rc;
 
     if (v->boot_id == NULL || v->boot_id[0] == '\0') {
-        (void)deadline_now_ms(v);
-        return VEND_OK;
+        /* Anchored afresh on every start, as on a new boot. */
+        return bound_limits(v, deadline_now_ms(v));
     }
     rc = store_query_int(v->db, "SELECT offset_ms FROM clock_anchor WHERE id = 1 AND boot_id = $1",
                          p, 1, &offset);
@@ -384,6 +475,10 @@ static int anchor_clock(struct vendd *v)
     d->anchor_wall_ms = v->now_ms();
     d->anchor_mono_ms = mono;
     d->anchored = true;
+    /* Bounded before the anchor is stored: a crash between the two bounds them again. */
+    rc = bound_limits(v, d->anchor_wall_ms);
+    if (rc < 0)
+        return rc;
     vendd_now_iso(v, now_iso, sizeof(now_iso));
     p[1] = DB_INT(d->anchor_wall_ms - d->anchor_mono_ms);
     p[2] = DB_TEXT(now_iso);

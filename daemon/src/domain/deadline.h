@@ -16,7 +16,9 @@
  * two processes changes nothing either; only a new boot, whose monotonic clock starts over,
  * anchors afresh on the wall clock. Every stored limit is written and compared in it: the
  * units' deadlines here, and the other durations stored as times (a refund's hold and
- * backoff, a PENDING order's expiry and checks, a machine's offline grace).
+ * backoff, a PENDING order's expiry and checks, a machine's offline grace). The last boot's
+ * clock kept any wall-clock error NTP corrected during it, so a fresh anchor brings every
+ * limit further ahead than its longest duration back to that duration.
  *
  * A sweep that cannot finish (database busy, an unusable row) is retried with backoff
  * (1 s doubling to 30 s), logged each time; the timer never spins, and the rows it could not

@@ -364,9 +364,6 @@ out:
 
 /* Refunds handed to Midtrans per sweep. */
 #define SEND_BATCH 16
-/* Backoff of a refund whose call got no answer: REFUND_RETRY_S doubling to an hour. */
-#define RETRY_MAX_S 3600
-
 void refunds_schedule(struct vendd *v);
 
 struct refund_send {
@@ -431,10 +428,10 @@ static void on_refund_answer(void *arg, const struct midtrans_result *res)
     /* Midtrans has answered (a refund may have been paid); nothing of it is stored yet. */
     crashpoint(&v->crash, CRASH_REFUND_ANSWERED);
     vendd_now_iso(v, now_iso, sizeof(now_iso));
-    for (int64_t i = 1; i < s->attempts && backoff < RETRY_MAX_S; i++)
+    for (int64_t i = 1; i < s->attempts && backoff < REFUND_RETRY_MAX_S; i++)
         backoff *= 2;
-    if (backoff > RETRY_MAX_S)
-        backoff = RETRY_MAX_S;
+    if (backoff > REFUND_RETRY_MAX_S)
+        backoff = REFUND_RETRY_MAX_S;
     db_iso_time(next, sizeof(next), deadline_now_ms(v) + backoff * 1000);
     snprintf(why, sizeof(why), "Midtrans: %s",
              res->detail[0] ? res->detail : vend_strerror(res->err));
@@ -668,6 +665,16 @@ int refunds_resume(struct vendd *v)
         return VEND_EDB;
     if (rc > 0)
         log_info("%d refund(s) in flight when vendd stopped go out again (same refund_key)", rc);
+    /* A refund never sent is held one more grace period from the start: the results the
+     * machines published while vendd was down wait in its broker session, and a late drop
+     * among them must withdraw it first (as deadline_resume() waits for them too). */
+    db_iso_time(now, sizeof(now), deadline_now_ms(v) + (int64_t)v->conf->dispense_result_grace_ms);
+    rc = db_exec(v->db,
+                 "UPDATE refunds SET next_attempt_at = $1 WHERE status = 'QUEUED' AND attempts = 0 "
+                 "AND (next_attempt_at IS NULL OR next_attempt_at < $1)",
+                 p, 1, NULL, NULL);
+    if (rc < 0)
+        return VEND_EDB;
     refunds_schedule(v);
     return VEND_OK;
 }
