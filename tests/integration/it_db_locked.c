@@ -1,7 +1,7 @@
 /*
- * it_db_locked.c - the database locked by another process past vendd's busy timeout (5 s,
- * BUSY_TIMEOUT_MS in db_sqlite.c), as a long `sqlite3` session would (SPEC §4 rules 2, 7
- * and 8; docs/HTTP-API.md: 503 BUSY / UNAVAILABLE):
+ * it_db_locked.c - the database locked by another process past vendd's busy timeout (5 s:
+ * BUSY_TIMEOUT_MS in db_sqlite.c, LOCK_TIMEOUT in db_pg.c), as a long `sqlite3` or `psql`
+ * session would (SPEC §4 rules 2, 7 and 8; docs/HTTP-API.md: 503 BUSY / UNAVAILABLE):
  *
  *   - during the payment notification: vendd answers 503 well before Midtrans gives up
  *     (15 s), stores nothing, and Midtrans's retry after the unlock makes the order PAID
@@ -18,7 +18,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "harness.h"
 
@@ -59,20 +58,19 @@ expect_sql_at(struct harness *h, const char *want, int timeout_ms, const char *f
         fail_msg("%s: wanted '%s' (log: %s)", sql, want, h->log_path);
 }
 
-/* Hold the write lock of vendd's database from another connection (WAL: reads go on). */
-static sqlite3 *lock_database(struct harness *h)
+/* Hold the write lock of vendd's database from another connection (SQLite: BEGIN EXCLUSIVE,
+ * reads go on in WAL; PostgreSQL: the advisory lock of db_pg.c). */
+static struct harness_db_lock *lock_database(struct harness *h)
 {
-    sqlite3 *db = NULL;
+    struct harness_db_lock *l = harness_db_lock(h);
 
-    assert_int_equal(sqlite3_open(h->db_path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
-    return db;
+    assert_non_null(l);
+    return l;
 }
 
-static void unlock_database(sqlite3 *db)
+static void unlock_database(struct harness_db_lock *l)
 {
-    assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    assert_int_equal(harness_db_unlock(l), 0);
 }
 
 /* The first delivery attempt of id's notifications that vendd answered, waited for:
@@ -112,7 +110,7 @@ static void notification_on_a_locked_database_is_retried(void **state)
     char id[64], path[128], got[64];
     int slot = 0, unit = 0;
     uint64_t t0, took;
-    sqlite3 *lock;
+    struct harness_db_lock *lock;
     long http = 0;
 
     assert_int_equal(
@@ -170,7 +168,7 @@ static void trigger_on_a_locked_database_is_refused(void **state)
     size_t seen = harness_mqtt_wait(&f->machine, 0, 0);
     struct harness_reply r;
     uint64_t t0, took;
-    sqlite3 *lock;
+    struct harness_db_lock *lock;
     long st;
 
     assert_int_equal(harness_order(h, "locked-1", 1, 1), 0);

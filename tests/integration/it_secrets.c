@@ -329,7 +329,7 @@ static void check_and_dump_say_no_secret(void **state)
 
     snprintf(url, sizeof(url), "MQTT_BROKER_URL=mqtt://127.0.0.1:%u",
              (unsigned)s->f->h.broker.port);
-    snprintf(db, sizeof(db), "DATABASE_URL=sqlite:%s", s->f->h.db_path);
+    snprintf(db, sizeof(db), "DATABASE_URL=%s", s->f->h.db_url);
     assert_int_equal(vendd_run(s, "--check", good), 0);
     assert_int_equal(vendd_run(s, "--check", bad), 78);
     assert_int_equal(vendd_run(s, "--bogus", good), 64);
