@@ -28,7 +28,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
 
 #include "harness.h"
 
@@ -233,25 +232,21 @@ static int midtrans_back(struct chaos *c)
     return st == 200 || st == 204 ? 0 : say("DELETE /_fake/fail: HTTP %ld", st);
 }
 
-/* A writer holds the database (BEGIN IMMEDIATE) for ms, past vendd's busy timeout: in a
- * child, so the customers go on meanwhile. */
+/* A writer holds the database for ms, past vendd's busy timeout (SQLite: BEGIN EXCLUSIVE;
+ * PostgreSQL: the advisory lock of db_pg.c, harness_db_lock()): in a child, so the customers
+ * go on meanwhile. */
 static int db_lock(struct chaos *c, unsigned ms)
 {
     c->locker = fork();
     if (c->locker < 0)
         return say("fork: %s", strerror(errno));
     if (c->locker == 0) {
-        sqlite3 *db = NULL;
+        struct harness_db_lock *l = harness_db_lock(c->h);
 
-        if (sqlite3_open_v2(c->h->db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
-            _exit(1);
-        sqlite3_busy_timeout(db, 5000);
-        if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        if (l == NULL)
             _exit(1);
         usleep(ms * 1000u);
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        sqlite3_close(db);
-        _exit(0);
+        _exit(harness_db_unlock(l) == 0 ? 0 : 1);
     }
     return 0;
 }
@@ -376,7 +371,7 @@ static long long sql_int(struct chaos *c, const char *sql)
 /* Whether vmsim's drop log records machine dropping order's unit. */
 static bool dropped(const struct chaos *c, const char *machine, const char *order, int unit)
 {
-    char line[256], want[160], want0[160];
+    char line[256], want[224], want0[224];
     bool found = false;
     FILE *f = fopen(c->drop_log, "r");
 
@@ -397,44 +392,37 @@ static bool dropped(const struct chaos *c, const char *machine, const char *orde
  * the look. Returns the units settled, or -1. */
 static int settle_as_operator(struct chaos *c)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int n = 0, rc;
+    long long last = 0;
+    int n = 0;
 
-    if (sqlite3_open_v2(c->h->db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "SELECT order_id, unit, machine_id FROM dispense_logs "
-                           "WHERE status = 'UNSETTLED' ORDER BY id",
-                           -1, &st, NULL) != SQLITE_OK) {
-        n = say("cannot read the UNSETTLED units: %s", sqlite3_errmsg(db));
-        goto out;
-    }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *order = (const char *)sqlite3_column_text(st, 0);
-        const char *machine = (const char *)sqlite3_column_text(st, 2);
-        int unit = sqlite3_column_int(st, 1);
-        char body[256];
+    /* One unit at a time by id, through the harness: the same on both backends. */
+    for (;;) {
+        char sql[256], row[512], order[128], machine[64], body[384];
+        long long id;
+        int unit, rc;
         long http;
 
-        if (order == NULL || machine == NULL)
-            continue;
+        snprintf(sql, sizeof(sql),
+                 "SELECT id || ' ' || unit || ' ' || machine_id || ' ' || order_id FROM "
+                 "dispense_logs WHERE status = 'UNSETTLED' AND id > %lld ORDER BY id LIMIT 1",
+                 last);
+        rc = harness_sql_text(c->h, sql, row, sizeof(row));
+        if (rc < 0)
+            return say("cannot read the UNSETTLED units");
+        if (rc == 0)
+            return n;
+        if (sscanf(row, "%lld %d %63s %127s", &id, &unit, machine, order) != 4)
+            return say("an UNSETTLED unit reads '%s'", row);
+        last = id;
         snprintf(body, sizeof(body), "{\"order_id\":\"%s\",\"unit\":%d,\"dropped\":%s}", order,
                  unit, dropped(c, machine, order, unit) ? "true" : "false");
         http = harness_call(c->h, "POST", "/api/dispense/settle", body, NULL);
         if (http == 409)
             continue; /* the machine answered a settle ask meanwhile */
-        if (http != 200) {
-            n = say("POST /api/dispense/settle %s: HTTP %ld", body, http);
-            goto out;
-        }
+        if (http != 200)
+            return say("POST /api/dispense/settle %s: HTTP %ld", body, http);
         n++;
     }
-    if (rc != SQLITE_DONE)
-        n = say("reading the UNSETTLED units: %s", sqlite3_errmsg(db));
-out:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
 }
 
 /* Everything back up; wait until no unit is on its way; settle what only the operator can;
@@ -480,17 +468,15 @@ static int drain(struct chaos *c)
 static int run_check(struct chaos *c)
 {
     const char *bin = getenv("VEND_CHECK");
-    char url[HARNESS_PATH_MAX + 16];
     int status = 0;
     pid_t pid;
 
     if (bin == NULL)
         return say("VEND_CHECK is not set");
-    snprintf(url, sizeof(url), "sqlite:%s", c->h->db_path);
     pid = fork();
     if (pid == 0) {
         dup2(STDOUT_FILENO, STDERR_FILENO);
-        execl(bin, bin, "--drops", c->drop_log, url, (char *)NULL);
+        execl(bin, bin, "--drops", c->drop_log, c->h->db_url, (char *)NULL);
         _exit(127);
     }
     if (pid < 0 || waitpid(pid, &status, 0) < 0)

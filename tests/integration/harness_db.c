@@ -564,6 +564,9 @@ char *harness_db_dump(const struct harness *h)
 
 /* ---- the write lock ------------------------------------------------------------------ */
 
+/* How long taking the lock waits for a write of vendd's to end (its transactions are short). */
+#define LOCK_WAIT_MS 5000
+
 struct harness_db_lock {
     sqlite3 *sqlite;
     PGconn *pg;
@@ -591,8 +594,9 @@ struct harness_db_lock *harness_db_lock(const struct harness *h)
         fail("cannot lock '%s': %s", h->pg_db, PQerrorMessage(l->pg));
         PQclear(r);
     } else if (sqlite3_open(h->db_path, &l->sqlite) == SQLITE_OK &&
+               sqlite3_busy_timeout(l->sqlite, LOCK_WAIT_MS) == SQLITE_OK &&
                sqlite3_exec(l->sqlite, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK) {
-        return l;
+        return l; /* waited for vendd's own write, as pg_advisory_lock() waits */
     } else {
         fail("cannot lock '%s': %s", h->db_path, sqlite3_errmsg(l->sqlite));
     }
