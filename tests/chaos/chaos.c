@@ -28,7 +28,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-
 #include "harness.h"
 
 #define PREFIX       "CH"
