@@ -19,9 +19,30 @@
  *
  * The server may go away (a restart, a failover): what needs it then fails as VEND_EBUSY, as
  * a locked SQLite does, so the callers' retries (results, sweeps, refunds) and HTTP's 503
- * apply. The next use outside a transaction connects again (PQreset, at most once per
- * backoff, 100 ms doubling to 5 s) and prepares its statements anew; a transaction that was
- * open when the connection went is never continued on a new one: it fails to its end.
+ * apply. The next use outside a transaction connects again (at most once per backoff, 100 ms
+ * doubling to 5 s) and prepares its statements anew; a transaction that was open when the
+ * connection went is never continued on a new one: it fails to its end.
+ *
+ * The server may also hang (stopped, a frozen host, a network black hole), and the event loop
+ * runs every statement to its end, so no wait here is unbounded:
+ *  - a statement is sent asynchronously on a non-blocking socket and its answer polled for at
+ *    most QUERY_DEADLINE_MS (6 s: the lock timeout and a second, so a wait for the write lock
+ *    still ends with the server's own answer). Past it the connection is given up: its socket
+ *    is shut and it counts as lost (VEND_EBUSY), so every later statement fails at once until
+ *    a reconnect succeeds: a hung server costs one deadline, not one per statement.
+ *  - no PQcancel: libpq 15's connects and waits for the server without a limit, and a server
+ *    that did not answer the statement would not answer the cancel either. The shut socket is
+ *    the cancel: the server ends the session when it next reads from it, and a statement still
+ *    running within a second (client_connection_check_interval, PostgreSQL 14 and later).
+ *  - a reconnect is PQresetStart/PQresetPoll: an attempt waits at most RECONNECT_WAIT_MS
+ *    (0.5 s) at its first use, is carried on without waiting by later uses, and ends at
+ *    connect_timeout (5 s unless the URL says); attempts come at most once per backoff.
+ * Worst case for the loop: one QUERY_DEADLINE_MS when the server stops answering (once more
+ * if it hangs again right after a reconnect), then RECONNECT_WAIT_MS per attempt, every
+ * connect_timeout plus backoff (about 10 s) while it stays hung. Not bounded here: a host
+ * name's lookup in PQresetStart (libpq resolves synchronously; an address in the URL avoids
+ * it), the first connect at start (before the loop serves) and migrations (no deadline: a
+ * long one may take its time, before the loop serves).
  */
 #include <errno.h>
 #include <libpq-fe.h>
@@ -249,8 +270,14 @@ static bool result_ok(const PGresult *res)
 static int await(struct db *db, const char *what, int deadline_ms, PGresult **out)
 {
     PGconn *c = state(db)->conn;
-    int64_t end = deadline_ms < 0 ? -1 : mono_ms() + deadline_ms;
     PGresult *keep = NULL;
+    int64_t end;
+
+    /* A checker (db_open_readonly(): vend-check) has no loop to keep going, and may read a
+     * large database in a few long statements. */
+    if (db->readonly)
+        deadline_ms = -1;
+    end = deadline_ms < 0 ? -1 : mono_ms() + deadline_ms;
 
     *out = NULL;
     /* A broken connection leaves the loops: PQgetResult() then reports it without waiting. */
