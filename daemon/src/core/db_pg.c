@@ -9,7 +9,8 @@
  * Where PostgreSQL differs from what the daemon was written against (SQLite), this file
  * restores SQLite's behaviour:
  *  - a failing statement inside a transaction fails alone: each runs under a savepoint, so
- *    code that takes VEND_ECONFLICT and goes on (payments.c) can go on;
+ *    code that takes VEND_ECONFLICT and goes on (payments.c) can go on; the savepoint, the
+ *    statement and the release go in one round trip (libpq's pipeline mode, run());
  *  - db_begin() takes one write lock for the whole database (an advisory lock held to the
  *    end of the transaction), as BEGIN IMMEDIATE does: transactions that write are serialized,
  *    so the compare-and-set reasoning of the domain holds unchanged;
@@ -41,8 +42,8 @@
  * if it hangs again right after a reconnect), then RECONNECT_WAIT_MS per attempt, every
  * connect_timeout plus backoff (about 10 s) while it stays hung. Not bounded here: a host
  * name's lookup in PQresetStart (libpq resolves synchronously; an address in the URL avoids
- * it), the first connect at start (before the loop serves) and migrations (no deadline: a
- * long one may take its time, before the loop serves).
+ * it), the first connect at start (before the loop serves), migrations (no deadline: a long
+ * one may take its time, before the loop serves) and read-only checkers (vend-check).
  */
 #include <errno.h>
 #include <libpq-fe.h>
@@ -90,6 +91,7 @@
 #define RECONNECT_MAX_MS   5000
 /* The advisory lock db_begin() takes: any constant, the same in every vendd ("vend" in ASCII). */
 #define WRITE_LOCK_KEY "1986358884"
+#define BEGIN_WRITE    "BEGIN; SELECT pg_advisory_xact_lock(" WRITE_LOCK_KEY ")"
 /* PostgreSQL's type OIDs (catalog/pg_type.h, stable across versions). */
 #define OID_BOOL    16
 #define OID_INT8    20
@@ -226,7 +228,8 @@ static int wait_socket(PGconn *conn, short events, int64_t end_ms)
     }
 }
 
-/* The server did not answer in time: the connection is given up. Its socket is shut now, so
+/* The server did not answer in waited_ms (0: libpq refused to go on with the connection): the
+ * connection is given up. Its socket is shut now, so
  * the server ends the session (and what it holds, the write lock) as soon as it runs again;
  * the reconnect below makes a new one. No PQcancel: libpq 15's connects and waits for the
  * server with no limit, and a server that did not answer the statement would not answer the
@@ -240,17 +243,19 @@ static int give_up(struct db *db, const char *what, int waited_ms)
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
     st->abandoned = true;
+    if (waited_ms > 0)
+        db_set_error(db, "'%.80s': no answer from PostgreSQL in %d ms (server hung or unreachable)",
+                     what, waited_ms);
+    else
+        db_set_error(db, "'%.80s': the connection to PostgreSQL is out of step: %.*s", what,
+                     (int)strcspn(PQerrorMessage(st->conn), "\n"), PQerrorMessage(st->conn));
     if (!st->lost) {
         st->lost = true;
         st->lost_at_ms = mono_ms();
         st->retry_at_ms = st->lost_at_ms;
         st->backoff_ms = 0;
-        log_warnx("database: no answer from PostgreSQL to '%.80s' in %d ms; connection given up, "
-                  "reconnecting",
-                  what, waited_ms);
+        log_warnx("database: %s; connection given up, reconnecting", db->errmsg);
     }
-    db_set_error(db, "'%.80s': no answer from PostgreSQL in %d ms (server hung or unreachable)",
-                 what, waited_ms);
     return VEND_EBUSY;
 }
 
@@ -468,7 +473,7 @@ static void types_of(const struct db_value *params, size_t nparams, Oid *types)
     }
 }
 
-/* Finds the statement in the cache (*entry), or checks its text for stmt_prepare() (*entry
+/* Finds the statement in the cache (*entry), or checks its text for stmt_new() (*entry
  * NULL). types gets the parameter types and *hash the key. */
 static int stmt_find(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
                      Oid *types, uint32_t *hash, struct cached_stmt **entry, bool *control)
@@ -490,52 +495,97 @@ static int stmt_find(struct db *db, const char *sql, const struct db_value *para
     return scan_sql(db, sql, nparams, control);
 }
 
-/* Prepares a statement stmt_find() did not have and caches it; *entry stays NULL when the
- * cache is full (then the statement runs unnamed, parsed each time). */
-static int stmt_prepare(struct db *db, const char *sql, const Oid *types, size_t nparams,
-                        uint32_t hash, bool control, struct cached_stmt **entry)
+/* A cache entry for a statement stmt_find() did not have, to be prepared (stmt_keep() then
+ * caches it); NULL when the cache is full (the statement runs unnamed, parsed each time). */
+static struct cached_stmt *stmt_new(struct db *db, const char *sql, const Oid *types,
+                                    size_t nparams, uint32_t hash, bool control)
 {
     struct pg_state *st = state(db);
-    struct cached_stmt **slot = &st->buckets[hash % CACHE_BUCKETS];
     struct cached_stmt *e;
-    PGresult *res;
-    int rc;
 
-    *entry = NULL;
     if (st->ncached >= CACHE_MAX) {
         if (!st->warned_full) {
             log_warnx("PostgreSQL statement cache full at %d entries; preparing each time",
                       CACHE_MAX);
             st->warned_full = true;
         }
-        return VEND_OK;
+        return NULL;
     }
-    if (st->abandoned)
-        return VEND_EBUSY;
     e = xcalloc(1, sizeof(*e));
     snprintf(e->name, sizeof(e->name), "vend_%u", st->next_name++);
-    if (!PQsendPrepare(st->conn, e->name, sql, (int)nparams, types)) {
-        free(e);
-        return fail(db, NULL, sql);
-    }
-    rc = await(db, sql, QUERY_DEADLINE_MS, &res);
-    if (rc == VEND_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-        rc = fail(db, res, sql);
-    PQclear(res);
-    if (rc < 0) {
-        free(e);
-        return rc;
-    }
     e->sql = xstrdup(sql);
     e->hash = hash;
     e->nparams = nparams;
     memcpy(e->types, types, nparams * sizeof(Oid));
     e->control = control;
+    return e;
+}
+
+/* The server prepared e: cached from now on. */
+static void stmt_keep(struct pg_state *st, struct cached_stmt *e)
+{
+    struct cached_stmt **slot = &st->buckets[e->hash % CACHE_BUCKETS];
+
     e->next = *slot;
     *slot = e;
     st->ncached++;
-    *entry = e;
-    return VEND_OK;
+}
+
+static void stmt_free(struct cached_stmt *e)
+{
+    if (e != NULL)
+        free(e->sql);
+    free(e);
+}
+
+/*
+ * The answers to n commands sent in pipeline mode and their sync, at most deadline_ms in
+ * all: res[i] gets command i's first failed result, else its last (NULL: none). VEND_OK with
+ * pipeline mode left, or VEND_EBUSY when the deadline passed (the connection is given up).
+ */
+static int await_pipeline(struct db *db, const char *what, PGresult **res, int n)
+{
+    PGconn *c = state(db)->conn;
+    int64_t end = mono_ms() + QUERY_DEADLINE_MS;
+    PGresult *r;
+
+    while (PQflush(c) > 0 && PQstatus(c) != CONNECTION_BAD) {
+        if (wait_socket(c, POLLIN | POLLOUT, end) <= 0)
+            goto late;
+        PQconsumeInput(c);
+    }
+    /* Each command's results end with a NULL; then comes the sync. */
+    for (int i = 0; i <= n; i++) {
+        for (;;) {
+            while (PQisBusy(c) && PQstatus(c) != CONNECTION_BAD) {
+                if (wait_socket(c, POLLIN, end) <= 0)
+                    goto late;
+                PQconsumeInput(c);
+            }
+            if (PQstatus(c) == CONNECTION_BAD)
+                goto done;
+            r = PQgetResult(c);
+            if (r == NULL || i == n) {
+                PQclear(r); /* the sync */
+                break;
+            }
+            if (res[i] != NULL && !result_ok(res[i])) {
+                PQclear(r);
+            } else {
+                PQclear(res[i]);
+                res[i] = r;
+            }
+        }
+    }
+done:
+    /* A broken connection: the results in hand say so (fail(): VEND_EBUSY), and the reconnect
+     * leaves pipeline mode. */
+    if (PQexitPipelineMode(c) || PQstatus(c) == CONNECTION_BAD)
+        return VEND_OK;
+    return give_up(db, what, 0);
+late:
+    give_up(db, what, QUERY_DEADLINE_MS);
+    return VEND_EBUSY;
 }
 
 /* Text of one parameter into buf (for integers and reals), or its own text. */
@@ -600,46 +650,107 @@ static int changed_rows(const PGresult *res)
     return 0;
 }
 
-/* Runs the statement and returns its result whole (or the error, mapped). */
+/*
+ * Runs the statement and returns its result whole (or the error, mapped), in one round trip
+ * (pipeline mode): its PREPARE first when it is new (fresh, then cached), and inside a
+ * transaction (wrap) between SAVEPOINT vend_stmt and its RELEASE, so that it fails alone as
+ * in SQLite (a failed PREPARE too). A failure then costs a second round trip: the rollback to
+ * the savepoint. Savepoint, statement, release one at a time were three round trips.
+ */
 static int run(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
-               const struct cached_stmt *entry, PGresult **out)
+               const struct cached_stmt *entry, struct cached_stmt *fresh, bool wrap,
+               PGresult **out)
 {
+    static const char *const names[] = {"SAVEPOINT vend_stmt", "PREPARE", "the statement",
+                                        "RELEASE SAVEPOINT vend_stmt"};
     struct pg_state *st = state(db);
+    PGconn *c = st->conn;
     char nums[DB_MAX_PARAMS][32];
     const char *values[DB_MAX_PARAMS];
     Oid types[DB_MAX_PARAMS];
-    PGresult *res;
-    ExecStatusType s;
-    int sent;
+    /* Slots of res: 0 savepoint, 1 prepare, 2 statement, 3 release (unused ones NULL). */
+    PGresult *res[4] = {NULL};
+    int at[4], n = 0, bad = -1;
+    const char *name = entry != NULL ? entry->name : fresh != NULL ? fresh->name : NULL;
+    bool sent;
     int rc;
 
     *out = NULL;
     for (size_t i = 0; i < nparams; i++) {
         rc = value_text(db, &params[i], i, nums[i], sizeof(nums[i]), &values[i]);
         if (rc < 0)
-            return rc;
+            goto out;
     }
+    rc = VEND_EBUSY;
     if (st->abandoned)
-        return VEND_EBUSY;
-    if (entry != NULL) {
-        sent = PQsendQueryPrepared(st->conn, entry->name, (int)nparams, values, NULL, NULL, 0);
-    } else {
-        types_of(params, nparams, types);
-        sent = PQsendQueryParams(st->conn, sql, (int)nparams, types, values, NULL, NULL, 0);
+        goto out;
+    types_of(params, nparams, types);
+    sent = PQenterPipelineMode(c);
+    for (int k = 0; k < 4; k++)
+        at[k] = -1;
+    if (sent && wrap) {
+        at[0] = n++;
+        sent = PQsendQueryParams(c, names[0], 0, NULL, NULL, NULL, NULL, 0);
     }
-    if (!sent)
-        return fail(db, NULL, sql);
-    rc = await(db, sql, QUERY_DEADLINE_MS, &res);
+    if (sent && fresh != NULL) {
+        at[1] = n++;
+        sent = PQsendPrepare(c, fresh->name, sql, (int)nparams, types);
+    }
+    at[2] = n++;
+    sent = sent &&
+           (name != NULL ? PQsendQueryPrepared(c, name, (int)nparams, values, NULL, NULL, 0)
+                         : PQsendQueryParams(c, sql, (int)nparams, types, values, NULL, NULL, 0));
+    if (sent && wrap) {
+        at[3] = n++;
+        sent = PQsendQueryParams(c, names[3], 0, NULL, NULL, NULL, NULL, 0);
+    }
+    if (!sent || !PQpipelineSync(c)) {
+        /* libpq refused: the connection broke (VEND_EBUSY) or is out of step (given up). */
+        rc = PQstatus(c) == CONNECTION_BAD ? fail(db, NULL, sql) : give_up(db, sql, 0);
+        goto out;
+    }
+    {
+        PGresult *got[4] = {NULL};
+        rc = await_pipeline(db, sql, got, n);
+        for (int k = 0; k < 4; k++)
+            res[k] = at[k] >= 0 ? got[at[k]] : NULL;
+    }
     if (rc < 0)
-        return rc;
-    s = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        rc = fail(db, res, sql);
-        PQclear(res);
-        return rc;
+        goto out;
+    /* The first failure says why (the commands after it were skipped: PIPELINE_ABORTED). */
+    for (int k = 0; k < 4 && bad < 0; k++) {
+        if (at[k] >= 0 && !(k == 2 ? PQresultStatus(res[k]) == PGRES_COMMAND_OK ||
+                                         PQresultStatus(res[k]) == PGRES_TUPLES_OK
+                                   : PQresultStatus(res[k]) == PGRES_COMMAND_OK))
+            bad = k;
     }
-    *out = res;
-    return VEND_OK;
+    /* Prepared is prepared, whatever came after (PREPARE is not undone by a rollback). */
+    if (fresh != NULL && bad != 0 && bad != 1) {
+        stmt_keep(st, fresh);
+        fresh = NULL;
+    }
+    if (bad >= 0) {
+        rc = fail(db, res[bad], bad == 1 || bad == 2 ? sql : names[bad]);
+        /* Back to before the statement; a failed release leaves the transaction aborted: the
+         * caller's rollback ends it. */
+        if ((bad == 1 || bad == 2) && wrap) {
+            char why[DB_ERRMSG_MAX];
+
+            memcpy(why, db->errmsg, sizeof(why));
+            if (simple(db, "ROLLBACK TO SAVEPOINT vend_stmt; RELEASE SAVEPOINT vend_stmt") < 0)
+                log_debug("database: rollback to the statement's savepoint failed: %s", db->errmsg);
+            memcpy(db->errmsg, why, sizeof(why)); /* the statement's error is the answer */
+        }
+        goto out;
+    }
+    *out = res[2];
+    res[2] = NULL;
+    rc = VEND_OK;
+out:
+    stmt_free(fresh); /* not prepared: not cached */
+    for (int k = 0; k < 4; k++)
+        PQclear(res[k]);
+    return rc;
 }
 
 /* Frees every cached statement (a new session has none of them). */
@@ -822,24 +933,11 @@ static int pg_exec(struct db *db, const char *sql, const struct db_value *params
     if (rc < 0)
         return rc;
     /* SQLite undoes a failed statement alone and the transaction goes on; PostgreSQL would
-     * abort the whole transaction (a failed prepare too). */
-    if (!control && PQtransactionStatus(st->conn) == PQTRANS_INTRANS) {
-        rc = simple(db, "SAVEPOINT vend_stmt");
-        if (rc < 0)
-            return rc;
-        wrapped = true;
-    }
-    rc = entry == NULL ? stmt_prepare(db, sql, types, nparams, hash, control, &entry) : VEND_OK;
-    if (rc >= 0)
-        rc = run(db, sql, params, nparams, entry, &cur.res);
-    if (wrapped) {
-        /* A failure of the release itself leaves the transaction aborted: the caller's
-         * rollback ends it. */
-        int r = simple(db, rc < 0 ? "ROLLBACK TO SAVEPOINT vend_stmt; RELEASE SAVEPOINT vend_stmt"
-                                  : "RELEASE SAVEPOINT vend_stmt");
-        if (rc >= 0 && r < 0)
-            rc = r;
-    }
+     * abort the whole transaction (a failed prepare too): run() wraps it in a savepoint. */
+    wrapped = !control && PQtransactionStatus(st->conn) == PQTRANS_INTRANS;
+    rc = run(db, sql, params, nparams, entry,
+             entry == NULL ? stmt_new(db, sql, types, nparams, hash, control) : NULL, wrapped,
+             &cur.res);
     if (rc < 0)
         goto out;
     rc = changed_rows(cur.res);
@@ -902,27 +1000,27 @@ static int pg_begin(struct db *db)
         st->tx = rc == VEND_OK;
         return rc;
     }
-    rc = simple(db, "BEGIN");
+    /* BEGIN IMMEDIATE: the write lock now, so a transaction never waits for it half-way; both
+     * in one round trip. */
+    rc = simple(db, BEGIN_WRITE);
     /* The server went away since the last statement (a restart while idle): a failed BEGIN
      * did nothing, so it may be tried once more on a new connection. */
     if (rc < 0 && PQstatus(st->conn) == CONNECTION_BAD) {
         rc = conn_ready(db);
         if (rc == VEND_OK)
-            rc = simple(db, "BEGIN");
+            rc = simple(db, BEGIN_WRITE);
     }
-    if (rc < 0)
-        return rc;
-    st->tx = true;
-    /* BEGIN IMMEDIATE: the write lock now, so a transaction never waits for it half-way. */
-    rc = simple(db, "SELECT pg_advisory_xact_lock(" WRITE_LOCK_KEY ")");
-    if (rc < 0) {
+    /* No lock (its timeout): the transaction BEGIN opened is ended, the lock's error kept. */
+    if (rc < 0 && !st->abandoned && PQstatus(st->conn) == CONNECTION_OK &&
+        PQtransactionStatus(st->conn) != PQTRANS_IDLE) {
         char detail[DB_ERRMSG_MAX];
+
         memcpy(detail, db->errmsg, sizeof(detail));
         if (simple(db, "ROLLBACK") < 0)
             log_warnx("database rollback after a failed begin failed: %s", db->errmsg);
-        st->tx = false;
-        db_set_error(db, "%s", detail);
+        memcpy(db->errmsg, detail, sizeof(detail));
     }
+    st->tx = rc == VEND_OK;
     return rc;
 }
 
