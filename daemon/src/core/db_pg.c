@@ -229,9 +229,9 @@ static int wait_socket(PGconn *conn, short events, int64_t end_ms)
 }
 
 /* The server did not answer in waited_ms (0: libpq refused to go on with the connection): the
- * connection is given up. Its socket is shut now, so
- * the server ends the session (and what it holds, the write lock) as soon as it runs again;
- * the reconnect below makes a new one. No PQcancel: libpq 15's connects and waits for the
+ * connection is given up. Its socket is shut now, so the server ends the session (and what it
+ * holds, the write lock) as soon as it runs again; the reconnect below makes a new one. No
+ * PQcancel: libpq 15's connects and waits for the
  * server with no limit, and a server that did not answer the statement would not answer the
  * cancel either; a statement still running is ended by the server's own look for its client
  * (CLIENT_CHECK_INTERVAL). */
@@ -259,6 +259,14 @@ static int give_up(struct db *db, const char *what, int waited_ms)
     return VEND_EBUSY;
 }
 
+/* When a wait of deadline_ms from now ends on mono_ms(); -1: never. A checker
+ * (db_open_readonly(): vend-check) has no loop to keep going, and may read a large database
+ * in a few long statements: no deadline. */
+static int64_t deadline_end(const struct db *db, int deadline_ms)
+{
+    return deadline_ms < 0 || db->readonly ? -1 : mono_ms() + deadline_ms;
+}
+
 static bool result_ok(const PGresult *res)
 {
     ExecStatusType s = PQresultStatus(res);
@@ -276,13 +284,7 @@ static int await(struct db *db, const char *what, int deadline_ms, PGresult **ou
 {
     PGconn *c = state(db)->conn;
     PGresult *keep = NULL;
-    int64_t end;
-
-    /* A checker (db_open_readonly(): vend-check) has no loop to keep going, and may read a
-     * large database in a few long statements. */
-    if (db->readonly)
-        deadline_ms = -1;
-    end = deadline_ms < 0 ? -1 : mono_ms() + deadline_ms;
+    int64_t end = deadline_end(db, deadline_ms);
 
     *out = NULL;
     /* A broken connection leaves the loops: PQgetResult() then reports it without waiting. */
@@ -546,7 +548,7 @@ static void stmt_free(struct cached_stmt *e)
 static int await_pipeline(struct db *db, const char *what, PGresult **res, int n)
 {
     PGconn *c = state(db)->conn;
-    int64_t end = mono_ms() + QUERY_DEADLINE_MS;
+    int64_t end = deadline_end(db, QUERY_DEADLINE_MS);
     PGresult *r;
 
     while (PQflush(c) > 0 && PQstatus(c) != CONNECTION_BAD) {
