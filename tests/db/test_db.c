@@ -1754,6 +1754,68 @@ static void test_iso_time_matches_gmtime(void **state)
     }
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sessions of the server running sql (whole text), another connection's view. */
+static long long pg_running(const char *sql)
+{
+    char q[256];
+
+    snprintf(q, sizeof(q),
+             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = '%s'", sql);
+    return pg_count(s_pg_url, q);
+}
+
+/*
+ * PostgreSQL: a statement the server does not answer within db_pg.c's client deadline (6 s:
+ * the lock timeout and a second) is VEND_EBUSY then, not when the server answers; the
+ * connection is given up, so the rest of its transaction fails at once; the server ends the
+ * abandoned statement by itself (it finds its client gone); the next statement outside a
+ * transaction connects again.
+ */
+static void test_pg_statement_deadline(void **state)
+{
+    static const char sleep_sql[] = "SELECT pg_sleep(30)";
+    struct db *db;
+    int64_t t0, took;
+
+    (void)state;
+    db = open_ok("deadline.db");
+    t0 = mono_ms();
+    assert_int_equal(EXEC0(db, sleep_sql), VEND_EBUSY);
+    took = mono_ms() - t0;
+    if (took < 5500 || took > 8000)
+        fail_msg("the deadline came after %lld ms, wanted about 6000", (long long)took);
+    assert_non_null(strstr(db_errmsg(db), "no answer from PostgreSQL"));
+    /* Ended by the server within its client check (1 s). */
+    for (t0 = mono_ms(); pg_running(sleep_sql) > 0;) {
+        if (mono_ms() - t0 > 3000)
+            fail_msg("the abandoned statement still runs 3 s after the deadline");
+        usleep(50000);
+    }
+    /* A new session at once, and its statements are prepared again. */
+    assert_int_equal(query_int(db, "SELECT 41 + 1"), 42);
+
+    /* Inside a transaction: one deadline, then the rest fails without waiting. */
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC0(db, sleep_sql), VEND_EBUSY);
+    t0 = mono_ms();
+    assert_int_equal(EXEC0(db, "SELECT 1"), VEND_EBUSY);
+    assert_int_equal(db_commit(db), VEND_EBUSY);
+    db_rollback(db);
+    if (mono_ms() - t0 > 100)
+        fail_msg("after the deadline the transaction took %lld ms to fail",
+                 (long long)(mono_ms() - t0));
+    assert_int_equal(query_int(db, "SELECT 41 + 1"), 42);
+    db_close(db);
+}
+
 int main(int argc, char **argv)
 {
     /* On both backends. */
@@ -1821,7 +1883,13 @@ int main(int argc, char **argv)
         s_pg = true;
         if (read_pg_state() < 0)
             return 1;
-        return cmocka_run_group_tests_name("postgresql", both, group_setup, group_teardown);
+        const struct CMUnitTest pg_only[] = {
+            cmocka_unit_test(test_pg_statement_deadline),
+        };
+        int failed = cmocka_run_group_tests_name("postgresql", both, group_setup, group_teardown);
+
+        return failed +
+               cmocka_run_group_tests_name("postgresql only", pg_only, group_setup, group_teardown);
     }
     return cmocka_run_group_tests_name("sqlite", tests, group_setup, group_teardown);
 }

@@ -50,6 +50,9 @@ no_secret() {
 
 # run_vendd URL: vendd in the background on URL, its log in $work/vendd.log.
 run_vendd() {
+    # Emptied here, not only by the background redirect below: a check of the log right after
+    # this call must not read the previous vendd's lines.
+    : >"$work/vendd.log"
     (cd "$work" && exec env -i PATH="$PATH" PORT=0 HOST=127.0.0.1 DATABASE_URL="$1" \
         MQTT_BROKER_URL=mqtt://127.0.0.1:1 MACHINE_ID=VM01 \
         ${ASAN_OPTIONS:+ASAN_OPTIONS="$ASAN_OPTIONS"} \

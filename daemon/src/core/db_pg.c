@@ -9,7 +9,8 @@
  * Where PostgreSQL differs from what the daemon was written against (SQLite), this file
  * restores SQLite's behaviour:
  *  - a failing statement inside a transaction fails alone: each runs under a savepoint, so
- *    code that takes VEND_ECONFLICT and goes on (payments.c) can go on;
+ *    code that takes VEND_ECONFLICT and goes on (payments.c) can go on; the savepoint, the
+ *    statement and the release go in one round trip (libpq's pipeline mode, run());
  *  - db_begin() takes one write lock for the whole database (an advisory lock held to the
  *    end of the transaction), as BEGIN IMMEDIATE does: transactions that write are serialized,
  *    so the compare-and-set reasoning of the domain holds unchanged;
@@ -19,17 +20,41 @@
  *
  * The server may go away (a restart, a failover): what needs it then fails as VEND_EBUSY, as
  * a locked SQLite does, so the callers' retries (results, sweeps, refunds) and HTTP's 503
- * apply. The next use outside a transaction connects again (PQreset, at most once per
- * backoff, 100 ms doubling to 5 s) and prepares its statements anew; a transaction that was
- * open when the connection went is never continued on a new one: it fails to its end.
+ * apply. The next use outside a transaction connects again (at most once per backoff, 100 ms
+ * doubling to 5 s) and prepares its statements anew; a transaction that was open when the
+ * connection went is never continued on a new one: it fails to its end.
+ *
+ * The server may also hang (stopped, a frozen host, a network black hole), and the event loop
+ * runs every statement to its end, so no wait here is unbounded:
+ *  - a statement is sent asynchronously on a non-blocking socket and its answer polled for at
+ *    most QUERY_DEADLINE_MS (6 s: the lock timeout and a second, so a wait for the write lock
+ *    still ends with the server's own answer). Past it the connection is given up: its socket
+ *    is shut and it counts as lost (VEND_EBUSY), so every later statement fails at once until
+ *    a reconnect succeeds: a hung server costs one deadline, not one per statement.
+ *  - no PQcancel: libpq 15's connects and waits for the server without a limit, and a server
+ *    that did not answer the statement would not answer the cancel either. The shut socket is
+ *    the cancel: the server ends the session when it next reads from it, and a statement still
+ *    running within a second (client_connection_check_interval, PostgreSQL 14 and later).
+ *  - a reconnect is PQresetStart/PQresetPoll: an attempt waits at most RECONNECT_WAIT_MS
+ *    (0.5 s) at its first use, is carried on without waiting by later uses, and ends at
+ *    connect_timeout (5 s unless the URL says); attempts come at most once per backoff.
+ * Worst case for the loop: one QUERY_DEADLINE_MS when the server stops answering (once more
+ * if it hangs again right after a reconnect), then RECONNECT_WAIT_MS per attempt, every
+ * connect_timeout plus backoff (about 10 s) while it stays hung. Not bounded here: a host
+ * name's lookup in PQresetStart (libpq resolves synchronously; an address in the URL avoids
+ * it), the first connect at start (before the loop serves), migrations (no deadline: a long
+ * one may take its time, before the loop serves) and read-only checkers (vend-check).
  */
 #include <errno.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "db.h"
@@ -41,16 +66,32 @@
 #define CACHE_BUCKETS 256
 #define CACHE_MAX     512
 #define URL_MAX_LEN   4096
+#define STR_(x)       #x
+#define STR(x)        STR_(x)
 /* SQLite's busy timeout (db_sqlite.c): a lock waited for longer is VEND_EBUSY. */
-#define LOCK_TIMEOUT "'5000ms'"
-/* Connecting may not hold the loop longer than this (the URL's connect_timeout wins). */
+#define LOCK_TIMEOUT_MS 5000
+/* The longest the loop waits for the server's answer to one statement before taking the
+ * server for hung (stopped, frozen, behind a network black hole) and giving the connection
+ * up: the lock timeout and a second, so that a wait for the write lock ends with the server's
+ * own answer (55P03: VEND_EBUSY, the connection kept), not with this. */
+#define QUERY_DEADLINE_MS (LOCK_TIMEOUT_MS + 1000)
+/* A reconnect attempt holds the loop this long at most, once; later uses carry it on without
+ * waiting, until connect_timeout. A server nearby answers in milliseconds; a hung one never,
+ * so this is what each attempt costs the loop then. */
+#define RECONNECT_WAIT_MS 500
+/* Connecting: the whole attempt (the URL's connect_timeout wins; 0 there is this too). */
 #define CONNECT_TIMEOUT_S "5"
+#define CONNECT_MAX_S     3600
+/* How often the server looks for its client during a statement (PostgreSQL 14 and later):
+ * a statement given up at the deadline ends within this once the server runs again. */
+#define CLIENT_CHECK_INTERVAL "'1s'"
 /* Reconnect attempts after the connection is lost: the first at once, then this far apart,
  * doubling. */
 #define RECONNECT_FIRST_MS 100
 #define RECONNECT_MAX_MS   5000
 /* The advisory lock db_begin() takes: any constant, the same in every vendd ("vend" in ASCII). */
 #define WRITE_LOCK_KEY "1986358884"
+#define BEGIN_WRITE    "BEGIN; SELECT pg_advisory_xact_lock(" WRITE_LOCK_KEY ")"
 /* PostgreSQL's type OIDs (catalog/pg_type.h, stable across versions). */
 #define OID_BOOL    16
 #define OID_INT8    20
@@ -79,7 +120,11 @@ struct pg_state {
     uint64_t changes; /* rows changed through this connection */
     bool tx;          /* pg_begin() opened a transaction that has not ended for the caller */
     bool lost;        /* the connection went away and is not back yet */
-    int64_t lost_at_ms, retry_at_ms, backoff_ms;
+    bool abandoned;   /* given up at a deadline: its socket is shut, nothing more is sent */
+    bool connecting;  /* a reconnect attempt is under way (PQresetStart) */
+    PostgresPollingStatusType polling; /* where that attempt is */
+    int64_t lost_at_ms, retry_at_ms, backoff_ms, attempt_end_ms;
+    int connect_timeout_ms;
 };
 
 /* What a row callback reads: one row of a result held whole. */
@@ -155,6 +200,122 @@ static int64_t mono_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until conn's socket is ready for events or end_ms (on mono_ms()) passes; end_ms < 0
+ * waits without limit, a passed end_ms looks once. 1 ready, 0 timed out, -1 error. */
+static int wait_socket(PGconn *conn, short events, int64_t end_ms)
+{
+    struct pollfd p = {.fd = PQsocket(conn), .events = events};
+
+    if (p.fd < 0)
+        return -1;
+    for (;;) {
+        int timeout = -1;
+        int n;
+
+        if (end_ms >= 0) {
+            int64_t left = end_ms - mono_ms();
+            timeout = left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+        }
+        n = poll(&p, 1, timeout);
+        if (n > 0)
+            return 1;
+        if (n == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* The server did not answer in waited_ms (0: libpq refused to go on with the connection): the
+ * connection is given up. Its socket is shut now, so the server ends the session (and what it
+ * holds, the write lock) as soon as it runs again; the reconnect below makes a new one. No
+ * PQcancel: libpq 15's connects and waits for the
+ * server with no limit, and a server that did not answer the statement would not answer the
+ * cancel either; a statement still running is ended by the server's own look for its client
+ * (CLIENT_CHECK_INTERVAL). */
+static int give_up(struct db *db, const char *what, int waited_ms)
+{
+    struct pg_state *st = state(db);
+    int fd = PQsocket(st->conn);
+
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+    st->abandoned = true;
+    if (waited_ms > 0)
+        db_set_error(db, "'%.80s': no answer from PostgreSQL in %d ms (server hung or unreachable)",
+                     what, waited_ms);
+    else
+        db_set_error(db, "'%.80s': the connection to PostgreSQL is out of step: %.*s", what,
+                     (int)strcspn(PQerrorMessage(st->conn), "\n"), PQerrorMessage(st->conn));
+    if (!st->lost) {
+        st->lost = true;
+        st->lost_at_ms = mono_ms();
+        st->retry_at_ms = st->lost_at_ms;
+        st->backoff_ms = 0;
+        log_warnx("database: %s; connection given up, reconnecting", db->errmsg);
+    }
+    return VEND_EBUSY;
+}
+
+/* When a wait of deadline_ms from now ends on mono_ms(); -1: never. A checker
+ * (db_open_readonly(): vend-check) has no loop to keep going, and may read a large database
+ * in a few long statements: no deadline. */
+static int64_t deadline_end(const struct db *db, int deadline_ms)
+{
+    return deadline_ms < 0 || db->readonly ? -1 : mono_ms() + deadline_ms;
+}
+
+static bool result_ok(const PGresult *res)
+{
+    ExecStatusType s = PQresultStatus(res);
+
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_EMPTY_QUERY;
+}
+
+/*
+ * Waits for the whole answer to what was just sent, at most deadline_ms (< 0: no limit):
+ * *out gets the first failed result, else the last one (NULL if none). VEND_OK, or VEND_EBUSY
+ * when the deadline passed (the connection is then given up). The socket is non-blocking, so
+ * neither sending nor reading waits past the deadline.
+ */
+static int await(struct db *db, const char *what, int deadline_ms, PGresult **out)
+{
+    PGconn *c = state(db)->conn;
+    PGresult *keep = NULL;
+    int64_t end = deadline_end(db, deadline_ms);
+
+    *out = NULL;
+    /* A broken connection leaves the loops: PQgetResult() then reports it without waiting. */
+    while (PQflush(c) > 0 && PQstatus(c) != CONNECTION_BAD) {
+        if (wait_socket(c, POLLIN | POLLOUT, end) <= 0)
+            goto late;
+        PQconsumeInput(c);
+    }
+    for (;;) {
+        PGresult *res;
+
+        while (PQisBusy(c) && PQstatus(c) != CONNECTION_BAD) {
+            if (wait_socket(c, POLLIN, end) <= 0)
+                goto late;
+            PQconsumeInput(c);
+        }
+        res = PQgetResult(c);
+        if (res == NULL)
+            break;
+        if (keep != NULL && !result_ok(keep)) {
+            PQclear(res);
+        } else {
+            PQclear(keep);
+            keep = res;
+        }
+    }
+    *out = keep;
+    return VEND_OK;
+late:
+    PQclear(keep);
+    return give_up(db, what, deadline_ms);
 }
 
 static uint32_t hash_sql(const char *s, const Oid *types, size_t n)
@@ -314,7 +475,7 @@ static void types_of(const struct db_value *params, size_t nparams, Oid *types)
     }
 }
 
-/* Finds the statement in the cache (*entry), or checks its text for stmt_prepare() (*entry
+/* Finds the statement in the cache (*entry), or checks its text for stmt_new() (*entry
  * NULL). types gets the parameter types and *hash the key. */
 static int stmt_find(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
                      Oid *types, uint32_t *hash, struct cached_stmt **entry, bool *control)
@@ -336,46 +497,97 @@ static int stmt_find(struct db *db, const char *sql, const struct db_value *para
     return scan_sql(db, sql, nparams, control);
 }
 
-/* Prepares a statement stmt_find() did not have and caches it; *entry stays NULL when the
- * cache is full (then the statement runs unnamed, parsed each time). */
-static int stmt_prepare(struct db *db, const char *sql, const Oid *types, size_t nparams,
-                        uint32_t hash, bool control, struct cached_stmt **entry)
+/* A cache entry for a statement stmt_find() did not have, to be prepared (stmt_keep() then
+ * caches it); NULL when the cache is full (the statement runs unnamed, parsed each time). */
+static struct cached_stmt *stmt_new(struct db *db, const char *sql, const Oid *types,
+                                    size_t nparams, uint32_t hash, bool control)
 {
     struct pg_state *st = state(db);
-    struct cached_stmt **slot = &st->buckets[hash % CACHE_BUCKETS];
     struct cached_stmt *e;
-    PGresult *res;
-    int rc;
 
-    *entry = NULL;
     if (st->ncached >= CACHE_MAX) {
         if (!st->warned_full) {
             log_warnx("PostgreSQL statement cache full at %d entries; preparing each time",
                       CACHE_MAX);
             st->warned_full = true;
         }
-        return VEND_OK;
+        return NULL;
     }
     e = xcalloc(1, sizeof(*e));
     snprintf(e->name, sizeof(e->name), "vend_%u", st->next_name++);
-    res = PQprepare(st->conn, e->name, sql, (int)nparams, types);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        rc = fail(db, res, sql);
-        PQclear(res);
-        free(e);
-        return rc;
-    }
-    PQclear(res);
     e->sql = xstrdup(sql);
     e->hash = hash;
     e->nparams = nparams;
     memcpy(e->types, types, nparams * sizeof(Oid));
     e->control = control;
+    return e;
+}
+
+/* The server prepared e: cached from now on. */
+static void stmt_keep(struct pg_state *st, struct cached_stmt *e)
+{
+    struct cached_stmt **slot = &st->buckets[e->hash % CACHE_BUCKETS];
+
     e->next = *slot;
     *slot = e;
     st->ncached++;
-    *entry = e;
-    return VEND_OK;
+}
+
+static void stmt_free(struct cached_stmt *e)
+{
+    if (e != NULL)
+        free(e->sql);
+    free(e);
+}
+
+/*
+ * The answers to n commands sent in pipeline mode and their sync, at most deadline_ms in
+ * all: res[i] gets command i's first failed result, else its last (NULL: none). VEND_OK with
+ * pipeline mode left, or VEND_EBUSY when the deadline passed (the connection is given up).
+ */
+static int await_pipeline(struct db *db, const char *what, PGresult **res, int n)
+{
+    PGconn *c = state(db)->conn;
+    int64_t end = deadline_end(db, QUERY_DEADLINE_MS);
+    PGresult *r;
+
+    while (PQflush(c) > 0 && PQstatus(c) != CONNECTION_BAD) {
+        if (wait_socket(c, POLLIN | POLLOUT, end) <= 0)
+            goto late;
+        PQconsumeInput(c);
+    }
+    /* Each command's results end with a NULL; then comes the sync. */
+    for (int i = 0; i <= n; i++) {
+        for (;;) {
+            while (PQisBusy(c) && PQstatus(c) != CONNECTION_BAD) {
+                if (wait_socket(c, POLLIN, end) <= 0)
+                    goto late;
+                PQconsumeInput(c);
+            }
+            if (PQstatus(c) == CONNECTION_BAD)
+                goto done;
+            r = PQgetResult(c);
+            if (r == NULL || i == n) {
+                PQclear(r); /* the sync */
+                break;
+            }
+            if (res[i] != NULL && !result_ok(res[i])) {
+                PQclear(r);
+            } else {
+                PQclear(res[i]);
+                res[i] = r;
+            }
+        }
+    }
+done:
+    /* A broken connection: the results in hand say so (fail(): VEND_EBUSY), and the reconnect
+     * leaves pipeline mode. */
+    if (PQexitPipelineMode(c) || PQstatus(c) == CONNECTION_BAD)
+        return VEND_OK;
+    return give_up(db, what, 0);
+late:
+    give_up(db, what, QUERY_DEADLINE_MS);
+    return VEND_EBUSY;
 }
 
 /* Text of one parameter into buf (for integers and reals), or its own text. */
@@ -411,11 +623,17 @@ static int value_text(struct db *db, const struct db_value *v, size_t idx, char 
 /* A statement without parameters or rows (savepoints, transaction control, settings). */
 static int simple(struct db *db, const char *sql)
 {
-    PGresult *res = PQexec(state(db)->conn, sql);
-    int rc = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK
-                 ? VEND_OK
-                 : fail(db, res, sql);
+    struct pg_state *st = state(db);
+    PGresult *res;
+    int rc;
 
+    if (st->abandoned)
+        return VEND_EBUSY; /* the error that gave it up stays */
+    if (!PQsendQuery(st->conn, sql))
+        return fail(db, NULL, sql);
+    rc = await(db, sql, QUERY_DEADLINE_MS, &res);
+    if (rc == VEND_OK && !result_ok(res))
+        rc = fail(db, res, sql);
     PQclear(res);
     return rc;
 }
@@ -434,38 +652,107 @@ static int changed_rows(const PGresult *res)
     return 0;
 }
 
-/* Runs the statement and returns its result whole (or the error, mapped). */
+/*
+ * Runs the statement and returns its result whole (or the error, mapped), in one round trip
+ * (pipeline mode): its PREPARE first when it is new (fresh, then cached), and inside a
+ * transaction (wrap) between SAVEPOINT vend_stmt and its RELEASE, so that it fails alone as
+ * in SQLite (a failed PREPARE too). A failure then costs a second round trip: the rollback to
+ * the savepoint. Savepoint, statement, release one at a time were three round trips.
+ */
 static int run(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
-               const struct cached_stmt *entry, PGresult **out)
+               const struct cached_stmt *entry, struct cached_stmt *fresh, bool wrap,
+               PGresult **out)
 {
+    static const char *const names[] = {"SAVEPOINT vend_stmt", "PREPARE", "the statement",
+                                        "RELEASE SAVEPOINT vend_stmt"};
     struct pg_state *st = state(db);
+    PGconn *c = st->conn;
     char nums[DB_MAX_PARAMS][32];
     const char *values[DB_MAX_PARAMS];
     Oid types[DB_MAX_PARAMS];
-    PGresult *res;
-    ExecStatusType s;
+    /* Slots of res: 0 savepoint, 1 prepare, 2 statement, 3 release (unused ones NULL). */
+    PGresult *res[4] = {NULL};
+    int at[4], n = 0, bad = -1;
+    const char *name = entry != NULL ? entry->name : fresh != NULL ? fresh->name : NULL;
+    bool sent;
     int rc;
 
     *out = NULL;
     for (size_t i = 0; i < nparams; i++) {
         rc = value_text(db, &params[i], i, nums[i], sizeof(nums[i]), &values[i]);
         if (rc < 0)
-            return rc;
+            goto out;
     }
-    if (entry != NULL) {
-        res = PQexecPrepared(st->conn, entry->name, (int)nparams, values, NULL, NULL, 0);
-    } else {
-        types_of(params, nparams, types);
-        res = PQexecParams(st->conn, sql, (int)nparams, types, values, NULL, NULL, 0);
+    rc = VEND_EBUSY;
+    if (st->abandoned)
+        goto out;
+    types_of(params, nparams, types);
+    sent = PQenterPipelineMode(c);
+    for (int k = 0; k < 4; k++)
+        at[k] = -1;
+    if (sent && wrap) {
+        at[0] = n++;
+        sent = PQsendQueryParams(c, names[0], 0, NULL, NULL, NULL, NULL, 0);
     }
-    s = PQresultStatus(res);
-    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        rc = fail(db, res, sql);
-        PQclear(res);
-        return rc;
+    if (sent && fresh != NULL) {
+        at[1] = n++;
+        sent = PQsendPrepare(c, fresh->name, sql, (int)nparams, types);
     }
-    *out = res;
-    return VEND_OK;
+    at[2] = n++;
+    sent = sent &&
+           (name != NULL ? PQsendQueryPrepared(c, name, (int)nparams, values, NULL, NULL, 0)
+                         : PQsendQueryParams(c, sql, (int)nparams, types, values, NULL, NULL, 0));
+    if (sent && wrap) {
+        at[3] = n++;
+        sent = PQsendQueryParams(c, names[3], 0, NULL, NULL, NULL, NULL, 0);
+    }
+    if (!sent || !PQpipelineSync(c)) {
+        /* libpq refused: the connection broke (VEND_EBUSY) or is out of step (given up). */
+        rc = PQstatus(c) == CONNECTION_BAD ? fail(db, NULL, sql) : give_up(db, sql, 0);
+        goto out;
+    }
+    {
+        PGresult *got[4] = {NULL};
+        rc = await_pipeline(db, sql, got, n);
+        for (int k = 0; k < 4; k++)
+            res[k] = at[k] >= 0 ? got[at[k]] : NULL;
+    }
+    if (rc < 0)
+        goto out;
+    /* The first failure says why (the commands after it were skipped: PIPELINE_ABORTED). */
+    for (int k = 0; k < 4 && bad < 0; k++) {
+        if (at[k] >= 0 && !(k == 2 ? PQresultStatus(res[k]) == PGRES_COMMAND_OK ||
+                                         PQresultStatus(res[k]) == PGRES_TUPLES_OK
+                                   : PQresultStatus(res[k]) == PGRES_COMMAND_OK))
+            bad = k;
+    }
+    /* Prepared is prepared, whatever came after (PREPARE is not undone by a rollback). */
+    if (fresh != NULL && bad != 0 && bad != 1) {
+        stmt_keep(st, fresh);
+        fresh = NULL;
+    }
+    if (bad >= 0) {
+        rc = fail(db, res[bad], bad == 1 || bad == 2 ? sql : names[bad]);
+        /* Back to before the statement; a failed release leaves the transaction aborted: the
+         * caller's rollback ends it. */
+        if ((bad == 1 || bad == 2) && wrap) {
+            char why[DB_ERRMSG_MAX];
+
+            memcpy(why, db->errmsg, sizeof(why));
+            if (simple(db, "ROLLBACK TO SAVEPOINT vend_stmt; RELEASE SAVEPOINT vend_stmt") < 0)
+                log_debug("database: rollback to the statement's savepoint failed: %s", db->errmsg);
+            memcpy(db->errmsg, why, sizeof(why)); /* the statement's error is the answer */
+        }
+        goto out;
+    }
+    *out = res[2];
+    res[2] = NULL;
+    rc = VEND_OK;
+out:
+    stmt_free(fresh); /* not prepared: not cached */
+    for (int k = 0; k < 4; k++)
+        PQclear(res[k]);
+    return rc;
 }
 
 /* Frees every cached statement (a new session has none of them). */
@@ -489,12 +776,18 @@ static void cache_clear(struct pg_state *st)
 static int session_setup(struct db *db)
 {
     /* The server's defaults may differ per installation; these are what the daemon assumes. */
-    int rc = simple(db, "SET lock_timeout = " LOCK_TIMEOUT "; SET TIME ZONE 'UTC'; "
-                        "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; "
-                        "SET default_transaction_isolation = 'read committed'");
+    int rc = simple(
+        db,
+        "SET lock_timeout = " STR(
+            LOCK_TIMEOUT_MS) "; SET TIME ZONE 'UTC'; "
+                             "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; "
+                             "SET default_transaction_isolation = 'read committed'");
 
     if (rc == VEND_OK && db->readonly)
         rc = simple(db, "SET default_transaction_read_only = on");
+    /* A statement given up at the deadline (give_up()) is ended by the server itself. */
+    if (rc == VEND_OK && PQserverVersion(state(db)->conn) >= 140000)
+        rc = simple(db, "SET client_connection_check_interval = " CLIENT_CHECK_INTERVAL);
     return rc;
 }
 
@@ -514,16 +807,57 @@ static void note_lost(struct db *db)
               msg);
 }
 
+/* The attempt failed (why: its message): the next one after the backoff, 100 ms doubling. */
+static int attempt_failed(struct db *db, const char *why)
+{
+    struct pg_state *st = state(db);
+    char copy[DB_ERRMSG_MAX];
+
+    snprintf(copy, sizeof(copy), "%s", why); /* why may be db->errmsg */
+    st->connecting = false;
+    st->backoff_ms = st->backoff_ms == 0                     ? RECONNECT_FIRST_MS
+                     : st->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
+                                                             : st->backoff_ms * 2;
+    st->retry_at_ms = mono_ms() + st->backoff_ms;
+    db_set_error(db, "cannot reconnect to PostgreSQL: %.*s; next attempt in %lld ms",
+                 (int)strcspn(copy, "\n"), copy, (long long)st->backoff_ms);
+    return VEND_EBUSY;
+}
+
+/* Carries the attempt on until it connects, fails or end_ms passes (a passed end_ms: as far
+ * as it goes without waiting). 1 connected, 0 under way, -1 failed. */
+static int attempt_poll(struct db *db, int64_t end_ms)
+{
+    struct pg_state *st = state(db);
+
+    for (;;) {
+        int w;
+
+        if (st->polling == PGRES_POLLING_OK)
+            return 1;
+        if (st->polling == PGRES_POLLING_FAILED)
+            return -1;
+        w = wait_socket(st->conn, st->polling == PGRES_POLLING_READING ? POLLIN : POLLOUT, end_ms);
+        if (w == 0 || (w < 0 && mono_ms() >= end_ms))
+            return 0;
+        /* No socket (between two hosts of the URL): libpq goes on by itself. */
+        st->polling = PQresetPoll(st->conn);
+    }
+}
+
 /*
  * VEND_OK when the connection can take a statement. When it is gone: inside a transaction
  * VEND_EBUSY (the server rolled it back; its rest must not run on a new session), outside one
  * a reconnect if the backoff allows, else VEND_EBUSY.
+ *
+ * A reconnect never holds the loop long: PQresetStart() and at most RECONNECT_WAIT_MS of
+ * PQresetPoll() at the attempt's first use, then a look without waiting at each later use,
+ * until connect_timeout ends the attempt. Everything fails at once with VEND_EBUSY meanwhile.
  */
 static int conn_ready(struct db *db)
 {
     struct pg_state *st = state(db);
-    int64_t now;
-    const char *msg;
+    int64_t now, wait_end;
     int rc;
 
     if (PQstatus(st->conn) == CONNECTION_OK && !st->lost)
@@ -535,23 +869,37 @@ static int conn_ready(struct db *db)
         return VEND_EBUSY;
     }
     now = mono_ms();
-    if (now < st->retry_at_ms) {
-        db_set_error(db, "no connection to PostgreSQL for %lld ms; next attempt in %lld ms",
-                     (long long)(now - st->lost_at_ms), (long long)(st->retry_at_ms - now));
+    wait_end = now;
+    if (!st->connecting) {
+        if (now < st->retry_at_ms) {
+            db_set_error(db, "no connection to PostgreSQL for %lld ms; next attempt in %lld ms",
+                         (long long)(now - st->lost_at_ms), (long long)(st->retry_at_ms - now));
+            return VEND_EBUSY;
+        }
+        /* Closes the old socket (a given-up one too) and starts connecting. Note: a host name
+         * is resolved here, synchronously (libpq); an address in the URL avoids it. */
+        st->abandoned = false;
+        st->connecting = true;
+        st->attempt_end_ms = now + st->connect_timeout_ms;
+        st->polling = PGRES_POLLING_WRITING;
+        if (!PQresetStart(st->conn))
+            return attempt_failed(db, PQerrorMessage(st->conn));
+        wait_end = now + RECONNECT_WAIT_MS;
+    }
+    rc = attempt_poll(db, wait_end < st->attempt_end_ms ? wait_end : st->attempt_end_ms);
+    if (rc == 0 && mono_ms() < st->attempt_end_ms) {
+        db_set_error(db, "no connection to PostgreSQL for %lld ms; connecting",
+                     (long long)(mono_ms() - st->lost_at_ms));
         return VEND_EBUSY;
     }
-    PQreset(st->conn);
-    rc = PQstatus(st->conn) == CONNECTION_OK ? session_setup(db) : VEND_EBUSY;
-    if (rc < 0 || PQstatus(st->conn) != CONNECTION_OK) {
-        st->backoff_ms = st->backoff_ms == 0                     ? RECONNECT_FIRST_MS
-                         : st->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
-                                                                 : st->backoff_ms * 2;
-        st->retry_at_ms = mono_ms() + st->backoff_ms;
-        msg = PQerrorMessage(st->conn);
-        db_set_error(db, "cannot reconnect to PostgreSQL: %.*s; next attempt in %lld ms",
-                     (int)strcspn(msg, "\n"), msg, (long long)st->backoff_ms);
-        return VEND_EBUSY;
-    }
+    if (rc == 0)
+        return attempt_failed(db, "no answer within connect_timeout");
+    if (rc < 0)
+        return attempt_failed(db, PQerrorMessage(st->conn));
+    st->connecting = false;
+    /* Sending never waits for the server: await() bounds every wait. */
+    if (PQsetnonblocking(st->conn, 1) != 0 || session_setup(db) < 0)
+        return attempt_failed(db, db->errmsg);
     /* The old session's prepared statements died with it. */
     cache_clear(st);
     st->lost = false;
@@ -587,24 +935,11 @@ static int pg_exec(struct db *db, const char *sql, const struct db_value *params
     if (rc < 0)
         return rc;
     /* SQLite undoes a failed statement alone and the transaction goes on; PostgreSQL would
-     * abort the whole transaction (a failed prepare too). */
-    if (!control && PQtransactionStatus(st->conn) == PQTRANS_INTRANS) {
-        rc = simple(db, "SAVEPOINT vend_stmt");
-        if (rc < 0)
-            return rc;
-        wrapped = true;
-    }
-    rc = entry == NULL ? stmt_prepare(db, sql, types, nparams, hash, control, &entry) : VEND_OK;
-    if (rc >= 0)
-        rc = run(db, sql, params, nparams, entry, &cur.res);
-    if (wrapped) {
-        /* A failure of the release itself leaves the transaction aborted: the caller's
-         * rollback ends it. */
-        int r = simple(db, rc < 0 ? "ROLLBACK TO SAVEPOINT vend_stmt; RELEASE SAVEPOINT vend_stmt"
-                                  : "RELEASE SAVEPOINT vend_stmt");
-        if (rc >= 0 && r < 0)
-            rc = r;
-    }
+     * abort the whole transaction (a failed prepare too): run() wraps it in a savepoint. */
+    wrapped = !control && PQtransactionStatus(st->conn) == PQTRANS_INTRANS;
+    rc = run(db, sql, params, nparams, entry,
+             entry == NULL ? stmt_new(db, sql, types, nparams, hash, control) : NULL, wrapped,
+             &cur.res);
     if (rc < 0)
         goto out;
     rc = changed_rows(cur.res);
@@ -632,17 +967,17 @@ static int pg_script(struct db *db, const char *sql)
     rc = conn_ready(db);
     if (rc < 0)
         return rc;
+    if (st->abandoned)
+        return VEND_EBUSY;
     /* Several statements in one simple query: the server runs them in order and stops at the
-     * first error, whose message comes last. */
+     * first error, whose message comes last. Migrations only, before the loop serves: a long
+     * one may take its time, so no deadline. */
     if (!PQsendQuery(st->conn, sql))
         return fail(db, NULL, "script");
-    while ((res = PQgetResult(st->conn)) != NULL) {
-        ExecStatusType s = PQresultStatus(res);
-        if (rc == VEND_OK && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK &&
-            s != PGRES_EMPTY_QUERY)
-            rc = fail(db, res, "script");
-        PQclear(res);
-    }
+    rc = await(db, "script", -1, &res);
+    if (rc == VEND_OK && res != NULL && !result_ok(res))
+        rc = fail(db, res, "script");
+    PQclear(res);
     return rc;
 }
 
@@ -667,27 +1002,27 @@ static int pg_begin(struct db *db)
         st->tx = rc == VEND_OK;
         return rc;
     }
-    rc = simple(db, "BEGIN");
+    /* BEGIN IMMEDIATE: the write lock now, so a transaction never waits for it half-way; both
+     * in one round trip. */
+    rc = simple(db, BEGIN_WRITE);
     /* The server went away since the last statement (a restart while idle): a failed BEGIN
      * did nothing, so it may be tried once more on a new connection. */
     if (rc < 0 && PQstatus(st->conn) == CONNECTION_BAD) {
         rc = conn_ready(db);
         if (rc == VEND_OK)
-            rc = simple(db, "BEGIN");
+            rc = simple(db, BEGIN_WRITE);
     }
-    if (rc < 0)
-        return rc;
-    st->tx = true;
-    /* BEGIN IMMEDIATE: the write lock now, so a transaction never waits for it half-way. */
-    rc = simple(db, "SELECT pg_advisory_xact_lock(" WRITE_LOCK_KEY ")");
-    if (rc < 0) {
+    /* No lock (its timeout): the transaction BEGIN opened is ended, the lock's error kept. */
+    if (rc < 0 && !st->abandoned && PQstatus(st->conn) == CONNECTION_OK &&
+        PQtransactionStatus(st->conn) != PQTRANS_IDLE) {
         char detail[DB_ERRMSG_MAX];
+
         memcpy(detail, db->errmsg, sizeof(detail));
         if (simple(db, "ROLLBACK") < 0)
             log_warnx("database rollback after a failed begin failed: %s", db->errmsg);
-        st->tx = false;
-        db_set_error(db, "%s", detail);
+        memcpy(db->errmsg, detail, sizeof(detail));
     }
+    st->tx = rc == VEND_OK;
     return rc;
 }
 
@@ -711,7 +1046,13 @@ static int pg_commit(struct db *db)
     /* Whatever the answer, the transaction is over (lost with the connection at worst: the
      * caller then retries, and its compare-and-set finds what did commit). */
     st->tx = false;
-    res = PQexec(st->conn, "COMMIT");
+    if (!PQsendQuery(st->conn, "COMMIT"))
+        return fail(db, NULL, "COMMIT");
+    rc = await(db, "COMMIT", QUERY_DEADLINE_MS, &res);
+    if (rc < 0) {
+        /* Maybe committed: the caller's retry finds out (compare-and-set). */
+        return rc;
+    }
     /* COMMIT of an aborted transaction "succeeds" as a ROLLBACK: that is a failure here. */
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         rc = fail(db, res, "COMMIT");
@@ -741,6 +1082,9 @@ static bool pg_in_transaction(struct db *db)
 {
     PGTransactionStatusType s = PQtransactionStatus(state(db)->conn);
 
+    /* Lost (a given-up connection still looks busy): over, as after a restart. */
+    if (state(db)->lost)
+        return false;
     return s == PQTRANS_INTRANS || s == PQTRANS_INERROR || s == PQTRANS_ACTIVE;
 }
 
@@ -760,7 +1104,11 @@ static void pg_version(struct db *db, uint64_t out[2])
      * committing after a younger one leaves xmax where it was but leaves the in-progress
      * list. Two equal snapshots see the same rows. Hashed (FNV-1a), never UINT64_MAX. */
     out[1] = UINT64_MAX;
-    res = PQexec(st->conn, "SELECT pg_current_snapshot()::text");
+    /* No connection: unknown (nothing is kept); a reconnect is for the statements. */
+    if (st->lost || PQstatus(st->conn) != CONNECTION_OK ||
+        !PQsendQuery(st->conn, "SELECT pg_current_snapshot()::text") ||
+        await(db, "SELECT pg_current_snapshot()", QUERY_DEADLINE_MS, &res) < 0)
+        return;
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
         uint64_t h = 14695981039346656037u;
 
@@ -779,11 +1127,14 @@ static void notice_to_log(void *arg, const char *message)
 
 /* SQLite compares text byte by byte; so does PostgreSQL only under the C collation. Others
  * (en_US.UTF-8) order ids and names differently, and cursors of the lists with them. */
-static void warn_collation(PGconn *conn)
+static void warn_collation(struct db *db)
 {
-    PGresult *res =
-        PQexec(conn, "SELECT datcollate FROM pg_database WHERE datname = current_database()");
+    static const char sql[] =
+        "SELECT datcollate FROM pg_database WHERE datname = current_database()";
+    PGresult *res = NULL;
 
+    if (!PQsendQuery(state(db)->conn, sql) || await(db, sql, QUERY_DEADLINE_MS, &res) < 0)
+        return;
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         const char *c = PQgetvalue(res, 0, 0);
         if (strcmp(c, "C") != 0 && strcmp(c, "POSIX") != 0 && strncmp(c, "C.", 2) != 0)
@@ -792,6 +1143,24 @@ static void warn_collation(PGconn *conn)
                       c);
     }
     PQclear(res);
+}
+
+/* The connection's connect_timeout (the URL's, else CONNECT_TIMEOUT_S; libpq's floor of 2 s,
+ * and "none" is CONNECT_TIMEOUT_S here: a reconnect attempt must end) in ms. */
+static int connect_timeout_ms(PGconn *conn)
+{
+    PQconninfoOption *opts = PQconninfo(conn);
+    long s = strtol(CONNECT_TIMEOUT_S, NULL, 10);
+
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "connect_timeout") == 0 && o->val != NULL) {
+            long v = strtol(o->val, NULL, 10);
+            if (v > 0)
+                s = v < 2 ? 2 : v > CONNECT_MAX_S ? CONNECT_MAX_S : v;
+        }
+    }
+    PQconninfoFree(opts);
+    return (int)s * 1000;
 }
 
 static int pg_open(struct db *db, const char *target)
@@ -822,6 +1191,12 @@ static int pg_open(struct db *db, const char *target)
         goto out;
     }
     PQsetNoticeProcessor(st->conn, notice_to_log, NULL);
+    st->connect_timeout_ms = connect_timeout_ms(st->conn);
+    /* Sending never waits for the server: await() bounds every wait. */
+    if (PQsetnonblocking(st->conn, 1) != 0) {
+        rc = fail(db, NULL, "PQsetnonblocking");
+        goto out;
+    }
     rc = session_setup(db);
     if (rc == VEND_OK) {
         int sv = PQserverVersion(st->conn);
@@ -830,7 +1205,7 @@ static int pg_open(struct db *db, const char *target)
             log_info("database: PostgreSQL %d.%d, database '%s' on %s port %s as '%s'", sv / 10000,
                      sv % 10000, PQdb(st->conn), PQhost(st->conn), PQport(st->conn),
                      PQuser(st->conn));
-        warn_collation(st->conn);
+        warn_collation(db);
     }
 out:
     free(uri);

@@ -387,11 +387,13 @@ static int write_part(struct vendd *v, struct jsonw *w, const char *key, const c
                       const struct db_value *p)
 {
     struct order_part part = {.w = w};
+    int rc;
 
     jw_key(w, key);
     jw_arr_begin(w);
-    if (db_exec(v->db, sql, p, 1, write_part_row, &part) < 0)
-        return VEND_EDB;
+    rc = db_exec(v->db, sql, p, 1, write_part_row, &part);
+    if (rc < 0)
+        return rc;
     jw_arr_end(w);
     return VEND_OK;
 }
@@ -412,7 +414,7 @@ int orders_get_text(struct vendd *v, const char *id, char **out)
     struct db_value p[1] = {DB_TEXT(id)};
     struct jsonw w = JSONW_INIT;
     struct order_part order = {.w = &w, .fields = true}, refund = {.w = &w};
-    int rc = VEND_EDB;
+    int rc;
     /* One read transaction for the five statements: one snapshot of the order and its parts,
      * and one read lock taken instead of five (a sixth of the read, callgrind). Inside a
      * transaction already (never from the API), the statements join it. */
@@ -420,40 +422,43 @@ int orders_get_text(struct vendd *v, const char *id, char **out)
 
     *out = NULL;
     jw_obj_begin(&w);
-    if (db_exec(v->db,
-                "SELECT id, machine_id, status, origin, payment_method, quantity, total_amount, "
-                "failure_reason, payment_url, payment_token, payment_qr, paid_at, dispensed_at, "
-                "expires_at, created_at, updated_at FROM orders WHERE id = $1",
-                p, 1, write_part_row, &order) < 0)
+    /* A failed statement's code is the answer's: a busy database is 503, not 500. */
+    rc = db_exec(v->db,
+                 "SELECT id, machine_id, status, origin, payment_method, quantity, total_amount, "
+                 "failure_reason, payment_url, payment_token, payment_qr, paid_at, dispensed_at, "
+                 "expires_at, created_at, updated_at FROM orders WHERE id = $1",
+                 p, 1, write_part_row, &order);
+    if (rc < 0)
         goto out;
     if (!order.found) {
         rc = VEND_ENOTFOUND;
         goto out;
     }
-    if (write_part(v, &w, "items",
-                   "SELECT i.position, s.slot_number AS slot, i.product_name, i.quantity, "
-                   "i.unit_price, i.total FROM order_items i JOIN slots s ON s.id = i.slot_id "
-                   "WHERE i.order_id = $1 ORDER BY i.position",
-                   p) < 0 ||
-        write_part(v, &w, "units",
-                   "SELECT unit, machine_id, slot_number, status, timeout_ms, command_sent_at, "
-                   "deadline_at, completed_at, duration_ms, success, drop_detected, "
-                   "error_message, late_result FROM dispense_logs WHERE order_id = $1 "
-                   "ORDER BY unit",
-                   p) < 0 ||
-        write_part(v, &w, "payment_events",
-                   "SELECT transaction_status, status_code, signature_ok, outcome, "
-                   "received_at FROM payment_events WHERE order_id = $1 ORDER BY id",
-                   p) < 0)
+    if ((rc = write_part(v, &w, "items",
+                         "SELECT i.position, s.slot_number AS slot, i.product_name, i.quantity, "
+                         "i.unit_price, i.total FROM order_items i JOIN slots s ON s.id = "
+                         "i.slot_id WHERE i.order_id = $1 ORDER BY i.position",
+                         p)) < 0 ||
+        (rc = write_part(v, &w, "units",
+                         "SELECT unit, machine_id, slot_number, status, timeout_ms, "
+                         "command_sent_at, deadline_at, completed_at, duration_ms, success, "
+                         "drop_detected, error_message, late_result FROM dispense_logs WHERE "
+                         "order_id = $1 ORDER BY unit",
+                         p)) < 0 ||
+        (rc = write_part(v, &w, "payment_events",
+                         "SELECT transaction_status, status_code, signature_ok, outcome, "
+                         "received_at FROM payment_events WHERE order_id = $1 ORDER BY id",
+                         p)) < 0)
         goto out;
     /* "refund": the first refund row (an order has at most one today), or null. */
     jw_key(&w, "refund");
     refund.fields = true;
     jw_obj_begin(&w);
-    if (db_exec(v->db,
-                "SELECT id, amount, reason, status, attempts, last_error, note, done_at, "
-                "created_at FROM refunds WHERE order_id = $1",
-                p, 1, write_part_row, &refund) < 0)
+    rc = db_exec(v->db,
+                 "SELECT id, amount, reason, status, attempts, last_error, note, done_at, "
+                 "created_at FROM refunds WHERE order_id = $1",
+                 p, 1, write_part_row, &refund);
+    if (rc < 0)
         goto out;
     if (refund.found) {
         jw_obj_end(&w);
@@ -466,7 +471,7 @@ int orders_get_text(struct vendd *v, const char *id, char **out)
     *out = jw_take(&w);
     rc = VEND_OK;
 out:
-    if (rc == VEND_EDB)
+    if (rc < 0 && rc != VEND_ENOTFOUND)
         log_warnx("cannot read order '%s': %s", id, db_errmsg(v->db));
     /* Nothing was written: the end of the snapshot cannot lose anything. */
     if (snapshot && db_exec(v->db, "COMMIT", NULL, 0, NULL, NULL) < 0)
