@@ -9,6 +9,8 @@
  * 3. A unit sent by instance 1, which is then killed (SIGKILL) while the machine stays
  *    silent: instance 2, started before the unit existed, learns of its deadline from the
  *    rows and fails it NO_RESULT (the order FAILED, its refund queued) in time.
+ * 4. A refund left SENT by an instance that died (its lease past): instance 2 takes it back
+ *    into the queue and sends it (here, a manual order's: to the operator).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -242,12 +244,36 @@ static void dead_instances_deadline_taken_over(void **state)
     assert_int_equal(harness_mqtt_wait(&t->f->machine, seen + 2, 500), seen + 1);
 }
 
+static void dead_instances_refund_taken_back(void **state)
+{
+    struct two *t = *state;
+    struct harness *h1 = &t->f->h;
+    char sql[256], past[40];
+
+    /* The refund of the order failed above went to the operator (a manual order); make it
+     * what a sender killed mid-call leaves: SENT, its lease ten minutes past. */
+    assert_int_equal(harness_sql_wait(h1, "SELECT status FROM refunds WHERE order_id = 'inst-kill'",
+                                      "OPERATOR", 5000),
+                     0);
+    harness_iso_time(past, sizeof(past), -600000);
+    snprintf(sql, sizeof(sql),
+             "UPDATE refunds SET status = 'SENT', next_attempt_at = '%s' WHERE order_id = "
+             "'inst-kill' RETURNING status",
+             past);
+    assert_int_equal(harness_sql_text(h1, sql, (char[16]){0}, 16), 1);
+    assert_int_equal(harness_sql_wait(h1, "SELECT status FROM refunds WHERE order_id = 'inst-kill'",
+                                      "OPERATOR", 5000),
+                     0);
+    assert_true(harness_log_count(&t->h2, "gave no answer within") >= 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(results_applied_by_either_instance),
         cmocka_unit_test(events_of_one_instance_on_the_other),
         cmocka_unit_test(dead_instances_deadline_taken_over),
+        cmocka_unit_test(dead_instances_refund_taken_back),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
