@@ -78,7 +78,8 @@ struct vendd {
         bool active;
         uint64_t timer, rearm_timer;
         unsigned ticks;
-        bool notify; /* a commit to tell the others of */
+        bool notify;        /* a commit to tell the others of */
+        bool notify_failed; /* the last NOTIFY failed (logged once) */
         struct pg_listen *listen;
     } peers;
     /* The timer that prunes raw telemetry past TELEMETRY_RETENTION_DAYS (telemetry.c). */

@@ -69,9 +69,15 @@ static void on_prepare(void *arg)
     channel(v, chan, sizeof(chan));
     p[0] = DB_TEXT(chan);
     p[1] = DB_TEXT(v->conf->mqtt_client_id);
-    if (db_exec(v->db, "SELECT pg_notify($1, $2)", p, 2, NULL, NULL) < 0)
-        log_warnx("cannot NOTIFY the other instances: %s; they see it within %d ms",
-                  db_errmsg(v->db), PEERS_REARM_MS);
+    if (db_exec(v->db, "SELECT pg_notify($1, $2)", p, 2, NULL, NULL) < 0) {
+        /* Once until it works again: the database may be away for a while. */
+        if (!v->peers.notify_failed)
+            log_warnx("cannot NOTIFY the other instances: %s; they see it within %d ms",
+                      db_errmsg(v->db), PEERS_REARM_MS);
+        v->peers.notify_failed = true;
+        return;
+    }
+    v->peers.notify_failed = false;
 }
 
 static void on_tick(void *arg)
