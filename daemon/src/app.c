@@ -31,6 +31,7 @@
 #include "mqtt.h"
 #include "notify.h"
 #include "offline.h"
+#include "peers.h"
 #include "store.h"
 #include "telemetry.h"
 #include "vend/err.h"
@@ -38,6 +39,13 @@
 
 /* How long the broker keeps our session, and the results queued for it, while we are away. */
 #define SESSION_EXPIRY_S (24 * 3600)
+/*
+ * With MQTT_SHARED_GROUP: none. mosquitto hands a shared subscription's messages round-robin
+ * to every member with a session, offline ones too, so a dead instance's session would take
+ * its share of the results and hold them until it came back; ended with the connection, it
+ * leaves the group and the live instances get everything (docs/DESIGN.md "Several instances").
+ */
+#define SHARED_SESSION_EXPIRY_S 0
 
 int64_t vendd_wall_ms(void)
 {
@@ -81,7 +89,7 @@ static int create_mqtt(struct vendd *v, enum ingest_session session)
     struct mqtt_config mc = {0};
     char bulk_id[MQTT_MAX_CLIENT_ID + 1];
 
-    ingest_subscriptions(session, &subs);
+    ingest_subscriptions(session, conf->mqtt_shared_group, &subs);
     mc.host = conf->mqtt_host;
     mc.port = (uint16_t)conf->mqtt_port;
     mc.tls = conf->mqtt_tls;
@@ -94,7 +102,8 @@ static int create_mqtt(struct vendd *v, enum ingest_session session)
     /* mqtt_client_new() copies the filters. */
     mc.subscriptions = subs.filters;
     mc.nsubscriptions = subs.n;
-    mc.session_expiry_s = SESSION_EXPIRY_S;
+    mc.session_expiry_s =
+        conf->mqtt_shared_group[0] != '\0' ? SHARED_SESSION_EXPIRY_S : SESSION_EXPIRY_S;
     mc.after_burst = ingest_commit;
     if (session == INGEST_DISPENSE)
         return mqtt_client_new(&v->mqtt, v->loop, &mc, ingest_message, on_mqtt_state, v);
@@ -289,6 +298,7 @@ int app_run(const struct vendd_conf *conf)
         goto out;
     telemetry_prune_start(&v);
     offline_start(&v);
+    peers_start(&v);
     rc = mqtt_client_start(v.mqtt);
     if (rc >= 0)
         rc = mqtt_client_start(v.mqtt_bulk);
@@ -309,8 +319,10 @@ out:
         dispense_group_flush(&v);
     /* Whatever holds a waiting HTTP request goes before the HTTP server (http.h). */
     checkout_free(&v);
-    if (v.loop != NULL)
+    if (v.loop != NULL) {
+        peers_stop(&v);
         refunds_stop(&v);
+    }
     midtrans_free(v.midtrans);
     httpc_free(v.httpc);
     ratelimit_free(v.order_limit);

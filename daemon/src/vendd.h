@@ -25,6 +25,7 @@ struct httpc;
 struct midtrans;
 struct checkout;
 struct refund_send;
+struct pg_listen;
 struct ratelimit;
 struct result_backlog;
 struct dispense_group;
@@ -72,6 +73,15 @@ struct vendd {
     struct refund_send *refund_sends;
     /* The timer that raises the alerts of machines OFFLINE past their grace (offline.c). */
     struct offline_state offline;
+    /* With MQTT_SHARED_GROUP: the timer that looks for the other instances' work (peers.c). */
+    struct {
+        bool active;
+        uint64_t timer, rearm_timer;
+        unsigned ticks;
+        bool notify;        /* a commit to tell the others of */
+        bool notify_failed; /* the last NOTIFY failed (logged once) */
+        struct pg_listen *listen;
+    } peers;
     /* The timer that prunes raw telemetry past TELEMETRY_RETENTION_DAYS (telemetry.c). */
     struct telemetry_prune_state telemetry_prune;
     /* Order ids made when the kernel's random generator fails (orders.c). */
