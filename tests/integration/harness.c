@@ -209,33 +209,22 @@ static int wait_http(struct harness *h)
                 h->log_path);
 }
 
-/* The line vendd logs once subscribed to topic ("vm/+/status"): the shared filter
- * ($share/G/...) when the extras set MQTT_SHARED_GROUP. */
-static void sub_line(const struct harness *h, const char *topic, char *buf, size_t size)
+/* vendd's log lines "Subscribed to [$share/G/]vm/+/<kind>" (MQTT_SHARED_GROUP: the second
+ * form, the only one with a '/' before "vm/"). */
+static int subscribed(const struct harness *h, const char *plain, const char *shared)
 {
-    static const char name[] = "MQTT_SHARED_GROUP=";
-
-    for (size_t i = 0; i < h->nextra_env; i++) {
-        const char *group = h->extra_env[i] + sizeof(name) - 1;
-
-        if (strncmp(h->extra_env[i], name, sizeof(name) - 1) == 0 && group[0] != '\0') {
-            snprintf(buf, size, "Subscribed to $share/%s/%s", group, topic);
-            return;
-        }
-    }
-    snprintf(buf, size, "Subscribed to %s", topic);
+    return harness_log_count(h, plain) + harness_log_count(h, shared);
 }
+
+#define SUBS_STATUS    "Subscribed to vm/+/status", "/vm/+/status"
+#define SUBS_TELEMETRY "Subscribed to vm/+/telemetry", "/vm/+/telemetry"
 
 static int vendd_start(struct harness *h, bool want_mqtt)
 {
-    char sub_status[160], sub_bulk[160];
-    int subs, subs_bulk;
+    int subs = subscribed(h, SUBS_STATUS);
+    int subs_bulk = subscribed(h, SUBS_TELEMETRY);
     uint64_t deadline = harness_now_ms() + HARNESS_START_MS;
 
-    sub_line(h, "vm/+/status", sub_status, sizeof(sub_status));
-    sub_line(h, "vm/+/telemetry", sub_bulk, sizeof(sub_bulk));
-    subs = harness_log_count(h, sub_status);
-    subs_bulk = harness_log_count(h, sub_bulk);
     if (h->pid > 0)
         return fail("vendd is already running");
     if (spawn_vendd(h) < 0)
@@ -250,7 +239,7 @@ static int vendd_start(struct harness *h, bool want_mqtt)
         st = harness_call(h, "GET", "/health", NULL, &r);
         if (st == 200 && json_is_true(json_object_get(r.json, "mqtt_connected")) &&
             json_is_true(json_object_get(r.json, "mqtt_telemetry_connected")) &&
-            harness_log_count(h, sub_status) > subs && harness_log_count(h, sub_bulk) > subs_bulk) {
+            subscribed(h, SUBS_STATUS) > subs && subscribed(h, SUBS_TELEMETRY) > subs_bulk) {
             harness_reply_free(&r);
             h->starts++;
             return 0;
