@@ -11,11 +11,12 @@
  *      one database): one 200, 49 x 409, one command; then 30 orders on two machines
  *      triggered at once across the three: never two units in flight on one machine;
  *   c. an instance kill -9'ed mid-dispense, once with the machine silent past the deadline
- *      and once while the motor runs: another instance takes its deadlines over and
- *      settles its units with the machine; nothing is dispensed twice or left hanging;
+ *      and once while the motor runs; and one that dies with a result it took from the broker
+ *      (a crash point): another instance takes the deadlines over and settles the units with
+ *      the machine; nothing is dispensed twice or left hanging;
  *   d. the database restarted under the three: results taken during the outage are applied
  *      after it, every instance reconnects, new orders complete;
- *   e. the event stream of one instance tells the changes another made (LISTEN/NOTIFY).
+ *   e. the event stream of one instance tells the changes another made, within ~1 s.
  * Each case ends with vend-check on the database and vmsim's drop log.
  *
  * PostgreSQL only: the test runs a server of its own (tests/support/pgcluster, named by
@@ -572,6 +573,68 @@ static void an_instance_killed_mid_dispense_is_taken_over(void **state)
     assert_int_equal(harness_check(b, m->drops), 0);
 }
 
+/* A settle command the watcher saw for order_id. */
+static int settle_asks_for(struct multi *m, const char *order_id)
+{
+    size_t n = harness_mqtt_wait(&m->watch, 0, 0);
+    char needle[96];
+    int count = 0;
+
+    snprintf(needle, sizeof(needle), "\"orderId\":\"%s\"", order_id);
+    for (size_t i = 0; i < n && i < HARNESS_MSG_MAX; i++) {
+        const char *p = harness_mqtt_payload(&m->watch, i);
+
+        count += strstr(p, "\"cmd\":\"settle\"") != NULL && strstr(p, needle) != NULL;
+    }
+    return count;
+}
+
+/* vendd-1 dies with the result of a unit it sent, taken from the broker (PUBACKed, not applied:
+ * the crash point result_received): the unit's deadline passes on the others, which ask the
+ * machine, and its journal answers. vendd-1 triggers one order after the other; the broker
+ * hands it one result in three (round-robin), so it dies within three. */
+static void a_result_lost_with_its_instance_is_settled_by_another(void **state)
+{
+    struct multi *m = *state;
+    struct harness *doomed = &m->fleet.vendd[0], *h = &m->fleet.vendd[1];
+    long long stock = sql_int(h, "SELECT sum(current_stock) FROM slots");
+    char id[16] = "";
+    int n = 0;
+
+    if (getenv("VEND_CRASH_POINTS") == NULL) {
+        print_message("vendd built without crash points: case skipped\n");
+        return;
+    }
+    assert_int_equal(harness_vendd_term(doomed), 0);
+    assert_int_equal(harness_env_set(doomed, "VENDD_CRASH_AT=result_received"), 0);
+    assert_int_equal(harness_vendd_start(doomed), 0);
+    while (harness_vendd_alive(doomed)) {
+        char sql[96], status[32] = "";
+
+        if (n == 4)
+            fail_msg("vendd-1 took none of %d results (log: %s)", n, doomed->log_path);
+        snprintf(id, sizeof(id), "f-%d", ++n);
+        assert_int_equal(post_order(h, id, "VM01", 1, 1), 201);
+        assert_int_equal(harness_trigger(doomed, id, NULL), 200);
+        snprintf(sql, sizeof(sql), "SELECT status FROM orders WHERE id = '%s'", id);
+        for (uint64_t end = harness_now_ms() + WAIT_MS; strcmp(status, "COMPLETED") != 0;) {
+            if (!harness_vendd_alive(doomed) || harness_now_ms() >= end)
+                break;
+            harness_sleep_ms(10);
+            harness_sql_text(h, sql, status, sizeof(status));
+        }
+    }
+    assert_int_equal(harness_vendd_wait_death(doomed, 0), SIGKILL);
+    /* The last one's result died with vendd-1, which sent it: another instance settles it. */
+    sql_wait(h, "COMPLETED", WAIT_MS, "SELECT status FROM orders WHERE id = '%s'", id);
+    assert_true(settle_asks_for(m, id) >= 1);
+    assert_int_equal(sql_int(h, "SELECT sum(current_stock) FROM slots"), stock - n);
+    assert_int_equal(sql_int(h, "SELECT count(*) FROM dispense_logs WHERE status = 'SUCCEEDED'"),
+                     n);
+    one_command_per_unit(m);
+    assert_int_equal(harness_check(h, m->drops), 0);
+}
+
 /* ---- d: the database restarted under three instances ----------------------------------- */
 
 static void the_database_restarts_under_three_instances(void **state)
@@ -807,6 +870,8 @@ int main(void)
                                                  setup, teardown, &fast),
         cmocka_unit_test_prestate_setup_teardown(an_instance_killed_mid_dispense_is_taken_over,
                                                  setup, teardown, &kill_cfg),
+        cmocka_unit_test_prestate_setup_teardown(
+            a_result_lost_with_its_instance_is_settled_by_another, setup, teardown, &events),
         cmocka_unit_test_prestate_setup_teardown(the_database_restarts_under_three_instances, setup,
                                                  teardown, &outage),
         cmocka_unit_test_prestate_setup_teardown(events_of_one_instance_reach_the_others, setup,
