@@ -11,9 +11,11 @@
  *      one database): one 200, 49 x 409, one command; then 30 orders on two machines
  *      triggered at once across the three: never two units in flight on one machine;
  *   c. an instance kill -9'ed mid-dispense, once with the machine silent past the deadline
- *      and once while the motor runs; and one that dies with a result it took from the broker
- *      (a crash point): another instance takes the deadlines over and settles the units with
- *      the machine; nothing is dispensed twice or left hanging;
+ *      and once while the motor runs; one that dies with the result of a unit it sent, taken
+ *      from the broker (a crash point); one that dies with a refund it marked SENT: another
+ *      instance takes the deadlines over and settles the units with the machine, and sends
+ *      the refund again once its lease is past; nothing is dispensed or refunded twice,
+ *      nothing is left hanging;
  *   d. the database restarted under the three: results taken during the outage are applied
  *      after it, every instance reconnects, new orders complete;
  *   e. the event stream of one instance tells the changes another made, within ~1 s.
@@ -56,6 +58,7 @@ struct cfg {
     int slot_motor_ms;        /* slots' motor_duration_ms: the deadline is this + 1 s */
     const char *sim_motor_ms; /* vmsim's real motor run */
     const char *silent_after; /* vmsim --silent-after, or NULL */
+    const char *jam_rate;     /* vmsim --jam-rate, or NULL */
     bool midtrans;
 };
 
@@ -192,6 +195,10 @@ static pid_t start_sim(struct multi *m, const struct cfg *c)
         argv[n++] = "--silent-after";
         argv[n++] = c->silent_after;
     }
+    if (c->jam_rate != NULL) {
+        argv[n++] = "--jam-rate";
+        argv[n++] = c->jam_rate;
+    }
     argv[n] = NULL;
     pid = fork();
     if (pid == 0) {
@@ -208,12 +215,13 @@ static pid_t start_sim(struct multi *m, const struct cfg *c)
 
 static int setup(void **state)
 {
-    static const char *const env[] = {GRACE,
-                                      "ORDER_RATE_PER_MIN=10000",
-                                      "ORDER_PENDING_MAX=1000",
-                                      "MIDTRANS_TIMEOUT_MS=3000",
-                                      "MACHINE_OFFLINE_ALERT_S=3600",
-                                      NULL};
+    static const char *const env[] = {
+        GRACE,
+        "ORDER_RATE_PER_MIN=10000",
+        "ORDER_PENDING_MAX=1000",
+        "MIDTRANS_TIMEOUT_MS=1000", /* a refund's lease: this + 10 s */
+        "MACHINE_OFFLINE_ALERT_S=3600",
+        NULL};
     const struct cfg *c = *state;
     struct multi *m = calloc(1, sizeof(*m));
     struct harness *h;
@@ -631,6 +639,63 @@ static void a_result_lost_with_its_instance_is_settled_by_another(void **state)
     assert_int_equal(harness_check(h, m->drops), 0);
 }
 
+/* vendd-1, alone, dies with a refund it marked SENT, Midtrans not yet called (the crash point
+ * refund_committed); the others start after it. The call may still be on its way, so they
+ * leave the refund alone while its lease runs (MIDTRANS_TIMEOUT_MS + 10 s); after it, one of
+ * them sends it again with the same refund_key, and Midtrans pays it once. */
+static void a_refund_in_flight_is_sent_again_by_another(void **state)
+{
+    struct multi *m = *state;
+    struct harness *doomed = &m->fleet.vendd[0], *h = &m->fleet.vendd[1];
+    char id[64], path[128], body[256];
+    struct harness_reply r;
+    uint64_t died;
+
+    if (getenv("VEND_CRASH_POINTS") == NULL) {
+        print_message("vendd built without crash points: case skipped\n");
+        return;
+    }
+    /* The fake settles when told and leaves the notification to the test (Midtrans refunds
+     * only what it saw paid). */
+    assert_int_equal(harness_fake_call(h, "POST", "/_fake/config", "{\"auto_notify\":false}", NULL),
+                     200);
+    assert_int_equal(harness_vendd_term(&m->fleet.vendd[1]), 0);
+    assert_int_equal(harness_vendd_term(&m->fleet.vendd[2]), 0);
+    assert_int_equal(harness_vendd_term(doomed), 0);
+    assert_int_equal(harness_env_set(doomed, "VENDD_CRASH_AT=refund_committed"), 0);
+    assert_int_equal(harness_vendd_start(doomed), 0);
+
+    /* Paid, and the unit jams: FAILED, refunded by the only instance there is. */
+    snprintf(body, sizeof(body),
+             "{\"machine_id\":\"VM01\",\"items\":[{\"slot\":1,"
+             "\"quantity\":1}],\"payment_method\":\"qris\"}");
+    if (harness_call(doomed, "POST", "/api/orders", body, &r) != 201 ||
+        harness_reply_str(&r, "order_id") == NULL)
+        fail_msg("customer order: HTTP %ld: %s", r.status, r.body ? r.body : "");
+    snprintf(id, sizeof(id), "%s", harness_reply_str(&r, "order_id"));
+    harness_reply_free(&r);
+    snprintf(path, sizeof(path), "/_fake/pay/%s", id);
+    assert_int_equal(harness_fake_call(h, "POST", path, NULL, NULL), 200);
+    assert_int_equal(harness_notify(doomed, id, "settlement", "8000.00", HARNESS_FAKE_KEY, NULL),
+                     200);
+    assert_int_equal(harness_vendd_wait_death(doomed, WAIT_MS), SIGKILL);
+    died = harness_now_ms();
+    sql_wait(h, "SENT", 0, "SELECT status FROM refunds WHERE order_id = '%s'", id);
+
+    assert_int_equal(harness_vendd_start(&m->fleet.vendd[1]), 0);
+    assert_int_equal(harness_vendd_start(&m->fleet.vendd[2]), 0);
+    /* Not before the lease is past: the dead one's call could still reach Midtrans. */
+    harness_sleep_ms((unsigned)(died + 5000 - harness_now_ms()));
+    sql_wait(h, "SENT", 0, "SELECT status FROM refunds WHERE order_id = '%s'", id);
+    sql_wait(h, "DONE", 20000, "SELECT status FROM refunds WHERE order_id = '%s'", id);
+    assert_true(harness_now_ms() - died >= 10000);
+    snprintf(path, sizeof(path), "/v2/%s/refund", id);
+    assert_int_equal(harness_fake_requests(h, "POST", path, NULL), 1);
+    sql_wait(h, "REFUNDED", 0, "SELECT status FROM orders WHERE id = '%s'", id);
+    one_command_per_unit(m);
+    assert_int_equal(harness_check(h, m->drops), 0);
+}
+
 /* ---- d: the database restarted under three instances ----------------------------------- */
 
 static void the_database_restarts_under_three_instances(void **state)
@@ -855,10 +920,13 @@ int main(void)
 {
     /* Fast motors for the throughput cases; 800 ms (inside a 1 s slot) for the kill, so it
      * comes while the motor runs; 10 s deadlines across the database outage. */
-    static struct cfg fast = {1000, "100", NULL, true};
-    static struct cfg kill_cfg = {1000, "800", "0", false};
-    static struct cfg outage = {10000, "800", NULL, false};
-    static struct cfg events = {1000, "100", NULL, false};
+    static struct cfg fast = {.slot_motor_ms = 1000, .sim_motor_ms = "100", .midtrans = true};
+    static struct cfg kill_cfg = {
+        .slot_motor_ms = 1000, .sim_motor_ms = "800", .silent_after = "0"};
+    static struct cfg jams = {
+        .slot_motor_ms = 1000, .sim_motor_ms = "100", .jam_rate = "1", .midtrans = true};
+    static struct cfg outage = {.slot_motor_ms = 10000, .sim_motor_ms = "800"};
+    static struct cfg plain = {.slot_motor_ms = 1000, .sim_motor_ms = "100"};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(orders_spread_over_three_instances, setup,
                                                  teardown, &fast),
@@ -867,11 +935,13 @@ int main(void)
         cmocka_unit_test_prestate_setup_teardown(an_instance_killed_mid_dispense_is_taken_over,
                                                  setup, teardown, &kill_cfg),
         cmocka_unit_test_prestate_setup_teardown(
-            a_result_lost_with_its_instance_is_settled_by_another, setup, teardown, &events),
+            a_result_lost_with_its_instance_is_settled_by_another, setup, teardown, &plain),
+        cmocka_unit_test_prestate_setup_teardown(a_refund_in_flight_is_sent_again_by_another, setup,
+                                                 teardown, &jams),
         cmocka_unit_test_prestate_setup_teardown(the_database_restarts_under_three_instances, setup,
                                                  teardown, &outage),
         cmocka_unit_test_prestate_setup_teardown(events_of_one_instance_reach_the_others, setup,
-                                                 teardown, &events),
+                                                 teardown, &plain),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
