@@ -705,7 +705,8 @@ static void the_database_restarts_under_three_instances(void **state)
     long long stock = sql_int(h, "SELECT sum(current_stock) FROM slots");
     int kept = 0;
 
-    /* Two units in flight (800 ms motors, 10 s deadlines) when the server goes. */
+    /* Two units in flight when the server goes: 2 s motors, so their results come after it
+     * is down; 11 s deadlines, past the outage. */
     assert_int_equal(post_order(h, "d-1", "VM01", 1, 1), 201);
     assert_int_equal(post_order(h, "d-2", "VM02", 1, 1), 201);
     assert_int_equal(harness_trigger(&m->fleet.vendd[1], "d-1", NULL), 200);
@@ -919,13 +920,13 @@ static void events_of_one_instance_reach_the_others(void **state)
 int main(void)
 {
     /* Fast motors for the throughput cases; 800 ms (inside a 1 s slot) for the kill, so it
-     * comes while the motor runs; 10 s deadlines across the database outage. */
+     * comes while the motor runs; 10 s slots (11 s deadlines) across the database outage. */
     static struct cfg fast = {.slot_motor_ms = 1000, .sim_motor_ms = "100", .midtrans = true};
     static struct cfg kill_cfg = {
         .slot_motor_ms = 1000, .sim_motor_ms = "800", .silent_after = "0"};
     static struct cfg jams = {
         .slot_motor_ms = 1000, .sim_motor_ms = "100", .jam_rate = "1", .midtrans = true};
-    static struct cfg outage = {.slot_motor_ms = 10000, .sim_motor_ms = "800"};
+    static struct cfg outage = {.slot_motor_ms = 10000, .sim_motor_ms = "2000"};
     static struct cfg plain = {.slot_motor_ms = 1000, .sim_motor_ms = "100"};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(orders_spread_over_three_instances, setup,
