@@ -11,6 +11,9 @@
  *    rows and fails it NO_RESULT (the order FAILED, its refund queued) in time.
  * 4. A refund left SENT by an instance that died (its lease past): instance 2 takes it back
  *    into the queue and sends it (here, a manual order's: to the operator).
+ * 5. With instance 1 dead, every result goes to instance 2: its session ended with its
+ *    connection, so the broker no longer counts it in the group (with a session kept, half of
+ *    them would wait for it).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -267,6 +270,23 @@ static void dead_instances_refund_taken_back(void **state)
     assert_true(harness_log_count(&t->h2, "gave no answer within") >= 1);
 }
 
+static void results_after_a_death_go_to_the_living(void **state)
+{
+    struct two *t = *state;
+    static const char *const ids[] = {"inst-after-1", "inst-after-2", "inst-after-3"};
+    size_t seen = harness_mqtt_wait(&t->f->machine, 0, 0);
+    char sql[160];
+
+    assert_false(harness_vendd_alive(&t->f->h)); /* killed in the test before */
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(harness_order(&t->h2, ids[i], 1, 1), 0);
+        assert_int_equal(harness_trigger(&t->h2, ids[i], NULL), 200);
+        dispense_and_answer(t, ids[i], seen + i + 1);
+        snprintf(sql, sizeof(sql), "SELECT status FROM orders WHERE id = '%s'", ids[i]);
+        assert_int_equal(harness_sql_wait(&t->f->h, sql, "COMPLETED", 5000), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -274,6 +294,7 @@ int main(void)
         cmocka_unit_test(events_of_one_instance_on_the_other),
         cmocka_unit_test(dead_instances_deadline_taken_over),
         cmocka_unit_test(dead_instances_refund_taken_back),
+        cmocka_unit_test(results_after_a_death_go_to_the_living),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
