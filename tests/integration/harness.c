@@ -377,7 +377,8 @@ int harness_env_set(struct harness *h, const char *kv)
     return 0;
 }
 
-int harness_prepare(struct harness *h, const char *const *extra_env)
+/* What every vendd of a test needs: the binary, the extras, a fresh directory. */
+static int prepare_own(struct harness *h, const char *const *extra_env)
 {
     const char *tmp = getenv("TMPDIR");
     int n;
@@ -408,9 +409,34 @@ int harness_prepare(struct harness *h, const char *const *extra_env)
     }
     snprintf(h->db_path, sizeof(h->db_path), "%s/vendd.db", h->dir);
     snprintf(h->log_path, sizeof(h->log_path), "%s/vendd.log", h->dir);
+    return 0;
+}
+
+int harness_prepare(struct harness *h, const char *const *extra_env)
+{
+    if (prepare_own(h, extra_env) < 0)
+        return -1;
     if (harness_db_create(h) < 0 || test_broker_start(&h->broker) < 0 ||
         free_port(&h->http_port) < 0) {
         harness_stop(h);
+        return -1;
+    }
+    return 0;
+}
+
+int harness_peer_prepare(struct harness *peer, const struct harness *first,
+                         const char *const *extra_env)
+{
+    if (prepare_own(peer, extra_env) < 0)
+        return -1;
+    /* Set before anything can fail: harness_stop() must leave first's broker alone. */
+    peer->peer = true;
+    peer->broker = first->broker;
+    peer->fake_port = first->fake_port;
+    peer->fake_wire = first->fake_wire;
+    memcpy(peer->bearer, first->bearer, sizeof(peer->bearer));
+    if (harness_db_share(peer, first) < 0 || free_port(&peer->http_port) < 0) {
+        harness_stop(peer);
         return -1;
     }
     return 0;
@@ -455,7 +481,8 @@ void harness_stop(struct harness *h)
 {
     harness_vendd_kill(h);
     harness_fake_stop(h);
-    test_broker_stop(&h->broker);
+    if (!h->peer)
+        test_broker_stop(&h->broker);
     harness_db_drop(h);
     if (h->dir[0] == '\0')
         return;
@@ -724,6 +751,12 @@ long harness_call_wake(struct harness *h, const char *method, const char *path, 
 
 int harness_http_parallel(struct harness *h, struct harness_request *reqs, size_t n, int timeout_ms)
 {
+    return harness_http_parallel_at(h, reqs, NULL, n, timeout_ms);
+}
+
+int harness_http_parallel_at(struct harness *h, struct harness_request *reqs, const uint16_t *ports,
+                             size_t n, int timeout_ms)
+{
     uint64_t deadline = harness_now_ms() + (uint64_t)timeout_ms;
     struct curl_slist *hdrs = NULL;
     char url[512], auth[160];
@@ -756,7 +789,8 @@ int harness_http_parallel(struct harness *h, struct harness_request *reqs, size_
             answered = fail("curl_easy_init failed");
             goto out;
         }
-        snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", (unsigned)h->http_port, reqs[i].path);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u%s",
+                 (unsigned)(ports != NULL ? ports[i] : h->http_port), reqs[i].path);
         curl_easy_setopt(easy[i], CURLOPT_URL, url);
         curl_easy_setopt(easy[i], CURLOPT_CUSTOMREQUEST, reqs[i].method);
         curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, hdrs);
@@ -1696,4 +1730,80 @@ void harness_fixture_free(struct harness_fixture *f)
         harness_mqtt_close(&f->machine);
     harness_stop(&f->h);
     free(f);
+}
+
+/* ---- a fleet -------------------------------------------------------------------------- */
+
+/* true if port is the HTTP port of one of the first n instances. */
+static bool fleet_port_taken(const struct harness_fleet *f, size_t n, uint16_t port)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (f->vendd[i].http_port == port)
+            return true;
+    }
+    return false;
+}
+
+/* Instance i prepared (vendd[0] with the broker, the database and the fake), not started. */
+static int fleet_prepare(struct harness_fleet *f, size_t i, const char *const *extra_env,
+                         bool midtrans)
+{
+    struct harness *h = &f->vendd[i];
+    char kv[96];
+
+    if (i == 0 ? harness_prepare(h, extra_env) < 0
+               : harness_peer_prepare(h, &f->vendd[0], extra_env) < 0)
+        return -1;
+    /* Nothing listens yet: the kernel may hand two of them the same free port. */
+    for (int tries = 0; fleet_port_taken(f, i, h->http_port); tries++) {
+        if (tries == 16 || harness_new_http_port(h) < 0)
+            return fail("no free loopback port for vendd-%zu", i + 1);
+    }
+    snprintf(kv, sizeof(kv), "MQTT_CLIENT_ID=vendd-%zu", i + 1);
+    if ((!extra_has(h, "MQTT_CLIENT_ID") && harness_env_set(h, kv) < 0) ||
+        (!extra_has(h, "MQTT_SHARED_GROUP") &&
+         harness_env_set(h, "MQTT_SHARED_GROUP=" HARNESS_SHARED_GROUP) < 0))
+        return -1;
+    if (i == 0 && midtrans && harness_fake_start(h, NULL) < 0)
+        return -1;
+    return 0;
+}
+
+int harness_fleet_start(struct harness_fleet *f, size_t n, const char *const *extra_env,
+                        bool midtrans)
+{
+    memset(f, 0, sizeof(*f));
+    if (n == 0 || n > HARNESS_FLEET_MAX)
+        return fail("a fleet of %zu vendd: 1 to %d", n, HARNESS_FLEET_MAX);
+    f->n = n;
+    for (size_t i = 0; i < n; i++) {
+        if (fleet_prepare(f, i, extra_env, midtrans) < 0)
+            goto undo;
+    }
+    /* One after the other: the first migrates the fresh database. */
+    for (size_t i = 0; i < n; i++) {
+        if (harness_vendd_start(&f->vendd[i]) < 0) {
+            fail("vendd-%zu did not start (log: %s)", i + 1, f->vendd[i].log_path);
+            goto undo;
+        }
+    }
+    return 0;
+undo:
+    harness_fleet_stop(f);
+    return -1;
+}
+
+struct harness *harness_fleet_at(struct harness_fleet *f, size_t i)
+{
+    return &f->vendd[i % (f->n > 0 ? f->n : 1)];
+}
+
+void harness_fleet_stop(struct harness_fleet *f)
+{
+    /* The peers first: vendd[0] owns what they run on. */
+    for (size_t i = f->n; i-- > 1;)
+        harness_stop(&f->vendd[i]);
+    if (f->n > 0)
+        harness_stop(&f->vendd[0]);
+    f->n = 0;
 }

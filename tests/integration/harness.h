@@ -81,6 +81,9 @@ struct harness {
      * HTTP server, and the last one's method and path. */
     int stalled;
     char stalled_what[160];
+    /* A peer (harness_peer_prepare()) runs its own vendd on the broker and database of another
+     * harness, which owns them: harness_stop() of a peer leaves both. */
+    bool peer;
 };
 
 /*
@@ -163,6 +166,9 @@ struct harness_request {
  */
 int harness_http_parallel(struct harness *h, struct harness_request *reqs, size_t n,
                           int timeout_ms);
+/* The same, request i to the vendd on ports[i] (several of a fleet) instead of h's. */
+int harness_http_parallel_at(struct harness *h, struct harness_request *reqs, const uint16_t *ports,
+                             size_t n, int timeout_ms);
 void harness_requests_free(struct harness_request *reqs, size_t n);
 /* JSON convenience: body is a NUL-terminated JSON text (or NULL). */
 long harness_call(struct harness *h, const char *method, const char *path, const char *body,
@@ -192,6 +198,9 @@ bool harness_db_pg(const struct harness *h);
  * calls it); dropped by harness_db_drop() (harness_stop() calls it). */
 int harness_db_create(struct harness *h);
 void harness_db_drop(struct harness *h);
+/* A peer's database is first's (harness_peer_prepare()): its URL, a connection of its own;
+ * harness_db_drop() of the peer drops only that connection. */
+int harness_db_share(struct harness *peer, const struct harness *first);
 
 /* The first column of the first row of sql as text into buf ("" for NULL; a boolean 1/0);
  * 1 if a row, 0 if none, -1 on error. */
@@ -402,6 +411,43 @@ struct harness_fixture *harness_fixture_new_midtrans(const char *const *extra_en
                                                      const char *machine_client_id);
 /* Closes the machine client, harness_stop(), frees f. NULL is fine. */
 void harness_fixture_free(struct harness_fixture *f);
+
+/* ---- several vendd on one database and one broker (issue 11) ------------------------ */
+
+/*
+ * peer: another vendd on first's broker and database (and fake-midtrans, when first has one
+ * wired), with a working directory, log and HTTP port of its own and extra_env as
+ * harness_prepare() takes it; not started. The SQL functions work on a peer too (its own
+ * connection). first must outlive it; harness_stop() of the peer leaves what first owns.
+ */
+int harness_peer_prepare(struct harness *peer, const struct harness *first,
+                         const char *const *extra_env);
+
+#define HARNESS_FLEET_MAX    4
+#define HARNESS_SHARED_GROUP "vendd" /* the fleet's MQTT_SHARED_GROUP */
+
+/*
+ * n vendd on one database (PostgreSQL: VEND_TEST_DB=pg) and one broker, as an operator runs
+ * them behind a load balancer: vendd[i] has MQTT_CLIENT_ID=vendd-<i+1>, MQTT_SHARED_GROUP=
+ * HARNESS_SHARED_GROUP, its own port, directory and log, and the caller's extras. vendd[0]
+ * owns the broker, the database and fake-midtrans (with midtrans, started first and wired to
+ * every instance); they start one after the other, vendd[0] first (it migrates the fresh
+ * database). Address instance i as &f->vendd[i] with every harness function (harness_vendd_kill()
+ * and harness_vendd_start() kill -9 and restart one); the database and harness_check() through
+ * any of them.
+ */
+struct harness_fleet {
+    struct harness vendd[HARNESS_FLEET_MAX];
+    size_t n;
+};
+
+/* Start it; 0, or -1 with everything stopped again. */
+int harness_fleet_start(struct harness_fleet *f, size_t n, const char *const *extra_env,
+                        bool midtrans);
+/* Instance i modulo n: a round-robin over the fleet. */
+struct harness *harness_fleet_at(struct harness_fleet *f, size_t i);
+/* Stop every vendd (SIGKILL if still running), then what vendd[0] owns. Safe twice. */
+void harness_fleet_stop(struct harness_fleet *f);
 
 /* Monotonic milliseconds, and a sleep. */
 uint64_t harness_now_ms(void);

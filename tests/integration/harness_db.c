@@ -137,6 +137,18 @@ int harness_db_create(struct harness *h)
     return 0;
 }
 
+int harness_db_share(struct harness *peer, const struct harness *first)
+{
+    memcpy(peer->db_path, first->db_path, sizeof(peer->db_path));
+    memcpy(peer->db_url, first->db_url, sizeof(peer->db_url));
+    memcpy(peer->pg_db, first->pg_db, sizeof(peer->pg_db));
+    memcpy(peer->pg_server, first->pg_server, sizeof(peer->pg_server));
+    if (!harness_db_pg(peer))
+        return 0;
+    peer->pg = calloc(1, sizeof(*peer->pg));
+    return peer->pg != NULL ? 0 : fail("out of memory");
+}
+
 void harness_db_drop(struct harness *h)
 {
     char sql[128];
@@ -148,6 +160,11 @@ void harness_db_drop(struct harness *h)
     }
     if (!harness_db_pg(h))
         return;
+    if (h->peer) {
+        /* The database is another harness's to drop. */
+        h->pg_db[0] = '\0';
+        return;
+    }
     if (getenv("HARNESS_KEEP") != NULL) {
         fprintf(stderr, "harness: kept database '%s' (%s)\n", h->pg_db, h->db_url);
     } else {
