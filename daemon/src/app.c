@@ -38,6 +38,13 @@
 
 /* How long the broker keeps our session, and the results queued for it, while we are away. */
 #define SESSION_EXPIRY_S (24 * 3600)
+/*
+ * With MQTT_SHARED_GROUP: none. mosquitto hands a shared subscription's messages round-robin
+ * to every member with a session, offline ones too, so a dead instance's session would take
+ * its share of the results and hold them until it came back; ended with the connection, it
+ * leaves the group and the live instances get everything (docs/DESIGN.md "Several instances").
+ */
+#define SHARED_SESSION_EXPIRY_S 0
 
 int64_t vendd_wall_ms(void)
 {
@@ -81,7 +88,7 @@ static int create_mqtt(struct vendd *v, enum ingest_session session)
     struct mqtt_config mc = {0};
     char bulk_id[MQTT_MAX_CLIENT_ID + 1];
 
-    ingest_subscriptions(session, &subs);
+    ingest_subscriptions(session, conf->mqtt_shared_group, &subs);
     mc.host = conf->mqtt_host;
     mc.port = (uint16_t)conf->mqtt_port;
     mc.tls = conf->mqtt_tls;
@@ -94,7 +101,8 @@ static int create_mqtt(struct vendd *v, enum ingest_session session)
     /* mqtt_client_new() copies the filters. */
     mc.subscriptions = subs.filters;
     mc.nsubscriptions = subs.n;
-    mc.session_expiry_s = SESSION_EXPIRY_S;
+    mc.session_expiry_s =
+        conf->mqtt_shared_group[0] != '\0' ? SHARED_SESSION_EXPIRY_S : SESSION_EXPIRY_S;
     mc.after_burst = ingest_commit;
     if (session == INGEST_DISPENSE)
         return mqtt_client_new(&v->mqtt, v->loop, &mc, ingest_message, on_mqtt_state, v);

@@ -371,6 +371,58 @@ static void test_strings(void **state)
     loaded_clear(&l);
 }
 
+/* MQTT_SHARED_GROUP: one topic level of a safe set, 1..32 bytes, and PostgreSQL only. */
+static void test_shared_group(void **state)
+{
+    static const struct {
+        const char *group;
+        bool ok;
+    } cases[] = {
+        {"vendd", true},
+        {"a", true},
+        {"vendd_prod-2", true},
+        {"12345678901234567890123456789012", true},
+        {"123456789012345678901234567890123", false},
+        {"vendd/1", false},
+        {"vendd+", false},
+        {"#", false},
+        {"ven dd", false},
+        {"vendd.jkt", false},
+        {"$share", false},
+    };
+    char pg[] = "DATABASE_URL=postgres://u:p@h:5432/db";
+    char sqlite[] = "DATABASE_URL=sqlite:x.db";
+    char kv[128];
+    struct loaded l;
+
+    (void)state;
+    load1(&l, "PORT=3001");
+    assert_int_equal(l.rc, VEND_OK);
+    assert_string_equal(l.conf.mqtt_shared_group, ""); /* default: plain subscriptions */
+    loaded_clear(&l);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *envp[] = {pg, kv, NULL};
+
+        snprintf(kv, sizeof kv, "MQTT_SHARED_GROUP=%s", cases[i].group);
+        load(&l, envp, NULL);
+        if ((l.rc == VEND_OK) != cases[i].ok)
+            fail_msg("MQTT_SHARED_GROUP=%s: rc %d, %s", cases[i].group, l.rc, l.err);
+        if (cases[i].ok)
+            assert_string_equal(l.conf.mqtt_shared_group, cases[i].group);
+        loaded_clear(&l);
+    }
+    {
+        char *envp[] = {sqlite, kv, NULL};
+
+        snprintf(kv, sizeof kv, "MQTT_SHARED_GROUP=vendd");
+        load(&l, envp, NULL);
+        assert_int_equal(l.rc, VEND_ECONF);
+        assert_non_null(strstr(l.err, "MQTT_SHARED_GROUP"));
+        assert_non_null(strstr(l.err, "DATABASE_URL"));
+        loaded_clear(&l);
+    }
+}
+
 /* Longest accepted value and one byte more, for every bounded string. */
 static void test_lengths(void **state)
 {
@@ -691,7 +743,7 @@ static void test_print_secrets(void **state)
     assert_null(strstr(text, "pgpw"));
     assert_non_null(strstr(text, "MQTT_PASSWORD=(set)\nMQTT_CA_FILE=\n"));
     assert_non_null(strstr(text, "DATABASE_URL=postgresql://vendd:***@db:5432/vendd\n"));
-    assert_int_equal(count_lines(text), 31); /* one line per option */
+    assert_int_equal(count_lines(text), 32); /* one line per option */
     free(text);
     loaded_clear(&l);
 }
@@ -704,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_bools),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_lengths),
+        cmocka_unit_test(test_shared_group),
         cmocka_unit_test(test_secrets_hidden),
         cmocka_unit_test(test_all_reported),
         cmocka_unit_test_setup_teardown(test_dotenv_syntax, scratch_setup, scratch_teardown),

@@ -209,10 +209,20 @@ static int wait_http(struct harness *h)
                 h->log_path);
 }
 
+/* vendd's log lines "Subscribed to [$share/G/]vm/+/<kind>" (MQTT_SHARED_GROUP: the second
+ * form, the only one with a '/' before "vm/"). */
+static int subscribed(const struct harness *h, const char *plain, const char *shared)
+{
+    return harness_log_count(h, plain) + harness_log_count(h, shared);
+}
+
+#define SUBS_STATUS    "Subscribed to vm/+/status", "/vm/+/status"
+#define SUBS_TELEMETRY "Subscribed to vm/+/telemetry", "/vm/+/telemetry"
+
 static int vendd_start(struct harness *h, bool want_mqtt)
 {
-    int subs = harness_log_count(h, "Subscribed to vm/+/status");
-    int subs_bulk = harness_log_count(h, "Subscribed to vm/+/telemetry");
+    int subs = subscribed(h, SUBS_STATUS);
+    int subs_bulk = subscribed(h, SUBS_TELEMETRY);
     uint64_t deadline = harness_now_ms() + HARNESS_START_MS;
 
     if (h->pid > 0)
@@ -229,8 +239,7 @@ static int vendd_start(struct harness *h, bool want_mqtt)
         st = harness_call(h, "GET", "/health", NULL, &r);
         if (st == 200 && json_is_true(json_object_get(r.json, "mqtt_connected")) &&
             json_is_true(json_object_get(r.json, "mqtt_telemetry_connected")) &&
-            harness_log_count(h, "Subscribed to vm/+/status") > subs &&
-            harness_log_count(h, "Subscribed to vm/+/telemetry") > subs_bulk) {
+            subscribed(h, SUBS_STATUS) > subs && subscribed(h, SUBS_TELEMETRY) > subs_bulk) {
             harness_reply_free(&r);
             h->starts++;
             return 0;

@@ -13,6 +13,8 @@
  *    vendd stops, not dropped with the unit left to fail NO_RESULT and be refunded.
  * 7. A result waiting for a database locked past the busy timeout when SIGTERM comes: in
  *    the database after the restart.
+ * 8. A second vendd on the database is refused; with MQTT_SHARED_GROUP (PostgreSQL) one
+ *    with another MQTT_CLIENT_ID runs beside the first, one with the same id is refused.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -444,24 +446,29 @@ static void waiting_result_survives_sigterm(void **state)
  * would keep their waiting results in the same file, each replacing the other's (found in
  * review). Its output names the lock.
  */
-static void second_vendd_on_the_database_refused(void **state)
+/*
+ * Another vendd on h's database from h's working directory, with envp's extras (NULL-ended)
+ * after the usual; its output into out until it exits or says it listens (10 s at most).
+ * Returns its exit status, or -1 if it runs (then stopped with SIGTERM).
+ */
+static int second_vendd(struct harness *h, const char *const *extra, char *out, size_t size)
 {
-    struct harness_fixture *f = *state;
-    struct harness *h = &f->h;
-    char url[HARNESS_PATH_MAX + 32], out[4096] = "";
-    int fds[2], status = 0;
+    char url[HARNESS_PATH_MAX + 32];
+    char *envp[16] = {url, "MQTT_BROKER_URL=mqtt://127.0.0.1:1", "PORT=0", "HOST=127.0.0.1"};
+    int fds[2], status = 0, n = 4;
     size_t len = 0;
+    bool running = false;
     pid_t pid;
 
-    assert_int_equal(harness_vendd_start(h), 0);
     snprintf(url, sizeof(url), "DATABASE_URL=%s", h->db_url);
+    for (; extra != NULL && *extra != NULL && n < 15; extra++)
+        envp[n++] = (char *)*extra;
+    envp[n] = NULL;
     assert_int_equal(pipe(fds), 0);
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         char *const argv[] = {h->vendd, NULL};
-        char *const envp[] = {url, "MQTT_BROKER_URL=mqtt://127.0.0.1:1", "PORT=0", "HOST=127.0.0.1",
-                              NULL};
 
         dup2(fds[1], STDOUT_FILENO);
         dup2(fds[1], STDERR_FILENO);
@@ -472,34 +479,103 @@ static void second_vendd_on_the_database_refused(void **state)
         _exit(127);
     }
     close(fds[1]);
-    /* Until it closes its output (it exits), 10 s at most. */
-    for (int waited = 0; waited < 10000 && len < sizeof(out) - 1;) {
+    /* Until it closes its output (it exits) or listens, 10 s at most. */
+    for (int waited = 0; waited < 10000 && len < size - 1;) {
         struct pollfd p = {.fd = fds[0], .events = POLLIN};
-        ssize_t n;
+        ssize_t got;
 
         if (poll(&p, 1, 100) == 0) {
             waited += 100;
             continue;
         }
-        n = read(fds[0], out + len, sizeof(out) - 1 - len);
-        if (n <= 0)
+        got = read(fds[0], out + len, size - 1 - len);
+        if (got <= 0)
             break;
-        len += (size_t)n;
+        len += (size_t)got;
+        out[len] = '\0';
+        if (strstr(out, "HTTP listening") != NULL) {
+            running = true;
+            break;
+        }
     }
-    close(fds[0]);
     out[len] = '\0';
+    if (running) {
+        harness_sleep_ms(300); /* past the start: still there */
+        running = waitpid(pid, &status, WNOHANG) == 0;
+        if (running)
+            kill(pid, SIGTERM);
+    }
     for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; i++)
         harness_sleep_ms(50);
     if (kill(pid, 0) == 0) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
-        fail_msg("the second vendd kept running: %s", out);
+        fail_msg("the second vendd did not stop: %s", out);
     }
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    close(fds[0]);
+    if (running)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void second_vendd_on_the_database_refused(void **state)
+{
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    char out[4096] = "";
+    int rc;
+
+    assert_int_equal(harness_vendd_start(h), 0);
+    rc = second_vendd(h, NULL, out, sizeof(out));
+    assert_true(rc > 0);
     assert_non_null(strstr(out, "another vendd runs on this database"));
     /* The first one is untouched. */
     assert_true(harness_vendd_alive(h));
     assert_int_equal(harness_vendd_term(h), 0);
+}
+
+/*
+ * With MQTT_SHARED_GROUP (PostgreSQL): an instance with another MQTT_CLIENT_ID starts beside
+ * the first, one with the same id is refused (its results file and its broker session are
+ * the first one's). On SQLite the option itself is refused.
+ */
+static void shared_group_instances_by_client_id(void **state)
+{
+    static const char *const same[] = {"MQTT_SHARED_GROUP=it-group", "MQTT_CLIENT_ID=vendd-1",
+                                       NULL};
+    static const char *const other[] = {"MQTT_SHARED_GROUP=it-group", "MQTT_CLIENT_ID=vendd-2",
+                                        NULL};
+    struct harness_fixture *f = *state;
+    struct harness *h = &f->h;
+    char out[4096] = "";
+    int rc;
+
+    if (!harness_db_pg(h)) {
+        assert_int_equal(harness_vendd_start(h), 0);
+        rc = second_vendd(h, other, out, sizeof(out));
+        assert_int_equal(rc, 78);
+        assert_non_null(strstr(out, "MQTT_SHARED_GROUP: needs a postgres:// DATABASE_URL"));
+        assert_true(harness_vendd_alive(h));
+        assert_int_equal(harness_vendd_term(h), 0);
+        return;
+    }
+    assert_int_equal(harness_env_set(h, same[0]), 0);
+    assert_int_equal(harness_env_set(h, same[1]), 0);
+    assert_int_equal(harness_vendd_start(h), 0);
+    rc = second_vendd(h, same, out, sizeof(out));
+    assert_true(rc > 0);
+    assert_non_null(
+        strstr(out, "another vendd runs on this database with MQTT_CLIENT_ID 'vendd-1'"));
+    out[0] = '\0';
+    rc = second_vendd(h, other, out, sizeof(out));
+    if (rc != -1)
+        fail_msg("vendd-2 did not run beside vendd-1 (exit %d): %s", rc, out);
+    /* A vendd without the group is still one per database: refused beside vendd-1 only if
+     * in the same directory as its file, which it is not; the first one is untouched. */
+    assert_true(harness_vendd_alive(h));
+    assert_int_equal(harness_vendd_term(h), 0);
+    assert_int_equal(harness_env_set(h, "MQTT_SHARED_GROUP="), 0);
+    assert_int_equal(harness_env_set(h, "MQTT_CLIENT_ID="), 0);
 }
 
 int main(void)
@@ -513,6 +589,7 @@ int main(void)
         cmocka_unit_test(last_turn_applied_at_sigterm),
         cmocka_unit_test(waiting_result_survives_sigterm),
         cmocka_unit_test(second_vendd_on_the_database_refused),
+        cmocka_unit_test(shared_group_instances_by_client_id),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

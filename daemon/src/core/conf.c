@@ -30,6 +30,7 @@ enum opt_type {
     OPT_HTTPURL,  /* http[s]://host[:port][/path], stored without trailing '/' */
     OPT_MACHINE,  /* VEND_MACHINE_ID_PATTERN, vend_machine_id_valid() */
     OPT_CLIENTID, /* CONF_CLIENT_ID_PATTERN */
+    OPT_GROUP,    /* CONF_SHARED_GROUP_PATTERN */
     OPT_LOGFMT,   /* text | json, into an enum log_format */
 };
 
@@ -56,6 +57,9 @@ static const struct conf_opt s_opts[] = {
     /* Fixed, not derived from the host name or PORT: the broker keys vendd's session on it,
      * and a restart must find the results queued there (SPEC §2). */
     {"MQTT_CLIENT_ID", OPT_CLIENTID, 0, 0, "vendd", FIELD(mqtt_client_id), false},
+    /* Several vendd on one PostgreSQL and one broker: the MQTT v5 shared subscription group
+     * ($share/G/vm/+/...) the broker spreads the machines' messages over. */
+    {"MQTT_SHARED_GROUP", OPT_GROUP, 0, 0, NULL, FIELD(mqtt_shared_group), false},
     {"MACHINE_ID", OPT_MACHINE, 0, 0, "VM01", FIELD(machine_id), false},
     {"API_TOKEN", OPT_STRING, 0, 0, NULL, FIELD(api_token), true},
     {"MIDTRANS_SERVER_KEY", OPT_STRING, 0, 0, NULL, FIELD(midtrans_server_key), true},
@@ -148,6 +152,18 @@ static bool client_id_valid(const char *s)
             return false;
     }
     return n >= 1 && n <= CONF_CLIENT_ID_MAX;
+}
+
+/* A shared subscription's group is one topic level: no '/', '+' or '#'; kept to a safe set. */
+static bool group_valid(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n] != '\0'; n++) {
+        if (!isalnum((unsigned char)s[n]) && s[n] != '_' && s[n] != '-')
+            return false;
+    }
+    return n >= 1 && n <= CONF_SHARED_GROUP_MAX;
 }
 
 static bool all_digits(const char *s, size_t len)
@@ -453,6 +469,7 @@ static int opt_parse(struct vendd_conf *conf, const struct conf_opt *o, const ch
     case OPT_HTTPURL:
     case OPT_MACHINE:
     case OPT_CLIENTID:
+    case OPT_GROUP:
         break;
     }
 
@@ -477,6 +494,12 @@ static int opt_parse(struct vendd_conf *conf, const struct conf_opt *o, const ch
     case OPT_CLIENTID:
         if (!client_id_valid(v)) {
             snprintf(why, whysize, "must match %s", CONF_CLIENT_ID_PATTERN);
+            return VEND_EINVAL;
+        }
+        break;
+    case OPT_GROUP:
+        if (!group_valid(v)) {
+            snprintf(why, whysize, "must match %s", CONF_SHARED_GROUP_PATTERN);
             return VEND_EINVAL;
         }
         break;
@@ -812,6 +835,15 @@ static int conf_derive(struct vendd_conf *conf, FILE *errout)
         report(errout, opt_find("MQTT_PASSWORD"), "set without MQTT_USERNAME", "");
         bad++;
     }
+    /* Several instances share what one process used to own: only PostgreSQL's row locks and
+     * compare-and-sets across connections decide for them (docs/DESIGN.md). */
+    if (conf->mqtt_shared_group[0] != '\0' && conf->database_url[0] != '\0' &&
+        conf->db_kind != CONF_DB_POSTGRES) {
+        report(errout, opt_find("MQTT_SHARED_GROUP"),
+               "needs a postgres:// DATABASE_URL (several vendd cannot share SQLite)",
+               conf->mqtt_shared_group);
+        bad++;
+    }
     /* The reserve is part of the limit: the rest is what everyone else may use. (A limit
      * that did not parse is 0 here, already reported.) */
     if (conf->http_max_connections != 0 && conf->http_local_reserve >= conf->http_max_connections) {
@@ -895,6 +927,7 @@ void conf_print(const struct vendd_conf *conf, FILE *out)
         case OPT_HTTPURL:
         case OPT_MACHINE:
         case OPT_CLIENTID:
+        case OPT_GROUP:
             fprintf(out, "%s\n", (const char *)field);
             break;
         }

@@ -38,6 +38,10 @@
 #define CONF_CLIENT_ID_MAX     64
 #define CONF_CLIENT_ID_PATTERN "[A-Za-z0-9_.-]{1,64}"
 
+/* MQTT_SHARED_GROUP: one topic level of "$share/<group>/vm/+/...". */
+#define CONF_SHARED_GROUP_MAX     32
+#define CONF_SHARED_GROUP_PATTERN "[A-Za-z0-9_-]{1,32}"
+
 /* .env limits: bigger files or longer lines are rejected, not truncated. */
 #define CONF_DOTENV_MAX_BYTES 65536
 #define CONF_DOTENV_MAX_LINE  4096
@@ -68,6 +72,9 @@ struct vendd_conf {
     /* The broker keeps vendd's session (subscriptions, results queued while it is away)
      * under this id: the same across restarts, port changes and host renames. */
     char mqtt_client_id[CONF_CLIENT_ID_MAX + 1]; /* CONF_CLIENT_ID_PATTERN */
+    /* "" = plain subscriptions, one vendd per database; else the shared subscription group
+     * of several instances (PostgreSQL only), each with its own MQTT_CLIENT_ID. */
+    char mqtt_shared_group[CONF_SHARED_GROUP_MAX + 1]; /* CONF_SHARED_GROUP_PATTERN */
 
     char machine_id[VEND_MACHINE_ID_MAX + 1]; /* MACHINE_ID, VEND_MACHINE_ID_PATTERN */
 

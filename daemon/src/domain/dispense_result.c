@@ -505,8 +505,11 @@ static const struct result_spool_entry *entry_at(void *arg, size_t i)
 
 /* The file the queue is kept in: beside the SQLite database, or in the working directory
  * with PostgreSQL (the unit's StateDirectory, deploy/systemd/vendd.service), named after the
- * database's URL so that a vendd started there on another database never applies it. (The
- * directory is vendd's own, mode 0700: the name tells no one the URL who could not read it.) */
+ * database's URL so that a vendd started there on another database never applies it; with
+ * MQTT_SHARED_GROUP after the URL and MQTT_CLIENT_ID, one file per instance: the results are
+ * those its own broker session took, and two instances with one id would take that session
+ * from each other anyway. (The directory is vendd's own, mode 0700: the name tells no one
+ * the URL who could not read it.) */
 static bool spool_path(const struct vendd *v, char *buf, size_t size)
 {
     const char *db = v->conf->sqlite_path;
@@ -514,6 +517,12 @@ static bool spool_path(const struct vendd *v, char *buf, size_t size)
 
     if (v->conf->db_kind != CONF_DB_SQLITE) {
         for (const char *p = v->conf->database_url; *p != '\0'; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        /* A '\n' is in neither value: "url\nid" names one pair only. */
+        for (const char *p = "\n"; v->conf->mqtt_shared_group[0] != '\0' && *p != '\0'; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        for (const char *p = v->conf->mqtt_client_id;
+             v->conf->mqtt_shared_group[0] != '\0' && *p != '\0'; p++)
             h = (h ^ (unsigned char)*p) * 1099511628211ull;
         return (size_t)snprintf(buf, size, "%s-%016llx", RESULT_SPOOL_PG_FILE,
                                 (unsigned long long)h) < size;
@@ -642,12 +651,17 @@ int dispense_results_lock(struct vendd *v)
 
     if (!spool_path(v, path, sizeof(path)))
         return VEND_OK;
-    /* One vendd per file: a second one would replace the first one's queue with its own, and
-     * delete it when its own is empty. Held until exit; the kernel drops it at a crash. */
+    /* One vendd per file (per database, or per instance of a shared group): a second one
+     * would replace the first one's queue with its own, and delete it when its own is empty. Held
+     * until exit; the kernel drops it at a crash. */
     snprintf(lock, sizeof(lock), "%s.lock", path);
     fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        if (fd >= 0 && errno == EWOULDBLOCK)
+        if (fd >= 0 && errno == EWOULDBLOCK && v->conf->mqtt_shared_group[0] != '\0')
+            log_warnx("another vendd runs on this database with MQTT_CLIENT_ID '%s': '%s' is "
+                      "locked",
+                      v->conf->mqtt_client_id, lock);
+        else if (fd >= 0 && errno == EWOULDBLOCK)
             log_warnx("another vendd runs on this database: '%s' is locked", lock);
         else
             log_warn("cannot lock '%s'", lock);

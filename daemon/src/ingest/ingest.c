@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "broker_stats.h"
+#include "conf.h"
 #include "db.h"
 #include "dispense_result.h"
 #include "log.h"
@@ -47,40 +48,45 @@ static const struct {
 #define NTOPICS (sizeof(s_topics) / sizeof(s_topics[0]))
 
 /*
- * Put in front of every filter, and the one place to change it: several vendd instances
- * sharing the fleet will subscribe as "$share/vendd/vm/+/..." (MQTT v5 shared subscriptions,
- * docs/DESIGN.md). Received topics never carry it, so parsing is unaffected.
+ * Put in front of every filter with MQTT_SHARED_GROUP G: "$share/G/" (MQTT v5 shared
+ * subscriptions: the broker hands each message to one member of the group, docs/DESIGN.md
+ * "Several instances"). Received topics never carry it, so parsing is unaffected.
  */
-#define FILTER_PREFIX ""
+#define SHARE_PREFIX "$share/"
 
 _Static_assert(NTOPICS <= INGEST_TOPICS_MAX, "raise INGEST_TOPICS_MAX");
-_Static_assert(sizeof(FILTER_PREFIX) - 1 + VEND_TOPIC_FILTER_MAX <= INGEST_FILTER_MAX,
+_Static_assert(sizeof(SHARE_PREFIX) - 1 + CONF_SHARED_GROUP_MAX + 1 + VEND_TOPIC_FILTER_MAX <=
+                   INGEST_FILTER_MAX,
                "raise INGEST_FILTER_MAX");
 
-/* FILTER_PREFIX + "vm/+/{kind}" into buf[INGEST_FILTER_MAX + 1]. */
-static void filter_build(char *buf, enum vend_topic_kind kind)
+/* ["$share/" group "/"] "vm/+/{kind}" into buf[INGEST_FILTER_MAX + 1]; group "" for none. */
+static void filter_build(char *buf, const char *group, enum vend_topic_kind kind)
 {
-    size_t n = sizeof(FILTER_PREFIX) - 1;
+    size_t n = 0;
     int rc;
 
-    memcpy(buf, FILTER_PREFIX, n);
+    assert(strlen(group) <= CONF_SHARED_GROUP_MAX);
+    if (group[0] != '\0')
+        n = (size_t)snprintf(buf, INGEST_FILTER_MAX + 1, SHARE_PREFIX "%s/", group);
     rc = vend_topic_filter(buf + n, INGEST_FILTER_MAX + 1 - n, kind);
     assert(rc > 0); /* the table names only known kinds; the sizes are checked above */
     (void)rc;
 }
 
-void ingest_subscriptions(enum ingest_session session, struct ingest_subscriptions *out)
+void ingest_subscriptions(enum ingest_session session, const char *group,
+                          struct ingest_subscriptions *out)
 {
     memset(out, 0, sizeof(*out));
     for (size_t i = 0; i < NTOPICS; i++) {
         if (s_topics[i].session != session)
             continue;
-        filter_build(out->filter[out->n], s_topics[i].kind);
+        filter_build(out->filter[out->n], group, s_topics[i].kind);
         out->filters[out->n] = out->filter[out->n];
         out->n++;
     }
     /* The broker's own counters ride on the dispense session (broker_stats.h): on the bulk
-     * one they would wait behind the very flood they are to reveal. */
+     * one they would wait behind the very flood they are to reveal. Never shared: every
+     * instance shows them. */
     for (size_t i = 0; session == INGEST_DISPENSE && broker_stats_filter(i) != NULL; i++) {
         assert(out->n < INGEST_TOPICS_MAX && strlen(broker_stats_filter(i)) <= INGEST_FILTER_MAX);
         snprintf(out->filter[out->n], sizeof(out->filter[0]), "%s", broker_stats_filter(i));

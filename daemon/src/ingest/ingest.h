@@ -43,8 +43,13 @@ struct ingest_subscriptions {
     size_t n;
 };
 
-/* Fills *out with session's filters, in table order (the order the guide shows). */
-void ingest_subscriptions(enum ingest_session session, struct ingest_subscriptions *out);
+/*
+ * Fills *out with session's filters, in table order (the order the guide shows); group is
+ * MQTT_SHARED_GROUP ("" for plain subscriptions): the machines' topics become
+ * "$share/<group>/vm/+/...", the broker's $SYS counters stay unshared.
+ */
+void ingest_subscriptions(enum ingest_session session, const char *group,
+                          struct ingest_subscriptions *out);
 
 /* mqtt_message_fn: arg is the struct vendd. */
 void ingest_message(void *arg, const char *topic, const void *payload, size_t len, bool retained);
