@@ -31,6 +31,7 @@
 #include "mqtt.h"
 #include "notify.h"
 #include "offline.h"
+#include "peers.h"
 #include "store.h"
 #include "telemetry.h"
 #include "vend/err.h"
@@ -297,6 +298,7 @@ int app_run(const struct vendd_conf *conf)
         goto out;
     telemetry_prune_start(&v);
     offline_start(&v);
+    peers_start(&v);
     rc = mqtt_client_start(v.mqtt);
     if (rc >= 0)
         rc = mqtt_client_start(v.mqtt_bulk);
@@ -317,8 +319,10 @@ out:
         dispense_group_flush(&v);
     /* Whatever holds a waiting HTTP request goes before the HTTP server (http.h). */
     checkout_free(&v);
-    if (v.loop != NULL)
+    if (v.loop != NULL) {
+        peers_stop(&v);
         refunds_stop(&v);
+    }
     midtrans_free(v.midtrans);
     httpc_free(v.httpc);
     ratelimit_free(v.order_limit);

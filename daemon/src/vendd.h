@@ -72,6 +72,11 @@ struct vendd {
     struct refund_send *refund_sends;
     /* The timer that raises the alerts of machines OFFLINE past their grace (offline.c). */
     struct offline_state offline;
+    /* With MQTT_SHARED_GROUP: the timer that looks for the other instances' work (peers.c). */
+    struct {
+        uint64_t timer;
+        unsigned ticks;
+    } peers;
     /* The timer that prunes raw telemetry past TELEMETRY_RETENTION_DAYS (telemetry.c). */
     struct telemetry_prune_state telemetry_prune;
     /* Order ids made when the kernel's random generator fails (orders.c). */

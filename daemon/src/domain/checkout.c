@@ -30,6 +30,8 @@
 #define CHECK_BATCH    16
 #define CHECKS_MAX     32
 #define SWEEP_RETRY_MS 1000
+/* Beyond MIDTRANS_TIMEOUT_MS: what a creation takes besides its call (two transactions). */
+#define CREATION_SLACK_MS 10000
 
 /* What a Midtrans call in flight is for. */
 enum call_kind {
@@ -162,6 +164,25 @@ static int64_t end_in_flight(struct vendd *v)
 {
     return deadline_now_ms(v) + (int64_t)v->conf->midtrans_timeout_ms +
            PAYMENT_CHECK_INTERVAL_S * 1000;
+}
+
+/*
+ * Take order_id's due call for this process: next_check_at moves on to until_iso only if the
+ * row is still due (status_sql, next_check_at <= now_iso). Several instances (MQTT_SHARED_GROUP)
+ * read the same due rows; the one whose UPDATE moves it makes the call, the others find it
+ * moved, so no two ask Midtrans to cancel or expire one order at once. 1 taken, 0 not, < 0.
+ */
+static int claim_call(struct vendd *v, const char *order_id, bool pending, const char *now_iso,
+                      const char *until_iso)
+{
+    struct db_value p[3] = {DB_TEXT(order_id), DB_TEXT(until_iso), DB_TEXT(now_iso)};
+
+    return db_exec(v->db,
+                   pending ? "UPDATE orders SET next_check_at = $2 WHERE id = $1 AND status = "
+                             "'PENDING' AND next_check_at <= $3"
+                           : "UPDATE orders SET next_check_at = $2 WHERE id = $1 AND status IN "
+                             "('CANCELLED', 'EXPIRED') AND next_check_at <= $3",
+                   p, 3, NULL, NULL);
 }
 
 void checkout_free(struct vendd *v)
@@ -613,6 +634,7 @@ static int take_due_end(void *arg, const struct db_row *row)
 
 static void sweep_unconfirmed(struct vendd *v, const char *now_iso)
 {
+    char until[STORE_ISO_SIZE];
     struct due_ends due = {0};
     struct db_value p[1] = {DB_TEXT(now_iso)};
 
@@ -624,10 +646,11 @@ static void sweep_unconfirmed(struct vendd *v, const char *now_iso)
         log_warnx("cannot read the orders whose end Midtrans has to confirm: %s", db_errmsg(v->db));
         return;
     }
+    db_iso_time(until, sizeof(until), end_in_flight(v));
     for (size_t i = 0; i < due.n; i++) {
         if (due.kinds[i] == CALL_CHECK)
             end_unconfirmed(v, due.ids[i], -1);
-        else if (end_unconfirmed(v, due.ids[i], end_in_flight(v)) == VEND_OK)
+        else if (claim_call(v, due.ids[i], false, now_iso, until) == 1)
             call_simple(v, due.kinds[i], due.ids[i]);
     }
 }
@@ -656,11 +679,8 @@ void checkout_sweep(struct vendd *v)
     for (size_t i = 0; i < due.n && v->checkout->checks < CHECKS_MAX; i++) {
         struct midtrans_request req = {.call = MIDTRANS_STATUS, .order_id = due.ids[i]};
 
-        p[0] = DB_TEXT(due.ids[i]);
-        p[1] = DB_TEXT(later);
-        if (db_exec(v->db, "UPDATE orders SET next_check_at = $2 WHERE id = $1", p, 2, NULL, NULL) <
-            0)
-            continue;
+        if (claim_call(v, due.ids[i], true, now_iso, later) != 1)
+            continue; /* another instance asks, or a payment ended it */
         if (call_start(v, call_new(v, CALL_CHECK, due.ids[i]), &req) < 0) {
             /* No gateway to ask: the order can only wait for its time. */
             struct call c = {.v = v, .kind = CALL_CHECK};
@@ -717,6 +737,12 @@ static void checkout_arm(struct vendd *v)
                   "when the next one is created");
 }
 
+void checkout_rearm(struct vendd *v)
+{
+    if (v->checkout != NULL)
+        checkout_arm(v);
+}
+
 int checkout_resume(struct vendd *v)
 {
     struct due_list unfinished = {0};
@@ -732,12 +758,21 @@ int checkout_resume(struct vendd *v)
     /* Orders whose creation was in flight when we stopped: the customer never got a QR or a
      * payment page, so nobody can pay them. They end now (here and at Midtrans) instead of
      * holding their stock until they expire; a payment that still comes is refunded. */
+    /* In a shared group another instance may be creating one right now: only those older
+     * than a creation can take are cut short (created_at is on the wall clock, as the other
+     * instance's; the rest expire at their time). Alone, every one of them. */
+    db_iso_time(now, sizeof(now),
+                v->now_ms() - (int64_t)v->conf->midtrans_timeout_ms - CREATION_SLACK_MS);
+    p[0] = DB_TEXT(now);
     do {
         unfinished.n = 0;
         if (db_exec(v->db,
-                    "SELECT id FROM orders WHERE status = 'PENDING' AND origin = 'customer' "
-                    "AND payment_qr IS NULL AND payment_token IS NULL",
-                    NULL, 0, take_due, &unfinished) < 0)
+                    v->conf->mqtt_shared_group[0] != '\0'
+                        ? "SELECT id FROM orders WHERE status = 'PENDING' AND origin = 'customer' "
+                          "AND payment_qr IS NULL AND payment_token IS NULL AND created_at < $1"
+                        : "SELECT id FROM orders WHERE status = 'PENDING' AND origin = 'customer' "
+                          "AND payment_qr IS NULL AND payment_token IS NULL",
+                    p, v->conf->mqtt_shared_group[0] != '\0' ? 1 : 0, take_due, &unfinished) < 0)
             return VEND_EDB;
         for (size_t i = 0; i < unfinished.n; i++) {
             if (cancel_locally(v, unfinished.ids[i], "its creation was cut short by a restart",

@@ -88,6 +88,9 @@ int checkout_cancel(struct vendd *v, const char *order_id, const char *key,
 /* At start: arm the reconciliation timer from the rows. Returns VEND_OK or VEND_EDB. */
 int checkout_resume(struct vendd *v);
 
+/* Re-arm the timer from the rows (another instance wrote some: peers.c). */
+void checkout_rearm(struct vendd *v);
+
 /* Run the reconciliation now (the timer calls it; tests call it after moving the clock). */
 void checkout_sweep(struct vendd *v);
 

@@ -533,6 +533,17 @@ static int take_due(void *arg, const struct db_row *row)
     return 0;
 }
 
+/* How long a SENT refund's call can take, and then some (a loaded loop, a slow commit). */
+static int64_t sent_lease_ms(const struct vendd *v)
+{
+    return (int64_t)v->conf->midtrans_timeout_ms + REFUND_LEASE_SLACK_MS;
+}
+
+static bool shared(const struct vendd *v)
+{
+    return v->conf->mqtt_shared_group[0] != '\0';
+}
+
 /* One due refund: to Midtrans (SENT), to the operator, or done when there is nothing to pay. */
 static void send_one(struct vendd *v, const struct due_refund *r, const char *now_iso)
 {
@@ -541,7 +552,8 @@ static void send_one(struct vendd *v, const struct due_refund *r, const char *no
                                    .amount = r->amount,
                                    .refund_key = r->key,
                                    .reason = r->reason};
-    struct db_value p[2] = {DB_INT(r->id), DB_TEXT(now_iso)};
+    char lease[STORE_ISO_SIZE];
+    struct db_value p[3] = {DB_INT(r->id), DB_TEXT(now_iso), DB_TEXT(lease)};
     bool gateway = strcmp(r->method, "qris") == 0 || strcmp(r->method, "snap") == 0;
     struct refund_send *s;
     int rc;
@@ -557,10 +569,14 @@ static void send_one(struct vendd *v, const struct due_refund *r, const char *no
                                         : "a manual order: pay it back by hand",
                                 now_iso);
     } else {
+        /* A SENT refund's next_attempt_at is its lease: past it, the call's answer can no
+         * longer come (the instance that made it died), and another instance of a shared
+         * group puts it back in the queue (refunds_sweep()); the key keeps a resend safe. */
+        db_iso_time(lease, sizeof(lease), deadline_now_ms(v) + sent_lease_ms(v));
         rc = db_exec(v->db,
                      "UPDATE refunds SET status = 'SENT', attempts = attempts + 1, "
-                     "updated_at = $2 WHERE id = $1 AND status = 'QUEUED'",
-                     p, 2, NULL, NULL);
+                     "updated_at = $2, next_attempt_at = $3 WHERE id = $1 AND status = 'QUEUED'",
+                     p, 3, NULL, NULL);
         rc = rc < 0 ? rc : rc == 1 ? VEND_OK : VEND_ESTATE;
     }
     if (rc < 0)
@@ -608,6 +624,19 @@ void refunds_sweep(struct vendd *v)
     /* next_attempt_at is on the deadline clock; updated_at and the rest on the wall clock. */
     db_iso_time(due_iso, sizeof(due_iso), deadline_now_ms(v));
     p[0] = DB_TEXT(due_iso);
+    /* A shared group's instance that died with a call in flight: its refund back in the
+     * queue once the lease is past (alone, vendd's own start does it, refunds_resume()). */
+    if (shared(v)) {
+        int n = db_exec(v->db,
+                        "UPDATE refunds SET status = 'QUEUED' WHERE status = 'SENT' "
+                        "AND next_attempt_at <= $1",
+                        p, 1, NULL, NULL);
+
+        if (n > 0)
+            log_warnx("%d refund(s) sent by an instance that gave no answer within %" PRId64
+                      " ms go out again (same refund_key)",
+                      n, sent_lease_ms(v));
+    }
     if (db_exec(v->db,
                 "SELECT r.id, r.order_id, r.refund_key, r.amount, r.reason, o.payment_method, "
                 "o.machine_id FROM refunds r JOIN orders o ON o.id = r.order_id "
@@ -637,7 +666,11 @@ void refunds_schedule(struct vendd *v)
     if (v->refunds_timer != 0)
         loop_timer_del(v->loop, v->refunds_timer);
     v->refunds_timer = 0;
-    rc = store_query_text(v->db, "SELECT min(next_attempt_at) FROM refunds WHERE status = 'QUEUED'",
+    rc = store_query_text(v->db,
+                          shared(v) ? "SELECT min(next_attempt_at) FROM refunds WHERE status IN "
+                                      "('QUEUED', 'SENT')"
+                                    : "SELECT min(next_attempt_at) FROM refunds WHERE status = "
+                                      "'QUEUED'",
                           NULL, 0, next, sizeof(next));
     if (rc == 0)
         return;
@@ -657,9 +690,13 @@ int refunds_resume(struct vendd *v)
     /* Due now, on the deadline clock (updated_at is a wall-clock time). */
     db_iso_time(now, sizeof(now), deadline_now_ms(v));
     p[0] = DB_TEXT(now);
-    rc = db_exec(v->db,
-                 "UPDATE refunds SET status = 'QUEUED', next_attempt_at = $1 WHERE status = 'SENT'",
-                 p, 1, NULL, NULL);
+    /* In a shared group the other instances' calls may be in flight: only leases past are
+     * taken back, and by the sweep. */
+    rc = shared(v) ? 0
+                   : db_exec(v->db,
+                             "UPDATE refunds SET status = 'QUEUED', next_attempt_at = $1 WHERE "
+                             "status = 'SENT'",
+                             p, 1, NULL, NULL);
 
     if (rc < 0)
         return VEND_EDB;

@@ -38,6 +38,9 @@ struct vendd;
 
 /* Backoff of a refund whose call got no answer: REFUND_RETRY_S doubling to an hour. */
 #define REFUND_RETRY_MAX_S 3600
+/* A SENT refund whose call got no answer this long past MIDTRANS_TIMEOUT_MS is taken back into
+ * the queue by any instance of a shared group (its sender died). */
+#define REFUND_LEASE_SLACK_MS 10000
 
 /* Inside a transaction: what has physically left the machine for order_id, in rupiah. */
 int refunds_dispensed_value_locked(struct vendd *v, const char *order_id, int64_t *value);

@@ -88,13 +88,16 @@ static bool publish_settle(struct vendd *v, const struct settle_unit *u)
 static int count_ask_locked(struct vendd *v, const struct settle_unit *u, int64_t now)
 {
     char next[STORE_ISO_SIZE];
-    struct db_value p[2] = {DB_INT(u->log_id), DB_TEXT(next)};
+    struct db_value p[3] = {DB_INT(u->log_id), DB_TEXT(next), DB_INT(u->asks)};
 
     db_iso_time(next, sizeof(next), now + ask_gap_ms(u->asks));
+    /* The count read with the row is the compare: of several instances (MQTT_SHARED_GROUP)
+     * that read the same overdue unit, one asks, the others find it counted (0 rows). */
     return db_exec(v->db,
                    "UPDATE dispense_logs SET settle_asks = settle_asks + 1, deadline_at = $2 "
-                   "WHERE id = $1 AND status = 'UNSETTLED' AND deadline_at IS NOT NULL",
-                   p, 2, NULL, NULL);
+                   "WHERE id = $1 AND status = 'UNSETTLED' AND deadline_at IS NOT NULL "
+                   "AND settle_asks = $3",
+                   p, 3, NULL, NULL);
 }
 
 int settle_overdue_unit(struct vendd *v, struct settle_unit *u, int64_t now)
