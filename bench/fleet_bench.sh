@@ -113,7 +113,7 @@ cpus_us() {
 sched_ns() {
     local p
     for p in $1; do cat "/proc/$p/schedstat" 2>/dev/null || echo 0 0; done |
-        awk '{ r += $1; w += $2 } END { printf "%d %d\n", r, w }'
+        awk '{ r += $1; w += $2 } END { printf "%.0f %.0f\n", r, w }'
 }
 
 # The PostgreSQL server's CPU in microseconds: the postmaster with the children it reaped
@@ -127,7 +127,7 @@ pg_cpu_us() {
     cat /proc/[0-9]*/stat 2>/dev/null | awk -v pm="$pg_pid" -v hz="$HZ" '
         { pid = $1; sub(/^.*\) /, "")
           if (pid == pm) t += $12 + $13 + $14 + $15; else if ($2 == pm) t += $12 + $13 }
-        END { printf "%d\n", t * 1000000 / hz }' || true # a process gone between the listing and its read
+        END { printf "%.0f\n", t * 1000000 / hz }' || true # a process gone between the listing and its read
 }
 
 # Busy and total jiffies of the whole box (every process, ours or not), from /proc/stat.
@@ -232,6 +232,7 @@ start_vendd() {
 pg_bindir() {
     local b=${PG_BINDIR:-}
     [[ -z $b ]] && command -v pg_config >/dev/null && b=$(pg_config --bindir)
+    # shellcheck disable=SC2012 # version-sorted directory names, as tests/support/pgcluster
     [[ -n $b && -x $b/initdb ]] || b=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
     [[ -n $b && -x $b/initdb && -x $b/pg_ctl ]] ||
         die "no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql, or set PG_BINDIR"
@@ -265,6 +266,11 @@ pg_start() {
         fi
     done
     [[ -n ${pg_pid:-} ]] || die "PostgreSQL did not start: $(tail -n 5 "$pgdir/server.log")"
+    # The disk's commit ceiling: fdatasync of one 8 kB write in the server's directory (the
+    # WAL's disk), pg_test_fsync's first comparison (open_datasync, fdatasync, fsync, ...).
+    pg_fsync=$(timeout 10 "$pg_bin/pg_test_fsync" -s 1 -f "$pgdir/fsync.test" 2>/dev/null |
+        awk '$1 == "fdatasync" { printf "%.0f", $2; exit }' || true)
+    rm -f "$pgdir/fsync.test"
     pg_durability=$(psql -XAtq -h "$pgdir" -p "$pg_port" -U vendd -d postgres -F ' ' -c \
         "SELECT name || '=' || setting FROM pg_settings WHERE name IN ('server_version', 'fsync',
          'synchronous_commit', 'full_page_writes', 'wal_sync_method', 'shared_buffers',
@@ -681,9 +687,9 @@ register() {
 # then the dispense round trip with its triggers spread over the instances. One instance runs
 # with plain subscriptions, as a single vendd is configured; several with MQTT_SHARED_GROUP.
 pg_part() {
-    local n i db url vpids ports why cap note lim
+    local n i db url vpids ports cap note lim r a b c o d d1
     pg_start
-    log "PostgreSQL on port $pg_port, $pg_durability"
+    log "PostgreSQL on port $pg_port, $pg_durability; the disk's fdatasync: ${pg_fsync:-?}/s (pg_test_fsync, one 8 kB write)"
     for n in $PG_INSTANCES; do
         db=vendd$n
         psql -XAtq -h "$pgdir" -p "$pg_port" -U vendd -d postgres -c "CREATE DATABASE $db" ||
@@ -696,6 +702,7 @@ pg_part() {
                 start_vendd "$url" "vendd-pg$n-$i" "$dir/vendd-pg$n-$i.log"
             else
                 start_vendd "$url" "vendd-pg$n-$i" "$dir/vendd-pg$n-$i.log" MQTT_SHARED_GROUP=bench
+                # shellcheck disable=SC2016 # a literal $share
                 grep -qF 'Subscribed to $share/bench/vm/+/telemetry' "$dir/vendd-pg$n-$i.log" ||
                     pg_note[n]="not run: this vendd does not subscribe to \$share/bench/vm/+/telemetry with MQTT_SHARED_GROUP=bench (no several-instance support; log: $(tail -2 "$dir/vendd-pg$n-$i.log" | tr '\n' ' '))"
             fi
@@ -731,7 +738,7 @@ pg_part() {
     pg_stop
 
     row "PostgreSQL ($pg_durability): what follows" '' '' '' '' \
-        "a private server initdb'd in the bench's directory, defaults kept; vendd's write transactions serialized by one advisory lock (db_pg.c db_begin)"
+        "a private server initdb'd in the bench's directory, defaults kept; vendd's write transactions serialized by one advisory lock (db_pg.c db_begin), held through the commit's WAL flush; this disk's fdatasync of one 8 kB write: ${pg_fsync:-?}/s (pg_test_fsync)"
     lim="2 cores shared by every vendd, the postgres server, the broker and the load generators: says little of a many-core box"
     for n in $PG_INSTANCES; do
         if [[ -n ${pg_note[n]} ]]; then
