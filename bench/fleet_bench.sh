@@ -7,14 +7,21 @@
 # stopped by PID at the end): a private mosquitto with deploy/mosquitto/prod.conf's queue
 # settings (no TLS, no passwords, no persistence), the ceilings (bench/minpipe), vendd on a
 # fresh SQLite file, and the load generators (bench/loadgen, bench/dispload, bench/httpload
-# against bench/hello and vendd).
+# against bench/hello and vendd); for PostgreSQL a server (pg_ctl, stopped at the end), a
+# fresh broker and database per instance count, and psql for the counters.
+#
+# Then, on PostgreSQL (issue 11): a private server initdb'd in the same directory (defaults
+# kept: fsync and synchronous_commit on), for 1, 2 and 3 vendd instances on it and one broker
+# (MQTT_SHARED_GROUP for more than one): the telemetry sweep from 1,000 machines and the
+# dispense round trip with the triggers spread over the instances, the write lock sampled.
 #
 # Knobs (environment): BENCH_STEP_S (seconds per rate step, default 5), BENCH_HTTP_S (seconds
 # per HTTP run, default 5), BENCH_DISPENSE_RATE (orders/s, default 1000), BENCH_DISPENSE_S
 # (default 10), BENCH_KEEP=1 keeps the directory (logs, databases) and says where,
-# BENCH_PARTS=reads runs only what needs no MQTT load generator: the fleet's registration,
-# the dispense round trip, the HTTP reads and RSS (the ingest sweeps and their ceilings are
-# left out of the table).
+# BENCH_PARTS: all (default: SQLite, then PostgreSQL), sqlite (SQLite only), pg (PostgreSQL
+# only), reads (only what needs no MQTT load generator: the fleet's registration, the
+# dispense round trip, the HTTP reads and RSS, on SQLite); BENCH_PG_INSTANCES (default
+# "1 2 3": the instance counts of the PostgreSQL part).
 set -euo pipefail
 
 if [[ $# -ne 1 || ! -d $1 ]]; then
