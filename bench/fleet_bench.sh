@@ -604,8 +604,10 @@ dispense() {
         fi
         wait "$dl_pid" || true
         stop_pid "$dl_pid"
-        [[ $db == postgres* && $rate == "$DISP_RATE" ]] &&
-            disp_lock="at $(fmt "$rate")/s: $(lock_sample_read)"
+        if [[ $db == postgres* && $rate == "$DISP_RATE" ]]; then
+            lock_sample_read
+            disp_lock="at $(fmt "$rate")/s: $lock_text"
+        fi
         disp_vendd_pct=$((($(cpus_us "$vpids") - c0) * 100 / ($(now_us) - t0)))
         disp_db_pct=$((($(pg_cpu_us) - d0) * 100 / ($(now_us) - t0)))
         while read -r l; do log "$l"; done <"$disp_out"
@@ -649,7 +651,8 @@ dispense() {
 # lock_sample_start SECONDS: in the background, a loop in the server that looks at pg_locks
 # every 10 ms for SECONDS: how often vendd's write lock (db_pg.c's advisory lock, taken by
 # db_begin) was held, and how many transactions waited for it on average (only transactions
-# of other instances can wait: one vendd has one connection). lock_sample_read prints that.
+# of other instances can wait: one vendd has one connection). lock_sample_read waits for the
+# loop and sets lock_text (not in a subshell: wait needs the sampler's parent).
 lock_sample_start() {
     psql -XAtq -h "$pgdir" -p "$pg_port" -U vendd -d postgres -c "DO \$\$
         DECLARE h bigint := 0; w bigint := 0; x bigint; y bigint;
@@ -668,7 +671,8 @@ lock_sample_start() {
 lock_sample_read() {
     wait "$lock_pid" 2>/dev/null || true
     stop_pid "$lock_pid"
-    awk '/NOTICE:  locks/ && $3 > 0 { printf "write lock held in %.0f%% of %d samples (10 ms apart), %.2f transactions waiting for it on average", 100 * $4 / $3, $3, $5 / $3 }' "$dir/locks.out"
+    lock_text=$(awk '/NOTICE:  locks/ && $3 > 0 { printf "write lock held in %.0f%% of %d samples (10 ms apart), %.2f transactions waiting for it on average", 100 * $4 / $3, $3, $5 / $3 }' "$dir/locks.out")
+    [[ -n $lock_text ]] || lock_text="write lock not sampled (see $dir/locks.out)"
 }
 
 # register N PORT: machines vm00001.. with slots 1 and 2 through the API, as the SQLite run.
@@ -726,7 +730,8 @@ pg_part() {
             if ((sw_fail_sent > 0)); then
                 lock_sample_start "$STEP_S"
                 step $((sw_fail_sent / STEP_S))
-                pg_tlock[n]="at $(fmt $((sw_fail_sent / STEP_S)))/s again: $(lock_sample_read)"
+                lock_sample_read
+                pg_tlock[n]="at $(fmt $((sw_fail_sent / STEP_S)))/s again: $lock_text"
                 log "pg telemetry x$n: ${pg_tlock[n]}"
             fi
             lg_stop
