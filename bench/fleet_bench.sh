@@ -699,6 +699,7 @@ register() {
 # with plain subscriptions, as a single vendd is configured; several with MQTT_SHARED_GROUP.
 pg_part() {
     local n i db url vpids ports cap note lim r a b c o d d1
+    command -v psql >/dev/null || die "'psql' is not installed (tools/packages.txt)"
     pg_start
     log "PostgreSQL on port $pg_port, $pg_durability; the disk's fdatasync: ${pg_fsync:-?}/s (pg_test_fsync, one 8 kB write)"
     for n in $PG_INSTANCES; do
@@ -834,7 +835,6 @@ declare -a pg_best pg_why pg_cpu pg_dbcpu pg_tlock pg_dlock pg_disp pg_disp_done
 case $PARTS in
 all | reads | sqlite) ;;
 pg)
-    command -v psql >/dev/null || die "'psql' is not installed (tools/packages.txt)"
     pg_part
     log "total time $((($(now_us) - T_START) / 1000000)) s"
     print_table
