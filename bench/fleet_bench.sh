@@ -163,40 +163,34 @@ free_port() {
     die "no free port"
 }
 
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    die "$2 does not listen on port $1"
-}
-
 # ---- the processes -------------------------------------------------------------------------
 
 start_broker() {
-    local prod queue
+    local prod queue try
     prod=$here/../deploy/mosquitto/prod.conf
     # prod.conf's queue and socket settings as they are today; sys_interval 1 (prod: 10) so a
     # step sees the broker's $SYS counters move.
     queue=$(grep -E '^(set_tcp_nodelay|max_inflight_messages|max_queued_messages|max_queued_bytes|message_size_limit)[[:space:]]' "$prod") ||
         die "cannot read the queue settings of $prod"
-    mport=$(free_port)
-    cat >"$dir/mosquitto.conf" <<EOF
-user $(id -un)
-listener $mport 127.0.0.1
-allow_anonymous true
-persistence false
-sys_interval 1
-log_dest file $dir/mosquitto.log
-log_type error
-log_type warning
-log_type notice
-$queue
-EOF
-    "$mosquitto_bin" -c "$dir/mosquitto.conf" >"$dir/mosquitto.stderr" 2>&1 &
-    mpid=$!
-    pids+=("$mpid")
-    wait_port "$mport" mosquitto
+    # A port nobody listens on may still be some connection's local port (the load
+    # generators hold thousands): then the bind fails, and another port is tried.
+    for try in 1 2 3 4 5; do
+        mport=$(free_port)
+        printf '%s\n' "user $(id -un)" "listener $mport 127.0.0.1" 'allow_anonymous true' \
+            'persistence false' 'sys_interval 1' "log_dest file $dir/mosquitto.log" \
+            'log_type error' 'log_type warning' 'log_type notice' "$queue" >"$dir/mosquitto.conf"
+        "$mosquitto_bin" -c "$dir/mosquitto.conf" >"$dir/mosquitto.stderr" 2>&1 &
+        mpid=$!
+        pids+=("$mpid")
+        for _ in $(seq 100); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && return 0
+            kill -0 "$mpid" 2>/dev/null || break
+            sleep 0.05
+        done
+        log "mosquitto did not listen on port $mport (try $try): $(tail -n 2 "$dir/mosquitto.stderr" | tr '\n' ' ')"
+        stop_pid "$mpid"
+    done
+    die "mosquitto did not start (log: $dir/mosquitto.log)"
 }
 
 # stop_pid PID: TERM, KILL after 3 s, reaped, and out of the cleanup's list.
@@ -216,20 +210,24 @@ stop_pid() {
 # start_vendd [DATABASE_URL CLIENT_ID LOG [VAR=VALUE..]]: vendd on a free port (hport, vpid);
 # without arguments the SQLite run's.
 start_vendd() {
-    local url=${1:-sqlite:$dir/vendd.db} id=${2:-vendd-bench} vlog=${3:-$dir/vendd.log}
+    local url=${1:-sqlite:$dir/vendd.db} id=${2:-vendd-bench} vlog=${3:-$dir/vendd.log} try
     shift $(($# < 3 ? $# : 3))
-    hport=$(free_port)
-    (cd "$dir" && exec env -i PATH="$PATH" PORT="$hport" HOST=127.0.0.1 \
-        DATABASE_URL="$url" MQTT_BROKER_URL="mqtt://127.0.0.1:$mport" \
-        MQTT_CLIENT_ID="$id" "$@" "$vendd" >"$vlog" 2>&1) &
-    vpid=$!
-    pids+=("$vpid")
-    for _ in $(seq 100); do
-        curl -sf "127.0.0.1:$hport/health" 2>/dev/null | grep -q '"mqtt_connected":true' && return
-        kill -0 "$vpid" 2>/dev/null || break
-        sleep 0.1
+    for try in 1 2 3; do # another port if the bind fails, as for the broker
+        hport=$(free_port)
+        (cd "$dir" && exec env -i PATH="$PATH" PORT="$hport" HOST=127.0.0.1 \
+            DATABASE_URL="$url" MQTT_BROKER_URL="mqtt://127.0.0.1:$mport" \
+            MQTT_CLIENT_ID="$id" "$@" "$vendd" >"$vlog" 2>&1) &
+        vpid=$!
+        pids+=("$vpid")
+        for _ in $(seq 100); do
+            curl -sf "127.0.0.1:$hport/health" 2>/dev/null | grep -q '"mqtt_connected":true' && return
+            kill -0 "$vpid" 2>/dev/null || break
+            sleep 0.1
+        done
+        log "vendd did not come up on port $hport (try $try): $(tail -n 3 "$vlog" | tr '\n' ' ')"
+        stop_pid "$vpid"
     done
-    die "vendd did not come up (log: $vlog: $(tail -3 "$vlog" | tr '\n' ' '))"
+    die "vendd did not come up (log: $vlog)"
 }
 
 # ---- PostgreSQL: a private server in the bench's directory -------------------------------------
