@@ -310,9 +310,7 @@ pgq() {
     read -r -t 10 a <&"$pgq_r" || die "psql did not answer '$1' (log: $dir/psql.log)"
     echo "$a"
 }
-# count(*), not max(id) as on SQLite: an identity value taken by a transaction that rolled
-# back (a write lock waited for too long, say) leaves a gap, and max(id) overcounted.
-count_telemetry_pg() { pgq 'SELECT count(*) FROM telemetry'; }
+count_telemetry_pg() { pgq 'SELECT coalesce(max(id), 0) FROM telemetry'; }
 # What the database has written so far: the WAL position, rows inserted, updated and deleted,
 # WAL records, bytes and flushes (fdatasync of the WAL).
 pg_writes() {
