@@ -25,6 +25,7 @@ struct httpc;
 struct midtrans;
 struct checkout;
 struct refund_send;
+struct pg_listen;
 struct ratelimit;
 struct result_backlog;
 struct dispense_group;
@@ -74,8 +75,12 @@ struct vendd {
     struct offline_state offline;
     /* With MQTT_SHARED_GROUP: the timer that looks for the other instances' work (peers.c). */
     struct {
-        uint64_t timer;
+        bool active;
+        uint64_t timer, rearm_timer;
         unsigned ticks;
+        bool notify;        /* a commit to tell the others of */
+        bool notify_failed; /* the last NOTIFY failed (logged once) */
+        struct pg_listen *listen;
     } peers;
     /* The timer that prunes raw telemetry past TELEMETRY_RETENTION_DAYS (telemetry.c). */
     struct telemetry_prune_state telemetry_prune;

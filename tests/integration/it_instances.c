@@ -5,9 +5,15 @@
  * 1. Orders triggered on instance 1; the machine's results go to whichever instance the
  *    broker picks (round-robin over the group): each order COMPLETED once, the stock taken
  *    once per unit, and both instances applied results.
- * 2. A unit sent by instance 1, which is then killed (SIGKILL) while the machine stays
+ * 2. An event stream on instance 2 shows an order made on instance 1 at once (NOTIFY).
+ * 3. A unit sent by instance 1, which is then killed (SIGKILL) while the machine stays
  *    silent: instance 2, started before the unit existed, learns of its deadline from the
  *    rows and fails it NO_RESULT (the order FAILED, its refund queued) in time.
+ * 4. A refund left SENT by an instance that died (its lease past): instance 2 takes it back
+ *    into the queue and sends it (here, a manual order's: to the operator).
+ * 5. With instance 1 dead, every result goes to instance 2: its session ended with its
+ *    connection, so the broker no longer counts it in the group (with a session kept, half of
+ *    them would wait for it).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -17,6 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -36,7 +46,7 @@ static int setup(void **state)
     static const char *const env[] = {"DISPENSE_RESULT_GRACE_MS=1000",
                                       "MQTT_SHARED_GROUP=it-instances", "MQTT_CLIENT_ID=vendd-1",
                                       NULL};
-    static const struct harness_slot slots[] = {{1, 5, MOTOR_MS}, {0, 0, 0}};
+    static const struct harness_slot slots[] = {{1, 10, MOTOR_MS}, {0, 0, 0}};
     struct two *t = calloc(1, sizeof(*t));
 
     if (t == NULL)
@@ -116,7 +126,7 @@ static void results_applied_by_either_instance(void **state)
         snprintf(sql, sizeof(sql), "SELECT status FROM orders WHERE id = '%s'", ids[i]);
         assert_int_equal(harness_sql_wait(h1, sql, "COMPLETED", 5000), 0);
     }
-    /* Once each: one dispense row per order, SUCCEEDED, and the stock 5 - 4. */
+    /* Once each: one dispense row per order, SUCCEEDED, and the stock 10 - 4. */
     assert_int_equal(harness_sql_int(h1,
                                      "SELECT count(*) FROM dispense_logs WHERE order_id LIKE "
                                      "'inst-%' AND status = 'SUCCEEDED'",
@@ -125,7 +135,7 @@ static void results_applied_by_either_instance(void **state)
     assert_int_equal(n, 4);
     assert_int_equal(
         harness_sql_int(h1, "SELECT current_stock FROM slots WHERE slot_number = 1", &n), 1);
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 6);
     assert_int_equal(harness_sql_int(h1,
                                      "SELECT count(*) FROM stock_logs WHERE change_type = "
                                      "'DISPENSE' AND order_id LIKE 'inst-%'",
@@ -135,6 +145,73 @@ static void results_applied_by_either_instance(void **state)
     /* The broker spread the results: each instance applied some. */
     assert_true(harness_log_count(h1, "COMPLETED") > 0);
     assert_true(harness_log_count(&t->h2, "COMPLETED") > 0);
+}
+
+/* GET /api/events on port: the connected socket, the request sent; -1 on failure. */
+static int events_open(uint16_t port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    static const char req[] = "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        write(fd, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Read fd into buf until needle shows up or timeout_ms pass; true if it did. */
+static bool events_wait(int fd, char *buf, size_t size, size_t *len, const char *needle,
+                        int timeout_ms)
+{
+    uint64_t end = harness_now_ms() + (uint64_t)timeout_ms;
+
+    while (strstr(buf, needle) == NULL && harness_now_ms() < end && *len < size - 1) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        if (poll(&p, 1, 20) <= 0)
+            continue;
+        n = read(fd, buf + *len, size - 1 - *len);
+        if (n <= 0)
+            break;
+        *len += (size_t)n;
+        buf[*len] = '\0';
+    }
+    return strstr(buf, needle) != NULL;
+}
+
+static void events_of_one_instance_on_the_other(void **state)
+{
+    struct two *t = *state;
+    static char buf[65536];
+    size_t len = 0;
+    uint64_t made, seen;
+    int fd = events_open(t->h2.http_port);
+
+    assert_true(fd >= 0);
+    buf[0] = '\0';
+    assert_true(events_wait(fd, buf, sizeof(buf), &len, "\r\n\r\n", 2000)); /* headers */
+    harness_sleep_ms(300); /* the stream is attached and idle */
+    assert_int_equal(harness_order(&t->f->h, "inst-event", 1, 1), 0);
+    made = harness_now_ms();
+    assert_true(events_wait(fd, buf, sizeof(buf), &len, "inst-event", 3000));
+    seen = harness_now_ms();
+    close(fd);
+    fprintf(stderr, "order made on instance 1, its event on instance 2 after %llu ms\n",
+            (unsigned long long)(seen - made));
+    /* NOTIFY: at once, not at a periodic look (250 ms without it, 1 s alone). */
+    assert_true(seen - made < 200);
+    /* Each instance LISTENs on a connection of its own. */
+    assert_int_equal(harness_sql_wait(&t->f->h,
+                                      "SELECT count(*) FROM pg_stat_activity WHERE query = "
+                                      "'LISTEN \"vendd:it-instances\"'",
+                                      "2", 1000),
+                     0);
 }
 
 static void dead_instances_deadline_taken_over(void **state)
@@ -170,11 +247,54 @@ static void dead_instances_deadline_taken_over(void **state)
     assert_int_equal(harness_mqtt_wait(&t->f->machine, seen + 2, 500), seen + 1);
 }
 
+static void dead_instances_refund_taken_back(void **state)
+{
+    struct two *t = *state;
+    struct harness *h1 = &t->f->h;
+    char sql[256], past[40];
+
+    /* The refund of the order failed above went to the operator (a manual order); make it
+     * what a sender killed mid-call leaves: SENT, its lease ten minutes past. */
+    assert_int_equal(harness_sql_wait(h1, "SELECT status FROM refunds WHERE order_id = 'inst-kill'",
+                                      "OPERATOR", 5000),
+                     0);
+    harness_iso_time(past, sizeof(past), -600000);
+    snprintf(sql, sizeof(sql),
+             "UPDATE refunds SET status = 'SENT', next_attempt_at = '%s' WHERE order_id = "
+             "'inst-kill' RETURNING status",
+             past);
+    assert_int_equal(harness_sql_text(h1, sql, (char[16]){0}, 16), 1);
+    assert_int_equal(harness_sql_wait(h1, "SELECT status FROM refunds WHERE order_id = 'inst-kill'",
+                                      "OPERATOR", 5000),
+                     0);
+    assert_true(harness_log_count(&t->h2, "gave no answer within") >= 1);
+}
+
+static void results_after_a_death_go_to_the_living(void **state)
+{
+    struct two *t = *state;
+    static const char *const ids[] = {"inst-after-1", "inst-after-2", "inst-after-3"};
+    size_t seen = harness_mqtt_wait(&t->f->machine, 0, 0);
+    char sql[160];
+
+    assert_false(harness_vendd_alive(&t->f->h)); /* killed in the test before */
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(harness_order(&t->h2, ids[i], 1, 1), 0);
+        assert_int_equal(harness_trigger(&t->h2, ids[i], NULL), 200);
+        dispense_and_answer(t, ids[i], seen + i + 1);
+        snprintf(sql, sizeof(sql), "SELECT status FROM orders WHERE id = '%s'", ids[i]);
+        assert_int_equal(harness_sql_wait(&t->f->h, sql, "COMPLETED", 5000), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(results_applied_by_either_instance),
+        cmocka_unit_test(events_of_one_instance_on_the_other),
         cmocka_unit_test(dead_instances_deadline_taken_over),
+        cmocka_unit_test(dead_instances_refund_taken_back),
+        cmocka_unit_test(results_after_a_death_go_to_the_living),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -17,6 +17,7 @@
 #include "db.h"
 #include "http.h"
 #include "log.h"
+#include "peers.h"
 #include "loop.h"
 #include "store.h"
 #include "vend/err.h"
@@ -452,6 +453,7 @@ void events_emit(struct vendd *v)
 {
     if (v->events != NULL)
         v->events->dirty = true;
+    peers_committed(v); /* the other instances of a shared group are told too */
 }
 
 int events_attach(struct vendd *v, const struct http_request *req, int64_t last_event_id)
