@@ -2,8 +2,14 @@
  * dispload.c - the dispense round trip at a sustained order rate over many machines
  * (docs/BENCH.md), against a running vendd whose machines and slots exist.
  *
- *   dispload --http-port P --mqtt-port M --db VENDD_DB --machines N --rate R --seconds S
- *            [--prefix vm] [--first 1] [--slot 1] [--conns 16] [--id-prefix bd]
+ *   dispload --http-port P [--http-port P2 ..] --mqtt-port M --db VENDD_DB --machines N
+ *            --rate R --seconds S [--prefix vm] [--first 1] [--slot 1] [--conns 16]
+ *            [--id-prefix bd] [--poll-us 100]
+ *
+ * VENDD_DB is vendd's SQLite file, or its postgres:// / postgresql:// URL (read with libpq).
+ * --http-port given more than once: several vendd instances on one database and broker; HTTP
+ * connection j (order creation and triggers) goes to instance j mod their number, so the
+ * triggers are spread over them evenly.
  *
  * 1. Not timed: R x S manual orders "<id-prefix>0000001".., order k for machine k mod N, one
  *    unit of --slot each (POST /api/orders, 16 keep-alive connections).
@@ -13,9 +19,10 @@
  * 3. Timed: trigger k is due at t0 + k/R (POST /api/dispense/trigger on one of --conns
  *    keep-alive connections; a trigger whose connections are all busy waits: its lateness
  *    counts, since every time is taken from the schedule, not from when it went out).
- * 4. A second thread reads vendd's SQLite file read-only (WAL) every 100 us and notes when a
- *    unit's dispense_logs row is no longer SENT or QUEUED: its result's transaction has
- *    committed (the order's COMPLETED commits in the same transaction).
+ * 4. A second thread reads vendd's database (SQLite read-only, WAL; PostgreSQL over one
+ *    connection, one prepared statement) every --poll-us and notes when a unit's
+ *    dispense_logs row is no longer SENT or QUEUED: its result's transaction has committed
+ *    (the order's COMPLETED commits in the same transaction).
  *
  * Times per order, all CLOCK_MONOTONIC in this process, from the trigger's due time:
  *   round trip  -> the poll that first sees the result committed (resolution ~0.1 ms + one
@@ -43,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
 #include <mosquitto.h>
 #include <sqlite3.h>
 
@@ -50,13 +58,14 @@
 #include "bench_http.h"
 #include "bench_util.h"
 
-#define TOOL          "dispload"
-#define ORDERS_MAX    1000000u
-#define CREATE_CONNS  16
-#define DRAIN_US      10000000u
-#define POLL_SLEEP_NS 100000L
-#define ID_MAX        64
-#define RESULT_MAX    320
+#define TOOL         "dispload"
+#define ORDERS_MAX   1000000u
+#define CREATE_CONNS 16
+#define DRAIN_US     10000000u
+#define POLL_US      100u
+#define PORTS_MAX    8
+#define ID_MAX       64
+#define RESULT_MAX   320
 
 static volatile sig_atomic_t s_stop;
 
@@ -68,9 +77,10 @@ struct order {
 };
 
 struct dispload {
-    uint64_t http_port, mqtt_port, machines, rate, seconds, first, slot, conns;
+    uint64_t http_port[PORTS_MAX], mqtt_port, machines, rate, seconds, first, slot, conns, poll_us;
+    size_t nports;
     const char *db_path, *prefix, *id_prefix;
-    struct sockaddr_in sa;
+    struct sockaddr_in sa[PORTS_MAX]; /* one per vendd instance */
     int epfd;
     struct order *o;
     size_t n;
@@ -80,6 +90,7 @@ struct dispload {
     uint64_t refused;    /* triggers answered with another status than 200 */
     /* poller */
     int64_t base_id; /* dispense_logs ids above it are this run's */
+    uint8_t *seen;   /* [id - base_id]: that unit has an outcome */
     _Atomic size_t completed;
     _Atomic bool poll_stop;
     bool poll_failed;
@@ -166,73 +177,171 @@ static void on_command(struct fleet *f, size_t i, const char *topic, const void 
         d->o[k].res = 0;
 }
 
+/* ---- the database: SQLite file or PostgreSQL URL ------------------------------------ */
+
+#define DONE_SQL_LITE                                                                              \
+    "SELECT id, order_id, status FROM dispense_logs WHERE id > ?1 AND status <> 'SENT' "           \
+    "AND status <> 'QUEUED' ORDER BY id"
+#define DONE_SQL_PG                                                                                \
+    "SELECT id, order_id, status FROM dispense_logs WHERE id > $1 AND status <> 'SENT' "           \
+    "AND status <> 'QUEUED' ORDER BY id"
+#define BASE_SQL "SELECT coalesce(max(id), 0) FROM dispense_logs"
+
+struct ddb {
+    sqlite3 *lite;
+    sqlite3_stmt *st;
+    PGconn *pg;
+};
+
+static bool is_pg(const char *url)
+{
+    return strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
+}
+
+static void ddb_close(struct ddb *b)
+{
+    sqlite3_finalize(b->st);
+    sqlite3_close(b->lite);
+    if (b->pg != NULL)
+        PQfinish(b->pg);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Open the database for reading; `poll` also prepares the poller's statement. */
+static int ddb_open(struct ddb *b, const char *path, bool poll)
+{
+    memset(b, 0, sizeof(*b));
+    if (is_pg(path)) {
+        PGresult *r;
+
+        b->pg = PQconnectdb(path);
+        if (PQstatus(b->pg) != CONNECTION_OK) {
+            fprintf(stderr, "%s: cannot connect to '%s': %s", TOOL, path, PQerrorMessage(b->pg));
+            ddb_close(b);
+            return -1;
+        }
+        if (!poll)
+            return 0;
+        r = PQprepare(b->pg, "done", DONE_SQL_PG, 1, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "%s: cannot prepare on '%s': %s", TOOL, path, PQerrorMessage(b->pg));
+            PQclear(r);
+            ddb_close(b);
+            return -1;
+        }
+        PQclear(r);
+        return 0;
+    }
+    if (sqlite3_open_v2(path, &b->lite, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        (poll && sqlite3_prepare_v2(b->lite, DONE_SQL_LITE, -1, &b->st, NULL) != SQLITE_OK)) {
+        fprintf(stderr, "%s: cannot read '%s': %s\n", TOOL, path, sqlite3_errmsg(b->lite));
+        ddb_close(b);
+        return -1;
+    }
+    sqlite3_busy_timeout(b->lite, 100);
+    return 0;
+}
+
+typedef void (*ddb_row_fn)(struct dispload *d, int64_t id, const char *oid, const char *status);
+
+/* The units above `lo` that have an outcome, each handed to fn; -1 on an error. */
+static int ddb_done(struct ddb *b, int64_t lo, struct dispload *d, ddb_row_fn fn)
+{
+    if (b->pg != NULL) {
+        char lo_s[24];
+        const char *params[1] = {lo_s};
+        PGresult *r;
+        int rc = 0;
+
+        snprintf(lo_s, sizeof(lo_s), "%lld", (long long)lo);
+        r = PQexecPrepared(b->pg, "done", 1, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            fprintf(stderr, "%s: poll failed: %s", TOOL, PQerrorMessage(b->pg));
+            rc = -1;
+        }
+        for (int i = 0; rc == 0 && i < PQntuples(r); i++)
+            fn(d, strtoll(PQgetvalue(r, i, 0), NULL, 10), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+        PQclear(r);
+        return rc;
+    }
+    sqlite3_bind_int64(b->st, 1, lo);
+    while (sqlite3_step(b->st) == SQLITE_ROW)
+        fn(d, sqlite3_column_int64(b->st, 0), (const char *)sqlite3_column_text(b->st, 1),
+           (const char *)sqlite3_column_text(b->st, 2));
+    sqlite3_reset(b->st);
+    return 0;
+}
+
 /* ---- the poller thread ---------------------------------------------------------------- */
+
+static void on_done_row(struct dispload *d, int64_t id, const char *oid, const char *status)
+{
+    long k = oid != NULL ? order_index(d, oid, strlen(oid)) : -1;
+    uint64_t now = bu_now_us();
+
+    if (id - d->base_id > 0 && (size_t)(id - d->base_id) <= d->n)
+        d->seen[id - d->base_id] = 1;
+    if (k >= 0 && atomic_load(&d->o[k].done) == 0) {
+        d->o[k].failed = status == NULL || strcmp(status, "SUCCEEDED") != 0;
+        atomic_store(&d->o[k].done, now);
+        atomic_fetch_add(&d->completed, 1);
+    }
+}
 
 static void *poller(void *arg)
 {
     struct dispload *d = arg;
-    struct timespec nap = {0, POLL_SLEEP_NS};
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    struct timespec nap = {(time_t)(d->poll_us / 1000000u), (long)(d->poll_us % 1000000u) * 1000};
+    struct ddb b;
     int64_t lo = d->base_id; /* every row at or below lo is seen done */
-    uint8_t *seen = calloc(d->n + 1, 1);
 
-    if (seen == NULL || sqlite3_open_v2(d->db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "SELECT id, order_id, status FROM dispense_logs WHERE id > ?1 "
-                           "AND status <> 'SENT' AND status <> 'QUEUED' ORDER BY id",
-                           -1, &st, NULL) != SQLITE_OK) {
-        fprintf(stderr, "%s: cannot read '%s': %s\n", TOOL, d->db_path, sqlite3_errmsg(db));
+    if (ddb_open(&b, d->db_path, true) < 0) {
         d->poll_failed = true;
-        goto out;
+        return NULL;
     }
-    sqlite3_busy_timeout(db, 100);
     while (!atomic_load(&d->poll_stop)) {
-        sqlite3_bind_int64(st, 1, lo);
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            int64_t id = sqlite3_column_int64(st, 0);
-            const char *oid = (const char *)sqlite3_column_text(st, 1);
-            const char *status = (const char *)sqlite3_column_text(st, 2);
-            long k = oid != NULL ? order_index(d, oid, strlen(oid)) : -1;
-            uint64_t now = bu_now_us();
-
-            if (id - d->base_id > 0 && (size_t)(id - d->base_id) <= d->n)
-                seen[id - d->base_id] = 1;
-            if (k >= 0 && atomic_load(&d->o[k].done) == 0) {
-                d->o[k].failed = status == NULL || strcmp(status, "SUCCEEDED") != 0;
-                atomic_store(&d->o[k].done, now);
-                atomic_fetch_add(&d->completed, 1);
-            }
+        if (ddb_done(&b, lo, d, on_done_row) < 0) {
+            d->poll_failed = true;
+            break;
         }
-        sqlite3_reset(st);
-        while ((size_t)(lo - d->base_id) < d->n && seen[lo - d->base_id + 1])
+        while ((size_t)(lo - d->base_id) < d->n && d->seen[lo - d->base_id + 1])
             lo++;
         nanosleep(&nap, NULL);
     }
-out:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    free(seen);
+    ddb_close(&b);
     return NULL;
 }
 
 static int base_id(struct dispload *d)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    struct ddb b;
     int rc = -1;
 
-    if (sqlite3_open_v2(d->db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
-        sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM dispense_logs", -1, &st, NULL) ==
-            SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
-        d->base_id = sqlite3_column_int64(st, 0);
-        rc = 0;
+    if (ddb_open(&b, d->db_path, false) < 0)
+        return -1;
+    if (b.pg != NULL) {
+        PGresult *r = PQexec(b.pg, BASE_SQL);
+
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            d->base_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+            rc = 0;
+        } else {
+            fprintf(stderr, "%s: cannot read '%s': %s", TOOL, d->db_path, PQerrorMessage(b.pg));
+        }
+        PQclear(r);
     } else {
-        fprintf(stderr, "%s: cannot read '%s': %s\n", TOOL, d->db_path, sqlite3_errmsg(db));
+        sqlite3_stmt *st = NULL;
+
+        if (sqlite3_prepare_v2(b.lite, BASE_SQL, -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW) {
+            d->base_id = sqlite3_column_int64(st, 0);
+            rc = 0;
+        } else {
+            fprintf(stderr, "%s: cannot read '%s': %s\n", TOOL, d->db_path, sqlite3_errmsg(b.lite));
+        }
+        sqlite3_finalize(st);
     }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    ddb_close(&b);
     return rc;
 }
 
@@ -264,7 +373,7 @@ static int create_orders(struct dispload *d)
     memset(c, 0, sizeof(c));
     for (size_t i = 0; i < CREATE_CONNS; i++) {
         c[i].fd = -1;
-        if (bh_open(&c[i], d->epfd, &d->sa) < 0)
+        if (bh_open(&c[i], d->epfd, &d->sa[i % d->nports]) < 0)
             rc = -1;
     }
     for (size_t i = 0; rc == 0 && i < CREATE_CONNS && next < d->n; i++) {
@@ -312,6 +421,7 @@ static int create_orders(struct dispload *d)
     if (rc == 0)
         printf("dispload: created %zu orders in %.1f s (not timed)\n", d->n,
                (double)(bu_now_us() - t0) / 1e6);
+    fflush(stdout); /* the bench waits for this line to sample the database during triggers */
     return rc;
 }
 
@@ -353,7 +463,7 @@ lost:
     close(h->fd);
     h->fd = -1;
     h->busy = false;
-    bh_open(h, d->epfd, &d->sa);
+    bh_open(h, d->epfd, &h->sa);
 }
 
 static void pump(struct dispload *d, int timeout_ms)
@@ -454,8 +564,13 @@ static int parse_args(struct dispload *d, int argc, char **argv)
             fprintf(stderr, "%s: option '%s' needs a value\n", TOOL, a);
             return -1;
         }
-        if (strcmp(a, "--http-port") == 0)
-            rc = bu_parse_u64(TOOL, a, v, 1, 65535, &d->http_port);
+        if (strcmp(a, "--http-port") == 0 && d->nports == PORTS_MAX) {
+            fprintf(stderr, "%s: at most %d --http-port\n", TOOL, PORTS_MAX);
+            rc = -1;
+        } else if (strcmp(a, "--http-port") == 0)
+            rc = bu_parse_u64(TOOL, a, v, 1, 65535, &d->http_port[d->nports++]);
+        else if (strcmp(a, "--poll-us") == 0)
+            rc = bu_parse_u64(TOOL, a, v, 10, 100000, &d->poll_us);
         else if (strcmp(a, "--mqtt-port") == 0)
             rc = bu_parse_u64(TOOL, a, v, 1, 65535, &d->mqtt_port);
         else if (strcmp(a, "--db") == 0)
@@ -481,11 +596,11 @@ static int parse_args(struct dispload *d, int argc, char **argv)
             rc = -1;
         }
     }
-    if (rc == 0 && (d->http_port == 0 || d->mqtt_port == 0 || d->db_path == NULL ||
-                    d->machines == 0 || d->rate == 0 || d->seconds == 0)) {
-        fprintf(stderr, "usage: dispload --http-port P --mqtt-port M --db VENDD_DB --machines N "
-                        "--rate R --seconds S [--prefix vm] [--first 1] [--slot 1] [--conns 16] "
-                        "[--id-prefix bd]\n");
+    if (rc == 0 && (d->nports == 0 || d->mqtt_port == 0 || d->db_path == NULL || d->machines == 0 ||
+                    d->rate == 0 || d->seconds == 0)) {
+        fprintf(stderr, "usage: dispload --http-port P [--http-port P2 ..] --mqtt-port M "
+                        "--db VENDD_DB --machines N --rate R --seconds S [--prefix vm] "
+                        "[--first 1] [--slot 1] [--conns 16] [--id-prefix bd] [--poll-us 100]\n");
         rc = -1;
     }
     if (rc == 0 && d->rate * d->seconds > ORDERS_MAX) {
@@ -497,7 +612,8 @@ static int parse_args(struct dispload *d, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    struct dispload d = {.prefix = "vm", .id_prefix = "bd", .first = 1, .slot = 1, .conns = 16};
+    struct dispload d = {
+        .prefix = "vm", .id_prefix = "bd", .first = 1, .slot = 1, .conns = 16, .poll_us = POLL_US};
     struct fleet_config fc;
     struct sigaction act;
     pthread_t th;
@@ -516,14 +632,18 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &act, NULL);
     sigaction(SIGTERM, &act, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (bh_addr("127.0.0.1", (uint16_t)d.http_port, &d.sa) < 0 ||
-        bu_raise_nofile(TOOL, (unsigned long)(d.machines + d.conns + 64)) < 0)
+    for (size_t i = 0; i < d.nports; i++) {
+        if (bh_addr("127.0.0.1", (uint16_t)d.http_port[i], &d.sa[i]) < 0)
+            return 1;
+    }
+    if (bu_raise_nofile(TOOL, (unsigned long)(d.machines + d.conns + 64)) < 0)
         return 1;
     d.o = calloc(d.n, sizeof(*d.o));
     d.hc = calloc(d.conns, sizeof(*d.hc));
     v = calloc(d.n, sizeof(*v));
+    d.seen = calloc(d.n + 1, 1);
     d.epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (d.o == NULL || d.hc == NULL || v == NULL || d.epfd < 0) {
+    if (d.o == NULL || d.hc == NULL || v == NULL || d.seen == NULL || d.epfd < 0) {
         fprintf(stderr, "%s: out of memory for %zu orders\n", TOOL, d.n);
         return 1;
     }
@@ -543,7 +663,7 @@ int main(int argc, char **argv)
         goto out;
     for (size_t i = 0; i < d.conns; i++) {
         d.hc[i].fd = -1;
-        if (bh_open(&d.hc[i], d.epfd, &d.sa) < 0)
+        if (bh_open(&d.hc[i], d.epfd, &d.sa[i % d.nports]) < 0)
             goto out;
     }
     if (pthread_create(&th, NULL, poller, &d) != 0) {
@@ -598,6 +718,7 @@ out:
     free(d.o);
     free(d.hc);
     free(v);
+    free(d.seen);
     if (d.epfd >= 0)
         close(d.epfd);
     return rc;
