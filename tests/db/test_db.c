@@ -1816,6 +1816,41 @@ static void test_pg_statement_deadline(void **state)
     db_close(db);
 }
 
+/*
+ * A vendd that stops in the middle of a transaction (SIGSTOP, a frozen host, a network black
+ * hole) holds the write lock every other instance needs; the server ends such a session after
+ * IDLE_IN_TRANSACTION_MS, so the others write again, and the stopped one's commit fails.
+ */
+static void test_pg_idle_transaction_released(void **state)
+{
+    struct db *frozen, *other;
+    int64_t t0;
+    int rc;
+
+    (void)state;
+    frozen = open_ok("idle.db");
+    other = open_ok("idle.db");
+    assert_int_equal(EXEC0(frozen, "CREATE TABLE IF NOT EXISTS idle_t (x INTEGER)"), VEND_OK);
+    assert_int_equal(db_begin(frozen), VEND_OK);
+    assert_int_equal(EXEC0(frozen, "INSERT INTO idle_t (x) VALUES (1)"), 1);
+    /* frozen says nothing more: other waits for the lock, at most its lock timeout a try. */
+    t0 = mono_ms();
+    while ((rc = db_begin(other)) == VEND_EBUSY && mono_ms() - t0 < 15000)
+        ;
+    if (rc != VEND_OK)
+        fail_msg("the write lock of an idle transaction was still held after %lld ms: %s",
+                 (long long)(mono_ms() - t0), vend_errname(rc));
+    assert_int_equal(EXEC0(other, "INSERT INTO idle_t (x) VALUES (2)"), 1);
+    assert_int_equal(db_commit(other), VEND_OK);
+    /* The frozen one wakes up: its transaction is gone, not half applied. */
+    assert_int_not_equal(db_commit(frozen), VEND_OK);
+    db_rollback(frozen);
+    assert_int_equal(query_int(other, "SELECT count(*) FROM idle_t WHERE x = 1"), 0);
+    assert_int_equal(query_int(frozen, "SELECT count(*) FROM idle_t WHERE x = 2"), 1);
+    db_close(frozen);
+    db_close(other);
+}
+
 int main(int argc, char **argv)
 {
     /* On both backends. */
@@ -1885,6 +1920,7 @@ int main(int argc, char **argv)
             return 1;
         const struct CMUnitTest pg_only[] = {
             cmocka_unit_test(test_pg_statement_deadline),
+            cmocka_unit_test(test_pg_idle_transaction_released),
         };
         int failed = cmocka_run_group_tests_name("postgresql", both, group_setup, group_teardown);
 

@@ -85,6 +85,8 @@
 /* How often the server looks for its client during a statement (PostgreSQL 14 and later):
  * a statement given up at the deadline ends within this once the server runs again. */
 #define CLIENT_CHECK_INTERVAL "'1s'"
+/* The server ends a session of ours idle inside a transaction this long (session_setup()). */
+#define IDLE_IN_TRANSACTION_MS 5000
 /* Reconnect attempts after the connection is lost: the first at once, then this far apart,
  * doubling. */
 #define RECONNECT_FIRST_MS 100
@@ -785,6 +787,11 @@ static int session_setup(struct db *db)
 
     if (rc == VEND_OK && db->readonly)
         rc = simple(db, "SET default_transaction_read_only = on");
+    /* A vendd stopped inside a transaction (SIGSTOP, a frozen host, a network black hole)
+     * would hold the write lock of every instance until the server's TCP keepalive noticed,
+     * hours by default; vendd never leaves a transaction idle (each ends in its loop turn). */
+    if (rc == VEND_OK && !db->readonly)
+        rc = simple(db, "SET idle_in_transaction_session_timeout = " STR(IDLE_IN_TRANSACTION_MS));
     /* A statement given up at the deadline (give_up()) is ended by the server itself. */
     if (rc == VEND_OK && PQserverVersion(state(db)->conn) >= 140000)
         rc = simple(db, "SET client_connection_check_interval = " CLIENT_CHECK_INTERVAL);
