@@ -4,6 +4,7 @@
  *
  *   dispload --http-port P --mqtt-port M --db VENDD_DB --machines N --rate R --seconds S
  *            [--prefix vm] [--first 1] [--slot 1] [--conns 16] [--id-prefix bd]
+ *            [--create-only 1]
  *
  * 1. Not timed: R x S manual orders "<id-prefix>0000001".., order k for machine k mod N, one
  *    unit of --slot each (POST /api/orders, 16 keep-alive connections).
@@ -69,6 +70,7 @@ struct order {
 
 struct dispload {
     uint64_t http_port, mqtt_port, machines, rate, seconds, first, slot, conns;
+    uint64_t create_only; /* 1: stop after step 1 (a profiler's baseline) */
     const char *db_path, *prefix, *id_prefix;
     struct sockaddr_in sa;
     int epfd;
@@ -474,6 +476,8 @@ static int parse_args(struct dispload *d, int argc, char **argv)
             rc = bu_parse_u64(TOOL, a, v, 0, 99999, &d->first);
         else if (strcmp(a, "--slot") == 0)
             rc = bu_parse_u64(TOOL, a, v, 1, 255, &d->slot);
+        else if (strcmp(a, "--create-only") == 0)
+            rc = bu_parse_u64(TOOL, a, v, 0, 1, &d->create_only);
         else if (strcmp(a, "--conns") == 0)
             rc = bu_parse_u64(TOOL, a, v, 1, 1000, &d->conns);
         else {
@@ -530,6 +534,10 @@ int main(int argc, char **argv)
     mosquitto_lib_init();
     if (create_orders(&d) < 0 || base_id(&d) < 0)
         goto out;
+    if (d.create_only) {
+        rc = 0;
+        goto out;
+    }
     fc = (struct fleet_config){.host = "127.0.0.1",
                                .port = (uint16_t)d.mqtt_port,
                                .prefix = d.prefix,
