@@ -8,17 +8,19 @@
 #   bench/dispense_profile.sh BUILD_DIR [RATE] [SECONDS]       (default 100 orders/s, 10 s)
 #
 # 1. A private mosquitto (prod.conf's queue lines, as fleet_bench.sh); vendd under
-#    `valgrind --tool=callgrind --instr-atstart=no`; 200 machines vm00001.. registered
-#    through the API with slot 1 (Cola, stock 1000).
-# 2. dispload creates RATE x SECONDS manual orders (not counted), then counting is switched
-#    on (callgrind_control -i on) and dispload triggers them at RATE over the 200 machines,
-#    which answer at once; once it has printed its figures vendd is stopped (SIGTERM).
-#    Instructions per order = Ir / completed orders (the count includes the idle loop turns
-#    and vendd's shutdown, the same for every build).
-# The callgrind file is kept as $OUT_DIR/callgrind.dispense.out (OUT_DIR defaults to the
-# working directory); its top functions are printed. The group sizes (so the commits per
-# order) depend on the rate and on how slow callgrind makes vendd: compare builds at the
-# same RATE.
+#    `valgrind --tool=callgrind` on a fresh database; 200 machines vm00001.. registered
+#    through the API with slot 1 (Cola, stock 1000), as dispload expects.
+# 2. The baseline: dispload --create-only 1 creates RATE x SECONDS manual orders, and vendd
+#    is stopped (SIGTERM). The run: the same from a fresh database, then dispload triggers
+#    the orders at RATE over the 200 machines, which answer at once.
+#    Instructions per order = (Ir(run) - Ir(baseline)) / completed orders: the trigger, the
+#    command, the result, their group commits, the idle loop turns in between.
+# The run's callgrind file is kept as $OUT_DIR/callgrind.dispense.out (OUT_DIR defaults to
+# the working directory); its top functions are printed. callgrind makes vendd about 50
+# times slower, so at 100 orders/s it falls behind and its groups hold many items (about
+# 16 at 100/s): the count per order leaves out most of the per-commit cost that a group of
+# one pays. Compare builds at the same RATE, and check that their group_apply call counts
+# (callgrind_annotate --inclusive=yes) match.
 set -euo pipefail
 
 build=$(realpath "${1:?usage: dispense_profile.sh BUILD_DIR [RATE] [SECONDS]}")
@@ -94,7 +96,8 @@ pids+=("$!")
 wait_port "$mport" mosquitto
 
 hport=$(free_port)
-# run NAME CREATE_ONLY: a fresh database, vendd under callgrind, the machines set up, dispload.
+# run NAME CREATE_ONLY: a fresh database, vendd under callgrind, the machines set up,
+# dispload; prints the run's instruction count.
 run() {
     local name=$1 create_only=$2 up=0
     rm -f "$dir"/vendd.db*

@@ -2,6 +2,7 @@
 #include "sqlite_ckpt.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -47,6 +48,7 @@ static void *run(void *arg)
 struct sqlite_ckpt *sqlite_ckpt_start(const char *path, char *err, size_t errsize)
 {
     struct sqlite_ckpt *c = xcalloc(1, sizeof(*c));
+    sigset_t all, old;
     int rc;
 
     /* The file exists (the owner's connection made it, WAL). synchronous=FULL: the
@@ -61,7 +63,13 @@ struct sqlite_ckpt *sqlite_ckpt_start(const char *path, char *err, size_t errsiz
     }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    /* Every signal blocked in the thread: the loop takes them through its signalfd, and one
+     * delivered here (the database may be opened before the loop blocks them) would take
+     * its default action, a SIGTERM the end of vendd without its orderly stop. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&c->thread, NULL, run, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         snprintf(err, errsize, "checkpoint thread for '%s': error %d", path, rc);
         pthread_cond_destroy(&c->cv);
