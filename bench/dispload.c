@@ -4,12 +4,13 @@
  *
  *   dispload --http-port P [--http-port P2 ..] --mqtt-port M --db VENDD_DB --machines N
  *            --rate R --seconds S [--prefix vm] [--first 1] [--slot 1] [--conns 16]
- *            [--id-prefix bd] [--poll-us 100]
+ *            [--id-prefix bd] [--poll-us 100] [--create-only 1]
  *
  * VENDD_DB is vendd's SQLite file, or its postgres:// / postgresql:// URL (read with libpq).
  * --http-port given more than once: several vendd instances on one database and broker; HTTP
  * connection j (order creation and triggers) goes to instance j mod their number, so the
- * triggers are spread over them evenly.
+ * triggers are spread over them evenly. --create-only 1 stops after step 1 (a profiler's
+ * baseline, bench/dispense_profile.sh).
  *
  * 1. Not timed: R x S manual orders "<id-prefix>0000001".., order k for machine k mod N, one
  *    unit of --slot each (POST /api/orders, 16 keep-alive connections).
@@ -79,6 +80,7 @@ struct order {
 struct dispload {
     uint64_t http_port[PORTS_MAX], mqtt_port, machines, rate, seconds, first, slot, conns, poll_us;
     size_t nports;
+    uint64_t create_only; /* 1: stop after step 1 (a profiler's baseline) */
     const char *db_path, *prefix, *id_prefix;
     struct sockaddr_in sa[PORTS_MAX]; /* one per vendd instance */
     int epfd;
@@ -589,6 +591,8 @@ static int parse_args(struct dispload *d, int argc, char **argv)
             rc = bu_parse_u64(TOOL, a, v, 0, 99999, &d->first);
         else if (strcmp(a, "--slot") == 0)
             rc = bu_parse_u64(TOOL, a, v, 1, 255, &d->slot);
+        else if (strcmp(a, "--create-only") == 0)
+            rc = bu_parse_u64(TOOL, a, v, 0, 1, &d->create_only);
         else if (strcmp(a, "--conns") == 0)
             rc = bu_parse_u64(TOOL, a, v, 1, 1000, &d->conns);
         else {
@@ -650,6 +654,10 @@ int main(int argc, char **argv)
     mosquitto_lib_init();
     if (create_orders(&d) < 0 || base_id(&d) < 0)
         goto out;
+    if (d.create_only) {
+        rc = 0;
+        goto out;
+    }
     fc = (struct fleet_config){.host = "127.0.0.1",
                                .port = (uint16_t)d.mqtt_port,
                                .prefix = d.prefix,

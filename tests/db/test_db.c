@@ -1092,6 +1092,40 @@ static void test_checkpoint_off_the_commit_path(void **state)
     db_close(db);
 }
 
+/* The checkpoint runs on the checkpointer's thread (sqlite_ckpt.h): asked, it copies the WAL
+ * into the database file while the caller goes on; a request made while the WAL holds new
+ * commits is served too. */
+static void test_checkpoint_copies_the_wal(void **state)
+{
+    char path[512];
+    struct stat sb;
+    struct db *db;
+    off_t before;
+
+    (void)state;
+    db = open_ok("ckpt2.db");
+    path_of(path, sizeof(path), "ckpt2.db");
+    assert_int_equal(stat(path, &sb), 0);
+    before = sb.st_size; /* the migrations wait in the WAL: the file holds a page or none */
+    assert_true(before <= 4096);
+    seed(db);
+    assert_int_equal(EXEC0(db, "CREATE TABLE grow (x TEXT)"), 0);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(db_checkpoint(db), VEND_OK);
+        for (int i = 0; i < 200; i++) {
+            assert_int_equal(stat(path, &sb), 0);
+            if (sb.st_size > before)
+                break;
+            usleep(10000);
+        }
+        assert_true(sb.st_size > before);
+        before = sb.st_size;
+        /* New pages reach the file at the next checkpoint only. */
+        assert_int_equal(EXEC0(db, "INSERT INTO grow SELECT hex(zeroblob(2000)) FROM machines"), 2);
+    }
+    db_close(db);
+}
+
 static void test_row_callback_stop(void **state)
 {
     struct db *db;
@@ -1900,6 +1934,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_batch),
         cmocka_unit_test(test_checkpoint_off_the_commit_path),
+        cmocka_unit_test(test_checkpoint_copies_the_wal),
         cmocka_unit_test(test_row_callback_stop),
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_failed_statement_keeps_transaction),

@@ -110,7 +110,9 @@ void db_rollback(struct db *db);
  */
 int db_batch_begin(struct db *db);
 /* Copy the write-ahead log into the database file without waiting for readers (call it
- * from a timer, outside any transaction: it is the checkpoint commits no longer do). */
+ * from a timer, outside any transaction: it is the checkpoint commits no longer do). With
+ * SQLite it asks a thread of its own to do it (sqlite_ckpt.h) and returns at once: an error
+ * is the previous checkpoint's. */
 int db_checkpoint(struct db *db);
 
 /* Two numbers that move at every change of the data, by this connection or a commit of any

@@ -16,6 +16,7 @@
 #include "db.h"
 #include "db_backend.h"
 #include "log.h"
+#include "sqlite_ckpt.h"
 #include "vend/err.h"
 #include "xmalloc.h"
 
@@ -71,6 +72,7 @@ struct sqlite_state {
      * every change (a DELETE without WHERE, ...), total_changes counts them. */
     int64_t seen_total;
     uint64_t seen_hooked;
+    struct sqlite_ckpt *ckpt; /* NULL: sq_checkpoint() runs on this connection */
 };
 
 static struct sqlite_state *state(struct db *db)
@@ -404,10 +406,20 @@ static int sq_rollback(struct db *db)
 
 static int sq_checkpoint(struct db *db)
 {
-    int rc =
-        sqlite3_wal_checkpoint_v2(state(db)->conn, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    struct sqlite_state *st = state(db);
+    char err[160];
+    int rc;
 
-    return rc == SQLITE_OK || rc == SQLITE_BUSY ? VEND_OK : fail(db, rc, "checkpoint");
+    if (st->ckpt == NULL) {
+        rc = sqlite3_wal_checkpoint_v2(st->conn, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return rc == SQLITE_OK || rc == SQLITE_BUSY ? VEND_OK : fail(db, rc, "checkpoint");
+    }
+    /* Asked of the checkpointer's thread; what it says is of the previous one. */
+    rc = sqlite_ckpt_request(st->ckpt, err, sizeof(err));
+    if (rc == SQLITE_OK || rc == SQLITE_BUSY)
+        return VEND_OK;
+    db_set_error(db, "checkpoint of '%s': %s", st->path, err[0] ? err : sqlite3_errstr(rc));
+    return VEND_EDB;
 }
 
 static void sq_version(struct db *db, uint64_t out[2])
@@ -561,7 +573,7 @@ out:
 static int sq_open(struct db *db, const char *path)
 {
     struct sqlite_state *st;
-    char text[16];
+    char text[16], why[200];
     int rc;
 
     if (path[0] == '\0' || strnlen(path, PATH_MAX_LEN + 1) > PATH_MAX_LEN) {
@@ -644,6 +656,10 @@ static int sq_open(struct db *db, const char *path)
         rc = VEND_EDB;
         goto out;
     }
+    /* Checkpoints off the loop (sqlite_ckpt.h); without the thread, on this connection. */
+    st->ckpt = sqlite_ckpt_start(path, why, sizeof(why));
+    if (st->ckpt == NULL)
+        log_warnx("%s; checkpoints run on the event loop", why);
     rc = VEND_OK;
 out:
     if (rc < 0) {
@@ -664,6 +680,8 @@ static void sq_close(struct db *db)
 
     if (st == NULL)
         return;
+    /* First, so that this connection is the last one and its close checkpoints the WAL. */
+    sqlite_ckpt_stop(st->ckpt);
     for (size_t i = 0; i < CACHE_BUCKETS; i++) {
         struct cached_stmt *e = st->buckets[i];
         while (e != NULL) {
