@@ -40,15 +40,20 @@ static const struct {
     /* The handler keeps what the database cannot take now and applies it later (a result:
      * dispense_result_submit()); so a failed machine check must not drop the message. */
     bool keeps;
+    /* In a group, handed to one instance ($share). Not status: a machine's OFFLINE and ONLINE
+     * handed to two instances can commit the wrong way round, and a machine shown OFFLINE
+     * takes no customer orders until its next change. Every instance applies every status,
+     * each in the broker's order, so whichever commits last writes the latest. */
+    bool shared;
 } s_topics[] = {
-    {VEND_TOPIC_TELEMETRY, handle_telemetry, INGEST_BULK, true, true, false},
-    {VEND_TOPIC_DISPENSE_RESULT, handle_result, INGEST_DISPENSE, false, false, true},
-    {VEND_TOPIC_STATUS, handle_status, INGEST_DISPENSE, true, true, false},
+    {VEND_TOPIC_TELEMETRY, handle_telemetry, INGEST_BULK, true, true, false, true},
+    {VEND_TOPIC_DISPENSE_RESULT, handle_result, INGEST_DISPENSE, false, false, true, true},
+    {VEND_TOPIC_STATUS, handle_status, INGEST_DISPENSE, true, true, false, false},
 };
 #define NTOPICS (sizeof(s_topics) / sizeof(s_topics[0]))
 
 /*
- * Put in front of every filter with MQTT_SHARED_GROUP G: "$share/G/" (MQTT v5 shared
+ * Put in front of every shared filter with MQTT_SHARED_GROUP G: "$share/G/" (MQTT v5 shared
  * subscriptions: the broker hands each message to one member of the group, docs/DESIGN.md
  * "Several instances"). Received topics never carry it, so parsing is unaffected.
  */
@@ -80,7 +85,7 @@ void ingest_subscriptions(enum ingest_session session, const char *group,
     for (size_t i = 0; i < NTOPICS; i++) {
         if (s_topics[i].session != session)
             continue;
-        filter_build(out->filter[out->n], group, s_topics[i].kind);
+        filter_build(out->filter[out->n], s_topics[i].shared ? group : "", s_topics[i].kind);
         out->filters[out->n] = out->filter[out->n];
         out->n++;
     }

@@ -45,8 +45,8 @@ struct ingest_subscriptions {
 
 /*
  * Fills *out with session's filters, in table order (the order the guide shows); group is
- * MQTT_SHARED_GROUP ("" for plain subscriptions): the machines' topics become
- * "$share/<group>/vm/+/...", the broker's $SYS counters stay unshared.
+ * MQTT_SHARED_GROUP ("" for plain subscriptions): the machines' results and telemetry become
+ * "$share/<group>/vm/+/...", their status and the broker's $SYS counters stay unshared.
  */
 void ingest_subscriptions(enum ingest_session session, const char *group,
                           struct ingest_subscriptions *out);
