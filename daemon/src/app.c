@@ -259,6 +259,13 @@ int app_run(const struct vendd_conf *conf)
         log_warnx("cannot open the database: %s", errbuf);
         goto out;
     }
+    /* The results file's lock above only sees vendd processes in this directory (or beside
+     * a SQLite file); on PostgreSQL the server refuses a second one wherever it runs. */
+    rc = db_claim_instance(v.db, conf->mqtt_client_id, conf->mqtt_shared_group[0] != '\0');
+    if (rc < 0) {
+        log_warnx("cannot start: %s", db_errmsg(v.db));
+        goto out;
+    }
     rc = machines_register_default(&v, conf->machine_id);
     if (rc < 0) {
         log_warnx("cannot register machine '%s': %s", conf->machine_id, db_errmsg(v.db));

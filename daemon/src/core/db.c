@@ -287,6 +287,13 @@ int db_checkpoint(struct db *db)
     return db->ops->checkpoint(db);
 }
 
+int db_claim_instance(struct db *db, const char *client_id, bool in_group)
+{
+    if (db == NULL || client_id == NULL)
+        return VEND_EINVAL;
+    return db->ops->claim != NULL ? db->ops->claim(db, client_id, in_group) : VEND_OK;
+}
+
 void db_version(struct db *db, uint64_t out[2])
 {
     out[0] = out[1] = 0;

@@ -115,6 +115,16 @@ int db_batch_begin(struct db *db);
  * is the previous checkpoint's. */
 int db_checkpoint(struct db *db);
 
+/*
+ * Claim this database for one vendd: the only one (in_group false), or instance client_id of
+ * an MQTT shared group (in_group true), so that a second vendd that would share a broker
+ * session with the first is refused wherever it runs. Held as long as the connection, and
+ * taken again by every reconnect, which fails while another vendd holds it. SQLite needs no
+ * claim here: the results file's lock beside the database file decides (dispense_result.c).
+ * VEND_OK; VEND_ECONFLICT when another vendd holds it (db_errmsg() says which); another VEND_E*.
+ */
+int db_claim_instance(struct db *db, const char *client_id, bool in_group);
+
 /* Two numbers that move at every change of the data, by this connection or a commit of any
  * other (for caches of what was read: http_cache.h); out[1] is UINT64_MAX when it could not
  * be read. */

@@ -50,6 +50,9 @@ struct db_backend {
     /* Move what the write-ahead log holds into the database file, as far as it can without
      * waiting for readers; VEND_OK also when there is nothing to do or no such log. */
     int (*checkpoint)(struct db *db);
+    /* Optional (NULL: the backend's file lock already decides, db_claim_instance()): take
+     * the claim now and again on every new session; VEND_ECONFLICT when another holds it. */
+    int (*claim)(struct db *db, const char *client_id, bool in_group);
     /* What moves at every change of the data: this connection's changes and the commits of
      * any other connection (for caches of what was read). */
     void (*version)(struct db *db, uint64_t out[2]);

@@ -85,6 +85,12 @@
 /* How often the server looks for its client during a statement (PostgreSQL 14 and later):
  * a statement given up at the deadline ends within this once the server runs again. */
 #define CLIENT_CHECK_INTERVAL "'1s'"
+/* The claims of db_claim_instance(), session advisory locks with two int4 keys (a key space of
+ * their own, apart from WRITE_LOCK_KEY's bigint): (CLAIM_KEY, 0) exclusive for the only
+ * vendd, shared by the instances of a group; (CLAIM_KEY_ID, hash of the client id) exclusive
+ * for each instance. "vend" and "venE" in ASCII. */
+#define CLAIM_KEY    "1986358884"
+#define CLAIM_KEY_ID "1986358853"
 /* The server ends a session of ours idle inside a transaction this long (session_setup()). */
 #define IDLE_IN_TRANSACTION_MS 5000
 /* Reconnect attempts after the connection is lost: the first at once, then this far apart,
@@ -127,6 +133,9 @@ struct pg_state {
     PostgresPollingStatusType polling; /* where that attempt is */
     int64_t lost_at_ms, retry_at_ms, backoff_ms, attempt_end_ms;
     int connect_timeout_ms;
+    /* db_claim_instance(): the advisory locks this session holds, taken again by a reconnect
+     * (SQL ready to run; empty when no claim). */
+    char claim_sql[160];
 };
 
 /* What a row callback reads: one row of a result held whole. */
@@ -774,6 +783,62 @@ static void cache_clear(struct pg_state *st)
     st->warned_full = false;
 }
 
+/* Take the session's claim (claim_sql) if it has one: VEND_ECONFLICT when another holds it. */
+static int claim_take(struct db *db)
+{
+    struct pg_state *st = state(db);
+    PGresult *res;
+    int rc;
+
+    if (st->claim_sql[0] == '\0')
+        return VEND_OK;
+    if (!PQsendQuery(st->conn, st->claim_sql))
+        return fail(db, NULL, "claim");
+    rc = await(db, "claim", QUERY_DEADLINE_MS, &res);
+    if (rc == VEND_OK && !result_ok(res))
+        rc = fail(db, res, "claim");
+    else if (rc == VEND_OK && (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0)) {
+        db_set_error(db, "another vendd holds this database's claim");
+        rc = VEND_ECONFLICT;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* 32-bit FNV-1a of s, as a signed int4 key. */
+static int32_t claim_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return (int32_t)h;
+}
+
+static int pg_claim(struct db *db, const char *client_id, bool in_group)
+{
+    struct pg_state *st = state(db);
+    int rc;
+
+    if (in_group)
+        snprintf(st->claim_sql, sizeof(st->claim_sql),
+                 "SELECT pg_try_advisory_lock_shared(" CLAIM_KEY ", 0) AND "
+                 "pg_try_advisory_lock(" CLAIM_KEY_ID ", %ld)",
+                 (long)claim_hash(client_id));
+    else
+        snprintf(st->claim_sql, sizeof(st->claim_sql),
+                 "SELECT pg_try_advisory_lock(" CLAIM_KEY ", 0)");
+    rc = claim_take(db);
+    if (rc == VEND_ECONFLICT && in_group)
+        db_set_error(db,
+                     "another vendd runs on this database as instance '%s', or one runs on "
+                     "it without MQTT_SHARED_GROUP",
+                     client_id);
+    else if (rc == VEND_ECONFLICT)
+        db_set_error(db, "another vendd runs on this database");
+    return rc;
+}
+
 /* What the daemon assumes of a session; the server's defaults may differ per installation. */
 static int session_setup(struct db *db)
 {
@@ -905,7 +970,8 @@ static int conn_ready(struct db *db)
         return attempt_failed(db, PQerrorMessage(st->conn));
     st->connecting = false;
     /* Sending never waits for the server: await() bounds every wait. */
-    if (PQsetnonblocking(st->conn, 1) != 0 || session_setup(db) < 0)
+    /* A claim lost while away (another vendd took it) keeps this one off the database. */
+    if (PQsetnonblocking(st->conn, 1) != 0 || session_setup(db) < 0 || claim_take(db) < 0)
         return attempt_failed(db, db->errmsg);
     /* The old session's prepared statements died with it. */
     cache_clear(st);
@@ -1326,6 +1392,7 @@ const struct db_backend db_backend_pg = {
     .rollback = pg_rollback,
     .in_transaction = pg_in_transaction,
     .checkpoint = pg_checkpoint,
+    .claim = pg_claim,
     .version = pg_version,
     .row_count = pg_row_count,
     .row_is_null = pg_row_is_null,
