@@ -41,6 +41,13 @@ static bool line_secret(const char *line, const char **s, size_t *n)
     auth = is_url ? strstr(line, "://") : NULL;
     if (auth == NULL || (at = strrchr(auth + 3, '@')) == NULL)
         return false;
+    /* Only DATABASE_URL may carry credentials, which end at its last '@' (libpq's passwords
+     * may hold '/'); the other URLs refuse user info, so their authority ends at the first
+     * '/', '?' or '#', and a '@' after it is in the path, nothing secret (what curl and
+     * libmosquitto read too). */
+    if (strncmp(line, "DATABASE_URL=", 13) != 0 &&
+        (size_t)(at - auth - 3) > strcspn(auth + 3, "/?#"))
+        return false;
     colon = memchr(auth + 3, ':', (size_t)(at - auth - 3));
     if (colon == NULL)
         return false;
