@@ -1126,6 +1126,54 @@ static void test_checkpoint_copies_the_wal(void **state)
     db_close(db);
 }
 
+/* Files this process has open whose path names a SQLite temporary file ("etilqs_"). */
+static int open_sqlite_temp_files(void)
+{
+    char link[64], target[512];
+    int n = 0;
+
+    for (int fd = 0; fd < 1024; fd++) {
+        ssize_t len;
+
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        len = readlink(link, target, sizeof(target) - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        n += strstr(target, "etilqs_") != NULL;
+    }
+    return n;
+}
+
+/* A message's savepoint journals every page it changes; past 64 KiB SQLite moved that journal
+ * to a temporary file, opened and written once per group on the loop. It stays in memory. */
+static void test_savepoint_journal_in_memory(void **state)
+{
+    struct db *db;
+
+    (void)state;
+    db = open_ok("subjournal.db");
+    /* A CHECK and a trigger, as the real tables have: the statement needs a journal. */
+    assert_int_equal(EXEC0(db, "CREATE TABLE wide (x TEXT CHECK (length(x) > 0))"), 0);
+    assert_int_equal(EXEC0(db, "CREATE TABLE wide_log (x TEXT)"), 0);
+    assert_int_equal(EXEC0(db, "CREATE TRIGGER wide_logged AFTER UPDATE ON wide "
+                               "BEGIN INSERT INTO wide_log VALUES (NEW.x); END"),
+                     0);
+    assert_int_equal(EXEC0(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                               "WHERE i < 200) INSERT INTO wide SELECT hex(zeroblob(1000)) FROM n"),
+                     200);
+    assert_int_equal(db_batch_begin(db), VEND_OK);
+    for (int message = 0; message < 3; message++) {
+        assert_int_equal(db_begin(db), VEND_OK);
+        /* About 100 pages of 4 KiB changed: 400 KiB of journal. */
+        assert_int_equal(EXEC0(db, "UPDATE wide SET x = lower(x) || 'a'"), 200);
+        assert_int_equal(open_sqlite_temp_files(), 0);
+        assert_int_equal(db_commit(db), VEND_OK);
+    }
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    db_close(db);
+}
+
 static void test_row_callback_stop(void **state)
 {
     struct db *db;
@@ -1935,6 +1983,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_batch),
         cmocka_unit_test(test_checkpoint_off_the_commit_path),
         cmocka_unit_test(test_checkpoint_copies_the_wal),
+        cmocka_unit_test(test_savepoint_journal_in_memory),
         cmocka_unit_test(test_row_callback_stop),
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_failed_statement_keeps_transaction),
