@@ -4,7 +4,7 @@
  *
  *   dispload --http-port P [--http-port P2 ..] --mqtt-port M --db VENDD_DB --machines N
  *            --rate R --seconds S [--prefix vm] [--first 1] [--slot 1] [--conns 16]
- *            [--id-prefix bd] [--poll-us 100] [--create-only 1]
+ *            [--id-prefix bd] [--poll-us 100] [--create-only 1] [--times FILE]
  *
  * VENDD_DB is vendd's SQLite file, or its postgres:// / postgresql:// URL (read with libpq).
  * --http-port given more than once: several vendd instances on one database and broker; HTTP
@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,6 +83,7 @@ struct dispload {
     size_t nports;
     uint64_t create_only; /* 1: stop after step 1 (a profiler's baseline) */
     const char *db_path, *prefix, *id_prefix;
+    const char *times_path;           /* --times: every order's stamps, for a look at the tail */
     struct sockaddr_in sa[PORTS_MAX]; /* one per vendd instance */
     int epfd;
     struct order *o;
@@ -468,11 +470,17 @@ lost:
     bh_open(h, d->epfd, &h->sa);
 }
 
-static void pump(struct dispload *d, int timeout_ms)
+/* Waits for the sockets at most timeout_us. epoll_pwait2 sleeps to the microsecond: with
+ * epoll_wait's milliseconds the driver had to spin for the next trigger, and a spinning
+ * driver takes one of the box's two cores from vendd and the broker it measures. */
+static void pump(struct dispload *d, uint64_t timeout_us)
 {
     struct epoll_event ev[256];
-    int n = epoll_wait(d->epfd, ev, 256, timeout_ms);
+    struct timespec ts = {(time_t)(timeout_us / 1000000u), (long)(timeout_us % 1000000u) * 1000};
+    int n = epoll_pwait2(d->epfd, ev, 256, &ts, NULL);
 
+    if (n < 0 && errno == ENOSYS) /* a kernel before 5.11 */
+        n = epoll_wait(d->epfd, ev, 256, (int)((timeout_us + 999) / 1000));
     for (int e = 0; e < n; e++) {
         int *kind = ev[e].data.ptr;
 
@@ -515,7 +523,7 @@ static void trigger_all(struct dispload *d, uint64_t *t0_out, uint64_t *t_last_o
         if (next < d->n) {
             uint64_t due = t0 + next * 1000000u / d->rate;
 
-            pump(d, due > now + 1000 ? (int)((due - now) / 1000) : 0);
+            pump(d, due > now ? due - now : 0);
         }
     }
     *t_last_out = next > 0 ? d->o[next - 1].due : t0;
@@ -553,6 +561,34 @@ static uint64_t stamp(const struct order *o, enum stamp s)
         return atomic_load(&o->done);
     }
     return 0;
+}
+
+/* --times FILE: one line per order, "k due sent http cmd res done", microseconds from the
+ * first due time (0: never happened), to find what the slowest orders have in common. */
+static int write_times(const struct dispload *d, uint64_t t0)
+{
+    FILE *fp = fopen(d->times_path, "w");
+    int rc = 0;
+
+    if (fp == NULL) {
+        fprintf(stderr, "%s: cannot write '%s': %s\n", TOOL, d->times_path, strerror(errno));
+        return -1;
+    }
+    for (size_t k = 0; k < d->n; k++) {
+        const struct order *o = &d->o[k];
+
+        fprintf(fp, "%zu", k);
+        for (enum stamp s = T_DUE; s <= T_DONE; s++) {
+            uint64_t t = stamp(o, s);
+            fprintf(fp, " %lld", t >= t0 ? (long long)(t - t0) : 0LL);
+        }
+        fputc('\n', fp);
+    }
+    if (fclose(fp) != 0) {
+        fprintf(stderr, "%s: cannot write '%s': %s\n", TOOL, d->times_path, strerror(errno));
+        rc = -1;
+    }
+    return rc;
 }
 
 static int parse_args(struct dispload *d, int argc, char **argv)
@@ -595,6 +631,8 @@ static int parse_args(struct dispload *d, int argc, char **argv)
             rc = bu_parse_u64(TOOL, a, v, 0, 1, &d->create_only);
         else if (strcmp(a, "--conns") == 0)
             rc = bu_parse_u64(TOOL, a, v, 1, 1000, &d->conns);
+        else if (strcmp(a, "--times") == 0)
+            d->times_path = v;
         else {
             fprintf(stderr, "%s: unknown option '%s'\n", TOOL, a);
             rc = -1;
@@ -604,7 +642,8 @@ static int parse_args(struct dispload *d, int argc, char **argv)
                     d->rate == 0 || d->seconds == 0)) {
         fprintf(stderr, "usage: dispload --http-port P [--http-port P2 ..] --mqtt-port M "
                         "--db VENDD_DB --machines N --rate R --seconds S [--prefix vm] "
-                        "[--first 1] [--slot 1] [--conns 16] [--id-prefix bd] [--poll-us 100]\n");
+                        "[--first 1] [--slot 1] [--conns 16] [--id-prefix bd] [--poll-us 100] "
+                        "[--times FILE]\n");
         rc = -1;
     }
     if (rc == 0 && d->rate * d->seconds > ORDERS_MAX) {
@@ -636,6 +675,8 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &act, NULL);
     sigaction(SIGTERM, &act, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Triggers go out on time, not up to the default 50 us timer slack late. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
     for (size_t i = 0; i < d.nports; i++) {
         if (bh_addr("127.0.0.1", (uint16_t)d.http_port[i], &d.sa[i]) < 0)
             return 1;
@@ -682,7 +723,7 @@ int main(int argc, char **argv)
     trigger_all(&d, &t0, &t_last);
     deadline = bu_now_us() + DRAIN_US;
     while (atomic_load(&d.completed) < d.n && bu_now_us() < deadline && !s_stop && !d.poll_failed)
-        pump(&d, 5);
+        pump(&d, 5000);
     atomic_store(&d.poll_stop, true);
     pthread_join(th, NULL);
     th_started = false;
@@ -714,6 +755,8 @@ int main(int argc, char **argv)
         report(figures[f].name, v, nv);
     }
     rc = done == d.n && failed == 0 && ok == d.n ? 0 : 1;
+    if (d.times_path != NULL && write_times(&d, t0) < 0)
+        rc = 1;
 out:
     if (th_started) {
         atomic_store(&d.poll_stop, true);
