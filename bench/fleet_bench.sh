@@ -144,6 +144,8 @@ box_jiffies() {
 
 # The value of key=value in a line.
 kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
+# median A B C: the middle one of three numbers.
+median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 
 # fmt N: thousands separators.
 fmt() { LC_ALL=C awk -v n="$1" 'BEGIN {
@@ -923,12 +925,25 @@ row '  loss at the step above' "$(fmt "$s_loss") of $(fmt "$s_sent")" '' '' '0' 
 fi
 
 # 5. Dispense round trip: DISP_RATE orders/s over 200 machines answering at once; if that
-# rate is not sustained, half of it, then a quarter.
-dispense "$dir/vendd.db" "$hport" "$vpid" bd
-if ((disp_done)); then
-    row "dispense round trip p50, $(fmt "$disp_rate") orders/s over $DISP_MACHINES machines" "$p50 ms" '' '' '<= 1 ms' \
-        "due time of POST /api/dispense/trigger -> result committed (SQLite polled every 0.1 ms); $completed of $orders completed; ${disp_notes:-sustained at the target rate}"
-    row '  dispense round trip p99' "$p99 ms" '' '' '<= 5 ms' "$disp_why"
+# rate is not sustained, half of it, then a quarter. Three runs, one after the other on the
+# same vendd (their orders add up), as the HTTP reads: one run of 10 s moved by half on
+# this box from one run to the next. The medians of the runs' p50 and p99, every run shown.
+disp_runs=() disp_p50s=() disp_p99s=() disp_all_done=1
+for prefix in bd be bf; do
+    dispense "$dir/vendd.db" "$hport" "$vpid" "$prefix"
+    if ((!disp_done)); then
+        disp_all_done=0
+        break
+    fi
+    disp_p50s+=("$p50") disp_p99s+=("$p99")
+    disp_runs+=("p50 $p50 / p99 $p99 ms at $(fmt "$disp_rate")/s, $completed of $orders completed${disp_notes:+ ($disp_notes)}")
+done
+if ((disp_all_done)); then
+    row "dispense round trip p50, $(fmt "$disp_rate") orders/s over $DISP_MACHINES machines (median of 3 runs)" \
+        "$(median "${disp_p50s[@]}") ms" '' '' '<= 1 ms' \
+        "due time of POST /api/dispense/trigger -> result committed (SQLite polled every 0.1 ms); runs: $(IFS=';'; echo "${disp_runs[*]}")"
+    row '  dispense round trip p99 (median of 3 runs)' "$(median "${disp_p99s[@]}") ms" '' '' '<= 5 ms' \
+        "last run: $disp_why"
 else
     row 'dispense round trip' 'failed' '' '' '' "see $dir/dispload.log"
 fi
@@ -956,7 +971,6 @@ for i in 1 2 3; do
     h_orders+=("$(kv "$l" rate)")
     log "GET /api/orders/{id} run $i: $l"
 done
-median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 hm=$(median "${h_hello[@]}") sm=$(median "${h_stock[@]}") om=$(median "${h_orders[@]}")
 row 'libmicrohttpd hello-world, vendd threading mode (req/s, median of 3)' "$(fmt "$hm")" '(ceiling)' \
     '' '' "httpload: 64 keep-alive connections, one thread, on the same 2 cores; runs ${h_hello[*]}"
