@@ -66,9 +66,8 @@ static int cluster(const struct hang *t, const char *what)
 
 static int teardown(void **state);
 
-static int setup(void **state)
+static int setup_env(void **state, const char *const *env)
 {
-    static const char *const env[] = {GRACE, NULL};
     static const struct harness_slot slots[] = {{1, 10, MOTOR_MS}, {0, 0, 0}};
     const char *backend = getenv("VEND_TEST_DB");
     const char *tmp = getenv("TMPDIR");
@@ -99,6 +98,21 @@ static int setup(void **state)
     teardown(state); /* cmocka runs no teardown after a failed setup */
     *state = NULL;
     return -1;
+}
+
+static int setup(void **state)
+{
+    static const char *const env[] = {GRACE, NULL};
+
+    return setup_env(state, env);
+}
+
+/* An instance of a shared group: it LISTENs for the others on a connection of its own. */
+static int setup_group(void **state)
+{
+    static const char *const env[] = {GRACE, "MQTT_SHARED_GROUP=hang", NULL};
+
+    return setup_env(state, env);
 }
 
 static void signal_all(struct hang *t, int sig)
@@ -168,15 +182,13 @@ static pid_t parent_of(pid_t pid)
     return ppid;
 }
 
-/* SIGSTOP the postmaster (first: it starts no new backend then) and each of its children:
- * the server of the private cluster hangs with every socket open. */
-static void server_stop(struct hang *t)
+/* SIGSTOP the postmaster: the kernel still accepts connections, but no backend starts to
+ * answer them; the backends already running keep serving. Returns its pid. */
+static pid_t postmaster_stop(struct hang *t)
 {
     char dir[256], path[300];
     FILE *f;
     int pm = 0;
-    DIR *d;
-    struct dirent *e;
 
     state_get(t, "dir", dir, sizeof(dir));
     snprintf(path, sizeof(path), "%s/data/postmaster.pid", dir);
@@ -187,6 +199,17 @@ static void server_stop(struct hang *t)
     assert_true(pm > 1);
     t->pids[t->npids++] = pm;
     assert_int_equal(kill(pm, SIGSTOP), 0);
+    return pm;
+}
+
+/* SIGSTOP the postmaster (first: it starts no new backend then) and each of its children:
+ * the server of the private cluster hangs with every socket open. */
+static void server_stop(struct hang *t)
+{
+    pid_t pm = postmaster_stop(t);
+    DIR *d;
+    struct dirent *e;
+
     d = opendir("/proc");
     assert_non_null(d);
     while ((e = readdir(d)) != NULL && t->npids < MAX_PIDS) {
@@ -320,10 +343,63 @@ static void vendd_serves_through_a_hung_database(void **state)
     assert_int_equal(harness_check(h, NULL), 0);
 }
 
+/* vendd's LISTEN connection (an instance of a group), from the server's side: its pid. */
+static long long listen_backend(struct hang *t, long long other_than, int timeout_ms)
+{
+    struct harness *h = &t->f->h;
+    char sql[160];
+    long long pid = -1;
+    uint64_t end = harness_now_ms() + (uint64_t)timeout_ms;
+
+    snprintf(sql, sizeof(sql),
+             "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %%' AND pid <> %lld",
+             other_than);
+    while (harness_sql_int(h, sql, &pid) != 1) {
+        if (harness_now_ms() >= end)
+            fail_msg("no LISTEN connection of vendd on the server (log: %s)", h->log_path);
+        harness_sleep_ms(100);
+    }
+    return pid;
+}
+
+/* The LISTEN connection of a group's instance is lost, and the server then accepts new
+ * connections without ever answering them (its postmaster stopped; the backends it already
+ * started, vendd's main connection among them, keep serving). The reconnects must not hold
+ * the loop: libpq's blocking connect did, 5 s at each attempt. Once the server answers again,
+ * the LISTEN is back. */
+static void listen_reconnect_never_holds_the_loop(void **state)
+{
+    struct hang *t = *state;
+    struct harness *h = &t->f->h;
+    long long old_pid;
+    uint64_t end;
+
+    assert_int_equal(harness_order(h, "listen-1", 1, 1), 0);
+    old_pid = listen_backend(t, 0, 10000);
+    postmaster_stop(t);
+    assert_int_equal(kill((pid_t)old_pid, SIGTERM), 0);
+    if (harness_log_wait(h, "LISTEN connection for", 1, 5000) < 1)
+        fail_msg("vendd did not see its LISTEN connection go (log: %s)", h->log_path);
+    /* Two attempts at least (1 s, then 2 s after the first gives up at 5 s). */
+    for (end = harness_now_ms() + 12000; harness_now_ms() < end;) {
+        answers(h, "GET", "/health", NULL, 200, HEALTH_MS, "/health");
+        answers(h, "GET", "/api/orders/listen-1", NULL, 200, HEALTH_MS, "a read");
+        harness_sleep_ms(100);
+    }
+    signal_all(t, SIGCONT);
+    t->npids = 0;
+    if (harness_log_wait(h, "LISTEN connection for 'vendd:hang' back", 1, 30000) < 1)
+        fail_msg("the LISTEN connection did not come back (log: %s)", h->log_path);
+    assert_true(listen_backend(t, old_pid, 5000) > 0);
+    assert_true(harness_vendd_alive(h));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(vendd_serves_through_a_hung_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(listen_reconnect_never_holds_the_loop, setup_group,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,25 +14,39 @@
 #include "vend/err.h"
 #include "xmalloc.h"
 
-#define CONNECT_TIMEOUT_S "5"
-/* Reconnects while the server is away: 1 s doubling to 30 s, so that a connect blocking for
- * its timeout (a server that drops packets) stalls the loop rarely. */
+/* A connection and its LISTEN are made on the loop, a step each time the socket is ready,
+ * and given up past this: a server that accepts and then says nothing (stopped, or a black
+ * hole) must not hold the loop, as libpq's blocking connect and PQexec() did. */
+#define ATTEMPT_MS 5000
+/* Reconnects while the server is away: 1 s doubling to 30 s. */
 #define RETRY_FIRST_MS 1000
 #define RETRY_MAX_MS   30000
 /* A channel name: PostgreSQL identifiers are at most 63 bytes. */
 #define CHANNEL_MAX 63
 
+enum listen_state {
+    LISTEN_DOWN,       /* no connection; the next attempt at retry_at_ms */
+    LISTEN_CONNECTING, /* PQconnectPoll() steps */
+    LISTEN_ASKING,     /* LISTEN sent, its answer awaited */
+    LISTEN_UP,         /* notifications read as they come */
+};
+
 struct pg_listen {
     struct loop *loop;
+    enum listen_state state;
     PGconn *conn; /* NULL while down */
     int fd;       /* watched on the loop; -1 while down */
+    unsigned watched;
     char *url;
     char channel[CHANNEL_MAX + 1];
     pg_listen_fn *fn;
     void *arg;
     bool warned;                    /* the connection's loss is logged once until it is back */
     uint64_t retry_at_ms, retry_ms; /* the next reconnect, on the loop's clock */
+    uint64_t give_up_at_ms;         /* an attempt not up by then is dropped */
 };
+
+static void on_io(void *arg, int fd, unsigned events);
 
 static void down(struct pg_listen *l, const char *why)
 {
@@ -48,21 +62,122 @@ static void down(struct pg_listen *l, const char *why)
     if (l->fd >= 0)
         loop_io_del(l->loop, l->fd);
     l->fd = -1;
+    l->watched = 0;
     PQfinish(l->conn);
     l->conn = NULL;
+    l->state = LISTEN_DOWN;
 }
 
-static void on_readable(void *arg, int fd, unsigned events)
+/* Watch the connection's socket for events; libpq may change the socket while it connects
+ * (another address of the host). */
+static int watch(struct pg_listen *l, unsigned events)
 {
-    struct pg_listen *l = arg;
-    PGnotify *n;
+    int fd = PQsocket(l->conn);
 
-    (void)fd;
-    (void)events;
+    if (fd < 0)
+        return VEND_EIO;
+    if (fd != l->fd) {
+        if (l->fd >= 0)
+            loop_io_del(l->loop, l->fd);
+        l->fd = -1;
+        if (loop_io_add(l->loop, fd, events, on_io, l) < 0)
+            return VEND_EIO;
+        l->fd = fd;
+    } else if (events != l->watched && loop_io_set(l->loop, fd, events) < 0) {
+        return VEND_EIO;
+    }
+    l->watched = events;
+    return VEND_OK;
+}
+
+/* Connected: send LISTEN without waiting for its answer. */
+static void ask(struct pg_listen *l)
+{
+    char *ident = PQescapeIdentifier(l->conn, l->channel, strlen(l->channel));
+    char *sql = NULL;
+    int flushed;
+
+    if (ident == NULL) {
+        down(l, PQerrorMessage(l->conn));
+        return;
+    }
+    sql = xmalloc(strlen(ident) + sizeof("LISTEN "));
+    memcpy(sql, "LISTEN ", sizeof("LISTEN ") - 1);
+    memcpy(sql + sizeof("LISTEN ") - 1, ident, strlen(ident) + 1);
+    if (PQsetnonblocking(l->conn, 1) != 0 || PQsendQuery(l->conn, sql) == 0 ||
+        (flushed = PQflush(l->conn)) < 0) {
+        down(l, PQerrorMessage(l->conn));
+    } else if (watch(l, flushed == 1 ? LOOP_READ | LOOP_WRITE : LOOP_READ) < 0) {
+        down(l, "cannot watch its socket");
+    } else {
+        l->state = LISTEN_ASKING;
+    }
+    free(sql);
+    PQfreemem(ident);
+}
+
+static void connect_step(struct pg_listen *l)
+{
+    switch (PQconnectPoll(l->conn)) {
+    case PGRES_POLLING_READING:
+        if (watch(l, LOOP_READ) < 0)
+            down(l, "cannot watch its socket");
+        break;
+    case PGRES_POLLING_WRITING:
+        if (watch(l, LOOP_WRITE) < 0)
+            down(l, "cannot watch its socket");
+        break;
+    case PGRES_POLLING_OK:
+        ask(l);
+        break;
+    default:
+        down(l, PQerrorMessage(l->conn)); /* names host and port, never the password */
+        break;
+    }
+}
+
+/* The LISTEN's answer, read as it comes. */
+static void answer_step(struct pg_listen *l, unsigned events)
+{
+    PGresult *res;
+    bool ok = true;
+
+    if ((events & LOOP_WRITE) != 0) {
+        int flushed = PQflush(l->conn);
+
+        if (flushed < 0 || watch(l, flushed == 1 ? LOOP_READ | LOOP_WRITE : LOOP_READ) < 0) {
+            down(l, PQerrorMessage(l->conn));
+            return;
+        }
+    }
     if (PQconsumeInput(l->conn) == 0) {
         down(l, PQerrorMessage(l->conn));
         return;
     }
+    while (!PQisBusy(l->conn)) {
+        res = PQgetResult(l->conn);
+        if (res == NULL)
+            break; /* the whole answer is in */
+        ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+    }
+    if (PQisBusy(l->conn))
+        return; /* more to come */
+    if (!ok) {
+        down(l, PQerrorMessage(l->conn));
+        return;
+    }
+    if (l->warned)
+        log_info("PostgreSQL LISTEN connection for '%s' back", l->channel);
+    l->warned = false;
+    l->retry_ms = 0;
+    l->state = LISTEN_UP;
+}
+
+static void notifications(struct pg_listen *l)
+{
+    PGnotify *n;
+
     while (l->conn != NULL && (n = PQnotifies(l->conn)) != NULL) {
         char payload[128];
 
@@ -72,56 +187,67 @@ static void on_readable(void *arg, int fd, unsigned events)
     }
 }
 
+static void on_io(void *arg, int fd, unsigned events)
+{
+    struct pg_listen *l = arg;
+
+    (void)fd;
+    switch (l->state) {
+    case LISTEN_CONNECTING:
+        connect_step(l);
+        return;
+    case LISTEN_ASKING:
+        answer_step(l, events);
+        if (l->state == LISTEN_UP)
+            notifications(l); /* any that came with the answer */
+        return;
+    case LISTEN_UP:
+        if (PQconsumeInput(l->conn) == 0) {
+            down(l, PQerrorMessage(l->conn));
+            return;
+        }
+        notifications(l);
+        return;
+    case LISTEN_DOWN:
+        return;
+    }
+}
+
 int pg_listen_check(struct pg_listen *l)
 {
-    char *ident = NULL, *sql = NULL;
-    PGresult *res = NULL;
-    int rc = VEND_EDB;
+    uint64_t now = loop_now_ms(l->loop);
 
-    if (l->conn != NULL)
+    switch (l->state) {
+    case LISTEN_UP:
         return VEND_OK;
-    if (loop_now_ms(l->loop) < l->retry_at_ms)
+    case LISTEN_CONNECTING:
+    case LISTEN_ASKING:
+        if (now >= l->give_up_at_ms)
+            down(l, l->state == LISTEN_CONNECTING ? "no connection within 5 s"
+                                                  : "no answer to LISTEN within 5 s");
         return VEND_EDB;
-    l->conn = PQconnectdbParams((const char *const[]){"connect_timeout", "dbname", NULL},
-                                (const char *const[]){CONNECT_TIMEOUT_S, l->url, NULL}, 1);
+    case LISTEN_DOWN:
+        break;
+    }
+    if (now < l->retry_at_ms)
+        return VEND_EDB;
+    /* A host name is resolved here, synchronously (libpq); an address in the URL avoids it. */
+    l->conn = PQconnectStartParams((const char *const[]){"dbname", NULL},
+                                   (const char *const[]){l->url, NULL}, 1);
     if (l->conn == NULL) {
         down(l, "out of memory");
         return VEND_EDB;
     }
-    if (PQstatus(l->conn) != CONNECTION_OK) {
-        down(l, PQerrorMessage(l->conn)); /* names host and port, never the password */
+    if (PQstatus(l->conn) == CONNECTION_BAD) {
+        down(l, PQerrorMessage(l->conn));
         return VEND_EDB;
     }
-    ident = PQescapeIdentifier(l->conn, l->channel, strlen(l->channel));
-    if (ident == NULL) {
-        down(l, PQerrorMessage(l->conn));
-        goto out;
-    }
-    sql = xmalloc(strlen(ident) + sizeof("LISTEN "));
-    memcpy(sql, "LISTEN ", sizeof("LISTEN ") - 1);
-    memcpy(sql + sizeof("LISTEN ") - 1, ident, strlen(ident) + 1);
-    res = PQexec(l->conn, sql);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        down(l, PQerrorMessage(l->conn));
-        goto out;
-    }
-    l->fd = PQsocket(l->conn);
-    if (l->fd < 0 || PQsetnonblocking(l->conn, 1) != 0 ||
-        loop_io_add(l->loop, l->fd, LOOP_READ, on_readable, l) < 0) {
-        l->fd = -1;
+    l->state = LISTEN_CONNECTING;
+    l->give_up_at_ms = now + ATTEMPT_MS;
+    /* libpq's rule: after PQconnectStart, wait until the socket is writable. */
+    if (watch(l, LOOP_WRITE) < 0)
         down(l, "cannot watch its socket");
-        goto out;
-    }
-    if (l->warned)
-        log_info("PostgreSQL LISTEN connection for '%s' back", l->channel);
-    l->warned = false;
-    l->retry_ms = 0;
-    rc = VEND_OK;
-out:
-    PQclear(res);
-    free(sql);
-    PQfreemem(ident);
-    return rc;
+    return VEND_EDB;
 }
 
 int pg_listen_open(struct pg_listen **out, struct loop *loop, const char *url, const char *channel,
