@@ -44,6 +44,7 @@ struct pg_listen {
     bool warned;                    /* the connection's loss is logged once until it is back */
     uint64_t retry_at_ms, retry_ms; /* the next reconnect, on the loop's clock */
     uint64_t give_up_at_ms;         /* an attempt not up by then is dropped */
+    bool refused;                   /* a result of the LISTEN was not COMMAND_OK */
 };
 
 static void on_io(void *arg, int fd, unsigned events);
@@ -111,6 +112,7 @@ static void ask(struct pg_listen *l)
         down(l, "cannot watch its socket");
     } else {
         l->state = LISTEN_ASKING;
+        l->refused = false;
     }
     free(sql);
     PQfreemem(ident);
@@ -140,7 +142,6 @@ static void connect_step(struct pg_listen *l)
 static void answer_step(struct pg_listen *l, unsigned events)
 {
     PGresult *res;
-    bool ok = true;
 
     if ((events & LOOP_WRITE) != 0) {
         int flushed = PQflush(l->conn);
@@ -158,12 +159,12 @@ static void answer_step(struct pg_listen *l, unsigned events)
         res = PQgetResult(l->conn);
         if (res == NULL)
             break; /* the whole answer is in */
-        ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+        l->refused = l->refused || PQresultStatus(res) != PGRES_COMMAND_OK;
         PQclear(res);
     }
     if (PQisBusy(l->conn))
-        return; /* more to come */
-    if (!ok) {
+        return; /* more to come, at the next readable */
+    if (l->refused) {
         down(l, PQerrorMessage(l->conn));
         return;
     }
