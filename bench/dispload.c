@@ -481,8 +481,10 @@ static void pump(struct dispload *d, uint64_t timeout_us)
     struct timespec ts = {(time_t)(timeout_us / 1000000u), (long)(timeout_us % 1000000u) * 1000};
     int n = epoll_pwait2(d->epfd, ev, 256, &ts, NULL);
 
-    if (n < 0 && errno == ENOSYS) /* a kernel before 5.11 */
-        n = epoll_wait(d->epfd, ev, 256, (int)((timeout_us + 999) / 1000));
+    /* A kernel before 5.11: whole milliseconds, rounded down, so the caller comes back before
+     * the due time and spins the rest; rounded up, every trigger went out up to 1 ms late. */
+    if (n < 0 && errno == ENOSYS)
+        n = epoll_wait(d->epfd, ev, 256, (int)(timeout_us / 1000));
     for (int e = 0; e < n; e++) {
         int *kind = ev[e].data.ptr;
 
