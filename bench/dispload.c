@@ -65,6 +65,8 @@
 #define CREATE_CONNS 16
 #define DRAIN_US     10000000u
 #define POLL_US      100u
+/* All connections waiting for vendd: sleep until one answers (an epoll event), at most this. */
+#define BUSY_WAIT_US 5000u
 #define PORTS_MAX    8
 #define ID_MAX       64
 #define RESULT_MAX   320
@@ -479,8 +481,10 @@ static void pump(struct dispload *d, uint64_t timeout_us)
     struct timespec ts = {(time_t)(timeout_us / 1000000u), (long)(timeout_us % 1000000u) * 1000};
     int n = epoll_pwait2(d->epfd, ev, 256, &ts, NULL);
 
-    if (n < 0 && errno == ENOSYS) /* a kernel before 5.11 */
-        n = epoll_wait(d->epfd, ev, 256, (int)((timeout_us + 999) / 1000));
+    /* A kernel before 5.11: whole milliseconds, rounded down, so the caller comes back before
+     * the due time and spins the rest; rounded up, every trigger went out up to 1 ms late. */
+    if (n < 0 && errno == ENOSYS)
+        n = epoll_wait(d->epfd, ev, 256, (int)(timeout_us / 1000));
     for (int e = 0; e < n; e++) {
         int *kind = ev[e].data.ptr;
 
@@ -498,9 +502,11 @@ static void trigger_all(struct dispload *d, uint64_t *t0_out, uint64_t *t_last_o
     uint64_t t0 = bu_now_us() + 1000, now;
     size_t next = 0, ci = 0;
     char body[128];
+    bool busy;
 
     *t0_out = t0;
     while (next < d->n && !s_stop) {
+        busy = false;
         now = bu_now_us();
         while (next < d->n && t0 + next * 1000000u / d->rate <= now) {
             struct bh_conn *h = NULL;
@@ -509,8 +515,10 @@ static void trigger_all(struct dispload *d, uint64_t *t0_out, uint64_t *t_last_o
                 if (!d->hc[ci].busy && d->hc[ci].fd >= 0)
                     h = &d->hc[ci];
             }
-            if (h == NULL)
+            if (h == NULL) {
+                busy = true;
                 break; /* every connection is waiting for vendd: this trigger is late */
+            }
             d->o[next].due = t0 + next * 1000000u / d->rate;
             trigger_body(d, next, body, sizeof(body));
             h->tag = (int64_t)next;
@@ -523,7 +531,8 @@ static void trigger_all(struct dispload *d, uint64_t *t0_out, uint64_t *t_last_o
         if (next < d->n) {
             uint64_t due = t0 + next * 1000000u / d->rate;
 
-            pump(d, due > now ? due - now : 0);
+            /* Busy: an answer wakes the wait; a zero timeout would spin a core from vendd. */
+            pump(d, busy ? BUSY_WAIT_US : due > now ? due - now : 0);
         }
     }
     *t_last_out = next > 0 ? d->o[next - 1].due : t0;

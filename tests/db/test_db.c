@@ -1174,6 +1174,69 @@ static void test_savepoint_journal_in_memory(void **state)
     db_close(db);
 }
 
+/* ASan's shadow memory and its quarantine of freed blocks count in the RSS. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_MEASURABLE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_MEASURABLE 0
+#endif
+#endif
+#ifndef RSS_MEASURABLE
+#define RSS_MEASURABLE 1
+#endif
+
+/* The process's peak resident set in KiB (VmHWM), or -1. */
+static long peak_rss_kib(void)
+{
+    char line[128];
+    long kib = -1;
+    FILE *fp = fopen("/proc/self/status", "r");
+
+    if (fp == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), fp) != NULL)
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+            break;
+    fclose(fp);
+    return kib;
+}
+
+/* A DISTINCT, GROUP BY or sort without an index builds a temporary b-tree, which SQLite
+ * moves to a file past the cache: memory bounded whatever the table's size. Kept in memory
+ * (temp_store=MEMORY) it grew by the table, about 60 MB here. */
+static void test_temp_btree_memory_bounded(void **state)
+{
+    struct db *db;
+    long before, after;
+    int fd, rows = 0;
+
+    (void)state;
+    if (!RSS_MEASURABLE)
+        skip();
+    db = open_ok("tempbtree.db");
+    assert_int_equal(EXEC0(db, "CREATE TABLE big (k INTEGER, x TEXT)"), 0);
+    assert_int_equal(EXEC0(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                               "WHERE i < 300000) INSERT INTO big SELECT i, hex(randomblob(100)) "
+                               "FROM n"),
+                     300000);
+    /* Reset VmHWM to the current RSS (Linux 4.0): the peak of this query alone. */
+    fd = open("/proc/self/clear_refs", O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "5", 1), 1);
+    close(fd);
+    before = peak_rss_kib();
+    assert_true(db_exec(db, "SELECT count(*) FROM (SELECT DISTINCT x FROM big)", NULL, 0,
+                        count_rows, &rows) >= 0);
+    assert_int_equal(rows, 1);
+    after = peak_rss_kib();
+    assert_true(before > 0 && after > 0);
+    if (after - before > 24 * 1024)
+        print_error("a DISTINCT over 60 MB raised the peak RSS by %ld KiB\n", after - before);
+    assert_true(after - before <= 24 * 1024);
+    db_close(db);
+}
+
 static void test_row_callback_stop(void **state)
 {
     struct db *db;
@@ -1984,6 +2047,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_checkpoint_off_the_commit_path),
         cmocka_unit_test(test_checkpoint_copies_the_wal),
         cmocka_unit_test(test_savepoint_journal_in_memory),
+        cmocka_unit_test(test_temp_btree_memory_bounded),
         cmocka_unit_test(test_row_callback_stop),
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_failed_statement_keeps_transaction),

@@ -144,8 +144,6 @@ static int open_common(struct db **out, const char *url, const struct schema_mig
     rc = readonly ? check_version(db, n) : db_migrate_list(db, list, n);
     if (rc < 0)
         goto out;
-    if (ops->migrated != NULL && (rc = ops->migrated(db)) < 0)
-        goto out;
     *out = db;
     db = NULL;
 out:

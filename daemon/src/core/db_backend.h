@@ -34,9 +34,6 @@ struct db_backend {
     /* Connect to target (the URL without its scheme); sets db->be on success. On failure
      * db->be is left NULL and the detail is in db->errmsg. */
     int (*open)(struct db *db, const char *target);
-    /* Optional: the connection's settings for running, once the migrations are in (they
-     * run with the backend's defaults). */
-    int (*migrated)(struct db *db);
     /* Frees db->be and everything it holds. */
     void (*close)(struct db *db);
     /* As db_exec(); arguments are already checked by db.c. */

@@ -27,6 +27,8 @@
 #define RECENT_SLOTS    256 /* in pairs */
 #define PATH_MAX_LEN    4096
 #define BUSY_TIMEOUT_MS 5000
+/* A savepoint's journal kept in memory up to this many bytes: a message's take tens of KiB. */
+#define STMT_JOURNAL_SPILL (1024 * 1024)
 
 struct cached_stmt {
     struct cached_stmt *next;
@@ -587,6 +589,12 @@ static int sq_open(struct db *db, const char *path)
     /* Process-wide and only possible before SQLite's first use (later calls fail harmlessly):
      * no memory statistics, whose mutex every SQLite allocation took. vendd reads none. */
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* Every message of a group runs in a savepoint (db_savepoint()), whose journal, the pages
+     * the message changed (tens of KiB), went to a temporary file past 64 KiB: a file per group
+     * and 28 MB/s written to it at 200 orders/s. In memory up to STMT_JOURNAL_SPILL, on disk
+     * past it, so one big statement stays bounded. Not temp_store=MEMORY: that keeps every
+     * sort, DISTINCT and GROUP BY b-tree in memory too, growing with the table. */
+    sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, STMT_JOURNAL_SPILL);
     st = xcalloc(1, sizeof(*st));
     st->path = xstrdup(path);
     db->be = st;
@@ -672,18 +680,6 @@ out:
         db->ops->close(db);
     }
     return rc;
-}
-
-/* Every message of a group runs in a savepoint (db_savepoint()), and SQLite keeps each
- * savepoint's journal, the pages the message changed (tens of KiB), in a temporary file once
- * it passes 64 KiB: a file opened per group and 28 MB/s written to it at 200 orders/s, most of
- * the loop's I/O. temp_store=MEMORY keeps it in memory, freed at each release. Not during
- * the migrations: one of their statements may journal a whole table. */
-static int sq_migrated(struct db *db)
-{
-    int rc = sqlite3_exec(state(db)->conn, "PRAGMA temp_store=MEMORY", NULL, NULL, NULL);
-
-    return rc == SQLITE_OK ? VEND_OK : fail(db, rc, "pragma temp_store");
 }
 
 static void sq_close(struct db *db)
@@ -776,7 +772,6 @@ const struct db_backend db_backend_sqlite = {
     .rollback = sq_rollback,
     .in_transaction = sq_in_transaction,
     .checkpoint = sq_checkpoint,
-    .migrated = sq_migrated,
     .version = sq_version,
     .version_of = sq_version_of,
     .row_count = sq_row_count,
