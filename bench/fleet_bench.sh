@@ -928,18 +928,25 @@ fi
 # rate is not sustained, half of it, then a quarter. Three runs, one after the other on the
 # same vendd (their orders add up), as the HTTP reads: one run of 10 s moved by half on
 # this box from one run to the next. The medians of the runs' p50 and p99, every run shown.
-disp_runs=() disp_p50s=() disp_p99s=() disp_all_done=1
+disp_runs=() disp_p50s=() disp_p99s=() disp_rates=() disp_all_done=1
 for prefix in bd be bf; do
     dispense "$dir/vendd.db" "$hport" "$vpid" "$prefix"
     if ((!disp_done)); then
         disp_all_done=0
         break
     fi
-    disp_p50s+=("$p50") disp_p99s+=("$p99")
+    disp_p50s+=("$p50") disp_p99s+=("$p99") disp_rates+=("$disp_rate")
     disp_runs+=("p50 $p50 / p99 $p99 ms at $(fmt "$disp_rate")/s, $completed of $orders completed${disp_notes:+ ($disp_notes)}")
 done
 if ((disp_all_done)); then
-    row "dispense round trip p50, $(fmt "$disp_rate") orders/s over $DISP_MACHINES machines (median of 3 runs)" \
+    # Each run falls back to a lower rate on its own: a median over runs at different rates
+    # says so in its label.
+    if [[ ${disp_rates[0]} == "${disp_rates[1]}" && ${disp_rates[1]} == "${disp_rates[2]}" ]]; then
+        disp_label="$(fmt "$disp_rate") orders/s over $DISP_MACHINES machines (median of 3 runs)"
+    else
+        disp_label="over $DISP_MACHINES machines (median of 3 runs NOT at one rate: $(fmt "${disp_rates[0]}"), $(fmt "${disp_rates[1]}"), $(fmt "${disp_rates[2]}") orders/s)"
+    fi
+    row "dispense round trip p50, $disp_label" \
         "$(median "${disp_p50s[@]}") ms" '' '' '<= 1 ms' \
         "due time of POST /api/dispense/trigger -> result committed (SQLite polled every 0.1 ms); runs: $(IFS=';'; echo "${disp_runs[*]}")"
     row '  dispense round trip p99 (median of 3 runs)' "$(median "${disp_p99s[@]}") ms" '' '' '<= 5 ms' \
