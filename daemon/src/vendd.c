@@ -15,6 +15,7 @@
 #include "app.h"
 #include "conf.h"
 #include "vend/err.h"
+#include "xmalloc.h"
 
 extern char **environ;
 
@@ -68,8 +69,8 @@ int main(int argc, char **argv)
      * group commit) are allocated and freed per statement; glibc's default would give the
      * top of the heap back to the kernel after each and take it again (brk and page faults
      * were a quarter of the ingest's CPU). Keep up to 16 MiB of freed heap instead. */
-    mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
-    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, XMALLOC_TRIM_THRESHOLD);
+    mallopt(M_MMAP_THRESHOLD, XMALLOC_MMAP_THRESHOLD);
     opterr = 0; /* our own message, without argv[0]'s full path */
     for (;;) {
         c = getopt_long(argc, argv, "nvhV", longopts, NULL);

@@ -27,8 +27,13 @@
 #define RECENT_SLOTS    256 /* in pairs */
 #define PATH_MAX_LEN    4096
 #define BUSY_TIMEOUT_MS 5000
-/* A savepoint's journal kept in memory up to this many bytes: a message's take tens of KiB. */
-#define STMT_JOURNAL_SPILL (1024 * 1024)
+/* A savepoint's journal kept in memory up to this many bytes: a message's take tens of KiB.
+ * SQLite allocates it as one chunk of this size, which must stay below the mmap threshold
+ * (xmalloc.h) to come from the heap: at 1 MiB every message mapped and unmapped it (8,005
+ * mmap/munmap pairs for 8,000 telemetry messages, twice the CPU per message). */
+#define STMT_JOURNAL_SPILL (512 * 1024)
+_Static_assert(STMT_JOURNAL_SPILL <= XMALLOC_MMAP_THRESHOLD / 2,
+               "a savepoint's journal chunk must come from the heap, not mmap");
 
 struct cached_stmt {
     struct cached_stmt *next;

@@ -14,4 +14,9 @@ void *xrealloc(void *ptr, size_t size);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
+/* glibc's malloc as main() sets it (vendd.c): freed heap kept up to the trim threshold, and
+ * blocks from the mmap threshold up mapped and unmapped at each allocation. */
+#define XMALLOC_TRIM_THRESHOLD (16 * 1024 * 1024)
+#define XMALLOC_MMAP_THRESHOLD (1024 * 1024)
+
 #endif
