@@ -394,11 +394,53 @@ static void listen_reconnect_never_holds_the_loop(void **state)
     assert_true(harness_vendd_alive(h));
 }
 
+/* Lines of vendd's log that begin with prefix: what libpq printed past the log (its default
+ * notice processor writes to stderr), not a line of vendd's own. */
+static int raw_lines(const struct harness *h, const char *prefix)
+{
+    char line[1024];
+    int n = 0;
+    FILE *f = fopen(h->log_path, "r");
+
+    if (f == NULL)
+        fail_msg("cannot read vendd's log %s: %s", h->log_path, strerror(errno));
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strncmp(line, prefix, strlen(prefix)) == 0;
+    fclose(f);
+    return n;
+}
+
+/* The server ends the LISTEN connection (pg_terminate_backend, a restart): its last word, a
+ * FATAL error, arrives while the connection is idle, and libpq hands it to the notice
+ * processor. It goes to vendd's log, never raw to stderr past the log's format. */
+static void listen_loss_says_nothing_past_the_log(void **state)
+{
+    struct hang *t = *state;
+    struct harness *h = &t->f->h;
+    long long pid = listen_backend(t, 0, 10000);
+    char sql[96];
+    long long ok = 0;
+
+    for (int i = 0; i < 3; i++) {
+        snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%lld)::int", pid);
+        assert_int_equal(harness_sql_int(h, sql, &ok), 1);
+        assert_int_equal(ok, 1);
+        if (harness_log_wait(h, "LISTEN connection for 'vendd:hang' back", i + 1, 30000) < i + 1)
+            fail_msg("the LISTEN connection did not come back (log: %s)", h->log_path);
+        pid = listen_backend(t, pid, 5000);
+    }
+    if (raw_lines(h, "FATAL:") != 0)
+        fail_msg("libpq's notice printed raw to stderr (log: %s)", h->log_path);
+    assert_true(harness_vendd_alive(h));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(vendd_serves_through_a_hung_database, setup, teardown),
         cmocka_unit_test_setup_teardown(listen_reconnect_never_holds_the_loop, setup_group,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(listen_loss_says_nothing_past_the_log, setup_group,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,6 +49,15 @@ struct pg_listen {
 
 static void on_io(void *arg, int fd, unsigned events);
 
+/* libpq's default prints notices raw to stderr, past the log's format; among them the
+ * server's last word (FATAL) before it ends an idle connection. The loss itself is logged. */
+static void notice_to_log(void *arg, const char *message)
+{
+    const struct pg_listen *l = arg;
+
+    log_debug("postgresql (LISTEN '%s'): %.*s", l->channel, (int)strcspn(message, "\n"), message);
+}
+
 static void down(struct pg_listen *l, const char *why)
 {
     if (!l->warned)
@@ -243,6 +252,7 @@ int pg_listen_check(struct pg_listen *l)
         down(l, PQerrorMessage(l->conn));
         return VEND_EDB;
     }
+    PQsetNoticeProcessor(l->conn, notice_to_log, l);
     l->state = LISTEN_CONNECTING;
     l->give_up_at_ms = now + ATTEMPT_MS;
     /* libpq's rule: after PQconnectStart, wait until the socket is writable. */
