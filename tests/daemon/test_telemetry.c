@@ -222,6 +222,132 @@ static void test_slot_level_repeat_and_change(void **state)
     assert_string_equal(buf, "4 0 - - 0 0 1 -");
 }
 
+/* VM02 gets slots 1-3 (ids 21-23); slot 3 counts 4, so EMPTY contradicts it. */
+static void add_three_slots(struct t *t)
+{
+    dfx_sql(t->f.v.db, "INSERT INTO slots (id, machine_id, slot_number, capacity, "
+                       "current_stock, created_at, updated_at) VALUES "
+                       "(21, 'VM02', 1, 10, 0, '" T0_ISO "', '" T0_ISO "'), "
+                       "(22, 'VM02', 2, 10, 0, '" T0_ISO "', '" T0_ISO "'), "
+                       "(23, 'VM02', 3, 10, 4, '" T0_ISO "', '" T0_ISO "')");
+}
+
+/* VM02's slots as "number:level@HH:MM" ('-' for none), and the reading's outcome. */
+static void vm02_slots(struct t *t, char *buf, size_t size)
+{
+    dfx_join(t->f.v.db,
+             "SELECT slot_number || ':' || COALESCE(sensor_level, '-') || '@' || "
+             "COALESCE(substr(sensor_at, 12, 5), '-') FROM slots WHERE machine_id = 'VM02' "
+             "ORDER BY slot_number",
+             " ", buf, size);
+}
+
+static void store_vm02(struct t *t, int64_t min, const char *json, struct telemetry_outcome *done)
+{
+    struct vend_telemetry r;
+    struct vend_diag diag;
+
+    dfx_clock_set(T0 + min * MIN_MS);
+    assert_int_equal(vend_decode_telemetry(json, strlen(json), &r, &diag), VEND_OK);
+    assert_int_equal(telemetry_store(&t->f.v, "VM02", &r, json, done), VEND_OK);
+}
+
+#define VM02_ALL(l1, l2, l3)                                                                       \
+    "{\"slots\":[{\"id\":1,\"level\":\"" l1 "\"},{\"id\":2,\"level\":\"" l2 "\"},"                 \
+    "{\"id\":3,\"level\":\"" l3 "\"}]}"
+
+/*
+ * A reading of every slot the machine has moves every sensor_at (telemetry.c does it in one
+ * statement) and writes only the levels that changed; another machine's slots stay; an
+ * unchanged level that contradicts the count keeps its one open alert.
+ */
+static void test_slots_whole_reading(void **state)
+{
+    struct t *t = *state;
+    struct telemetry_outcome done;
+    char buf[256];
+
+    add_three_slots(t);
+    store_vm02(t, 0, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:00 2:HIGH@09:00 3:EMPTY@09:00");
+    assert_true(done.raised[2]);
+    /* (a) Nothing changed: every sensor_at moves, no level. */
+    store_vm02(t, 5, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:05 2:HIGH@09:05 3:EMPTY@09:05");
+    assert_int_equal(done.unknown_slots, 0);
+    /* (b) One level changed: that level, and everyone's sensor_at. */
+    store_vm02(t, 10, VM02_ALL("FULL", "LOW", "EMPTY"), &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:10 2:LOW@09:10 3:EMPTY@09:10");
+    hourly(t, "VM02", T0_ISO, buf, sizeof(buf));
+    assert_string_equal(buf, "3 0 - - 0 0 1 -");
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM alerts WHERE slot_id = 23 AND "
+                                        "kind = 'STOCK_SENSOR_MISMATCH'"),
+                     1);
+    /* Most levels changed (telemetry.c writes each slot on its own then): the same result. */
+    store_vm02(t, 15, VM02_ALL("HIGH", "EMPTY", "EMPTY"), &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:HIGH@09:15 2:EMPTY@09:15 3:EMPTY@09:15");
+    hourly(t, "VM02", T0_ISO, buf, sizeof(buf));
+    assert_string_equal(buf, "4 0 - - 0 0 3 -");
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM slots WHERE machine_id = 'VM01' "
+                                        "AND sensor_at IS NOT NULL"),
+                     0);
+}
+
+/* (c) A reading of some of the slots leaves the others' sensor_at where it was: also when an
+ * unknown slot makes the count of reported slots that of the machine's. */
+static void test_slots_partial_reading(void **state)
+{
+    struct t *t = *state;
+    struct telemetry_outcome done;
+    char buf[256];
+
+    add_three_slots(t);
+    store_vm02(t, 0, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    store_vm02(t, 5, "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":3,\"level\":\"EMPTY\"}]}",
+               &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:05 2:HIGH@09:00 3:EMPTY@09:05");
+    store_vm02(t, 10,
+               "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":2,\"level\":\"HIGH\"},"
+               "{\"id\":9,\"level\":\"FULL\"}]}",
+               &done);
+    assert_int_equal(done.unknown_slots, 1);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:10 2:HIGH@09:10 3:EMPTY@09:05");
+    /* A level that changed in a partial reading is written too. */
+    store_vm02(t, 15, "{\"slots\":[{\"id\":2,\"level\":\"LOW\"}]}", &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:10 2:LOW@09:15 3:EMPTY@09:05");
+    hourly(t, "VM02", T0_ISO, buf, sizeof(buf));
+    assert_string_equal(buf, "4 0 - - 0 0 1 -");
+}
+
+/* (d) Every known slot and an unknown one: the known ones all move, the unknown is counted
+ * and stored nowhere. */
+static void test_slots_all_and_unknown(void **state)
+{
+    struct t *t = *state;
+    struct telemetry_outcome done;
+    char buf[256];
+
+    add_three_slots(t);
+    store_vm02(t, 0, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    store_vm02(t, 5,
+               "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":2,\"level\":\"MEDIUM\"},"
+               "{\"id\":3,\"level\":\"EMPTY\"},{\"id\":9,\"level\":\"LOW\"}]}",
+               &done);
+    assert_int_equal(done.unknown_slots, 1);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:05 2:MEDIUM@09:05 3:EMPTY@09:05");
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM slots WHERE slot_number = 9"), 0);
+    hourly(t, "VM02", T0_ISO, buf, sizeof(buf));
+    assert_string_equal(buf, "2 0 - - 0 0 1 -");
+}
+
 /* A reading that cannot be stored leaves no trace in the rollup either. */
 static void test_rollup_rolls_back(void **state)
 {
@@ -412,6 +538,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rollup_two_hours, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollup_rolls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slot_level_repeat_and_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slots_whole_reading, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slots_partial_reading, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slots_all_and_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_exactly_the_old_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_keeps_latest_and_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_timer, setup, teardown),
