@@ -141,6 +141,13 @@ pg_cpu_us() {
 box_jiffies() {
     awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
+# steal_jiffies: "steal, total" of the box. On a VM the hypervisor's other guests take it, and
+# the ceilings fall with it: a run that lost 7.5 % of the box to it (200 % = both cores) held
+# 60 % of a quiet run's broker rate.
+steal_jiffies() {
+    awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9 + 0, t }' /proc/stat
+}
+read -r STEAL0 STEALT0 < <(steal_jiffies)
 
 # The value of key=value in a line.
 kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
@@ -806,12 +813,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 ms() { awk -v u="$1" 'BEGIN { printf "%.3f ms", u / 1000 }'; }
 
 print_table() {
-    local r
+    local r s1 t1
     printf '\nfleet benchmark %s, %s cores, %s; %s\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" \
         "$(git -C "$here" describe --always --dirty 2>/dev/null || echo 'no git')" \
         "load average $load1 at the start"
     printf 'other processes took on average %s%% of the box (200%% = both cores) during the %s rate steps\n' \
         "$((others_n > 0 ? others_sum / others_n : 0))" "$others_n"
+    read -r s1 t1 < <(steal_jiffies)
+    printf 'the hypervisor withheld (steal) %s%% of the box over the whole run (counted in the above)\n' \
+        "$(awk -v s=$((s1 - STEAL0)) -v t=$((t1 - STEALT0)) 'BEGIN { printf "%.1f", (t > 0 ? 200 * s / t : 0) }')"
     printf '| %s | %s | %s | %s | %s | %s |\n' figure value 'ceiling (same run)' ratio target \
         'limit hit and why'
     printf '|---|---|---|---|---|---|\n'
