@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1075,6 +1076,61 @@ static void test_batch(void **state)
     db_close(db);
 }
 
+/*
+ * A lazy batch (db.h "Lazy durability"): committed at once, so another connection reads it;
+ * durable only once the backend says so (SQLite: its syncer, through db_durable_fd()), or once
+ * a commit that waits for the disk follows; and the connection's next commits wait for the
+ * disk again (SQLite: synchronous back to FULL). PostgreSQL has no lazy batch: it waits.
+ */
+static void test_lazy_batch(void **state)
+{
+    struct db *db, *other;
+    struct pollfd p = {.events = POLLIN};
+    uint64_t c0;
+
+    (void)state;
+    db = open_ok("lazy.db");
+    seed(db);
+    other = open_ok("lazy.db");
+    c0 = db_commits(db);
+    assert_true(db_durable(db) == c0);
+    assert_int_equal(db_batch_begin_lazy(db), VEND_OK);
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(7)), 1);
+    assert_int_equal(db_commit(db), VEND_OK);
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    assert_true(db_commits(db) == c0 + 1);
+    assert_int_equal(query_int(other, "SELECT current_stock FROM slots WHERE id = 1"), 7);
+    p.fd = db_durable_fd(db);
+    if (p.fd < 0) {
+        assert_true(db_durable(db) == c0 + 1);
+        goto out;
+    }
+    /* Not durable before the syncer says so; the connection is back at FULL (2). */
+    assert_true(db_durable(db) == c0);
+    assert_int_equal(query_int(db, "PRAGMA synchronous"), 2);
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_int_equal(db_durable_take(db), VEND_OK);
+    assert_true(db_durable(db) == c0 + 1);
+    /* Another lazy batch; a commit that waits for the disk makes it durable too. */
+    assert_int_equal(db_batch_begin_lazy(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(6)), 1);
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    assert_true(db_durable(db) == c0 + 1);
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 2", DB_INT(3)), 1);
+    assert_int_equal(db_commit(db), VEND_OK);
+    assert_true(db_commits(db) == c0 + 3 && db_durable(db) == c0 + 3);
+    /* A rolled-back lazy batch leaves FULL too. */
+    assert_int_equal(db_batch_begin_lazy(db), VEND_OK);
+    db_rollback(db); /* no message open: nothing */
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    assert_int_equal(query_int(db, "PRAGMA synchronous"), 2);
+out:
+    db_close(other);
+    db_close(db);
+}
+
 /* The checkpoint runs from a timer, not inside commits; it waits while a transaction is open. */
 static void test_checkpoint_off_the_commit_path(void **state)
 {
@@ -2001,6 +2057,7 @@ int main(int argc, char **argv)
     /* On both backends. */
     const struct CMUnitTest both[] = {
         cmocka_unit_test(test_fresh_open_migrates),
+        cmocka_unit_test(test_lazy_batch),
         cmocka_unit_test(test_reopen_idempotent),
         cmocka_unit_test(test_readonly_open),
         cmocka_unit_test(test_older_database_brought_forward),
@@ -2044,6 +2101,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_changes_count),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_lazy_batch),
         cmocka_unit_test(test_checkpoint_off_the_commit_path),
         cmocka_unit_test(test_checkpoint_copies_the_wal),
         cmocka_unit_test(test_savepoint_journal_in_memory),

@@ -234,8 +234,12 @@ int db_commit(struct db *db)
 
     if (db == NULL)
         return VEND_EINVAL;
-    if (!db->batch)
-        return db->ops->commit(db);
+    if (!db->batch) {
+        rc = db->ops->commit(db);
+        if (rc >= 0)
+            db->durable = ++db->commits;
+        return rc;
+    }
     if (!db->nested) {
         db_set_error(db, "no transaction is open inside the batch");
         return VEND_EINTERNAL;
@@ -262,7 +266,7 @@ void db_rollback(struct db *db)
         log_warnx("database rollback failed: %s", db->errmsg);
 }
 
-int db_batch_begin(struct db *db)
+static int batch_begin(struct db *db, bool lazy)
 {
     int rc;
 
@@ -272,12 +276,24 @@ int db_batch_begin(struct db *db)
         db_set_error(db, "a batch is already open");
         return VEND_EINTERNAL;
     }
-    rc = db->ops->begin(db);
+    lazy = lazy && db->ops->begin_lazy != NULL;
+    rc = lazy ? db->ops->begin_lazy(db) : db->ops->begin(db);
     if (rc < 0)
         return rc;
     db->batch = true;
     db->nested = false;
+    db->lazy = lazy;
     return VEND_OK;
+}
+
+int db_batch_begin(struct db *db)
+{
+    return batch_begin(db, false);
+}
+
+int db_batch_begin_lazy(struct db *db)
+{
+    return batch_begin(db, true);
 }
 
 int db_checkpoint(struct db *db)
@@ -319,6 +335,7 @@ bool db_batch_open(const struct db *db)
 
 int db_batch_commit(struct db *db)
 {
+    bool lazy;
     int rc;
 
     if (db == NULL || !db->batch)
@@ -326,9 +343,44 @@ int db_batch_commit(struct db *db)
     if (db->nested)
         db_rollback(db); /* a message left open is a bug; it must not ride along */
     db->batch = false;
-    rc = db->ops->commit(db);
-    if (rc < 0 && db->ops->rollback(db) < 0)
-        log_warnx("database rollback of a failed batch failed: %s", db->errmsg);
+    lazy = db->lazy;
+    rc = lazy ? db->ops->commit_lazy(db, db->commits + 1) : db->ops->commit(db);
+    if (rc < 0) {
+        if (db->ops->rollback(db) < 0)
+            log_warnx("database rollback of a failed batch failed: %s", db->errmsg);
+        return rc;
+    }
+    db->commits++;
+    if (!lazy || rc > 0)
+        db->durable = db->commits;
+    return VEND_OK;
+}
+
+uint64_t db_commits(const struct db *db)
+{
+    return db != NULL ? db->commits : 0;
+}
+
+uint64_t db_durable(const struct db *db)
+{
+    return db != NULL ? db->durable : 0;
+}
+
+int db_durable_fd(struct db *db)
+{
+    return db != NULL && db->ops->durable_fd != NULL ? db->ops->durable_fd(db) : -1;
+}
+
+int db_durable_take(struct db *db)
+{
+    uint64_t gen = 0;
+    int rc;
+
+    if (db == NULL || db->ops->durable_take == NULL)
+        return VEND_OK;
+    rc = db->ops->durable_take(db, &gen);
+    if (gen > db->durable && gen <= db->commits)
+        db->durable = gen;
     return rc;
 }
 

@@ -154,6 +154,26 @@ bool db_batch_open(const struct db *db);
 /* Commit the batch (rolled back if the commit fails). VEND_OK also when none was open. */
 int db_batch_commit(struct db *db);
 
+/*
+ * Lazy durability, for a batch that nothing outside the database acts on (telemetry): its
+ * db_batch_commit() does not wait for the disk (SQLite: the WAL is fsynced by a thread of its
+ * own, sqlite_sync.h), and the batch is durable once db_durable() reaches the db_commits()
+ * read after it. A reader that hands on what it read (the event stream) waits for that; the
+ * connection's later reads see the batch at once. Every other commit still waits for the disk
+ * before it returns, which makes every earlier batch durable too. A backend without it opens
+ * a batch as db_batch_begin().
+ */
+int db_batch_begin_lazy(struct db *db);
+/* The commits made on db so far, and the newest of them known to be durable. */
+uint64_t db_commits(const struct db *db);
+uint64_t db_durable(const struct db *db);
+/* Readable when db_durable() may have moved: call db_durable_take(). -1 when it never moves
+ * later than the commit (no lazy commits on this backend). */
+int db_durable_fd(struct db *db);
+/* Reads what the fd signalled into db_durable(). VEND_EIO (db_errmsg() says why) when making
+ * a batch durable failed: it may be lost on power failure; later batches wait for the disk. */
+int db_durable_take(struct db *db);
+
 /* Apply every migration newer than the stored version, each in its own transaction. */
 int db_migrate(struct db *db);
 /* The version recorded in schema_version (0 for an empty database). */

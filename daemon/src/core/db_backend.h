@@ -43,6 +43,17 @@ struct db_backend {
     int (*script)(struct db *db, const char *sql);
     int (*begin)(struct db *db);
     int (*commit)(struct db *db);
+    /* Optional, both or neither: begin a transaction whose commit_lazy() does not wait for the
+     * disk; that commit is generation gen, and durable_take() says when it is durable.
+     * commit_lazy() returns 1 when it did wait after all (the backend could not defer it). */
+    int (*begin_lazy)(struct db *db);
+    int (*commit_lazy)(struct db *db, uint64_t gen);
+    /* Optional, with commit_lazy: an fd readable when a lazy commit may have become durable,
+     * or -1 while none can. */
+    int (*durable_fd)(struct db *db);
+    /* Optional, with commit_lazy: *gen, the newest lazy generation made durable (0: none).
+     * VEND_EIO when making one durable failed; later lazy commits wait for the disk. */
+    int (*durable_take)(struct db *db, uint64_t *gen);
     /* Does nothing when no transaction is open. */
     int (*rollback)(struct db *db);
     /* A transaction is open (some errors end one by themselves: a batch must notice). */
@@ -76,6 +87,10 @@ struct db {
     char errmsg[DB_ERRMSG_MAX];
     bool batch;  /* db_batch_begin() opened a transaction that db_batch_commit() ends */
     bool nested; /* inside the batch, db_begin() opened the savepoint */
+    bool lazy;   /* the batch is db_batch_begin_lazy()'s, with the backend's begin_lazy */
+    /* Commit generations: every commit db.c makes counts one; durable is the newest known to
+     * be on disk (a commit that waited for the disk makes every earlier one durable too). */
+    uint64_t commits, durable;
     /* db_open_readonly(): the backend opens for reading only, db_begin() takes no write lock
      * and opens a read-only snapshot, nothing is migrated. */
     bool readonly;

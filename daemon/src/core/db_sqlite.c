@@ -17,6 +17,7 @@
 #include "db_backend.h"
 #include "log.h"
 #include "sqlite_ckpt.h"
+#include "sqlite_sync.h"
 #include "vend/err.h"
 #include "xmalloc.h"
 
@@ -80,6 +81,10 @@ struct sqlite_state {
     int64_t seen_total;
     uint64_t seen_hooked;
     struct sqlite_ckpt *ckpt; /* NULL: sq_checkpoint() runs on this connection */
+    /* NULL, or after it failed (sync_failed): every commit waits for the disk. */
+    struct sqlite_sync *sync;
+    bool sync_failed;
+    bool sync_normal; /* synchronous is NORMAL: the next commit puts FULL back first */
 };
 
 static struct sqlite_state *state(struct db *db)
@@ -386,12 +391,55 @@ static int sq_script(struct db *db, const char *sql)
     return rc == SQLITE_OK ? VEND_OK : fail(db, sqlite3_extended_errcode(st->conn), "script");
 }
 
+/* FULL again after a lazy batch (outside a transaction: SQLite refuses it inside one). */
+static int sync_full(struct db *db)
+{
+    struct sqlite_state *st = state(db);
+    int rc;
+
+    if (!st->sync_normal)
+        return VEND_OK;
+    rc = sq_exec(db, "PRAGMA synchronous=FULL", NULL, 0, NULL, NULL);
+    if (rc < 0) {
+        log_warnx("database '%s': synchronous=FULL not restored (%s); the next transaction "
+                  "retries",
+                  st->path, db->errmsg);
+        return rc;
+    }
+    st->sync_normal = false;
+    return VEND_OK;
+}
+
 static int sq_begin(struct db *db)
 {
     /* IMMEDIATE takes the write lock now, so a transaction never fails half-way with BUSY
-     * when it first writes. */
-    int rc = sq_exec(db, db->readonly ? "BEGIN" : "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
+     * when it first writes. A commit that would not wait for the disk is not begun. */
+    int rc = sync_full(db);
+
+    if (rc >= 0)
+        rc = sq_exec(db, db->readonly ? "BEGIN" : "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
     return rc < 0 ? rc : VEND_OK;
+}
+
+/* synchronous=NORMAL for this one transaction (SQLite takes it only between transactions):
+ * its COMMIT writes the WAL frames without syncing them; the syncer syncs them. */
+static int sq_begin_lazy(struct db *db)
+{
+    struct sqlite_state *st = state(db);
+    int rc;
+
+    if (st->sync == NULL || st->sync_failed)
+        return sq_begin(db);
+    rc = sq_exec(db, "PRAGMA synchronous=NORMAL", NULL, 0, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    st->sync_normal = true;
+    rc = sq_exec(db, "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
+    if (rc < 0) {
+        sync_full(db);
+        return rc;
+    }
+    return VEND_OK;
 }
 
 static int sq_commit(struct db *db)
@@ -400,15 +448,54 @@ static int sq_commit(struct db *db)
     return rc < 0 ? rc : VEND_OK;
 }
 
+static int sq_commit_lazy(struct db *db, uint64_t gen)
+{
+    struct sqlite_state *st = state(db);
+    bool lazy = st->sync_normal;
+    int rc = sq_exec(db, "COMMIT", NULL, 0, NULL, NULL);
+
+    if (rc < 0)
+        return rc;
+    /* If it fails here, sq_begin() restores it before the next transaction. */
+    (void)sync_full(db);
+    if (!lazy)
+        return 1; /* begun without the syncer: this COMMIT waited for the disk */
+    sqlite_sync_request(st->sync, gen);
+    return VEND_OK;
+}
+
 static int sq_rollback(struct db *db)
 {
-    int rc;
+    int rc = VEND_OK;
 
     /* SQLite may have rolled back already (some errors do that); ROLLBACK would fail. */
-    if (sqlite3_get_autocommit(state(db)->conn))
-        return VEND_OK;
-    rc = sq_exec(db, "ROLLBACK", NULL, 0, NULL, NULL);
+    if (!sqlite3_get_autocommit(state(db)->conn))
+        rc = sq_exec(db, "ROLLBACK", NULL, 0, NULL, NULL);
+    (void)sync_full(db);
     return rc < 0 ? rc : VEND_OK;
+}
+
+static int sq_durable_fd(struct db *db)
+{
+    struct sqlite_state *st = state(db);
+
+    return st->sync != NULL && !st->sync_failed ? sqlite_sync_fd(st->sync) : -1;
+}
+
+static int sq_durable_take(struct db *db, uint64_t *gen)
+{
+    struct sqlite_state *st = state(db);
+    char err[160];
+
+    *gen = 0;
+    if (st->sync == NULL || st->sync_failed)
+        return VEND_OK;
+    if (sqlite_sync_take(st->sync, gen, err, sizeof(err)) < 0) {
+        st->sync_failed = true;
+        db_set_error(db, "database '%s': %s", st->path, err);
+        return VEND_EIO;
+    }
+    return VEND_OK;
 }
 
 static int sq_checkpoint(struct db *db)
@@ -673,6 +760,11 @@ static int sq_open(struct db *db, const char *path)
     st->ckpt = sqlite_ckpt_start(path, why, sizeof(why));
     if (st->ckpt == NULL)
         log_warnx("%s; checkpoints run on the event loop", why);
+    /* The WAL's fsync for lazy commits off the loop (sqlite_sync.h). */
+    st->sync = sqlite_sync_start(sqlite3_filename_wal(sqlite3_db_filename(st->conn, "main")), why,
+                                 sizeof(why));
+    if (st->sync == NULL)
+        log_warnx("%s; every commit waits for the disk", why);
     rc = VEND_OK;
 out:
     if (rc < 0) {
@@ -693,6 +785,7 @@ static void sq_close(struct db *db)
 
     if (st == NULL)
         return;
+    sqlite_sync_stop(st->sync);
     /* First, so that this connection is the last one and its close checkpoints the WAL. */
     sqlite_ckpt_stop(st->ckpt);
     for (size_t i = 0; i < CACHE_BUCKETS; i++) {
@@ -774,6 +867,10 @@ const struct db_backend db_backend_sqlite = {
     .script = sq_script,
     .begin = sq_begin,
     .commit = sq_commit,
+    .begin_lazy = sq_begin_lazy,
+    .commit_lazy = sq_commit_lazy,
+    .durable_fd = sq_durable_fd,
+    .durable_take = sq_durable_take,
     .rollback = sq_rollback,
     .in_transaction = sq_in_transaction,
     .checkpoint = sq_checkpoint,
