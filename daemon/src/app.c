@@ -128,6 +128,20 @@ static void on_checkpoint(void *arg)
     v->checkpoint_timer = loop_timer_add(v->loop, CHECKPOINT_MS, on_checkpoint, v);
 }
 
+/* A lazy commit is on disk (db.h "Lazy durability"): the event stream may send its rows. */
+static void on_durable(void *arg, int fd, unsigned events)
+{
+    struct vendd *v = arg;
+
+    (void)fd;
+    (void)events;
+    if (db_durable_take(v->db) < 0)
+        log_warnx("telemetry may not survive a power failure: %s; from now on its commits wait "
+                  "for the disk",
+                  db_errmsg(v->db));
+    events_durable(v);
+}
+
 /* The broker seam (broker_seam.h): the domain publishes through these, never through mqtt.c. */
 static int broker_mqtt_publish(void *ctx, const char *topic, const void *payload, size_t len,
                                int qos, bool retain, uint32_t expiry_s)
@@ -226,7 +240,8 @@ static void read_boot_id(char *buf, size_t size)
 
 int app_run(const struct vendd_conf *conf)
 {
-    struct vendd v = {.conf = conf, .now_ms = vendd_wall_ms, .mono_ms = vendd_mono_ms};
+    struct vendd v = {
+        .conf = conf, .now_ms = vendd_wall_ms, .mono_ms = vendd_mono_ms, .durable_fd = -1};
     char boot_id[65];
     char errbuf[512];
     bool mqtt_lib = false; /* mqtt_lib_init() succeeded */
@@ -314,6 +329,14 @@ int app_run(const struct vendd_conf *conf)
         goto out;
     }
     v.checkpoint_timer = loop_timer_add(v.loop, CHECKPOINT_MS, on_checkpoint, &v);
+    rc = db_durable_fd(v.db) >= 0
+             ? loop_io_add(v.loop, db_durable_fd(v.db), LOOP_READ, on_durable, &v)
+             : VEND_OK;
+    if (rc < 0) {
+        log_warnx("cannot watch the database's syncs: %s", vend_strerror(rc));
+        goto out;
+    }
+    v.durable_fd = db_durable_fd(v.db);
     notify_systemd("READY=1");
     rc = loop_run(v.loop);
     notify_systemd("STOPPING=1");
@@ -349,6 +372,8 @@ out:
     if (v.loop != NULL) {
         if (v.checkpoint_timer != 0)
             loop_timer_del(v.loop, v.checkpoint_timer);
+        if (v.durable_fd >= 0)
+            loop_io_del(v.loop, v.durable_fd);
         deadline_stop(&v);
         telemetry_prune_stop(&v);
         offline_stop(&v);

@@ -18,6 +18,11 @@
  * 6. At most EVENTS_CLIENTS_MAX streams (the next is 503 TOO_MANY_STREAMS); a client that
  *    hangs up frees its place at once; an idle stream gets a heartbeat after
  *    EVENTS_HEARTBEAT_MS.
+ * 7. An event a telemetry batch wrote (committed without waiting for the disk, db.h "Lazy
+ *    durability") is not sent before the WAL is synced: with each sync held back
+ *    VENDD_TEST_SYNC_DELAY_MS (test builds), the alert it raised is committed and readable
+ *    while the stream stays silent, then comes once the sync is done (SQLite; PostgreSQL
+ *    has no lazy commit, and the event just comes).
  * Each test has its own vendd, which then stops with status 0 (under ASan: nothing leaked,
  * streams open at the stop included).
  */
@@ -731,6 +736,48 @@ static void streams_are_capped_hangups_seen_idle_ones_beat(void **state)
     sse_close(&watch);
 }
 
+/* The syncer's hold (sqlite_sync.h) and how long the stream must stay silent after the
+ * commit is seen: well inside the hold, so a slow machine does not make it pass or fail. */
+#define SYNC_DELAY_MS "2000"
+#define SILENT_MS     700
+
+static int setup_slow_sync(void **state)
+{
+    static const struct harness_slot slots[] = {{1, 10, 1500}, {0, 0, 0}};
+    static const char *const env[] = {"VENDD_TEST_SYNC_DELAY_MS=" SYNC_DELAY_MS, NULL};
+
+    *state = harness_fixture_new(env, slots, "it-events");
+    return *state != NULL ? 0 : -1;
+}
+
+static void telemetry_events_wait_for_the_disk(void **state)
+{
+    static const char reading[] =
+        "{\"slots\":[{\"id\":1,\"level\":\"EMPTY\"}],\"temperature\":4.5,\"door\":\"CLOSED\"}";
+    static const char *const want[] = {"alert kind=STOCK_SENSOR_MISMATCH machine_id=VM01"};
+    struct harness_fixture *f = *state;
+    static struct sse s;
+    struct sse_event ev;
+    long long start;
+
+    start = sse_open_at(&s, f->h.http_port, NULL);
+    /* Slot 1 holds 10 by its count: a sensor reading EMPTY raises an alert, an event. */
+    assert_int_equal(
+        harness_mqtt_publish(&f->machine, "vm/VM01/telemetry", reading, strlen(reading)), 0);
+    assert_int_equal(harness_sql_wait(&f->h,
+                                      "SELECT count(*) FROM alerts WHERE machine_id = 'VM01' "
+                                      "AND kind = 'STOCK_SENSOR_MISMATCH'",
+                                      "1", WAIT_MS),
+                     0);
+    /* Committed (another connection reads it), not yet synced: nothing is sent. PostgreSQL
+     * commits every batch to disk before it returns, so its event needs no wait. */
+    if (!harness_db_pg(&f->h) && sse_next_event(&s, &ev, SILENT_MS) == 1)
+        fail_msg("event %lld (%s) was sent before the disk had it", ev.id, ev.event);
+    /* Synced: it comes, in order and without a gap. */
+    expect_sequence(&f->h, &s, start, want, 1);
+    sse_close(&s);
+}
+
 int main(void)
 {
     /* A vendd each: a test that fails leaves no stream open for the next. */
@@ -741,6 +788,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(ids_go_on_after_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(a_client_that_stops_reading_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(streams_are_capped_hangups_seen_idle_ones_beat, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(telemetry_events_wait_for_the_disk, setup_slow_sync,
                                         teardown),
     };
 

@@ -128,6 +128,11 @@ struct events {
     /* The window as last looked at: the oldest kept and the newest committed event id
      * (first = last + 1 while the table is empty). Clients read no further than last. */
     int64_t first, last;
+    /* A look whose newest rows a lazy batch wrote (db_batch_begin_lazy()): its window, kept
+     * from clients until commit generation held_gen is durable (events_durable()). */
+    bool held;
+    uint64_t held_gen;
+    int64_t held_first, held_last;
     bool dirty;       /* events_emit() since the last look */
     bool look_failed; /* the last look failed (logged once until one works) */
     uint64_t tick;    /* loop timer, 0 while no client is connected */
@@ -159,20 +164,48 @@ static void client_wake(struct client *c, uint64_t now)
     http_stream_wake(c->stream);
 }
 
+/* Make first..last the window clients read, and wake those with rows to read. */
+static void publish(struct events *ev, int64_t first, int64_t last)
+{
+    uint64_t now = loop_now_ms(ev->v->loop);
+
+    ev->first = first;
+    ev->last = last;
+    for (struct client *c = ev->clients; c != NULL; c = c->next) {
+        if (c->cursor < ev->last)
+            client_wake(c, now);
+    }
+}
+
+/* Publishes the held window once it is durable (any commit that waited for the disk also
+ * made it so); true while it is not. */
+static bool still_held(struct events *ev)
+{
+    if (!ev->held)
+        return false;
+    if (db_durable(ev->v->db) < ev->held_gen)
+        return true;
+    ev->held = false;
+    publish(ev, ev->held_first, ev->held_last);
+    return false;
+}
+
 /*
- * Read the window's ends and wake the clients that have rows to read. Only what is committed
- * may be read: inside a group commit (its rows wait for db_batch_commit()) the look is put off
- * and the last window kept; the loop's callbacks leave no other transaction open. Two
+ * Read the window's ends and publish them. Only what is committed and durable may be sent:
+ * inside a group commit (its rows wait for db_batch_commit()) the look is put off and the last
+ * window kept; the loop's callbacks leave no other transaction open. A window that a lazy
+ * commit may still lose on power failure is held until the disk has it (events_durable()): a
+ * client must never be given an event id that a restart could hand to another event. Two
  * subqueries, because SQLite answers min() and max() from the index only one at a time.
  */
 static int look(struct events *ev)
 {
     struct ends e = {0};
-    uint64_t now = loop_now_ms(ev->v->loop);
+    uint64_t gen = db_commits(ev->v->db);
     int rc;
 
-    if (db_batch_open(ev->v->db))
-        return VEND_OK; /* dirty stays set: the next prepare looks */
+    if (db_batch_open(ev->v->db) || still_held(ev))
+        return VEND_OK; /* dirty stays set: the next prepare, or the release, looks */
     ev->dirty = false;
     rc = db_exec(ev->v->db, "SELECT (SELECT min(id) FROM events), (SELECT max(id) FROM events)",
                  NULL, 0, take_ends, &e);
@@ -185,13 +218,23 @@ static int look(struct events *ev)
     ev->look_failed = false;
     /* The table is never emptied once written (the window keeps the newest), so an empty
      * one has had no event: ids start at 1. */
-    ev->last = e.last;
-    ev->first = e.any ? e.first : e.last + 1;
-    for (struct client *c = ev->clients; c != NULL; c = c->next) {
-        if (c->cursor < ev->last)
-            client_wake(c, now);
+    if (!e.any)
+        e.first = e.last + 1;
+    if (db_durable(ev->v->db) < gen) {
+        ev->held = true;
+        ev->held_gen = gen;
+        ev->held_first = e.first;
+        ev->held_last = e.last;
+        return VEND_OK;
     }
+    publish(ev, e.first, e.last);
     return VEND_OK;
+}
+
+void events_durable(struct vendd *v)
+{
+    if (v->events != NULL)
+        still_held(v->events);
 }
 
 /* ---- one event as text -------------------------------------------------------------------- */

@@ -65,6 +65,8 @@ void events_stop(struct vendd *v);
  * committed, and when v->events is not made yet.
  */
 void events_emit(struct vendd *v);
+/* After db_durable_take(): send what a lazy commit wrote, now that the disk has it. */
+void events_durable(struct vendd *v);
 
 /*
  * Serve req (GET /api/events) as a stream, from inside its handler. last_event_id < 0: none
