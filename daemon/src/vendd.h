@@ -55,11 +55,13 @@ struct vendd {
     struct events *events;
     /* The timer of the WAL checkpoint (app.c). */
     uint64_t checkpoint_timer;
+    /* db_durable_fd() as the loop watches it, or -1 (app.c). */
+    int durable_fd;
     /* The telemetry session (ingest.h); v->mqtt is the dispense session. */
     struct mqtt_client *mqtt_bulk;
-    /* Messages in the open group commit, and whether it is full (ingest.c). */
+    /* Messages in the open group commit (ingest.c). */
     size_t ingest_batched;
-    bool ingest_batch_full;
+    bool ingest_batch_lazy; /* its commit does not wait for the disk (db_batch_begin_lazy()) */
     /* The broker's $SYS drop count has been read once; the last warning about it
      * (broker_stats.c). */
     bool broker_stats_seen;

@@ -45,10 +45,14 @@ static const struct {
      * takes no customer orders until its next change. Every instance applies every status,
      * each in the broker's order, so whichever commits last writes the latest. */
     bool shared;
+    /* A batch of only these commits lazily (db_batch_begin_lazy()): what they change is
+     * read, never acted on, and the event stream waits for the disk by itself. Not status: a
+     * machine's ONLINE lets orders through and its OFFLINE holds commands back. */
+    bool lazy;
 } s_topics[] = {
-    {VEND_TOPIC_TELEMETRY, handle_telemetry, INGEST_BULK, true, true, false, true},
-    {VEND_TOPIC_DISPENSE_RESULT, handle_result, INGEST_DISPENSE, false, false, true, true},
-    {VEND_TOPIC_STATUS, handle_status, INGEST_DISPENSE, true, true, false, false},
+    {VEND_TOPIC_TELEMETRY, handle_telemetry, INGEST_BULK, true, true, false, true, true},
+    {VEND_TOPIC_DISPENSE_RESULT, handle_result, INGEST_DISPENSE, false, false, true, true, false},
+    {VEND_TOPIC_STATUS, handle_status, INGEST_DISPENSE, true, true, false, false, false},
 };
 #define NTOPICS (sizeof(s_topics) / sizeof(s_topics[0]))
 
@@ -122,10 +126,17 @@ void ingest_commit(void *arg)
 
 /* Open the burst's batch if none is; without one (database busy) each message gets its own
  * transaction, as the handlers would do anyway. */
-static void batch_join(struct vendd *v)
+static void batch_join(struct vendd *v, bool lazy)
 {
-    if (!db_batch_open(v->db) && db_batch_begin(v->db) < 0)
+    /* A message whose commit must wait for the disk after lazy ones (one burst never mixes
+     * them today: the sessions split the kinds) gets a batch of its own. */
+    if (db_batch_open(v->db) && v->ingest_batch_lazy && !lazy)
+        ingest_commit(v);
+    if (db_batch_open(v->db))
         return;
+    if ((lazy ? db_batch_begin_lazy(v->db) : db_batch_begin(v->db)) < 0)
+        return;
+    v->ingest_batch_lazy = lazy;
 }
 
 void ingest_message(void *arg, const char *topic, const void *payload, size_t len, bool retained)
@@ -133,7 +144,7 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
     struct vendd *v = arg;
     struct vend_topic t;
     ingest_handler_fn *fn = NULL;
-    bool grouped = false, checks_machine = false, keeps = false;
+    bool grouped = false, checks_machine = false, keeps = false, lazy = false;
     int rc;
 
     (void)retained;
@@ -149,6 +160,7 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
             grouped = s_topics[i].grouped;
             checks_machine = s_topics[i].checks_machine;
             keeps = s_topics[i].keeps;
+            lazy = s_topics[i].lazy;
         }
     }
     if (fn == NULL) {
@@ -178,7 +190,7 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
         goto out;
     }
     if (grouped)
-        batch_join(v);
+        batch_join(v, lazy);
     else
         ingest_commit(v); /* what came before it is durable first; it is never batched */
     rc = fn(v, t.machine_id, payload, len);
