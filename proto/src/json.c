@@ -314,7 +314,7 @@ static size_t utf8_put(uint32_t cp, unsigned char *b)
 /* Next byte, or -1 at the end. The input was validated, so escapes are well-formed. */
 static int unesc_next(struct unesc *u)
 {
-    uint32_t cp, lo;
+    uint32_t cp = 0, lo = 0; /* hex4() cannot fail here, which -O3 cannot see */
 
     if (u->i < u->n)
         return u->buf[u->i++];

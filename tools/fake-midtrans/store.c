@@ -909,7 +909,7 @@ out:
 int store_make_note(struct store *s, const char *id, const char *status, bool bad_signature,
                     const char *url, struct note **note)
 {
-    enum tx_status st;
+    enum tx_status st = TX_NONE; /* read only when status named one; -O3 cannot see it */
     struct tx *t;
     int rc = VEND_EINVAL;
 
