@@ -1131,6 +1131,53 @@ out:
     db_close(db);
 }
 
+/*
+ * A commit that changed no row writes nothing and syncs nothing (SQLite: no WAL frame, no
+ * fsync), so it must not make an earlier lazy batch durable: a sweep that found nothing due,
+ * a batch of rejected messages. Else the event stream sends ids the disk does not have.
+ */
+static void test_lazy_batch_empty_commit(void **state)
+{
+    struct db *db;
+    struct pollfd p = {.events = POLLIN};
+    uint64_t c0;
+
+    (void)state;
+    db = open_ok("lazy-empty.db");
+    seed(db);
+    c0 = db_commits(db);
+    assert_int_equal(db_batch_begin_lazy(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(7)), 1);
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    p.fd = db_durable_fd(db);
+    if (p.fd < 0)
+        goto out; /* no lazy commit on this backend: nothing waits */
+    assert_true(db_commits(db) == c0 + 1 && db_durable(db) == c0);
+    /* Waits for the disk, but has nothing to write: the lazy batch is still not durable. */
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = -1", DB_INT(1)), 0);
+    assert_int_equal(db_commit(db), VEND_OK);
+    assert_true(db_durable(db) == c0);
+    assert_int_equal(db_batch_begin(db), VEND_OK);
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    assert_true(db_durable(db) == c0);
+    /* The syncer's word makes it durable, and nothing is left waiting for another. */
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_int_equal(db_durable_take(db), VEND_OK);
+    assert_true(db_durable(db) == db_commits(db));
+    /* A commit that wrote still makes everything before it durable. */
+    assert_int_equal(db_batch_begin_lazy(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(6)), 1);
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    assert_true(db_durable(db) < db_commits(db));
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 2", DB_INT(3)), 1);
+    assert_int_equal(db_commit(db), VEND_OK);
+    assert_true(db_durable(db) == db_commits(db));
+out:
+    db_close(db);
+}
+
 /* The checkpoint runs from a timer, not inside commits; it waits while a transaction is open. */
 static void test_checkpoint_off_the_commit_path(void **state)
 {
@@ -2058,6 +2105,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest both[] = {
         cmocka_unit_test(test_fresh_open_migrates),
         cmocka_unit_test(test_lazy_batch),
+        cmocka_unit_test(test_lazy_batch_empty_commit),
         cmocka_unit_test(test_reopen_idempotent),
         cmocka_unit_test(test_readonly_open),
         cmocka_unit_test(test_older_database_brought_forward),
@@ -2102,6 +2150,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_batch),
         cmocka_unit_test(test_lazy_batch),
+        cmocka_unit_test(test_lazy_batch_empty_commit),
         cmocka_unit_test(test_checkpoint_off_the_commit_path),
         cmocka_unit_test(test_checkpoint_copies_the_wal),
         cmocka_unit_test(test_savepoint_journal_in_memory),

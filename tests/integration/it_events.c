@@ -778,6 +778,95 @@ static void telemetry_events_wait_for_the_disk(void **state)
     sse_close(&s);
 }
 
+/* Longer: the stream must stay silent past its next tick (EVENTS_TICK_MS), which looks. */
+#define SLOWER_SYNC_DELAY_MS "4000"
+#define SLOWER_SILENT_MS     1500
+
+static int setup_slower_sync(void **state)
+{
+    static const struct harness_slot slots[] = {{1, 10, 1500}, {0, 0, 0}};
+    static const char *const env[] = {"VENDD_TEST_SYNC_DELAY_MS=" SLOWER_SYNC_DELAY_MS, NULL};
+
+    *state = harness_fixture_new(env, slots, "it-events");
+    return *state != NULL ? 0 : -1;
+}
+
+/* A status batch that changes nothing (a machine vendd does not know) commits without
+ * writing, so without syncing: it must not let out an event the syncer still owes. */
+static void an_empty_commit_makes_nothing_durable(void **state)
+{
+    static const char reading[] =
+        "{\"slots\":[{\"id\":1,\"level\":\"EMPTY\"}],\"temperature\":4.5,\"door\":\"CLOSED\"}";
+    static const char status[] =
+        "{\"status\":\"ONLINE\",\"door\":\"CLOSED\",\"rssi\":-65,\"fw\":\"1.0.0\"}";
+    static const char *const want[] = {"alert kind=STOCK_SENSOR_MISMATCH machine_id=VM01"};
+    struct harness_fixture *f = *state;
+    static struct sse s;
+    struct sse_event ev;
+    long long start;
+
+    if (harness_db_pg(&f->h))
+        skip(); /* no lazy commit: nothing is held */
+    start = sse_open_at(&s, f->h.http_port, NULL);
+    assert_int_equal(
+        harness_mqtt_publish(&f->machine, "vm/VM01/telemetry", reading, strlen(reading)), 0);
+    assert_int_equal(harness_sql_wait(&f->h,
+                                      "SELECT count(*) FROM alerts WHERE machine_id = 'VM01' "
+                                      "AND kind = 'STOCK_SENSOR_MISMATCH'",
+                                      "1", WAIT_MS),
+                     0);
+    assert_int_equal(harness_mqtt_publish(&f->machine, "vm/VM77/status", status, strlen(status)),
+                     0);
+    assert_true(harness_log_wait(&f->h, "rejected status from 'VM77'", 1, WAIT_MS) >= 1);
+    if (sse_next_event(&s, &ev, SLOWER_SILENT_MS) == 1)
+        fail_msg("event %lld (%s) was sent before the disk had it", ev.id, ev.event);
+    expect_sequence(&f->h, &s, start, want, 1);
+    sse_close(&s);
+}
+
+/* A client that comes while a lazy batch's window is held (none was connected before, so no
+ * window was ever sent): its Last-Event-ID, the newest event the disk has, is no "unknown"
+ * id to reset from 0, and a client without one starts at the newest, not at id 0. */
+static void a_client_arriving_while_held_keeps_its_place(void **state)
+{
+    static const char reading[] =
+        "{\"slots\":[{\"id\":1,\"level\":\"EMPTY\"}],\"temperature\":4.5,\"door\":\"CLOSED\"}";
+    static const char *const want[] = {"alert kind=STOCK_SENSOR_MISMATCH machine_id=VM01"};
+    struct harness_fixture *f = *state;
+    static struct sse s, fresh;
+    struct sse_event ev;
+    long long newest = 0;
+    char id[32];
+
+    if (harness_db_pg(&f->h))
+        skip(); /* no lazy commit: nothing is held */
+    assert_true(harness_sql_int(&f->h, "SELECT max(id) FROM events", &newest) >= 0);
+    assert_true(newest > 0);
+    assert_int_equal(
+        harness_mqtt_publish(&f->machine, "vm/VM01/telemetry", reading, strlen(reading)), 0);
+    assert_int_equal(harness_sql_wait(&f->h,
+                                      "SELECT count(*) FROM alerts WHERE machine_id = 'VM01' "
+                                      "AND kind = 'STOCK_SENSOR_MISMATCH'",
+                                      "1", WAIT_MS),
+                     0);
+    snprintf(id, sizeof(id), "%lld", newest);
+    assert_int_equal(sse_open(&s, f->h.http_port, id, NULL, 0), 200);
+    assert_int_equal(sse_open(&fresh, f->h.http_port, NULL, NULL, 0), 200);
+    assert_int_equal(sse_next(&s, &ev, WAIT_MS), 1);
+    if (ev.has_data)
+        fail_msg("Last-Event-ID %lld, the newest event, answered with '%s': %s", newest, ev.event,
+                 ev.data);
+    assert_true(ev.id == newest);
+    expect_sequence(&f->h, &s, newest, want, 1);
+    assert_int_equal(sse_next(&fresh, &ev, WAIT_MS), 1);
+    assert_false(ev.has_data);
+    if (ev.id < newest)
+        fail_msg("a client without Last-Event-ID starts after id %lld, older than %lld", ev.id,
+                 newest);
+    sse_close(&fresh);
+    sse_close(&s);
+}
+
 int main(void)
 {
     /* A vendd each: a test that fails leaves no stream open for the next. */
@@ -791,6 +880,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(telemetry_events_wait_for_the_disk, setup_slow_sync,
                                         teardown),
+        cmocka_unit_test_setup_teardown(an_empty_commit_makes_nothing_durable, setup_slower_sync,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_client_arriving_while_held_keeps_its_place,
+                                        setup_slow_sync, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -236,9 +236,12 @@ int db_commit(struct db *db)
         return VEND_EINVAL;
     if (!db->batch) {
         rc = db->ops->commit(db);
-        if (rc >= 0)
+        if (rc < 0)
+            return rc;
+        /* Only a commit that wrote waited for the disk, for every earlier one too. */
+        if (rc != DB_COMMIT_EMPTY)
             db->durable = ++db->commits;
-        return rc;
+        return VEND_OK;
     }
     if (!db->nested) {
         db_set_error(db, "no transaction is open inside the batch");
@@ -350,6 +353,8 @@ int db_batch_commit(struct db *db)
             log_warnx("database rollback of a failed batch failed: %s", db->errmsg);
         return rc;
     }
+    if (rc == DB_COMMIT_EMPTY)
+        return VEND_OK; /* wrote nothing: made nothing durable, nothing to wait for */
     db->commits++;
     if (!lazy || rc > 0)
         db->durable = db->commits;

@@ -22,6 +22,9 @@
 /* Most parameters one statement may take (db_exec returns VEND_ETOOBIG above). */
 #define DB_MAX_PARAMS 100
 
+/* commit()'s and commit_lazy()'s answer for a transaction that changed no row. */
+#define DB_COMMIT_EMPTY 2
+
 struct db_backend {
     const char *name;
     /* Migrations compiled in for this backend, versions 1..*nmigrations in order. */
@@ -42,10 +45,13 @@ struct db_backend {
     /* Runs text that may hold several statements and no parameters (migrations). */
     int (*script)(struct db *db, const char *sql);
     int (*begin)(struct db *db);
+    /* DB_COMMIT_EMPTY when the transaction changed no row: such a commit may write and sync
+     * nothing (SQLite), so it makes no earlier lazy commit durable and is not counted. */
     int (*commit)(struct db *db);
     /* Optional, both or neither: begin a transaction whose commit_lazy() does not wait for the
      * disk; that commit is generation gen, and durable_take() says when it is durable.
-     * commit_lazy() returns 1 when it did wait after all (the backend could not defer it). */
+     * commit_lazy() returns 1 when it did wait after all (the backend could not defer it),
+     * DB_COMMIT_EMPTY as commit(). */
     int (*begin_lazy)(struct db *db);
     int (*commit_lazy)(struct db *db, uint64_t gen);
     /* Optional, with commit_lazy: an fd readable when a lazy commit may have become durable,

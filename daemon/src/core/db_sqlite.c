@@ -85,6 +85,9 @@ struct sqlite_state {
     struct sqlite_sync *sync;
     bool sync_failed;
     bool sync_normal; /* synchronous is NORMAL: the next commit puts FULL back first */
+    /* sqlite3_total_changes64() when the transaction began: a COMMIT of a transaction that
+     * changed no row writes no WAL frame and syncs nothing, even at FULL. */
+    int64_t begun_changes;
 };
 
 static struct sqlite_state *state(struct db *db)
@@ -418,6 +421,7 @@ static int sq_begin(struct db *db)
 
     if (rc >= 0)
         rc = sq_exec(db, db->readonly ? "BEGIN" : "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
+    state(db)->begun_changes = sqlite3_total_changes64(state(db)->conn);
     return rc < 0 ? rc : VEND_OK;
 }
 
@@ -439,25 +443,39 @@ static int sq_begin_lazy(struct db *db)
         sync_full(db);
         return rc;
     }
+    st->begun_changes = sqlite3_total_changes64(st->conn);
     return VEND_OK;
+}
+
+/* The open transaction changed no row (what a savepoint undid still counts: SQLite commits
+ * those pages, synced). */
+static bool unchanged(struct sqlite_state *st)
+{
+    return sqlite3_total_changes64(st->conn) == st->begun_changes;
 }
 
 static int sq_commit(struct db *db)
 {
+    bool empty = unchanged(state(db));
     int rc = sq_exec(db, "COMMIT", NULL, 0, NULL, NULL);
-    return rc < 0 ? rc : VEND_OK;
+
+    if (rc < 0)
+        return rc;
+    return empty ? DB_COMMIT_EMPTY : VEND_OK;
 }
 
 static int sq_commit_lazy(struct db *db, uint64_t gen)
 {
     struct sqlite_state *st = state(db);
-    bool lazy = st->sync_normal;
+    bool lazy = st->sync_normal, empty = unchanged(st);
     int rc = sq_exec(db, "COMMIT", NULL, 0, NULL, NULL);
 
     if (rc < 0)
         return rc;
     /* If it fails here, sq_begin() restores it before the next transaction. */
     (void)sync_full(db);
+    if (empty)
+        return DB_COMMIT_EMPTY;
     if (!lazy)
         return 1; /* begun without the syncer: this COMMIT waited for the disk */
     sqlite_sync_request(st->sync, gen);

@@ -117,6 +117,10 @@ struct client {
     uint64_t sent_ms;   /* bytes were last handed to the server */
     bool asleep;        /* the reader had nothing: the stream waits for a wake */
     bool ended;         /* http_stream_end() was called: done follows */
+    /* Came while the window was held: placed (place()) once it is sent, from want_id, its
+     * Last-Event-ID (-1: none); until then it reads nothing. */
+    bool unplaced;
+    int64_t want_id;
     char remote[INET6_ADDRSTRLEN];
     char buf[EVENTS_CLIENT_BUF];
 };
@@ -164,7 +168,10 @@ static void client_wake(struct client *c, uint64_t now)
     http_stream_wake(c->stream);
 }
 
-/* Make first..last the window clients read, and wake those with rows to read. */
+static void place(struct client *c, int64_t last_event_id);
+
+/* Make first..last the window clients read, place those that came while it was held, and
+ * wake those with something to read. */
 static void publish(struct events *ev, int64_t first, int64_t last)
 {
     uint64_t now = loop_now_ms(ev->v->loop);
@@ -172,7 +179,11 @@ static void publish(struct events *ev, int64_t first, int64_t last)
     ev->first = first;
     ev->last = last;
     for (struct client *c = ev->clients; c != NULL; c = c->next) {
-        if (c->cursor < ev->last)
+        if (c->unplaced) {
+            c->unplaced = false;
+            place(c, c->want_id);
+        }
+        if (c->cursor < ev->last || c->len > 0)
             client_wake(c, now);
     }
 }
@@ -361,7 +372,7 @@ static long client_read(void *arg, char *buf, size_t max)
     size_t n;
 
     c->active_ms = now;
-    if (c->len == 0 && c->cursor < c->ev->last && refill(c) < 0)
+    if (c->len == 0 && !c->unplaced && c->cursor < c->ev->last && refill(c) < 0)
         return -1;
     if (c->len == 0) {
         c->asleep = true;
@@ -440,7 +451,7 @@ static void on_tick(void *arg)
     ev->tick = 0;
     look(ev);
     for (struct client *c = ev->clients; c != NULL; c = c->next) {
-        bool waiting = c->len > 0 || c->cursor < ev->last;
+        bool waiting = c->len > 0 || (!c->unplaced && c->cursor < ev->last);
 
         if (c->ended)
             continue;
@@ -499,23 +510,14 @@ void events_emit(struct vendd *v)
     peers_committed(v); /* the other instances of a shared group are told too */
 }
 
-int events_attach(struct vendd *v, const struct http_request *req, int64_t last_event_id)
+/* Set c's cursor from the client's Last-Event-ID (-1: none) against the window sent, and say
+ * it first on the stream. */
+static void place(struct client *c, int64_t last_event_id)
 {
-    struct events *ev = v->events;
-    struct client *c;
+    struct events *ev = c->ev;
     char text[256];
     const char *why = NULL, *why_text = NULL; /* a reset: its reason, on the wire and logged */
-    int rc;
 
-    if (ev->nclients >= EVENTS_CLIENTS_MAX)
-        return VEND_ELIMIT;
-    rc = look(ev);
-    if (rc < 0)
-        return rc;
-    c = xcalloc(1, sizeof(*c));
-    c->ev = ev;
-    c->active_ms = c->sent_ms = loop_now_ms(v->loop);
-    snprintf(c->remote, sizeof(c->remote), "%s", req->remote_addr);
     if (last_event_id > ev->last) {
         why = "unknown";
         why_text = "newer than the newest event";
@@ -535,6 +537,36 @@ int events_attach(struct vendd *v, const struct http_request *req, int64_t last_
                  "\"last_event_id\":%" PRId64 ",\"oldest\":%" PRId64 ",\"newest\":%" PRId64 "}\n\n",
                  EVENTS_RETRY_MS, c->cursor, why, last_event_id, ev->first, ev->last);
     client_say(c, text);
+    if (why != NULL)
+        log_info("event stream for '%s' from id %" PRId64 ": reset, Last-Event-ID %" PRId64
+                 " is %s",
+                 c->remote, c->cursor, last_event_id, why_text);
+    else
+        log_info("event stream for '%s' from id %" PRId64, c->remote, c->cursor);
+}
+
+int events_attach(struct vendd *v, const struct http_request *req, int64_t last_event_id)
+{
+    struct events *ev = v->events;
+    struct client *c;
+    int rc;
+
+    if (ev->nclients >= EVENTS_CLIENTS_MAX)
+        return VEND_ELIMIT;
+    rc = look(ev);
+    if (rc < 0)
+        return rc;
+    c = xcalloc(1, sizeof(*c));
+    c->ev = ev;
+    c->active_ms = c->sent_ms = loop_now_ms(v->loop);
+    snprintf(c->remote, sizeof(c->remote), "%s", req->remote_addr);
+    /* A held window (look()) is newer than the one sent, which may be none at all: judged
+     * against that, the client's place would be "unknown" or id 0. It is placed when the
+     * window it comes in is sent. */
+    c->unplaced = ev->held;
+    c->want_id = last_event_id;
+    if (!c->unplaced)
+        place(c, last_event_id);
     c->stream = http_stream_start(req, "text/event-stream", client_read, client_done, c);
     c->next = ev->clients;
     if (ev->clients != NULL)
@@ -542,11 +574,5 @@ int events_attach(struct vendd *v, const struct http_request *req, int64_t last_
     ev->clients = c;
     ev->nclients++;
     tick_arm(ev);
-    if (why != NULL)
-        log_info("event stream for '%s' from id %" PRId64 ": reset, Last-Event-ID %" PRId64
-                 " is %s",
-                 c->remote, c->cursor, last_event_id, why_text);
-    else
-        log_info("event stream for '%s' from id %" PRId64, c->remote, c->cursor);
     return VEND_OK;
 }
