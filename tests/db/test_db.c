@@ -1126,6 +1126,13 @@ static void test_lazy_batch(void **state)
     db_rollback(db); /* no message open: nothing */
     assert_int_equal(db_batch_commit(db), VEND_OK);
     assert_int_equal(query_int(db, "PRAGMA synchronous"), 2);
+    /* A lazy batch ended behind db.c's back (an error that rolls back, here a ROLLBACK): the
+     * next statement outside a transaction already runs at FULL. */
+    assert_int_equal(db_batch_begin_lazy(db), VEND_OK);
+    assert_int_equal(EXEC0(db, "ROLLBACK"), 0);
+    assert_int_equal(query_int(db, "PRAGMA synchronous"), 2);
+    assert_true(db_batch_commit(db) < 0); /* its transaction is gone */
+    assert_int_equal(query_int(db, "PRAGMA synchronous"), 2);
 out:
     db_close(other);
     db_close(db);

@@ -341,8 +341,9 @@ static int bind_all(struct db *db, sqlite3_stmt *stmt, const struct cached_stmt 
     return VEND_OK;
 }
 
-static int sq_exec(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
-                   db_row_fn *fn, void *arg)
+/* sq_exec() without ensure_full(). */
+static int run_stmt(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
+                    db_row_fn *fn, void *arg)
 {
     struct sqlite_state *st = state(db);
     struct cached_stmt *entry = NULL;
@@ -384,17 +385,7 @@ out:
     return rc;
 }
 
-static int sq_script(struct db *db, const char *sql)
-{
-    struct sqlite_state *st = state(db);
-    int rc;
-
-    /* sqlite3_errmsg() still holds the failing statement's message, which fail() reports. */
-    rc = sqlite3_exec(st->conn, sql, NULL, NULL, NULL);
-    return rc == SQLITE_OK ? VEND_OK : fail(db, sqlite3_extended_errcode(st->conn), "script");
-}
-
-/* FULL again after a lazy batch (outside a transaction: SQLite refuses it inside one). */
+/* synchronous=FULL again after a lazy batch (SQLite takes it only outside a transaction). */
 static int sync_full(struct db *db)
 {
     struct sqlite_state *st = state(db);
@@ -402,25 +393,49 @@ static int sync_full(struct db *db)
 
     if (!st->sync_normal)
         return VEND_OK;
-    rc = sq_exec(db, "PRAGMA synchronous=FULL", NULL, 0, NULL, NULL);
-    if (rc < 0) {
-        log_warnx("database '%s': synchronous=FULL not restored (%s); the next transaction "
-                  "retries",
-                  st->path, db->errmsg);
-        return rc;
-    }
+    rc = sqlite3_exec(st->conn, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return fail(db, sqlite3_extended_errcode(st->conn), "synchronous=FULL after a lazy batch");
     st->sync_normal = false;
     return VEND_OK;
+}
+
+/* Outside a transaction every statement waits for the disk: a lazy batch's NORMAL that could
+ * not be undone when it ended is undone before anything else runs, or nothing runs. */
+static int ensure_full(struct db *db)
+{
+    struct sqlite_state *st = state(db);
+
+    return st->sync_normal && sqlite3_get_autocommit(st->conn) ? sync_full(db) : VEND_OK;
+}
+
+static int sq_exec(struct db *db, const char *sql, const struct db_value *params, size_t nparams,
+                   db_row_fn *fn, void *arg)
+{
+    int rc = ensure_full(db);
+
+    return rc < 0 ? rc : run_stmt(db, sql, params, nparams, fn, arg);
+}
+
+static int sq_script(struct db *db, const char *sql)
+{
+    struct sqlite_state *st = state(db);
+    int rc;
+
+    rc = ensure_full(db);
+    if (rc < 0)
+        return rc;
+    /* sqlite3_errmsg() still holds the failing statement's message, which fail() reports. */
+    rc = sqlite3_exec(st->conn, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? VEND_OK : fail(db, sqlite3_extended_errcode(st->conn), "script");
 }
 
 static int sq_begin(struct db *db)
 {
     /* IMMEDIATE takes the write lock now, so a transaction never fails half-way with BUSY
-     * when it first writes. A commit that would not wait for the disk is not begun. */
-    int rc = sync_full(db);
+     * when it first writes. */
+    int rc = sq_exec(db, db->readonly ? "BEGIN" : "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
 
-    if (rc >= 0)
-        rc = sq_exec(db, db->readonly ? "BEGIN" : "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
     state(db)->begun_changes = sqlite3_total_changes64(state(db)->conn);
     return rc < 0 ? rc : VEND_OK;
 }
@@ -438,9 +453,9 @@ static int sq_begin_lazy(struct db *db)
     if (rc < 0)
         return rc;
     st->sync_normal = true;
-    rc = sq_exec(db, "BEGIN IMMEDIATE", NULL, 0, NULL, NULL);
+    rc = run_stmt(db, "BEGIN IMMEDIATE", NULL, 0, NULL, NULL); /* not undone: it is for this */
     if (rc < 0) {
-        sync_full(db);
+        (void)sync_full(db); /* if it fails, ensure_full() retries before the next statement */
         return rc;
     }
     st->begun_changes = sqlite3_total_changes64(st->conn);
@@ -472,7 +487,7 @@ static int sq_commit_lazy(struct db *db, uint64_t gen)
 
     if (rc < 0)
         return rc;
-    /* If it fails here, sq_begin() restores it before the next transaction. */
+    /* If it fails here, ensure_full() retries before the next statement. */
     (void)sync_full(db);
     if (empty)
         return DB_COMMIT_EMPTY;
