@@ -15,6 +15,7 @@
 
 #include "fixture.h"
 #include "ingest.h"
+#include "telemetry.h"
 #include "vend/err.h"
 #include "vend/msg.h"
 
@@ -94,8 +95,9 @@ static void test_telemetry_stored(void **state)
     assert_int_equal(dfx_int(f->v.db, "SELECT temperature * 100 FROM machines"), 2550);
 
     dfx_join(f->v.db,
-             "SELECT slot_number || ':' || sensor_level || '@' || sensor_at || '=' || "
-             "current_stock || 'v' || version FROM slots ORDER BY slot_number",
+             "SELECT slot_number || ':' || sensor_level || '@' || " TELEMETRY_SENSOR_AT_SQL
+             " || '=' || current_stock || 'v' || s.version FROM slots s "
+             "JOIN machines m ON m.id = s.machine_id ORDER BY slot_number",
              " ", buf, sizeof(buf));
     /* Levels and times stored; counts and versions untouched. */
     assert_string_equal(buf,
@@ -114,7 +116,10 @@ static void test_telemetry_stored(void **state)
     assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM telemetry"), 2);
     assert_int_equal(open_alerts(f), 2);
     assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts"), 2);
-    dfx_text(f->v.db, "SELECT sensor_at FROM slots WHERE id = 11", buf, sizeof(buf));
+    dfx_text(f->v.db,
+             "SELECT " TELEMETRY_SENSOR_AT_SQL " FROM slots s "
+             "JOIN machines m ON m.id = s.machine_id WHERE s.id = 11",
+             buf, sizeof(buf));
     assert_string_equal(buf, T1_ISO);
 
     /* Resolved by the operator, the contradiction raises a new one. */

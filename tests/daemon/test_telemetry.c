@@ -194,8 +194,10 @@ static void test_rollup_two_hours(void **state)
 /* Slot 1 as "level sensor_at". */
 static void slot1(struct t *t, char *buf, size_t size)
 {
-    dfx_text(t->f.v.db, "SELECT sensor_level || ' ' || sensor_at FROM slots WHERE id = 11", buf,
-             size);
+    dfx_text(t->f.v.db,
+             "SELECT sensor_level || ' ' || " TELEMETRY_SENSOR_AT_SQL " FROM slots s "
+             "JOIN machines m ON m.id = s.machine_id WHERE s.id = 11",
+             buf, size);
 }
 
 /* A repeated level is not rewritten (telemetry.c skips the column), but the reading still
@@ -237,7 +239,8 @@ static void vm02_slots(struct t *t, char *buf, size_t size)
 {
     dfx_join(t->f.v.db,
              "SELECT slot_number || ':' || COALESCE(sensor_level, '-') || '@' || "
-             "COALESCE(substr(sensor_at, 12, 5), '-') FROM slots WHERE machine_id = 'VM02' "
+             "COALESCE(substr(" TELEMETRY_SENSOR_AT_SQL ", 12, 5), '-') FROM slots s "
+             "JOIN machines m ON m.id = s.machine_id WHERE s.machine_id = 'VM02' "
              "ORDER BY slot_number",
              " ", buf, size);
 }
@@ -292,8 +295,10 @@ static void test_slots_whole_reading(void **state)
     assert_string_equal(buf, "1:HIGH@09:15 2:EMPTY@09:15 3:EMPTY@09:15");
     hourly(t, "VM02", T0_ISO, buf, sizeof(buf));
     assert_string_equal(buf, "4 0 - - 0 0 3 -");
-    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM slots WHERE machine_id = 'VM01' "
-                                        "AND sensor_at IS NOT NULL"),
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM slots s "
+                                        "JOIN machines m ON m.id = s.machine_id "
+                                        "WHERE s.machine_id = 'VM01' AND " TELEMETRY_SENSOR_AT_SQL
+                                        " IS NOT NULL"),
                      0);
 }
 
@@ -346,6 +351,48 @@ static void test_slots_all_and_unknown(void **state)
     assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM slots WHERE slot_number = 9"), 0);
     hourly(t, "VM02", T0_ISO, buf, sizeof(buf));
     assert_string_equal(buf, "2 0 - - 0 0 1 -");
+}
+
+/*
+ * (e) A reading of every slot moves the machine's slots_seen_at, which stands for the time of
+ * each slot that existed then, not for one added since; a slot's own later time wins.
+ */
+static void test_slots_seen_at_machine(void **state)
+{
+    struct t *t = *state;
+    struct telemetry_outcome done;
+    char buf[256];
+
+    add_three_slots(t);
+    store_vm02(t, 5, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    store_vm02(t, 10, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:10 2:HIGH@09:10 3:EMPTY@09:10");
+    /* Unchanged levels: only the machine row moved. */
+    assert_int_equal(dfx_int(t->f.v.db, "SELECT count(*) FROM slots WHERE machine_id = 'VM02' "
+                                        "AND sensor_at = '2025-11-27T09:05:00.000Z'"),
+                     3);
+    /* Slot 4 is added after that reading: it was not in it. */
+    dfx_sql(t->f.v.db, "INSERT INTO slots (id, machine_id, slot_number, capacity, "
+                       "current_stock, created_at, updated_at) VALUES (24, 'VM02', 4, 10, 0, "
+                       "'2025-11-27T09:12:00.000Z', '2025-11-27T09:12:00.000Z')");
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:10 2:HIGH@09:10 3:EMPTY@09:10 4:-@-");
+    /* Slot 1 alone: its own time is the later one. */
+    store_vm02(t, 15, "{\"slots\":[{\"id\":1,\"level\":\"FULL\"}]}", &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:15 2:HIGH@09:10 3:EMPTY@09:10 4:-@-");
+    /* Slots 1-3 are no longer all of them: each takes its own time, slot 4 none. */
+    store_vm02(t, 20, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:20 2:HIGH@09:20 3:EMPTY@09:20 4:-@-");
+    /* All four again. */
+    store_vm02(t, 25,
+               "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":2,\"level\":\"HIGH\"},"
+               "{\"id\":3,\"level\":\"EMPTY\"},{\"id\":4,\"level\":\"EMPTY\"}]}",
+               &done);
+    vm02_slots(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:25 2:HIGH@09:25 3:EMPTY@09:25 4:EMPTY@09:25");
 }
 
 /* A reading that cannot be stored leaves no trace in the rollup either. */
@@ -541,6 +588,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slots_whole_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_partial_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_all_and_unknown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slots_seen_at_machine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_exactly_the_old_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_keeps_latest_and_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_timer, setup, teardown),

@@ -15,20 +15,23 @@
 #include "orders.h"
 #include "stock.h"
 #include "store.h"
+#include "telemetry.h"
 #include "vend/err.h"
 #include "vendd.h"
 
 /* What a slot runs its motor for unless the operator says otherwise (schema default). */
 #define MOTOR_MS_DEFAULT 1500
 
-/* One slot as the API shows it; price is the effective price (override, else product). */
+/* One slot as the API shows it; price is the effective price (override, else product), the
+ * sensor's time the slot's or its machine's ("m", TELEMETRY_SENSOR_AT_SQL). */
 #define SLOT_COLUMNS                                                                               \
     "s.slot_number, s.product_id, p.name AS product_name, "                                        \
     "COALESCE(s.price_override, p.price) AS price, s.capacity, s.current_stock, "                  \
-    "s.motor_duration_ms, s.sensor_level, s.sensor_at, s.needs_inspection, s.version, "            \
-    "s.is_active, s.updated_at"
+    "s.motor_duration_ms, s.sensor_level, " TELEMETRY_SENSOR_AT_SQL " AS sensor_at, "              \
+    "s.needs_inspection, s.version, s.is_active, s.updated_at"
 #define SLOT_SELECT                                                                                \
-    "SELECT " SLOT_COLUMNS " FROM slots s LEFT JOIN products p ON p.id = s.product_id"
+    "SELECT " SLOT_COLUMNS " FROM slots s JOIN machines m ON m.id = s.machine_id "                 \
+    "LEFT JOIN products p ON p.id = s.product_id"
 
 /* The slot as stored (found false: there is none yet), or as the operator wants it. */
 struct slot_row {
@@ -403,9 +406,9 @@ static int write_stock_row(void *arg, const struct db_row *row)
     return 0;
 }
 
-/* The statement below: its machine row only for whether it exists. */
-const struct db_reads slots_stock_reads = {.changed = {"slots", "products", NULL},
-                                           .members = {"machines", NULL}};
+/* The statement below: its machine row for whether it exists and for the slots' sensor time
+ * (slots_seen_at), which a telemetry reading moves as it moved each slot's before. */
+const struct db_reads slots_stock_reads = {.changed = {"slots", "products", "machines", NULL}};
 
 int slots_stock_text(struct vendd *v, const char *machine_id, char **out)
 {

@@ -119,54 +119,52 @@ static bool level_stays(const struct slot_state *s, enum vend_level level)
     return s->found && s->has_level && s->level == level;
 }
 
-/* Inside the transaction: the per-slot part. Counts unknown slots, alerts raised and the
- * levels that changed. */
-static int apply_slots_locked(struct vendd *v, const char *machine_id,
-                              const struct vend_telemetry *t, const char *now_iso,
-                              struct telemetry_outcome *out, int64_t *level_changes)
+/* Inside the transaction: one range read of the machine's slots (the index of UNIQUE
+ * (machine_id, slot_number)), not a lookup per reported slot. Fills r; *all_seen tells
+ * whether the reading names every slot the machine has (a reported slot matches one row at
+ * most, the codec refuses a slot named twice). */
+static int read_slots_locked(struct vendd *v, const char *machine_id, struct slots_read *r,
+                             bool *all_seen)
 {
-    struct slots_read r = {.t = t};
-    struct db_value p[3];
-    size_t nfound = 0, nstays = 0;
-    bool at_once;
+    struct db_value p[1] = {DB_TEXT(machine_id)};
+    size_t nfound = 0;
     int rc;
 
-    if (t->nslots == 0)
+    *all_seen = false;
+    if (r->t->nslots == 0)
         return VEND_OK;
-    /* One range read of the machine's slots (the index of UNIQUE (machine_id, slot_number)),
-     * not a lookup per reported slot. */
-    p[0] = DB_TEXT(machine_id);
     rc = db_exec(v->db,
                  "SELECT slot_number, id, current_stock, sensor_level FROM slots "
                  "WHERE machine_id = $1",
-                 p, 1, take_slot_state, &r);
+                 p, 1, take_slot_state, r);
     if (rc < 0)
         return rc;
+    for (size_t i = 0; i < r->t->nslots; i++)
+        nfound += r->s[i].found;
+    *all_seen = nfound == r->nrows;
+    return VEND_OK;
+}
+
+/*
+ * Inside the transaction: the per-slot part, after read_slots_locked(). Counts unknown slots,
+ * alerts raised and the levels that changed.
+ *
+ * A level that stays (the usual reading) is not written: SQLite checks the column's
+ * CHECK (sensor_level IN (...)) with a temporary b-tree built per statement, which was a
+ * quarter of the ingest's instructions. Nor is its time when the reading names every slot
+ * (all_seen): the machine row's slots_seen_at, moved by the caller, stands for all of them
+ * (TELEMETRY_SENSOR_AT_SQL); a slot not reported keeps the time it was last seen.
+ */
+static int apply_slots_locked(struct vendd *v, const char *machine_id, const struct slots_read *r,
+                              bool all_seen, const char *now_iso, struct telemetry_outcome *out,
+                              int64_t *level_changes)
+{
+    const struct vend_telemetry *t = r->t;
+    struct db_value p[3];
+    int rc;
+
     for (size_t i = 0; i < t->nslots; i++) {
-        nfound += r.s[i].found;
-        nstays += level_stays(&r.s[i], t->slots[i].level);
-    }
-    /*
-     * A reading of every slot the machine has, most levels unchanged (the usual one: the
-     * firmware reports them all, 10 to 60 on a real machine), moves their sensor_at in one
-     * statement, not one per slot; a changed level is still written on its own. Only when it
-     * names them all (a reported slot matches one row at most): an unreported slot keeps the
-     * time it was last seen; a slot vendd does not know changes nothing. Only when most
-     * levels stay: SQLite rewrites each row of the one statement at about 60 % of the cost
-     * of a statement by id, so it is a loss when few rows are spared their own statement (a
-     * first reading spares none).
-     */
-    at_once = nfound == r.nrows && 2 * nstays > nfound;
-    if (at_once) {
-        p[0] = DB_TEXT(machine_id);
-        p[1] = DB_TEXT(now_iso);
-        rc = db_exec(v->db, "UPDATE slots SET sensor_at = $2 WHERE machine_id = $1", p, 2, NULL,
-                     NULL);
-        if (rc < 0)
-            return rc;
-    }
-    for (size_t i = 0; i < t->nslots; i++) {
-        const struct slot_state *s = &r.s[i];
+        const struct slot_state *s = &r->s[i];
         enum vend_level level = t->slots[i].level;
         bool stays = level_stays(s, level);
 
@@ -179,11 +177,8 @@ static int apply_slots_locked(struct vendd *v, const char *machine_id,
         p[0] = DB_INT(s->id);
         p[1] = DB_TEXT(now_iso);
         p[2] = DB_TEXT(vend_level_name(level));
-        /* A level that stays (the usual reading) is not written: SQLite checks the column's
-         * CHECK (sensor_level IN (...)) with a temporary b-tree built per statement, which
-         * was a quarter of the ingest's instructions. */
-        if (stays && at_once)
-            rc = VEND_OK; /* its sensor_at moved with the machine's */
+        if (stays && all_seen)
+            rc = VEND_OK; /* its time moved with the machine's slots_seen_at */
         else if (stays)
             rc = db_exec(v->db, "UPDATE slots SET sensor_at = $2 WHERE id = $1", p, 2, NULL, NULL);
         else
@@ -269,7 +264,9 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
     char now_iso[STORE_ISO_SIZE], hour[STORE_ISO_SIZE];
     const char *door = vend_door_name(t->door); /* NULL when not reported */
     int64_t now = v->now_ms(), level_changes = 0;
+    struct slots_read r = {.t = t};
     struct db_value p[6];
+    bool all_seen;
     int rc;
 
     memset(out, 0, sizeof(*out));
@@ -279,16 +276,24 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
     rc = db_begin(v->db);
     if (rc < 0)
         goto out;
-    /* The machine row first: an unknown machine is NOTFOUND, not a foreign-key error. */
+    /* The slots first, read only: whether the reading names them all is for the machine
+     * row's slots_seen_at. An unknown machine has none. */
+    rc = read_slots_locked(v, machine_id, &r, &all_seen);
+    if (rc < 0)
+        goto out;
+    /* The machine row before any other write: an unknown machine is NOTFOUND, not a
+     * foreign-key error. */
     p[0] = DB_TEXT(machine_id);
     p[1] = t->has_temperature ? DB_REAL(t->temperature) : DB_NULL;
     p[2] = DB_TEXT(door);
     p[3] = DB_TEXT(now_iso);
+    p[4] = DB_TEXT(all_seen ? now_iso : NULL);
     /* What the message does not report keeps its last known value. */
     rc = db_exec(v->db,
                  "UPDATE machines SET temperature = COALESCE($2, temperature), "
-                 "door = COALESCE($3, door), last_seen = $4, updated_at = $4 WHERE id = $1",
-                 p, 4, NULL, NULL);
+                 "door = COALESCE($3, door), last_seen = $4, updated_at = $4, "
+                 "slots_seen_at = COALESCE($5, slots_seen_at) WHERE id = $1",
+                 p, 5, NULL, NULL);
     if (rc != 1) {
         rc = rc < 0 ? rc : VEND_ENOTFOUND;
         goto out;
@@ -304,7 +309,7 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
                  p, 6, NULL, NULL);
     if (rc < 0)
         goto out;
-    rc = apply_slots_locked(v, machine_id, t, now_iso, out, &level_changes);
+    rc = apply_slots_locked(v, machine_id, &r, all_seen, now_iso, out, &level_changes);
     if (rc < 0)
         goto out;
     rc = rollup_locked(v, machine_id, t, hour, level_changes);

@@ -6,7 +6,10 @@
  *   - the machine row takes the latest temperature and door (what the reading leaves out
  *     keeps its last value) and last_seen;
  *   - the raw reading becomes a `telemetry` row;
- *   - each reported slot that vendd knows takes the sensor level. The level is a reading,
+ *   - each reported slot that vendd knows takes the sensor level and the time it was read;
+ *     a reading that names every slot the machine has moves one time on the machine row
+ *     (slots_seen_at) instead of each unchanged slot's sensor_at, so read a slot's time
+ *     through TELEMETRY_SENSOR_AT_SQL. The level is a reading,
  *     never a count: slots.current_stock is not touched (SPEC §4 rule 5). A level that
  *     contradicts the count raises STOCK_SENSOR_MISMATCH, at most one open per slot; the
  *     operator's audit resolves it, and the next mismatch alerts again. Slots vendd does not
@@ -33,6 +36,17 @@ struct vendd;
 
 /* The alert a level raises when it contradicts the count. */
 #define TELEMETRY_MISMATCH_KIND "STOCK_SENSOR_MISMATCH"
+
+/*
+ * A slot's sensor time as the API shows it, in a statement that names the slot "s" and its
+ * machine "m": the later of the slot's own sensor_at and the machine's slots_seen_at, the
+ * latter only for a slot that existed when that reading came (one created since was not in
+ * it). Times are vendd's fixed-width ISO text, so they compare as text.
+ */
+#define TELEMETRY_SENSOR_AT_SQL                                                                    \
+    "CASE WHEN m.slots_seen_at >= s.created_at AND "                                               \
+    "(s.sensor_at IS NULL OR m.slots_seen_at > s.sensor_at) "                                      \
+    "THEN m.slots_seen_at ELSE s.sensor_at END"
 
 /* Raw rows deleted per transaction: small enough that a batch never holds the loop long. */
 #define TELEMETRY_PRUNE_BATCH 500
