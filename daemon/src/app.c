@@ -363,6 +363,7 @@ out:
     /* What the last burst left in its batch is committed before the clients go. */
     if (v.db != NULL)
         ingest_commit(&v);
+    ingest_free(&v);
     mqtt_client_free(v.mqtt_bulk);
     mqtt_client_free(v.mqtt);
     /* Paired with the init whichever step failed after it (mqtt.h), not only once a

@@ -12,6 +12,7 @@
 #include "broker_seam.h"
 #include "crashpoint.h"
 #include "deadline.h"
+#include "ingest.h"
 #include "metrics.h"
 #include "offline.h"
 #include "telemetry.h"
@@ -62,6 +63,7 @@ struct vendd {
     /* Messages in the open group commit (ingest.c). */
     size_t ingest_batched;
     bool ingest_batch_lazy; /* its commit does not wait for the disk (db_batch_begin_lazy()) */
+    struct ingest_log ingest_log;
     /* The broker's $SYS drop count has been read once; the last warning about it
      * (broker_stats.c). */
     bool broker_stats_seen;

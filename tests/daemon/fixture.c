@@ -185,6 +185,7 @@ void dfx_close(struct dfx *f)
 
     db_close(f->v.db);
     f->v.db = NULL;
+    ingest_free(&f->v);
     loop_free(f->v.loop);
     f->v.loop = NULL;
     if (f->pgname[0] != '\0') {

@@ -1077,6 +1077,79 @@ static void test_batch(void **state)
 }
 
 /*
+ * An unguarded batch (db_batch_guard(false)): no savepoint per message. A message rolled back
+ * after changing nothing leaves the batch as it was; one rolled back after changing a row
+ * spoils it: nothing more runs or commits in it until db_batch_abort() rolls all of it back.
+ * PostgreSQL counts no changes: it stays guarded, and the message rolls back alone.
+ */
+static void test_unguarded_batch(void **state)
+{
+    struct db *db;
+
+    (void)state;
+    db = open_ok("unguarded.db");
+    seed(db);
+    assert_int_equal(db_batch_begin(db), VEND_OK);
+    assert_true(db_batch_guarded(db)); /* a new batch is */
+    db_batch_guard(db, false);
+    assert_true(db_batch_guarded(db) == s_pg);
+    /* Message 1 applies. */
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(4)), 1);
+    assert_int_equal(db_commit(db), VEND_OK);
+    /* Message 2 finds nothing to change and is rejected: nothing spoiled. */
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC0(db, "UPDATE machines SET name = 'x' WHERE id = 'M9'"), 0);
+    db_rollback(db);
+    assert_false(db_batch_spoiled(db));
+    /* Message 3 changes a row, then fails. */
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 2", DB_INT(1)), 1);
+    db_rollback(db);
+    if (s_pg) {
+        /* Its savepoint took it back alone; the batch goes on. */
+        assert_false(db_batch_spoiled(db));
+        assert_int_equal(db_batch_commit(db), VEND_OK);
+        assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 1"), 4);
+        assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 2"), 5);
+        db_close(db);
+        return;
+    }
+    assert_true(db_batch_spoiled(db));
+    /* Nothing more runs in it, and it cannot be committed: part of message 3 is in it. */
+    assert_int_equal(db_begin(db), VEND_EINTERNAL);
+    assert_int_equal(EXEC0(db, "UPDATE slots SET current_stock = 3 WHERE id = 1"), VEND_EINTERNAL);
+    assert_int_equal(db_batch_commit(db), VEND_EINTERNAL);
+    assert_false(db_batch_open(db));
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 1"), 5);
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 2"), 5);
+    /* Again, ended by db_batch_abort(): all of it rolled back, the connection usable. */
+    assert_int_equal(db_batch_begin(db), VEND_OK);
+    db_batch_guard(db, false);
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(4)), 1);
+    assert_int_equal(db_commit(db), VEND_OK);
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 2", DB_INT(1)), 1);
+    db_rollback(db);
+    assert_true(db_batch_spoiled(db));
+    db_batch_abort(db);
+    assert_false(db_batch_open(db));
+    assert_false(db_batch_spoiled(db));
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 1"), 5);
+    /* A new batch starts guarded: a failed message rolls back alone again. */
+    assert_int_equal(db_batch_begin(db), VEND_OK);
+    assert_true(db_batch_guarded(db));
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 2", DB_INT(1)), 1);
+    db_rollback(db);
+    assert_false(db_batch_spoiled(db));
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 2"), 5);
+    db_close(db);
+}
+
+/*
  * A lazy batch (db.h "Lazy durability"): committed at once, so another connection reads it;
  * durable only once the backend says so (SQLite: its syncer, through db_durable_fd()), or once
  * a commit that waits for the disk follows; and the connection's next commits wait for the
@@ -2126,6 +2199,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_changes_count),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_unguarded_batch),
         cmocka_unit_test(test_row_callback_stop),
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_failed_statement_keeps_transaction),
@@ -2156,6 +2230,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_changes_count),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_unguarded_batch),
         cmocka_unit_test(test_lazy_batch),
         cmocka_unit_test(test_lazy_batch_empty_commit),
         cmocka_unit_test(test_checkpoint_off_the_commit_path),

@@ -195,6 +195,10 @@ int db_exec(struct db *db, const char *sql, const struct db_value *params, size_
         db_set_error(db, "db_exec: sql longer than %d bytes", SQL_MAX);
         return VEND_ETOOBIG;
     }
+    if (db->spoiled) {
+        db_set_error(db, "the batch holds part of a failed message: abort it first");
+        return VEND_EINTERNAL;
+    }
     return db->ops->exec(db, sql, params, nparams, fn, arg);
 }
 
@@ -213,6 +217,24 @@ int db_begin(struct db *db)
     if (db->nested) {
         db_set_error(db, "a transaction is already open inside the batch");
         return VEND_EINTERNAL;
+    }
+    if (db->spoiled) {
+        db_set_error(db, "the batch holds part of a failed message: abort it first");
+        return VEND_EINTERNAL;
+    }
+    if (db->unguarded) {
+        /* No savepoint: db_rollback() tells from the count of changed rows whether this
+         * message left anything behind. A transaction the database ended by itself (an
+         * I/O error) took the batch's earlier messages with it: the caller applies them
+         * again, as after any spoiled message. */
+        if (!db->ops->in_transaction(db)) {
+            db->spoiled = true;
+            db_set_error(db, "the batch's transaction was rolled back by the database");
+            return VEND_EDB;
+        }
+        db->message_mark = db->ops->changes(db);
+        db->nested = true;
+        return VEND_OK;
     }
     if (!db->ops->in_transaction(db)) {
         /* An error (I/O, disk full) ended the batch's transaction behind our back: what it
@@ -247,6 +269,10 @@ int db_commit(struct db *db)
         db_set_error(db, "no transaction is open inside the batch");
         return VEND_EINTERNAL;
     }
+    if (db->unguarded) {
+        db->nested = false;
+        return VEND_OK;
+    }
     rc = db_exec(db, "RELEASE SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL);
     db->nested = rc < 0; /* a failed release is left for db_rollback() */
     return rc < 0 ? rc : VEND_OK;
@@ -260,6 +286,13 @@ void db_rollback(struct db *db)
         if (!db->nested)
             return; /* nothing of this message's is open */
         db->nested = false;
+        if (db->unguarded) {
+            /* Nothing to undo if the message changed no row (an unknown machine's reading
+             * fails at its first UPDATE); otherwise only the whole batch can go. */
+            if (db->ops->changes(db) != db->message_mark || !db->ops->in_transaction(db))
+                db->spoiled = true;
+            return;
+        }
         if (db_exec(db, "ROLLBACK TO SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL) < 0 ||
             db_exec(db, "RELEASE SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL) < 0)
             log_warnx("database rollback to savepoint failed: %s", db->errmsg);
@@ -286,7 +319,35 @@ static int batch_begin(struct db *db, bool lazy)
     db->batch = true;
     db->nested = false;
     db->lazy = lazy;
+    db->unguarded = false;
+    db->spoiled = false;
     return VEND_OK;
+}
+
+void db_batch_guard(struct db *db, bool guarded)
+{
+    if (db == NULL || !db->batch || db->nested)
+        return;
+    db->unguarded = !guarded && db->ops->changes != NULL;
+}
+
+bool db_batch_guarded(const struct db *db)
+{
+    return db == NULL || !db->unguarded;
+}
+
+bool db_batch_spoiled(const struct db *db)
+{
+    return db != NULL && db->spoiled;
+}
+
+void db_batch_abort(struct db *db)
+{
+    if (db == NULL || !db->batch)
+        return;
+    db->batch = db->nested = db->unguarded = db->spoiled = false;
+    if (db->ops->rollback(db) < 0)
+        log_warnx("database rollback of an aborted batch failed: %s", db->errmsg);
 }
 
 int db_batch_begin(struct db *db)
@@ -345,7 +406,13 @@ int db_batch_commit(struct db *db)
         return VEND_OK;
     if (db->nested)
         db_rollback(db); /* a message left open is a bug; it must not ride along */
-    db->batch = false;
+    if (db->spoiled) {
+        /* Part of a failed message must never be committed: fail closed. */
+        db_batch_abort(db);
+        db_set_error(db, "the batch held part of a failed message: rolled back");
+        return VEND_EINTERNAL;
+    }
+    db->batch = db->unguarded = false;
     lazy = db->lazy;
     rc = lazy ? db->ops->commit_lazy(db, db->commits + 1) : db->ops->commit(db);
     if (rc < 0) {

@@ -149,6 +149,22 @@ struct db_reads {
  */
 void db_version_of(struct db *db, const struct db_reads *reads, uint64_t out[2]);
 
+/*
+ * Unguarded messages (a batch of what can be applied again, telemetry): inside the open batch,
+ * db_begin() opens no savepoint, which spares each message a copy of every page it changes
+ * (a tenth of a reading's instructions). A db_rollback() that follows changes to rows cannot
+ * undo them alone: it spoils the batch (db_batch_spoiled()), which then runs and commits
+ * nothing until db_batch_abort() rolls all of it back; the caller applies its other messages
+ * again, guarded. A rollback that follows no change (the usual rejection: an unknown machine)
+ * spoils nothing. Set between messages; a new batch starts guarded. A backend that cannot
+ * count changed rows stays guarded (db_batch_guarded()).
+ */
+void db_batch_guard(struct db *db, bool guarded);
+bool db_batch_guarded(const struct db *db);
+bool db_batch_spoiled(const struct db *db);
+/* Roll the open batch back, whole; nothing if none is open. */
+void db_batch_abort(struct db *db);
+
 /* True while a batch is open. */
 bool db_batch_open(const struct db *db);
 /* Commit the batch (rolled back if the commit fails). VEND_OK also when none was open. */

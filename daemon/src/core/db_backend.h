@@ -60,6 +60,9 @@ struct db_backend {
     /* Optional, with commit_lazy: *gen, the newest lazy generation made durable (0: none).
      * VEND_EIO when making one durable failed; later lazy commits wait for the disk. */
     int (*durable_take)(struct db *db, uint64_t *gen);
+    /* Optional: the rows this connection has inserted, updated or deleted since it opened,
+     * triggers included; without it, db_batch_guard() keeps every savepoint. */
+    uint64_t (*changes)(struct db *db);
     /* Does nothing when no transaction is open. */
     int (*rollback)(struct db *db);
     /* A transaction is open (some errors end one by themselves: a batch must notice). */
@@ -91,9 +94,13 @@ struct db {
     const struct db_backend *ops;
     void *be; /* backend state, owned by ops */
     char errmsg[DB_ERRMSG_MAX];
-    bool batch;  /* db_batch_begin() opened a transaction that db_batch_commit() ends */
-    bool nested; /* inside the batch, db_begin() opened the savepoint */
-    bool lazy;   /* the batch is db_batch_begin_lazy()'s, with the backend's begin_lazy */
+    bool batch;     /* db_batch_begin() opened a transaction that db_batch_commit() ends */
+    bool nested;    /* inside the batch, db_begin() opened the savepoint */
+    bool lazy;      /* the batch is db_batch_begin_lazy()'s, with the backend's begin_lazy */
+    bool unguarded; /* db_batch_guard(false): messages open no savepoint */
+    bool spoiled;   /* an unguarded message failed after it changed rows: the batch holds part
+                       of it, and only db_batch_abort() may end the batch */
+    uint64_t message_mark; /* ops->changes() when the unguarded message began */
     /* Commit generations: every commit db.c makes counts one; durable is the newest known to
      * be on disk (a commit that waited for the disk makes every earlier one durable too). */
     uint64_t commits, durable;

@@ -497,6 +497,11 @@ static int sq_commit_lazy(struct db *db, uint64_t gen)
     return VEND_OK;
 }
 
+static uint64_t sq_changes(struct db *db)
+{
+    return (uint64_t)sqlite3_total_changes64(state(db)->conn);
+}
+
 static int sq_rollback(struct db *db)
 {
     int rc = VEND_OK;
@@ -904,6 +909,7 @@ const struct db_backend db_backend_sqlite = {
     .commit_lazy = sq_commit_lazy,
     .durable_fd = sq_durable_fd,
     .durable_take = sq_durable_take,
+    .changes = sq_changes,
     .rollback = sq_rollback,
     .in_transaction = sq_in_transaction,
     .checkpoint = sq_checkpoint,

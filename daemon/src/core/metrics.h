@@ -32,6 +32,7 @@
     X(settle_asks, "settle commands published")                                                    \
     X(ingest_batches, "group commits of inbound telemetry and status")                             \
     X(ingest_batch_lost, "telemetry and status messages lost with a group commit that failed")     \
+    X(ingest_batch_replays, "group commits rolled back and applied again: a message failed in it") \
     X(dispense_settled_by_operator, "unsettled units an operator settled by hand")                 \
     X(orders_created, "customer orders recorded and sent to Midtrans")                             \
     X(orders_expired, "customer orders that expired unpaid")                                       \

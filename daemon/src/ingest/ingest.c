@@ -2,7 +2,9 @@
 #include "ingest.h"
 
 #include <assert.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "broker_stats.h"
@@ -17,6 +19,7 @@
 #include "vend/msg.h"
 #include "vend/topic.h"
 #include "vendd.h"
+#include "xmalloc.h"
 
 typedef int ingest_handler_fn(struct vendd *v, const char *machine_id, const char *payload,
                               size_t len);
@@ -47,7 +50,10 @@ static const struct {
     bool shared;
     /* A batch of only these commits lazily (db_batch_begin_lazy()): what they change is
      * read, never acted on, and the event stream waits for the disk by itself. Not status: a
-     * machine's ONLINE lets orders through and its OFFLINE holds commands back. */
+     * machine's ONLINE lets orders through and its OFFLINE holds commands back. Such a batch
+     * is also unguarded (db_batch_guard()): its messages open no savepoint, and are applied
+     * again if one fails half-way; what they do outside the database before the commit is
+     * their log lines and the stored count (unapplied() below). */
     bool lazy;
 } s_topics[] = {
     {VEND_TOPIC_TELEMETRY, handle_telemetry, INGEST_BULK, true, true, false, true, true},
@@ -104,12 +110,83 @@ void ingest_subscriptions(enum ingest_session session, const char *group,
     }
 }
 
+static ingest_handler_fn *handler_of(enum vend_topic_kind kind)
+{
+    for (size_t i = 0; i < NTOPICS; i++) {
+        if (s_topics[i].kind == kind)
+            return s_topics[i].fn;
+    }
+    return NULL;
+}
+
+/* ---- the log of an unguarded batch (struct ingest_log) ---- */
+
+/* One message in the log: this header, its machine id, its payload. */
+struct log_entry {
+    uint8_t kind; /* enum vend_topic_kind */
+    uint8_t idlen;
+    uint16_t len;
+};
+
+_Static_assert(VEND_MACHINE_ID_MAX <= UINT8_MAX && VEND_PAYLOAD_MAX <= UINT16_MAX,
+               "struct log_entry cannot hold a message");
+_Static_assert(sizeof(struct log_entry) + VEND_MACHINE_ID_MAX + VEND_PAYLOAD_MAX <= INGEST_LOG_MAX,
+               "INGEST_LOG_MAX cannot hold one message");
+
+static size_t log_need(const char *machine_id, size_t len)
+{
+    return sizeof(struct log_entry) + strlen(machine_id) + len;
+}
+
+static bool log_fits(const struct ingest_log *lg, size_t need)
+{
+    return need <= INGEST_LOG_MAX - lg->len;
+}
+
+/* Keeps a message the unguarded batch applied; the caller made room (batch_join()). */
+static void log_add(struct ingest_log *lg, enum vend_topic_kind kind, const char *machine_id,
+                    const void *payload, size_t len)
+{
+    struct log_entry e = {
+        .kind = (uint8_t)kind, .idlen = (uint8_t)strlen(machine_id), .len = (uint16_t)len};
+
+    assert(log_fits(lg, log_need(machine_id, len)));
+    if (lg->buf == NULL)
+        lg->buf = xmalloc(INGEST_LOG_MAX);
+    memcpy(lg->buf + lg->len, &e, sizeof(e));
+    memcpy(lg->buf + lg->len + sizeof(e), machine_id, e.idlen);
+    memcpy(lg->buf + lg->len + sizeof(e) + e.idlen, payload, len);
+    lg->len += log_need(machine_id, len);
+    lg->n++;
+}
+
+static void log_clear(struct ingest_log *lg)
+{
+    lg->len = 0;
+    lg->n = 0;
+}
+
+void ingest_free(struct vendd *v)
+{
+    free(v->ingest_log.buf);
+    v->ingest_log.buf = NULL;
+    log_clear(&v->ingest_log);
+}
+
+/* A message rolled back with its batch is no longer stored (handle_telemetry counted it). */
+static void unapplied(struct vendd *v, enum vend_topic_kind kind)
+{
+    if (kind == VEND_TOPIC_TELEMETRY && v->metrics.telemetry_stored > 0)
+        v->metrics.telemetry_stored--;
+}
+
 void ingest_commit(void *arg)
 {
     struct vendd *v = arg;
     size_t n = v->ingest_batched;
     int rc;
 
+    log_clear(&v->ingest_log);
     if (!db_batch_open(v->db))
         return;
     v->ingest_batched = 0;
@@ -125,18 +202,75 @@ void ingest_commit(void *arg)
 }
 
 /* Open the burst's batch if none is; without one (database busy) each message gets its own
- * transaction, as the handlers would do anyway. */
-static void batch_join(struct vendd *v, bool lazy)
+ * transaction, as the handlers would do anyway. need: the bytes the message takes in the log
+ * of an unguarded batch. */
+static void batch_join(struct vendd *v, bool lazy, size_t need)
 {
     /* A message whose commit must wait for the disk after lazy ones (one burst never mixes
      * them today: the sessions split the kinds) gets a batch of its own. */
     if (db_batch_open(v->db) && v->ingest_batch_lazy && !lazy)
+        ingest_commit(v);
+    /* An unguarded batch must keep what it applied, bounded. */
+    if (db_batch_open(v->db) && !db_batch_guarded(v->db) && !log_fits(&v->ingest_log, need))
         ingest_commit(v);
     if (db_batch_open(v->db))
         return;
     if ((lazy ? db_batch_begin_lazy(v->db) : db_batch_begin(v->db)) < 0)
         return;
     v->ingest_batch_lazy = lazy;
+    db_batch_guard(v->db, !lazy);
+}
+
+/*
+ * A message of an unguarded batch failed after it changed rows (db_batch_spoiled()): roll the
+ * whole batch back, apply what it held again in a batch that is guarded (a savepoint per
+ * message), then the failed message once more, which rolls back alone if it fails again, as
+ * it would have with a savepoint the first time. Returns the failed message's new result.
+ */
+static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *machine_id,
+                        const void *payload, size_t len)
+{
+    struct ingest_log *lg = &v->ingest_log;
+    size_t at = 0;
+    int rc;
+
+    log_warnx("a message from '%s' failed half-way through its group commit (%s): rolling "
+              "back the %zu message(s) before it and applying them again",
+              machine_id, db_errmsg(v->db), lg->n);
+    v->metrics.ingest_batch_replays++;
+    db_batch_abort(v->db);
+    v->ingest_batched = 0;
+    for (size_t i = 0; i < lg->n; i++) {
+        struct log_entry e;
+
+        memcpy(&e, lg->buf + at, sizeof(e));
+        unapplied(v, (enum vend_topic_kind)e.kind);
+        at += sizeof(e) + e.idlen + e.len;
+    }
+    /* Guarded from here on; without a batch (database busy), each its own transaction. */
+    if ((v->ingest_batch_lazy ? db_batch_begin_lazy(v->db) : db_batch_begin(v->db)) < 0)
+        log_warnx("cannot open a batch to apply them again: %s; one transaction each",
+                  db_errmsg(v->db));
+    at = 0;
+    for (size_t i = 0; i < lg->n; i++) {
+        struct log_entry e;
+        char id[VEND_MACHINE_ID_MAX + 1];
+        ingest_handler_fn *again;
+
+        memcpy(&e, lg->buf + at, sizeof(e));
+        memcpy(id, lg->buf + at + sizeof(e), e.idlen);
+        id[e.idlen] = '\0';
+        again = handler_of((enum vend_topic_kind)e.kind);
+        assert(again != NULL); /* logged from the table */
+        rc = again(v, id, lg->buf + at + sizeof(e) + e.idlen, e.len);
+        if (rc < 0)
+            metrics_reject(&v->metrics, (enum vend_topic_kind)e.kind, rc);
+        else if (db_batch_open(v->db))
+            v->ingest_batched++;
+        at += sizeof(e) + e.idlen + e.len;
+    }
+    /* The log is kept until the commit: it still says what the batch holds. */
+    return fn(v, machine_id, payload, len);
 }
 
 void ingest_message(void *arg, const char *topic, const void *payload, size_t len, bool retained)
@@ -190,10 +324,14 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
         goto out;
     }
     if (grouped)
-        batch_join(v, lazy);
+        batch_join(v, lazy, log_need(t.machine_id, len));
     else
         ingest_commit(v); /* what came before it is durable first; it is never batched */
     rc = fn(v, t.machine_id, payload, len);
+    if (rc < 0 && db_batch_spoiled(v->db))
+        rc = batch_replay(v, fn, t.machine_id, payload, len);
+    else if (rc >= 0 && !db_batch_guarded(v->db))
+        log_add(&v->ingest_log, t.kind, t.machine_id, payload, len);
     /* Counted when applied: a rejected message rolled back alone, and a failed group commit
      * loses only what it held. */
     if (rc >= 0 && db_batch_open(v->db) && ++v->ingest_batched >= INGEST_BATCH_MAX)

@@ -15,7 +15,9 @@
  * commands out), the bulk session carries telemetry, so a telemetry flood can never fill
  * the broker's queue that results travel in. Group commit: the telemetry and status of one
  * burst (mqtt.h, MQTT_READ_BURST) are applied in one transaction, a savepoint per message
- * (db_batch_begin()); a result is never in a batch: the batch before it is committed first,
+ * (db_batch_begin()), or for telemetry none: the batch is rolled back and applied again if one
+ * fails half-way (struct ingest_log); a result is never in a batch: the batch before it is
+ * committed first,
  * and the result is applied in its own transaction, whose effects (the next command) follow
  * its commit.
  */
@@ -60,6 +62,22 @@ void ingest_commit(void *arg);
 
 /* Messages in a batch before it is committed whatever the burst. */
 #define INGEST_BATCH_MAX 512
+
+/*
+ * What an unguarded batch (db_batch_guard(): telemetry, no savepoint per message) applied,
+ * kept until it commits: when one of its messages fails after changing rows, ingest.c rolls
+ * the batch back and applies these again, guarded. At most INGEST_LOG_MAX bytes: a batch whose
+ * log cannot take the next message is committed first.
+ */
+#define INGEST_LOG_MAX (256 * 1024)
+struct ingest_log {
+    char *buf;  /* INGEST_LOG_MAX bytes, allocated at first use */
+    size_t len; /* bytes held */
+    size_t n;   /* messages held */
+};
+
+/* Frees what ingest keeps (the log); after the last ingest_commit(). */
+void ingest_free(struct vendd *v);
 
 /*
  * Handlers: payload is NOT NUL-terminated; machine_id is registered (handle_result), or
