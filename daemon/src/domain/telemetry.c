@@ -74,6 +74,9 @@ struct slots_read {
     const struct vend_telemetry *t;
     struct slot_state s[VEND_SLOTS_MAX];
     size_t nrows; /* the machine's slots, reported or not */
+    /* A time of the machine's slots, or the slot's creation, is later than this reading's:
+     * the wall clock stepped back (or another vendd's runs ahead). */
+    bool ahead;
 };
 
 static int take_slot_state(void *arg, const struct db_row *row)
@@ -86,6 +89,7 @@ static int take_slot_state(void *arg, const struct db_row *row)
     /* A stored level the codec does not know (the schema CHECK forbids it) counts as none. */
     st.has_level = level != NULL && vend_level_parse(level, strlen(level), &st.level) == VEND_OK;
     r->nrows++;
+    r->ahead |= db_row_int(row, 4) != 0;
     for (size_t i = 0; i < r->t->nslots; i++) {
         if (r->t->slots[i].id == number)
             r->s[i] = st;
@@ -123,10 +127,10 @@ static bool level_stays(const struct slot_state *s, enum vend_level level)
  * (machine_id, slot_number)), not a lookup per reported slot. Fills r; *all_seen tells
  * whether the reading names every slot the machine has (a reported slot matches one row at
  * most, the codec refuses a slot named twice). */
-static int read_slots_locked(struct vendd *v, const char *machine_id, struct slots_read *r,
-                             bool *all_seen)
+static int read_slots_locked(struct vendd *v, const char *machine_id, const char *now_iso,
+                             struct slots_read *r, bool *all_seen)
 {
-    struct db_value p[1] = {DB_TEXT(machine_id)};
+    struct db_value p[2] = {DB_TEXT(machine_id), DB_TEXT(now_iso)};
     size_t nfound = 0;
     int rc;
 
@@ -134,9 +138,11 @@ static int read_slots_locked(struct vendd *v, const char *machine_id, struct slo
     if (r->t->nslots == 0)
         return VEND_OK;
     rc = db_exec(v->db,
-                 "SELECT slot_number, id, current_stock, sensor_level FROM slots "
-                 "WHERE machine_id = $1",
-                 p, 1, take_slot_state, r);
+                 "SELECT s.slot_number, s.id, s.current_stock, s.sensor_level, "
+                 "CASE WHEN s.sensor_at > $2 OR s.created_at > $2 OR m.slots_seen_at > $2 "
+                 "THEN 1 ELSE 0 END FROM slots s JOIN machines m ON m.id = s.machine_id "
+                 "WHERE s.machine_id = $1",
+                 p, 2, take_slot_state, r);
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < r->t->nslots; i++)
@@ -153,7 +159,9 @@ static int read_slots_locked(struct vendd *v, const char *machine_id, struct slo
  * CHECK (sensor_level IN (...)) with a temporary b-tree built per statement, which was a
  * quarter of the ingest's instructions. Nor is its time when the reading names every slot
  * (all_seen): the machine row's slots_seen_at, moved by the caller, stands for all of them
- * (TELEMETRY_SENSOR_AT_SQL); a slot not reported keeps the time it was last seen.
+ * (TELEMETRY_SENSOR_AT_SQL); a slot not reported keeps the time it was last seen. Unless a
+ * time is ahead of this reading's (r->ahead: the clock stepped back): then the later of the
+ * two would not be this reading's, so each reported slot takes its own.
  */
 static int apply_slots_locked(struct vendd *v, const char *machine_id, const struct slots_read *r,
                               bool all_seen, const char *now_iso, struct telemetry_outcome *out,
@@ -177,7 +185,7 @@ static int apply_slots_locked(struct vendd *v, const char *machine_id, const str
         p[0] = DB_INT(s->id);
         p[1] = DB_TEXT(now_iso);
         p[2] = DB_TEXT(vend_level_name(level));
-        if (stays && all_seen)
+        if (stays && all_seen && !r->ahead)
             rc = VEND_OK; /* its time moved with the machine's slots_seen_at */
         else if (stays)
             rc = db_exec(v->db, "UPDATE slots SET sensor_at = $2 WHERE id = $1", p, 2, NULL, NULL);
@@ -278,7 +286,7 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
         goto out;
     /* The slots first, read only: whether the reading names them all is for the machine
      * row's slots_seen_at. An unknown machine has none. */
-    rc = read_slots_locked(v, machine_id, &r, &all_seen);
+    rc = read_slots_locked(v, machine_id, now_iso, &r, &all_seen);
     if (rc < 0)
         goto out;
     /* The machine row before any other write: an unknown machine is NOTFOUND, not a
@@ -297,6 +305,24 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
     if (rc != 1) {
         rc = rc < 0 ? rc : VEND_ENOTFOUND;
         goto out;
+    }
+    /*
+     * The clock stepped back and the reading leaves some slots out: the machine's time may be
+     * later than this reading's, and would hide the time it writes for the slots it names.
+     * Each slot keeps the time it shows, on its own row, and the machine's is cleared (rare:
+     * a reading after the step; later ones are as usual). After the machine row, as every
+     * telemetry transaction locks it before its slots.
+     */
+    if (r.ahead && !all_seen) {
+        rc = db_exec(v->db,
+                     "UPDATE slots AS s SET sensor_at = (SELECT " TELEMETRY_SENSOR_AT_SQL
+                     " FROM machines m WHERE m.id = s.machine_id) WHERE s.machine_id = $1",
+                     p, 1, NULL, NULL);
+        if (rc >= 0)
+            rc = db_exec(v->db, "UPDATE machines SET slots_seen_at = NULL WHERE id = $1", p, 1,
+                         NULL, NULL);
+        if (rc < 0)
+            goto out;
     }
     p[1] = t->has_timestamp ? DB_TEXT(t->timestamp) : DB_NULL;
     p[2] = t->has_temperature ? DB_REAL(t->temperature) : DB_NULL;
