@@ -18,8 +18,10 @@
 #include <jansson.h>
 
 #include "conf.h"
+#include "db_backend.h"
 #include "fixture.h"
 #include "machines.h"
+#include "schema.h"
 #include "slots.h"
 #include "store.h"
 #include "telemetry.h"
@@ -459,6 +461,50 @@ static void test_slots_clock_stepped_back(void **state)
     assert_string_equal(buf, "1:FULL@09:20 2:HIGH@09:20 3:EMPTY@09:20 4:LOW@09:20");
 }
 
+/*
+ * (g) A database that 0017 upgrades, its slots' times written by the telemetry before it (one
+ * slot never read): the API shows the same times after the upgrade, and readings move them
+ * from there as on a new database.
+ */
+static void test_slots_seen_at_upgrade(void **state)
+{
+    struct t *t = *state;
+    const struct schema_migration *list = dfx_pg() ? schema_pg : schema_sqlite;
+    struct telemetry_outcome done;
+    char url[1024], err[256] = "", buf[256];
+    struct db *old = NULL;
+
+    dfx_empty_url(&t->f, "before.db", url, sizeof(url));
+    assert_int_equal(list[15].version, 16);
+    if (db_open_with(&old, url, list, 16, err, sizeof(err)) != VEND_OK)
+        fail_msg("db_open_with %s: %s", url, err);
+    dfx_sql(old, "INSERT INTO machines (id, name, created_at, updated_at, last_seen) VALUES "
+                 "('VM02', 'VM02', '" T0_ISO "', '" T0_ISO "', '2025-11-27T09:07:00.000Z')");
+    dfx_sql(old, "INSERT INTO slots (id, machine_id, slot_number, capacity, current_stock, "
+                 "sensor_level, sensor_at, created_at, updated_at) VALUES "
+                 "(21, 'VM02', 1, 10, 0, 'FULL', '2025-11-27T09:07:00.000Z', '" T0_ISO "', '" T0_ISO
+                 "'), "
+                 "(22, 'VM02', 2, 10, 0, 'HIGH', '2025-11-27T09:03:00.000Z', '" T0_ISO "', '" T0_ISO
+                 "'), "
+                 "(23, 'VM02', 3, 10, 4, NULL, NULL, '" T0_ISO "', '" T0_ISO "')");
+    db_close(old);
+    old = NULL;
+    if (db_open(&old, url, err, sizeof(err)) != VEND_OK)
+        fail_msg("db_open %s: %s", url, err);
+    db_close(t->f.v.db);
+    t->f.v.db = old;
+    assert_int_equal(dfx_int(old, "SELECT count(*) FROM machines WHERE slots_seen_at IS NULL"), 1);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:07 2:HIGH@09:03 3:-@-");
+    store_vm02(t, 10, "{\"slots\":[{\"id\":2,\"level\":\"HIGH\"}]}", &done);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:07 2:HIGH@09:10 3:-@-");
+    store_vm02(t, 15, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    store_vm02(t, 20, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:20 2:HIGH@09:20 3:EMPTY@09:20");
+}
+
 /* A reading that cannot be stored leaves no trace in the rollup either. */
 static void test_rollup_rolls_back(void **state)
 {
@@ -654,6 +700,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slots_all_and_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_seen_at_machine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_clock_stepped_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slots_seen_at_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_exactly_the_old_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_keeps_latest_and_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_timer, setup, teardown),
