@@ -43,7 +43,7 @@ struct vendd;
  * latter only for a slot that existed when that reading came (one created since was not in
  * it). Times are vendd's fixed-width ISO text, so they compare as text. After the wall clock
  * steps back the later time is not the latest reading's: telemetry.c then writes each slot's
- * own (struct slots_read's ahead).
+ * own (struct slot_state's ahead).
  */
 #define TELEMETRY_SENSOR_AT_SQL                                                                    \
     "CASE WHEN m.slots_seen_at >= s.created_at AND "                                               \
