@@ -18,8 +18,11 @@
 #include <jansson.h>
 
 #include "conf.h"
+#include "db_backend.h"
 #include "fixture.h"
 #include "machines.h"
+#include "schema.h"
+#include "slots.h"
 #include "store.h"
 #include "telemetry.h"
 #include "vend/codec.h"
@@ -395,6 +398,113 @@ static void test_slots_seen_at_machine(void **state)
     assert_string_equal(buf, "1:FULL@09:25 2:HIGH@09:25 3:EMPTY@09:25 4:EMPTY@09:25");
 }
 
+/* VM02's slots as the API shows them (slots_list_json()): "number:level@HH:MM", '-' for none. */
+static void vm02_api(struct t *t, char *buf, size_t size)
+{
+    json_t *slots = NULL, *s;
+    size_t i, n = 0;
+
+    assert_int_equal(slots_list_json(&t->f.v, "VM02", &slots), VEND_OK);
+    buf[0] = '\0';
+    json_array_foreach(slots, i, s)
+    {
+        const char *level = json_string_value(json_object_get(s, "sensor_level"));
+        const char *at = json_string_value(json_object_get(s, "sensor_at"));
+
+        n += (size_t)snprintf(buf + n, size - n, "%s%d:%s@%.5s", i ? " " : "",
+                              (int)json_integer_value(json_object_get(s, "slot_number")),
+                              level ? level : "-", at ? at + 11 : "-");
+        assert_true(n < size);
+    }
+    json_decref(slots);
+}
+
+/*
+ * (f) The wall clock steps back (NTP corrects a clock that ran an hour ahead): a slot still
+ * shows the time of the last reading that named it, as it did when each reading wrote every
+ * slot's sensor_at; not a time the slot or the machine took before the step, kept until the
+ * clock passes it again. Also a slot created while the clock was ahead.
+ */
+static void test_slots_clock_stepped_back(void **state)
+{
+    struct t *t = *state;
+    struct telemetry_outcome done;
+    char buf[256];
+
+    add_three_slots(t);
+    /* Ahead: 10:00 and 10:30 (the second moves only the machine's time). */
+    store_vm02(t, 60, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    store_vm02(t, 90, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@10:30 2:HIGH@10:30 3:EMPTY@10:30");
+    /* Stepped back to 09:05: slot 1 alone was read last. */
+    store_vm02(t, 5, "{\"slots\":[{\"id\":1,\"level\":\"FULL\"}]}", &done);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:05 2:HIGH@10:30 3:EMPTY@10:30");
+    /* Every slot, levels unchanged. */
+    store_vm02(t, 10, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:10 2:HIGH@09:10 3:EMPTY@09:10");
+    /* Slot 4 was created at 10:40, before the step; it is named from 09:15 on. */
+    dfx_sql(t->f.v.db, "INSERT INTO slots (id, machine_id, slot_number, capacity, "
+                       "current_stock, created_at, updated_at) VALUES (24, 'VM02', 4, 10, 0, "
+                       "'2025-11-27T10:40:00.000Z', '2025-11-27T10:40:00.000Z')");
+    store_vm02(t, 15,
+               "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":2,\"level\":\"HIGH\"},"
+               "{\"id\":3,\"level\":\"EMPTY\"},{\"id\":4,\"level\":\"LOW\"}]}",
+               &done);
+    store_vm02(t, 20,
+               "{\"slots\":[{\"id\":1,\"level\":\"FULL\"},{\"id\":2,\"level\":\"HIGH\"},"
+               "{\"id\":3,\"level\":\"EMPTY\"},{\"id\":4,\"level\":\"LOW\"}]}",
+               &done);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:20 2:HIGH@09:20 3:EMPTY@09:20 4:LOW@09:20");
+}
+
+/*
+ * (g) A database that 0017 upgrades, its slots' times written by the telemetry before it (one
+ * slot never read): the API shows the same times after the upgrade, and readings move them
+ * from there as on a new database.
+ */
+static void test_slots_seen_at_upgrade(void **state)
+{
+    struct t *t = *state;
+    const struct schema_migration *list = dfx_pg() ? schema_pg : schema_sqlite;
+    struct telemetry_outcome done;
+    char url[1024], err[256] = "", buf[256];
+    struct db *old = NULL;
+
+    dfx_empty_url(&t->f, "before.db", url, sizeof(url));
+    assert_int_equal(list[15].version, 16);
+    if (db_open_with(&old, url, list, 16, err, sizeof(err)) != VEND_OK)
+        fail_msg("db_open_with %s: %s", url, err);
+    dfx_sql(old, "INSERT INTO machines (id, name, created_at, updated_at, last_seen) VALUES "
+                 "('VM02', 'VM02', '" T0_ISO "', '" T0_ISO "', '2025-11-27T09:07:00.000Z')");
+    dfx_sql(old, "INSERT INTO slots (id, machine_id, slot_number, capacity, current_stock, "
+                 "sensor_level, sensor_at, created_at, updated_at) VALUES "
+                 "(21, 'VM02', 1, 10, 0, 'FULL', '2025-11-27T09:07:00.000Z', '" T0_ISO "', '" T0_ISO
+                 "'), "
+                 "(22, 'VM02', 2, 10, 0, 'HIGH', '2025-11-27T09:03:00.000Z', '" T0_ISO "', '" T0_ISO
+                 "'), "
+                 "(23, 'VM02', 3, 10, 4, NULL, NULL, '" T0_ISO "', '" T0_ISO "')");
+    db_close(old);
+    old = NULL;
+    if (db_open(&old, url, err, sizeof(err)) != VEND_OK)
+        fail_msg("db_open %s: %s", url, err);
+    db_close(t->f.v.db);
+    t->f.v.db = old;
+    assert_int_equal(dfx_int(old, "SELECT count(*) FROM machines WHERE slots_seen_at IS NULL"), 1);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:07 2:HIGH@09:03 3:-@-");
+    store_vm02(t, 10, "{\"slots\":[{\"id\":2,\"level\":\"HIGH\"}]}", &done);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:07 2:HIGH@09:10 3:-@-");
+    store_vm02(t, 15, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    store_vm02(t, 20, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    vm02_api(t, buf, sizeof(buf));
+    assert_string_equal(buf, "1:FULL@09:20 2:HIGH@09:20 3:EMPTY@09:20");
+}
+
 /* A reading that cannot be stored leaves no trace in the rollup either. */
 static void test_rollup_rolls_back(void **state)
 {
@@ -589,6 +699,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slots_partial_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_all_and_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_seen_at_machine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slots_clock_stepped_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slots_seen_at_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_exactly_the_old_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_keeps_latest_and_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_timer, setup, teardown),

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <libpq-fe.h>
@@ -92,6 +93,66 @@ static void kept_answers_follow_every_change(void **state)
     harness_fixture_free(f);
 }
 
+/* Slot 1's sensor_at in the stock answer ("-" for null), into buf. */
+static void sensor_at_of_slot1(struct harness *h, char *buf, size_t size)
+{
+    struct harness_reply r = {0};
+    json_t *slots, *slot;
+
+    snprintf(buf, size, "?");
+    assert_int_equal(harness_call(h, "GET", "/api/stock/VM01", NULL, &r), 200);
+    slots = json_object_get(r.json, "slots");
+    for (size_t i = 0; i < json_array_size(slots); i++) {
+        slot = json_array_get(slots, i);
+        if (json_integer_value(json_object_get(slot, "slot_number")) == 1) {
+            const char *at = json_string_value(json_object_get(slot, "sensor_at"));
+            snprintf(buf, size, "%s", at != NULL ? at : "-");
+        }
+    }
+    harness_reply_free(&r);
+}
+
+/*
+ * A telemetry reading of every slot with unchanged levels writes no slot, only the machine
+ * row's slots_seen_at (schema 0017): the kept stock answer moves with it, and shows the time
+ * of that reading.
+ */
+static void kept_stock_follows_a_reading(void **state)
+{
+    static const struct harness_slot slots[] = {{1, 5, 1000}, {0, 0, 0}};
+    static const char reading[] = "{\"slots\":[{\"id\":1,\"level\":\"HIGH\"}]}";
+    struct harness_fixture *f = harness_fixture_new(NULL, slots, "it-cache-vm01");
+    struct harness *h;
+    char first[64], at[64], seen[64];
+
+    (void)state;
+    assert_non_null(f);
+    h = &f->h;
+    sensor_at_of_slot1(h, at, sizeof(at));
+    assert_string_equal(at, "-");
+    for (int n = 1; n <= 2; n++) {
+        char want[16];
+
+        assert_int_equal(
+            harness_mqtt_publish(&f->machine, "vm/VM01/telemetry", reading, sizeof(reading) - 1),
+            0);
+        snprintf(want, sizeof(want), "%d", n);
+        assert_int_equal(harness_sql_wait(h, "SELECT count(*) FROM telemetry", want, 5000), 0);
+        if (n == 1) {
+            sensor_at_of_slot1(h, first, sizeof(first)); /* kept from here */
+            assert_string_not_equal(first, "-");
+            nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL); /* a later time */
+        }
+    }
+    assert_int_equal(harness_sql_text(h, "SELECT slots_seen_at FROM machines WHERE id = 'VM01'",
+                                      seen, sizeof(seen)),
+                     1);
+    sensor_at_of_slot1(h, at, sizeof(at));
+    assert_string_not_equal(at, first);
+    assert_string_equal(at, seen);
+    harness_fixture_free(f);
+}
+
 /* One statement on a connection of the test's own; fails the test if it fails. */
 static void pg_run(PGconn *c, const char *sql)
 {
@@ -144,6 +205,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(kept_answers_follow_every_change),
+        cmocka_unit_test(kept_stock_follows_a_reading),
         cmocka_unit_test(older_transaction_committing_later_is_seen),
     };
 

@@ -132,8 +132,8 @@ void db_version(struct db *db, uint64_t out[2]);
 
 /*
  * What a cached answer reads, for db_version_of(): tables by name (NULL-terminated lists),
- * those whose every change matters and those of which only a row coming or going does (the
- * stock answer asks a machine's row whether it exists, not for its latest reading).
+ * those whose every change matters and those of which only a row coming or going does (an
+ * answer that asks whether a row exists, not what it holds).
  */
 #define DB_READS_MAX 8
 struct db_reads {

@@ -73,8 +73,8 @@ int slots_list_json(struct vendd *v, const char *machine_id, json_t **out);
  * machine that may not exist, in one statement, as compact JSON text in *out (malloc'd, the
  * caller frees). VEND_OK, VEND_ENOTFOUND or VEND_EDB (logged); *out is NULL on an error. */
 int slots_stock_text(struct vendd *v, const char *machine_id, char **out);
-/* What slots_stock_text() reads (for the HTTP answer cache: db_version_of()): the slots and
- * their products, and of the machines only which exist (telemetry updates their rows). */
+/* What slots_stock_text() reads (for the HTTP answer cache: db_version_of()): the slots, their
+ * products and their machines' rows (slots_seen_at, moved by telemetry, schema 0017). */
 extern const struct db_reads slots_stock_reads;
 
 #endif

@@ -66,6 +66,9 @@ struct slot_state {
     int64_t stock;
     bool has_level; /* the slot had a sensor level before this reading */
     enum vend_level level;
+    /* Its sensor_at or its creation is later than this reading (the wall clock stepped back,
+     * or another vendd's runs ahead): the machine's slots_seen_at would not stand for it. */
+    bool ahead;
 };
 
 /* The machine's slots as read once for a reading: s[i] is the state of t->slots[i] (the codec
@@ -73,15 +76,27 @@ struct slot_state {
 struct slots_read {
     const struct vend_telemetry *t;
     struct slot_state s[VEND_SLOTS_MAX];
-    size_t nrows; /* the machine's slots, reported or not */
+    size_t nrows;        /* the machine's slots, reported or not */
+    const char *now_iso; /* this reading's time */
 };
+
+/* Whether a stored time (NULL: none) is later than this reading's; vendd's times are
+ * fixed-width ISO text. */
+static bool later_than(const char *at, const char *now_iso)
+{
+    return at != NULL && strcmp(at, now_iso) > 0;
+}
 
 static int take_slot_state(void *arg, const struct db_row *row)
 {
     struct slots_read *r = arg;
     int64_t number = db_row_int(row, 0);
     const char *level = db_row_text(row, 3);
-    struct slot_state st = {.found = true, .id = db_row_int(row, 1), .stock = db_row_int(row, 2)};
+    struct slot_state st = {.found = true,
+                            .id = db_row_int(row, 1),
+                            .stock = db_row_int(row, 2),
+                            .ahead = later_than(db_row_text(row, 4), r->now_iso) ||
+                                     later_than(db_row_text(row, 5), r->now_iso)};
 
     /* A stored level the codec does not know (the schema CHECK forbids it) counts as none. */
     st.has_level = level != NULL && vend_level_parse(level, strlen(level), &st.level) == VEND_OK;
@@ -134,8 +149,8 @@ static int read_slots_locked(struct vendd *v, const char *machine_id, struct slo
     if (r->t->nslots == 0)
         return VEND_OK;
     rc = db_exec(v->db,
-                 "SELECT slot_number, id, current_stock, sensor_level FROM slots "
-                 "WHERE machine_id = $1",
+                 "SELECT slot_number, id, current_stock, sensor_level, sensor_at, created_at "
+                 "FROM slots WHERE machine_id = $1",
                  p, 1, take_slot_state, r);
     if (rc < 0)
         return rc;
@@ -153,7 +168,9 @@ static int read_slots_locked(struct vendd *v, const char *machine_id, struct slo
  * CHECK (sensor_level IN (...)) with a temporary b-tree built per statement, which was a
  * quarter of the ingest's instructions. Nor is its time when the reading names every slot
  * (all_seen): the machine row's slots_seen_at, moved by the caller, stands for all of them
- * (TELEMETRY_SENSOR_AT_SQL); a slot not reported keeps the time it was last seen.
+ * (TELEMETRY_SENSOR_AT_SQL); a slot not reported keeps the time it was last seen. Unless the
+ * slot's time or creation is ahead of this reading (the clock stepped back): the later of the
+ * two would not be this reading's, so that slot takes its own.
  */
 static int apply_slots_locked(struct vendd *v, const char *machine_id, const struct slots_read *r,
                               bool all_seen, const char *now_iso, struct telemetry_outcome *out,
@@ -177,7 +194,7 @@ static int apply_slots_locked(struct vendd *v, const char *machine_id, const str
         p[0] = DB_INT(s->id);
         p[1] = DB_TEXT(now_iso);
         p[2] = DB_TEXT(vend_level_name(level));
-        if (stays && all_seen)
+        if (stays && all_seen && !s->ahead)
             rc = VEND_OK; /* its time moved with the machine's slots_seen_at */
         else if (stays)
             rc = db_exec(v->db, "UPDATE slots SET sensor_at = $2 WHERE id = $1", p, 2, NULL, NULL);
@@ -264,7 +281,7 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
     char now_iso[STORE_ISO_SIZE], hour[STORE_ISO_SIZE];
     const char *door = vend_door_name(t->door); /* NULL when not reported */
     int64_t now = v->now_ms(), level_changes = 0;
-    struct slots_read r = {.t = t};
+    struct slots_read r = {.t = t, .now_iso = now_iso};
     struct db_value p[6];
     bool all_seen;
     int rc;
@@ -297,6 +314,27 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
     if (rc != 1) {
         rc = rc < 0 ? rc : VEND_ENOTFOUND;
         goto out;
+    }
+    /*
+     * A reading of some slots after the clock stepped back: the machine's time may be later
+     * than this reading's, and would hide the time it writes for the slots it names. Then
+     * each slot keeps the time it shows, on its own row, and the machine's is cleared (one
+     * statement per reading of some slots, writing nothing unless the clock stepped back; a
+     * reading of every slot sets the machine's time anyway). After the machine row, as every
+     * telemetry transaction locks it before its slots.
+     */
+    if (!all_seen && r.nrows > 0) {
+        p[1] = DB_TEXT(now_iso);
+        rc = db_exec(v->db,
+                     "UPDATE slots AS s SET sensor_at = (SELECT " TELEMETRY_SENSOR_AT_SQL
+                     " FROM machines m WHERE m.id = s.machine_id) WHERE s.machine_id = $1 AND "
+                     "EXISTS (SELECT 1 FROM machines WHERE id = $1 AND slots_seen_at > $2)",
+                     p, 2, NULL, NULL);
+        if (rc > 0)
+            rc = db_exec(v->db, "UPDATE machines SET slots_seen_at = NULL WHERE id = $1", p, 1,
+                         NULL, NULL);
+        if (rc < 0)
+            goto out;
     }
     p[1] = t->has_timestamp ? DB_TEXT(t->timestamp) : DB_NULL;
     p[2] = t->has_temperature ? DB_REAL(t->temperature) : DB_NULL;

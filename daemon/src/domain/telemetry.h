@@ -41,7 +41,9 @@ struct vendd;
  * A slot's sensor time as the API shows it, in a statement that names the slot "s" and its
  * machine "m": the later of the slot's own sensor_at and the machine's slots_seen_at, the
  * latter only for a slot that existed when that reading came (one created since was not in
- * it). Times are vendd's fixed-width ISO text, so they compare as text.
+ * it). Times are vendd's fixed-width ISO text, so they compare as text. After the wall clock
+ * steps back the later time is not the latest reading's: telemetry.c then writes each slot's
+ * own (struct slot_state's ahead).
  */
 #define TELEMETRY_SENSOR_AT_SQL                                                                    \
     "CASE WHEN m.slots_seen_at >= s.created_at AND "                                               \
