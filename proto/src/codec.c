@@ -23,6 +23,7 @@
 struct dec {
     const char *js;
     int ntok;
+    bool esc;               /* the payload has a backslash: some key may be escaped */
     struct vend_diag *diag; /* may be NULL */
     jsmntok_t tok[VEND_JSON_TOKENS_MAX];
 };
@@ -93,9 +94,14 @@ static int tok_skip(const struct dec *d, int i)
     return i;
 }
 
+/* Keys compare after unescaping; without a backslash in the payload the raw bytes are the key. */
 static bool key_eq(const struct dec *d, int a, int b)
 {
-    return json_str_eq(tok_text(d, a), tok_len(d, a), tok_text(d, b), tok_len(d, b));
+    size_t n = tok_len(d, a);
+
+    if (!d->esc)
+        return n == tok_len(d, b) && memcmp(tok_text(d, a), tok_text(d, b), n) == 0;
+    return json_str_eq(tok_text(d, a), n, tok_text(d, b), tok_len(d, b));
 }
 
 /*
@@ -165,16 +171,19 @@ static int dec_open(struct dec *d, const char *json, size_t len, struct vend_dia
     if (n < 1 || d->tok[0].type != JSMN_OBJECT)
         return fail(d, VEND_ESYNTAX, NULL, NULL);
     d->ntok = n;
+    d->esc = memchr(json, '\\', len) != NULL;
     return check_dups(d, 0, path, 0, &next);
 }
 
-/* Index of the value of key in object obj, or -1. */
+/* Index of the value of key (a name without escapes) in object obj, or -1. */
 static int field_find(const struct dec *d, int obj, const char *key)
 {
+    size_t n = strlen(key);
     int j = obj + 1, k;
 
     for (k = 0; k < d->tok[obj].size; k++) {
-        if (json_str_eq_lit(tok_text(d, j), tok_len(d, j), key))
+        if (d->esc ? json_str_eq(tok_text(d, j), tok_len(d, j), key, n)
+                   : tok_len(d, j) == n && memcmp(tok_text(d, j), key, n) == 0)
             return j + 1;
         j = tok_skip(d, j + 1);
     }
