@@ -105,11 +105,44 @@ static bool key_eq(const struct dec *d, int a, int b)
 }
 
 /*
+ * True if an object anywhere in the subtree at token i repeats a key; *next is
+ * the token after the subtree (when false). It builds no path: dup_path()
+ * names the duplicate once one is known. Recursion is bounded by
+ * VEND_JSON_DEPTH_MAX, checked before.
+ */
+static bool has_dup(const struct dec *d, int i, int *next)
+{
+    const jsmntok_t *t = &d->tok[i];
+    bool object = t->type == JSMN_OBJECT;
+    int j = i + 1, k, m;
+
+    for (k = 0; k < t->size; k++) {
+        if (object) {
+            for (m = i + 1; m < j; m = tok_skip(d, m + 1)) {
+                if (key_eq(d, m, j))
+                    return true;
+            }
+            j++;
+        }
+        if (d->tok[j].type == JSMN_OBJECT || d->tok[j].type == JSMN_ARRAY) {
+            if (has_dup(d, j, &j))
+                return true;
+        } else {
+            j++;
+        }
+    }
+    *next = j;
+    return false;
+}
+
+/*
  * Rejects a key repeated within one object anywhere below token i; *next is
  * the token after the subtree. path holds the location of i (len bytes).
- * Recursion is bounded by VEND_JSON_DEPTH_MAX, checked before.
+ * The first duplicate in document order is reported, with its path. Run only
+ * once has_dup() found one. Recursion is bounded by VEND_JSON_DEPTH_MAX,
+ * checked before.
  */
-static int check_dups(const struct dec *d, int i, char *path, size_t len, int *next)
+static int dup_path(const struct dec *d, int i, char *path, size_t len, int *next)
 {
     const jsmntok_t *t = &d->tok[i];
     int j = i + 1, k, m, rc;
@@ -133,7 +166,7 @@ static int check_dups(const struct dec *d, int i, char *path, size_t len, int *n
         } else {
             sub = path_append_index(path, len, (unsigned)k);
         }
-        rc = check_dups(d, v, path, sub, &j);
+        rc = dup_path(d, v, path, sub, &j);
         if (rc < 0)
             return rc;
         path[len] = '\0';
@@ -146,7 +179,7 @@ static int check_dups(const struct dec *d, int i, char *path, size_t len, int *n
 static int dec_open(struct dec *d, const char *json, size_t len, struct vend_diag *diag)
 {
     jsmn_parser p;
-    char path[PATH_MAX_] = "";
+    char path[PATH_MAX_];
     int n, next, rc;
 
     d->diag = diag;
@@ -172,7 +205,10 @@ static int dec_open(struct dec *d, const char *json, size_t len, struct vend_dia
         return fail(d, VEND_ESYNTAX, NULL, NULL);
     d->ntok = n;
     d->esc = memchr(json, '\\', len) != NULL;
-    return check_dups(d, 0, path, 0, &next);
+    if (!has_dup(d, 0, &next))
+        return VEND_OK;
+    path[0] = '\0';
+    return dup_path(d, 0, path, 0, &next);
 }
 
 /* Index of the value of key (a name without escapes) in object obj, or -1. */
