@@ -365,6 +365,18 @@ int json_str_decode(const char *raw, size_t rawlen, char *out, size_t cap, size_
     size_t n = 0;
     int b;
 
+    /* Without escapes the raw bytes are the value; too long writes what the loop would. */
+    if (memchr(raw, '\\', rawlen) == NULL) {
+        if (rawlen > cap) {
+            memcpy(out, raw, cap);
+            return VEND_ERANGE;
+        }
+        memcpy(out, raw, rawlen);
+        out[rawlen] = '\0';
+        if (outlen != NULL)
+            *outlen = rawlen;
+        return VEND_OK;
+    }
     unesc_init(&u, raw, rawlen);
     for (;;) {
         b = unesc_next(&u);
