@@ -101,42 +101,49 @@ static int scan_uescape(struct scan *c)
     return VEND_OK;
 }
 
+/* The position is kept in a local: a store to c->pos could alias the bytes read through c->s. */
 static int scan_string(struct scan *c)
 {
-    c->pos++; /* the opening quote */
-    while (c->pos < c->len) {
-        unsigned char ch = (unsigned char)c->s[c->pos];
+    const char *s = c->s;
+    size_t len = c->len, pos = c->pos + 1; /* after the opening quote */
+
+    while (pos < len) {
+        unsigned char ch = (unsigned char)s[pos];
         size_t n;
 
+        /* Printable ASCII, the common case, first. */
+        if (ch >= 0x20 && ch < 0x80 && ch != '"' && ch != '\\') {
+            pos++;
+            continue;
+        }
         if (ch == '"') {
-            c->pos++;
+            c->pos = pos + 1;
             return VEND_OK;
         }
         if (ch < 0x20)
             return VEND_ESYNTAX;
         if (ch == '\\') {
-            if (c->pos + 1 >= c->len)
+            if (pos + 1 >= len)
                 return VEND_ESYNTAX;
-            if (c->s[c->pos + 1] == 'u') {
-                int rc = scan_uescape(c);
+            if (s[pos + 1] == 'u') {
+                int rc;
 
+                c->pos = pos;
+                rc = scan_uescape(c);
                 if (rc < 0)
                     return rc;
+                pos = c->pos;
                 continue;
             }
-            if (strchr("\"\\/bfnrt", c->s[c->pos + 1]) == NULL || c->s[c->pos + 1] == '\0')
+            if (strchr("\"\\/bfnrt", s[pos + 1]) == NULL || s[pos + 1] == '\0')
                 return VEND_ESYNTAX;
-            c->pos += 2;
+            pos += 2;
             continue;
         }
-        if (ch < 0x80) {
-            c->pos++;
-            continue;
-        }
-        n = utf8_seq((const unsigned char *)c->s + c->pos, c->len - c->pos);
+        n = utf8_seq((const unsigned char *)s + pos, len - pos);
         if (n == 0)
             return VEND_ESYNTAX;
-        c->pos += n;
+        pos += n;
     }
     return VEND_ESYNTAX;
 }
