@@ -518,6 +518,21 @@ static int slot_fields(const struct dec *d, int obj, const char *prefix,
     return VEND_OK;
 }
 
+_Static_assert(VEND_SLOTS_MAX <= 100, "slot_prefix() writes at most two digits");
+
+/* "slots[k]", as path_append_index() would write it, without its general-purpose appends. */
+static void slot_prefix(char *p, size_t k)
+{
+    size_t n = sizeof("slots[") - 1;
+
+    memcpy(p, "slots[", n);
+    if (k >= 10)
+        p[n++] = (char)('0' + k / 10);
+    p[n++] = (char)('0' + k % 10);
+    p[n++] = ']';
+    p[n] = '\0';
+}
+
 static int telemetry_fields(const struct dec *d, struct vend_telemetry *out)
 {
     char prefix[PATH_MAX_];
@@ -543,8 +558,7 @@ static int telemetry_fields(const struct dec *d, struct vend_telemetry *out)
     out->nslots = (size_t)d->tok[slots].size;
     j = slots + 1;
     for (k = 0; k < out->nslots; k++) {
-        prefix[0] = '\0';
-        path_append_index(prefix, path_append(prefix, 0, "slots", 5), (unsigned)k);
+        slot_prefix(prefix, k);
         rc = slot_fields(d, j, prefix, &out->slots[k]);
         if (rc < 0)
             return rc;
