@@ -88,6 +88,8 @@ static int tok_skip(const struct dec *d, int i)
 {
     int end = d->tok[i].end;
 
+    if (d->tok[i].type == JSMN_STRING || d->tok[i].type == JSMN_PRIMITIVE)
+        return i + 1;
     i++;
     while (i < d->ntok && d->tok[i].start < end)
         i++;
