@@ -23,6 +23,7 @@
 struct dec {
     const char *js;
     int ntok;
+    bool esc;               /* the payload has a backslash: some key may be escaped */
     struct vend_diag *diag; /* may be NULL */
     jsmntok_t tok[VEND_JSON_TOKENS_MAX];
 };
@@ -87,23 +88,63 @@ static int tok_skip(const struct dec *d, int i)
 {
     int end = d->tok[i].end;
 
+    if (d->tok[i].type == JSMN_STRING || d->tok[i].type == JSMN_PRIMITIVE)
+        return i + 1;
     i++;
     while (i < d->ntok && d->tok[i].start < end)
         i++;
     return i;
 }
 
+/* Keys compare after unescaping; without a backslash in the payload the raw bytes are the key. */
 static bool key_eq(const struct dec *d, int a, int b)
 {
-    return json_str_eq(tok_text(d, a), tok_len(d, a), tok_text(d, b), tok_len(d, b));
+    size_t n = tok_len(d, a);
+
+    if (!d->esc)
+        return n == tok_len(d, b) && memcmp(tok_text(d, a), tok_text(d, b), n) == 0;
+    return json_str_eq(tok_text(d, a), n, tok_text(d, b), tok_len(d, b));
+}
+
+/*
+ * True if an object anywhere in the subtree at token i repeats a key; *next is
+ * the token after the subtree (when false). It builds no path: dup_path()
+ * names the duplicate once one is known. Recursion is bounded by
+ * VEND_JSON_DEPTH_MAX, checked before.
+ */
+static bool has_dup(const struct dec *d, int i, int *next)
+{
+    const jsmntok_t *t = &d->tok[i];
+    bool object = t->type == JSMN_OBJECT;
+    int j = i + 1, k, m;
+
+    for (k = 0; k < t->size; k++) {
+        if (object) {
+            for (m = i + 1; m < j; m = tok_skip(d, m + 1)) {
+                if (key_eq(d, m, j))
+                    return true;
+            }
+            j++;
+        }
+        if (d->tok[j].type == JSMN_OBJECT || d->tok[j].type == JSMN_ARRAY) {
+            if (has_dup(d, j, &j))
+                return true;
+        } else {
+            j++;
+        }
+    }
+    *next = j;
+    return false;
 }
 
 /*
  * Rejects a key repeated within one object anywhere below token i; *next is
  * the token after the subtree. path holds the location of i (len bytes).
- * Recursion is bounded by VEND_JSON_DEPTH_MAX, checked before.
+ * The first duplicate in document order is reported, with its path. Run only
+ * once has_dup() found one. Recursion is bounded by VEND_JSON_DEPTH_MAX,
+ * checked before.
  */
-static int check_dups(const struct dec *d, int i, char *path, size_t len, int *next)
+static int dup_path(const struct dec *d, int i, char *path, size_t len, int *next)
 {
     const jsmntok_t *t = &d->tok[i];
     int j = i + 1, k, m, rc;
@@ -127,7 +168,7 @@ static int check_dups(const struct dec *d, int i, char *path, size_t len, int *n
         } else {
             sub = path_append_index(path, len, (unsigned)k);
         }
-        rc = check_dups(d, v, path, sub, &j);
+        rc = dup_path(d, v, path, sub, &j);
         if (rc < 0)
             return rc;
         path[len] = '\0';
@@ -140,7 +181,7 @@ static int check_dups(const struct dec *d, int i, char *path, size_t len, int *n
 static int dec_open(struct dec *d, const char *json, size_t len, struct vend_diag *diag)
 {
     jsmn_parser p;
-    char path[PATH_MAX_] = "";
+    char path[PATH_MAX_];
     int n, next, rc;
 
     d->diag = diag;
@@ -165,16 +206,22 @@ static int dec_open(struct dec *d, const char *json, size_t len, struct vend_dia
     if (n < 1 || d->tok[0].type != JSMN_OBJECT)
         return fail(d, VEND_ESYNTAX, NULL, NULL);
     d->ntok = n;
-    return check_dups(d, 0, path, 0, &next);
+    d->esc = memchr(json, '\\', len) != NULL;
+    if (!has_dup(d, 0, &next))
+        return VEND_OK;
+    path[0] = '\0';
+    return dup_path(d, 0, path, 0, &next);
 }
 
-/* Index of the value of key in object obj, or -1. */
+/* Index of the value of key (a name without escapes) in object obj, or -1. */
 static int field_find(const struct dec *d, int obj, const char *key)
 {
+    size_t n = strlen(key);
     int j = obj + 1, k;
 
     for (k = 0; k < d->tok[obj].size; k++) {
-        if (json_str_eq_lit(tok_text(d, j), tok_len(d, j), key))
+        if (d->esc ? json_str_eq(tok_text(d, j), tok_len(d, j), key, n)
+                   : tok_len(d, j) == n && memcmp(tok_text(d, j), key, n) == 0)
             return j + 1;
         j = tok_skip(d, j + 1);
     }
@@ -473,6 +520,21 @@ static int slot_fields(const struct dec *d, int obj, const char *prefix,
     return VEND_OK;
 }
 
+_Static_assert(VEND_SLOTS_MAX <= 100, "slot_prefix() writes at most two digits");
+
+/* "slots[k]", as path_append_index() would write it, without its general-purpose appends. */
+static void slot_prefix(char *p, size_t k)
+{
+    size_t n = sizeof("slots[") - 1;
+
+    memcpy(p, "slots[", n);
+    if (k >= 10)
+        p[n++] = (char)('0' + k / 10);
+    p[n++] = (char)('0' + k % 10);
+    p[n++] = ']';
+    p[n] = '\0';
+}
+
 static int telemetry_fields(const struct dec *d, struct vend_telemetry *out)
 {
     char prefix[PATH_MAX_];
@@ -498,8 +560,7 @@ static int telemetry_fields(const struct dec *d, struct vend_telemetry *out)
     out->nslots = (size_t)d->tok[slots].size;
     j = slots + 1;
     for (k = 0; k < out->nslots; k++) {
-        prefix[0] = '\0';
-        path_append_index(prefix, path_append(prefix, 0, "slots", 5), (unsigned)k);
+        slot_prefix(prefix, k);
         rc = slot_fields(d, j, prefix, &out->slots[k]);
         if (rc < 0)
             return rc;

@@ -101,42 +101,69 @@ static int scan_uescape(struct scan *c)
     return VEND_OK;
 }
 
+/* 1 for a byte that stands for itself in a string: printable ASCII but the quote and backslash. */
+static const unsigned char str_plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x30 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x40 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x60 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x70 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x80 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x90 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xA0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xB0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xC0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xD0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xE0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xF0 */
+};
+
+/* The position is kept in a local: a store to c->pos could alias the bytes read through c->s. */
 static int scan_string(struct scan *c)
 {
-    c->pos++; /* the opening quote */
-    while (c->pos < c->len) {
-        unsigned char ch = (unsigned char)c->s[c->pos];
+    const char *s = c->s;
+    size_t len = c->len, pos = c->pos + 1; /* after the opening quote */
+
+    while (pos < len) {
+        unsigned char ch = (unsigned char)s[pos];
         size_t n;
 
+        /* Printable ASCII, the common case, first. */
+        if (str_plain[ch]) {
+            pos++;
+            continue;
+        }
         if (ch == '"') {
-            c->pos++;
+            c->pos = pos + 1;
             return VEND_OK;
         }
         if (ch < 0x20)
             return VEND_ESYNTAX;
         if (ch == '\\') {
-            if (c->pos + 1 >= c->len)
+            if (pos + 1 >= len)
                 return VEND_ESYNTAX;
-            if (c->s[c->pos + 1] == 'u') {
-                int rc = scan_uescape(c);
+            if (s[pos + 1] == 'u') {
+                int rc;
 
+                c->pos = pos;
+                rc = scan_uescape(c);
                 if (rc < 0)
                     return rc;
+                pos = c->pos;
                 continue;
             }
-            if (strchr("\"\\/bfnrt", c->s[c->pos + 1]) == NULL || c->s[c->pos + 1] == '\0')
+            if (strchr("\"\\/bfnrt", s[pos + 1]) == NULL || s[pos + 1] == '\0')
                 return VEND_ESYNTAX;
-            c->pos += 2;
+            pos += 2;
             continue;
         }
-        if (ch < 0x80) {
-            c->pos++;
-            continue;
-        }
-        n = utf8_seq((const unsigned char *)c->s + c->pos, c->len - c->pos);
+        n = utf8_seq((const unsigned char *)s + pos, len - pos);
         if (n == 0)
             return VEND_ESYNTAX;
-        c->pos += n;
+        pos += n;
     }
     return VEND_ESYNTAX;
 }
@@ -365,6 +392,18 @@ int json_str_decode(const char *raw, size_t rawlen, char *out, size_t cap, size_
     size_t n = 0;
     int b;
 
+    /* Without escapes the raw bytes are the value; too long writes what the loop would. */
+    if (memchr(raw, '\\', rawlen) == NULL) {
+        if (rawlen > cap) {
+            memcpy(out, raw, cap);
+            return VEND_ERANGE;
+        }
+        memcpy(out, raw, rawlen);
+        out[rawlen] = '\0';
+        if (outlen != NULL)
+            *outlen = rawlen;
+        return VEND_OK;
+    }
     unesc_init(&u, raw, rawlen);
     for (;;) {
         b = unesc_next(&u);

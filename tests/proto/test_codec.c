@@ -783,6 +783,119 @@ static void good_variants(void **state)
     assert_int_equal(vend_decode_telemetry("{}", 2, NULL, &dg), VEND_EINVAL);
 }
 
+/*
+ * Duplicate keys and key comparison, pinned as they behaved before the decoder
+ * learnt its fast paths (no backslash in the payload, no path built on success):
+ * the code and the exact diag.field of the first duplicate in document order.
+ */
+static const struct bad dup_inputs[] = {
+    /* At the root, in an object below an unknown key, inside array elements. */
+    {K_TELEMETRY, "{\"slots\":[],\"door\":\"OPEN\",\"door\":\"CLOSED\"}", VEND_EDUPKEY, "door"},
+    {K_TELEMETRY, "{\"slots\":[],\"x\":{\"a\":1,\"b\":2,\"a\":3}}", VEND_EDUPKEY, "x.a"},
+    {K_TELEMETRY,
+     "{\"slots\":[{\"id\":1,\"level\":\"LOW\"},{\"id\":2,\"level\":\"LOW\",\"level\":1}]}",
+     VEND_EDUPKEY, "slots[1].level"},
+    {K_TELEMETRY, "{\"slots\":[],\"x\":[[{\"a\":1}],[0,{\"a\":1,\"a\":2}]]}", VEND_EDUPKEY,
+     "x[1][1].a"},
+    /* The first duplicate in document order: a key's value is walked before the next key. */
+    {K_TELEMETRY, "{\"x\":{\"a\":1,\"a\":2},\"x\":3,\"slots\":[]}", VEND_EDUPKEY, "x.a"},
+    {K_TELEMETRY, "{\"x\":3,\"x\":{\"a\":1,\"a\":2},\"slots\":[]}", VEND_EDUPKEY, "x"},
+    /* Compared after unescaping; the field is the raw key as written. */
+    {K_TELEMETRY, "{\"slots\":[],\"a\":1,\"\\u0061\":2}", VEND_EDUPKEY, "\\u0061"},
+    {K_TELEMETRY, "{\"slots\":[],\"\\u0061\":1,\"a\":2}", VEND_EDUPKEY, "a"},
+    {K_TELEMETRY, "{\"slots\":[],\"\\u0061\":1,\"\\u0061\":2}", VEND_EDUPKEY, "\\u0061"},
+    {K_TELEMETRY, "{\"slots\":[],\"a/\":1,\"a\\/\":2}", VEND_EDUPKEY, "a\\/"},
+    {K_TELEMETRY, "{\"slots\":[],\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2}", VEND_EDUPKEY,
+     "\xf0\x9f\x98\x80"},
+    {K_TELEMETRY, "{\"slots\":[{\"id\":1,\"level\":\"LOW\",\"\\u0069d\":2}]}", VEND_EDUPKEY,
+     "slots[0].\\u0069d"},
+    {K_TELEMETRY, "{\"sl\\u006fts\":[],\"slots\":[]}", VEND_EDUPKEY, "slots"},
+    /* A backslash elsewhere in the payload changes nothing. */
+    {K_TELEMETRY, "{\"x\":\"\\n\",\"slots\":[],\"slots\":[]}", VEND_EDUPKEY, "slots"},
+    {K_TELEMETRY, "{\"slots\":[],\"x\":{\"q\":\"\\\"\",\"q\":1}}", VEND_EDUPKEY, "x.q"},
+    /* The empty key; a path longer than diag.field is truncated to 47 bytes. */
+    {K_TELEMETRY, "{\"slots\":[],\"\":1,\"\":2}", VEND_EDUPKEY, "(root)"},
+    {K_TELEMETRY, "{\"slots\":[],\"x\":{\"\":1,\"\":2}}", VEND_EDUPKEY, "x."},
+    {K_TELEMETRY,
+     "{\"slots\":[],\"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz\":{\"b\":1,\"b\":2}}",
+     VEND_EDUPKEY, "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstu"},
+    {K_STATUS, "{\"status\":\"ONLINE\",\"x\":[{\"y\":[{\"z\":{\"k\":1,\"k\":2}}]}]}", VEND_EDUPKEY,
+     "x[0].y[0].z.k"},
+    /* Not duplicates: equal lengths, different bytes or different unescaped values. */
+    {K_TELEMETRY, "{\"slots\":[],\"ab\":1,\"ba\":2,\"aa\":3,\"bb\":4}", VEND_OK, ""},
+    {K_TELEMETRY, "{\"slots\":[],\"\\u0061b\":1,\"abcdefg\":2,\"\\u0041b\":3,\"ab\\n\":4}", VEND_OK,
+     ""},
+    {K_TELEMETRY, "{\"slots\":[],\"a\":1,\"A\":2,\"\\u0061\\u0062\":3,\"a\\u0062c\":4}", VEND_OK,
+     ""},
+    {K_TELEMETRY, "{\"slots\":[{\"id\":1,\"level\":\"LOW\"}],\"x\":{\"id\":1,\"level\":2}}",
+     VEND_OK, ""},
+};
+
+static void duplicate_keys(void **state)
+{
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(dup_inputs) / sizeof(dup_inputs[0]); i++) {
+        const struct bad *b = &dup_inputs[i];
+        struct vend_diag dg;
+        union any o;
+        int rc = decode(b->kind, b->json, strlen(b->json), &o, &dg);
+
+        if (rc != b->err || dg.err != b->err || strcmp(dg.field, b->field) != 0)
+            fail_msg("case %zu %s: got %s '%s', want %s '%s'", i, b->json, vend_errname(rc),
+                     dg.field, vend_errname(b->err), b->field);
+    }
+}
+
+/* Schema keys found with and without escapes, with backslashes in the values around them. */
+static void escaped_keys_and_values(void **state)
+{
+    struct vend_telemetry t;
+    struct vend_status s;
+    struct vend_diag dg;
+    const char *j;
+
+    (void)state;
+    j = "{\"x\":\"a\\\\b\\\"c\",\"slots\":[{\"id\":3,\"level\":\"HIGH\"}],\"door\":\"OPEN\"}";
+    assert_int_equal(vend_decode_telemetry(j, strlen(j), &t, &dg), VEND_OK);
+    assert_int_equal(t.nslots, 1);
+    assert_int_equal(t.slots[0].id, 3);
+    assert_int_equal(t.slots[0].level, VEND_LEVEL_HIGH);
+    assert_int_equal(t.door, VEND_DOOR_OPEN);
+    assert_string_equal(dg.field, "");
+
+    j = "{\"sl\\u006fts\":[{\"\\u0069d\":4,\"lev\\u0065l\":\"\\u004cOW\"}],\"d\\u006for\":"
+        "\"CLOSE\\u0044\",\"timestamp\":\"2025-11-04T10:30:00\\u005a\"}";
+    assert_int_equal(vend_decode_telemetry(j, strlen(j), &t, &dg), VEND_OK);
+    assert_int_equal(t.nslots, 1);
+    assert_int_equal(t.slots[0].id, 4);
+    assert_int_equal(t.slots[0].level, VEND_LEVEL_LOW);
+    assert_int_equal(t.door, VEND_DOOR_CLOSED);
+    assert_true(t.has_timestamp);
+    assert_string_equal(t.timestamp, "2025-11-04T10:30:00Z");
+
+    /* A key that only starts like a schema key, or is one with a suffix, is unknown. */
+    j = "{\"slot\":1,\"slotss\":2,\"slots\\u0000\":3,\"slots\":[],\"doo\":\"OPEN\"}";
+    assert_int_equal(vend_decode_telemetry(j, strlen(j), &t, &dg), VEND_OK);
+    assert_int_equal(t.door, VEND_DOOR_UNKNOWN);
+
+    /* Escaped string values too long for their field: the same error as plain ones. */
+    j = "{\"status\":\"ONLINE\",\"fw\":\"\\u00312345678901234567890123456789012\\u0033\"}";
+    assert_int_equal(vend_decode_status(j, strlen(j), &s, &dg), VEND_ERANGE);
+    assert_string_equal(dg.field, "fw");
+    j = "{\"status\":\"ONLINE\",\"fw\":\"\\u0031234567890123456789012345678901\"}";
+    assert_int_equal(vend_decode_status(j, strlen(j), &s, &dg), VEND_OK);
+    assert_string_equal(s.fw, "1234567890123456789012345678901");
+    /* Unescaped (a backslash elsewhere in the second): 32 bytes fit, 33 do not. */
+    j = "{\"status\":\"ONLINE\",\"fw\":\"12345678901234567890123456789012\"}";
+    assert_int_equal(vend_decode_status(j, strlen(j), &s, &dg), VEND_OK);
+    assert_string_equal(s.fw, "12345678901234567890123456789012");
+    j = "{\"status\":\"ONLINE\",\"fw\":\"123456789012345678901234567890123\",\"x\":\"\\\\\"}";
+    assert_int_equal(vend_decode_status(j, strlen(j), &s, &dg), VEND_ERANGE);
+    assert_string_equal(dg.field, "fw");
+}
+
 /* A valid command of exactly len bytes: the unknown key "pad" takes up the slack. */
 static void make_padded(char *buf, size_t len)
 {
@@ -892,6 +1005,7 @@ int main(void)
         cmocka_unit_test(good_variants),     cmocka_unit_test(size_boundary),
         cmocka_unit_test(too_many_tokens),   cmocka_unit_test(nesting_depth),
         cmocka_unit_test(no_read_past_len),  cmocka_unit_test(settle_and_expiry),
+        cmocka_unit_test(duplicate_keys),    cmocka_unit_test(escaped_keys_and_values),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
