@@ -300,7 +300,7 @@ static void a_burst_of_largest_readings_commits_as_its_log_fills(void **state)
 static void a_full_disk_mid_flood_leaves_no_partial_reading(void **state)
 {
     struct dfx *f = *state;
-    static char big[VEND_PAYLOAD_MAX + 1];
+    static char pad[3901];
     char sql[128];
     int64_t pages;
 
@@ -308,7 +308,7 @@ static void a_full_disk_mid_flood_leaves_no_partial_reading(void **state)
         skip(); /* no page limit to set */
         return;
     }
-    largest_reading(big, sizeof(big));
+    memset(pad, 'x', sizeof(pad) - 1);
     pages = dfx_int(f->v.db, "PRAGMA page_count");
     snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld", (long long)pages + 60);
     dfx_int(f->v.db, sql);
@@ -317,12 +317,18 @@ static void a_full_disk_mid_flood_leaves_no_partial_reading(void **state)
             static const char *const ids[] = {"VM01", "VM03"};
             char topic[VEND_TOPIC_MAX + 1];
 
+            char msg[VEND_PAYLOAD_MAX + 1];
+            int n;
+
             dfx_clock_set(T0 + (int64_t)(burst * 20 + i) * 1000);
             snprintf(topic, sizeof(topic), "vm/%s/telemetry", ids[i % 2]);
-            if (i % 3 == 0)
-                ingest_message(&f->v, topic, READING, strlen(READING), false);
-            else
-                ingest_message(&f->v, topic, big, strlen(big), false);
+            /* Each reading its own: one stored twice shows. Every third one small. */
+            n = snprintf(msg, sizeof(msg),
+                         "{\"temperature\":4.5,\"door\":\"CLOSED\",\"slots\":[{\"id\":1,"
+                         "\"level\":\"FULL\"}],\"seq\":%d,\"pad\":\"%.*s\"}",
+                         burst * 20 + i, i % 3 == 0 ? 0 : 3900, pad);
+            assert_true(n > 0 && n <= VEND_PAYLOAD_MAX);
+            ingest_message(&f->v, topic, msg, (size_t)n, false);
         }
         ingest_commit(&f->v);
     }
@@ -336,6 +342,10 @@ static void a_full_disk_mid_flood_leaves_no_partial_reading(void **state)
     assert_true(rejected_telemetry(f) > 0);
     assert_true(f->v.metrics.ingest_batch_replays > 0);
     assert_true(dfx_int(f->v.db, "SELECT count(*) FROM telemetry") > 0);
+    /* No reading stored twice. */
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM (SELECT data FROM telemetry "
+                                      "GROUP BY data HAVING count(*) > 1) d"),
+                     0);
     /* Every raw row with its sample; no sample without its raw row. */
     assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM machines m WHERE "
                                       "(SELECT count(*) FROM telemetry t WHERE t.machine_id = "
