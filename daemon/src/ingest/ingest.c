@@ -218,6 +218,10 @@ static void batch_join(struct vendd *v, bool lazy, size_t need)
     if ((lazy ? db_batch_begin_lazy(v->db) : db_batch_begin(v->db)) < 0)
         return;
     v->ingest_batch_lazy = lazy;
+    /* The log says what this batch applied: nothing yet. Never an earlier batch's: one whose
+     * replay's transaction the database ended (I/O, a full disk) ended without
+     * ingest_commit(), its messages lost or committed one transaction each since. */
+    log_clear(&v->ingest_log);
     db_batch_guard(v->db, !lazy);
 }
 
