@@ -256,6 +256,7 @@ static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *mach
         log_warnx("cannot open a batch to apply them again: %s; one transaction each",
                   db_errmsg(v->db));
     at = 0;
+    v->ingest_replaying = true;
     for (size_t i = 0; i < lg->n; i++) {
         struct log_entry e;
         char id[VEND_MACHINE_ID_MAX + 1];
@@ -273,6 +274,7 @@ static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *mach
             v->ingest_batched++;
         at += sizeof(e) + e.idlen + e.len;
     }
+    v->ingest_replaying = false;
     /* The log is kept until the commit: it still says what the batch holds. */
     return fn(v, machine_id, payload, len);
 }
