@@ -64,6 +64,9 @@ struct vendd {
     size_t ingest_batched;
     bool ingest_batch_lazy; /* its commit does not wait for the disk (db_batch_begin_lazy()) */
     struct ingest_log ingest_log;
+    /* ingest.c applies again what a rolled-back batch held: their first pass logged what
+     * they did (handle_telemetry.c). */
+    bool ingest_replaying;
     /* The broker's $SYS drop count has been read once; the last warning about it
      * (broker_stats.c). */
     bool broker_stats_seen;

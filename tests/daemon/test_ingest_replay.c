@@ -20,6 +20,8 @@
 #include "db.h"
 #include "fixture.h"
 #include "ingest.h"
+#include "log.h"
+#include "telemetry.h"
 #include "vend/err.h"
 #include "vend/msg.h"
 #include "vend/topic.h"
@@ -157,6 +159,206 @@ static void a_first_reading_failing_is_alone(void **state)
     assert_int_equal(rejected_telemetry(f), 1);
 }
 
+/* Each reading one second after the one before: the test's triggers tell the passes apart. */
+static int64_t s_ticks;
+
+static int64_t stepping_clock(void)
+{
+    return T0 + 1000 * ++s_ticks;
+}
+
+/*
+ * The batch a replay opens vanishes under it (an error that makes SQLite roll the whole
+ * transaction back: I/O, a full disk; here a trigger's RAISE(ROLLBACK) on VM01's second
+ * pass): the messages after it are committed one transaction each. The log of the batch that
+ * was rolled back must not outlive it: a later batch of the same burst that has to be applied
+ * again would store those messages a second time.
+ */
+static void a_reading_stored_alone_in_a_replay_is_not_applied_again(void **state)
+{
+    struct dfx *f = *state;
+    char buf[256];
+
+    if (dfx_pg()) {
+        skip(); /* savepoints: no replay */
+        return;
+    }
+    dfx_sql(f->v.db, "INSERT INTO machines (id, name, created_at, updated_at) VALUES "
+                     "('VM04', 'VM04', '" T0_ISO "', '" T0_ISO "')");
+    /* Calls 2 to 5 of the clock: VM01's reading applied again by the first replay (call 4). */
+    dfx_sql(f->v.db, "CREATE TRIGGER rollback_vm01 BEFORE INSERT ON telemetry "
+                     "WHEN NEW.machine_id = 'VM01' AND "
+                     "NEW.received_at > '2025-11-27T09:30:01.000Z' AND "
+                     "NEW.received_at < '2025-11-27T09:30:06.000Z' BEGIN "
+                     "SELECT RAISE(ROLLBACK, 'transaction rolled back by the test'); END");
+    s_ticks = 0;
+    f->v.now_ms = stepping_clock;
+    /* One burst. VM02 fails half-way: replay; VM01's second pass ends the replay's
+     * transaction, VM03 is then committed alone, VM02 fails again alone. */
+    deliver(f, "VM01");
+    deliver(f, "VM03");
+    deliver(f, "VM02");
+    /* The trigger's window held VM01's second pass: it and VM02 were rejected. */
+    assert_int_equal(rejected_telemetry(f), 2);
+    /* A new batch; VM02 fails half-way in it again: only VM04 is to be applied again. */
+    deliver(f, "VM04");
+    deliver(f, "VM02");
+    ingest_commit(&f->v);
+    f->v.now_ms = dfx_clock_ms;
+    stored(f, buf, sizeof(buf));
+    /* VM03 was delivered once: one raw row, one sample. VM01 was lost (counted rejected). */
+    assert_string_equal(buf, "VM01:0:0:0:never VM02:0:0:0:never VM03:1:1:1:seen "
+                             "VM04:1:1:0:seen");
+    assert_int_equal(f->v.metrics.telemetry_stored, 2);
+    assert_int_equal(f->v.metrics.ingest_batch_replays, 2);
+}
+
+/* Lines of the log (a temporary file) that contain needle. */
+static int log_lines(FILE *out, const char *needle)
+{
+    char line[1024];
+    int n = 0;
+
+    fflush(out);
+    rewind(out);
+    while (fgets(line, sizeof(line), out) != NULL)
+        n += strstr(line, needle) != NULL;
+    return n;
+}
+
+/*
+ * A replay applies again what the batch held, and each alert those readings raise is raised
+ * anew in the database, where the rollback took the first one away: one row. The log must say
+ * it once too, as it would have without a replay.
+ */
+static void an_alert_before_a_replay_is_logged_once(void **state)
+{
+    struct dfx *f = *state;
+    FILE *out = tmpfile();
+
+    assert_non_null(out);
+    log_init(LOG_FORMAT_TEXT, LOG_LEVEL_INFO, out);
+    deliver(f, "VM01");
+    deliver(f, "VM02");
+    deliver(f, "VM03");
+    ingest_commit(&f->v);
+    log_init(LOG_FORMAT_TEXT, LOG_LEVEL_INFO, NULL);
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts"), 2);
+    /* One line per alert raised: VM01's and VM03's. */
+    assert_int_equal(log_lines(out, "alert " TELEMETRY_MISMATCH_KIND), 2);
+    fclose(out);
+}
+
+/* The largest reading: READING's fields and a padding key, VEND_PAYLOAD_MAX bytes. */
+static void largest_reading(char *buf, size_t size)
+{
+    static const char head[] = "{\"temperature\":4.5,\"door\":\"CLOSED\","
+                               "\"slots\":[{\"id\":1,\"level\":\"FULL\"}],\"pad\":\"";
+    size_t n = sizeof(head) - 1;
+
+    assert_true(size > VEND_PAYLOAD_MAX);
+    memcpy(buf, head, n);
+    memset(buf + n, 'x', VEND_PAYLOAD_MAX - n - 2);
+    memcpy(buf + VEND_PAYLOAD_MAX - 2, "\"}", 3);
+    assert_int_equal(strlen(buf), VEND_PAYLOAD_MAX);
+}
+
+/*
+ * A burst of INGEST_BATCH_MAX readings of the largest size: the log of a batch holds
+ * INGEST_LOG_MAX bytes, about 63 of them, so the batch is committed each time the log is full,
+ * and a reading failing half-way at the end has only the last batch applied again.
+ */
+static void a_burst_of_largest_readings_commits_as_its_log_fills(void **state)
+{
+    struct dfx *f = *state;
+    static char big[VEND_PAYLOAD_MAX + 1];
+    char buf[256];
+    const size_t per_batch = INGEST_LOG_MAX / (4 + strlen("VM03") + VEND_PAYLOAD_MAX);
+
+    largest_reading(big, sizeof(big));
+    for (size_t i = 0; i < INGEST_BATCH_MAX; i++)
+        ingest_message(&f->v, "vm/VM03/telemetry", big, strlen(big), false);
+    /* PostgreSQL keeps savepoints and no log: one batch of INGEST_BATCH_MAX. */
+    assert_int_equal(f->v.metrics.ingest_batches, dfx_pg() ? 1 : INGEST_BATCH_MAX / per_batch);
+    assert_true(f->v.ingest_log.len <= INGEST_LOG_MAX);
+    deliver(f, "VM02");
+    ingest_commit(&f->v);
+    stored(f, buf, sizeof(buf));
+    assert_string_equal(buf, "VM01:0:0:0:never VM02:0:0:0:never VM03:512:512:1:seen");
+    assert_int_equal(f->v.metrics.telemetry_stored, INGEST_BATCH_MAX);
+    assert_int_equal(f->v.metrics.ingest_batch_replays, dfx_pg() ? 0 : 1);
+    assert_int_equal(f->v.metrics.ingest_batch_lost, 0);
+    assert_int_equal(rejected_telemetry(f), 1);
+}
+
+/*
+ * The disk fills in the middle of a flood (PRAGMA max_page_count on vendd's own connection):
+ * statements fail with SQLITE_FULL, some after their message changed rows, some taking the
+ * transaction with them. Whatever was committed is whole: each raw row has its sample in the
+ * hour's rollup, and no machine row was moved by a reading that was not stored.
+ */
+static void a_full_disk_mid_flood_leaves_no_partial_reading(void **state)
+{
+    struct dfx *f = *state;
+    static char pad[3901];
+    char sql[128];
+    int64_t pages;
+
+    if (dfx_pg()) {
+        skip(); /* no page limit to set */
+        return;
+    }
+    memset(pad, 'x', sizeof(pad) - 1);
+    pages = dfx_int(f->v.db, "PRAGMA page_count");
+    snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld", (long long)pages + 60);
+    dfx_int(f->v.db, sql);
+    for (int burst = 0; burst < 40; burst++) {
+        for (int i = 0; i < 20; i++) {
+            static const char *const ids[] = {"VM01", "VM03"};
+            char topic[VEND_TOPIC_MAX + 1];
+
+            char msg[VEND_PAYLOAD_MAX + 1];
+            int n;
+
+            dfx_clock_set(T0 + (int64_t)(burst * 20 + i) * 1000);
+            snprintf(topic, sizeof(topic), "vm/%s/telemetry", ids[i % 2]);
+            /* Each reading its own: one stored twice shows. Every third one small. */
+            n = snprintf(msg, sizeof(msg),
+                         "{\"temperature\":4.5,\"door\":\"CLOSED\",\"slots\":[{\"id\":1,"
+                         "\"level\":\"FULL\"}],\"seq\":%d,\"pad\":\"%.*s\"}",
+                         burst * 20 + i, i % 3 == 0 ? 0 : 3900, pad);
+            assert_true(n > 0 && n <= VEND_PAYLOAD_MAX);
+            ingest_message(&f->v, topic, msg, (size_t)n, false);
+        }
+        ingest_commit(&f->v);
+    }
+    print_message("stored %llu rows %lld rejected %llu replays %llu lost %llu\n",
+                  (unsigned long long)f->v.metrics.telemetry_stored,
+                  (long long)dfx_int(f->v.db, "SELECT count(*) FROM telemetry"),
+                  (unsigned long long)rejected_telemetry(f),
+                  (unsigned long long)f->v.metrics.ingest_batch_replays,
+                  (unsigned long long)f->v.metrics.ingest_batch_lost);
+    /* The disk did fill, half-way through messages. */
+    assert_true(rejected_telemetry(f) > 0);
+    assert_true(f->v.metrics.ingest_batch_replays > 0);
+    assert_true(dfx_int(f->v.db, "SELECT count(*) FROM telemetry") > 0);
+    /* No reading stored twice. */
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM (SELECT data FROM telemetry "
+                                      "GROUP BY data HAVING count(*) > 1) d"),
+                     0);
+    /* Every raw row with its sample; no sample without its raw row. */
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM machines m WHERE "
+                                      "(SELECT count(*) FROM telemetry t WHERE t.machine_id = "
+                                      "m.id) != COALESCE((SELECT sum(samples) FROM "
+                                      "telemetry_hourly h WHERE h.machine_id = m.id), 0)"),
+                     0);
+    /* The machine row moved by stored readings only. */
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM machines m WHERE m.last_seen IS NOT "
+                                      "(SELECT max(received_at) FROM telemetry t WHERE "
+                                      "t.machine_id = m.id)"),
+                     0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -164,6 +366,13 @@ int main(void)
             a_reading_failing_half_way_leaves_nothing_and_the_others_stay, setup, teardown),
         cmocka_unit_test_setup_teardown(an_unregistered_machine_costs_no_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(a_first_reading_failing_is_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_reading_stored_alone_in_a_replay_is_not_applied_again,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(an_alert_before_a_replay_is_logged_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_burst_of_largest_readings_commits_as_its_log_fills, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_full_disk_mid_flood_leaves_no_partial_reading, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -218,6 +218,10 @@ static void batch_join(struct vendd *v, bool lazy, size_t need)
     if ((lazy ? db_batch_begin_lazy(v->db) : db_batch_begin(v->db)) < 0)
         return;
     v->ingest_batch_lazy = lazy;
+    /* The log says what this batch applied: nothing yet. Never an earlier batch's: one whose
+     * replay's transaction the database ended (I/O, a full disk) ended without
+     * ingest_commit(), its messages lost or committed one transaction each since. */
+    log_clear(&v->ingest_log);
     db_batch_guard(v->db, !lazy);
 }
 
@@ -252,6 +256,7 @@ static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *mach
         log_warnx("cannot open a batch to apply them again: %s; one transaction each",
                   db_errmsg(v->db));
     at = 0;
+    v->ingest_replaying = true;
     for (size_t i = 0; i < lg->n; i++) {
         struct log_entry e;
         char id[VEND_MACHINE_ID_MAX + 1];
@@ -269,6 +274,7 @@ static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *mach
             v->ingest_batched++;
         at += sizeof(e) + e.idlen + e.len;
     }
+    v->ingest_replaying = false;
     /* The log is kept until the commit: it still says what the batch holds. */
     return fn(v, machine_id, payload, len);
 }
