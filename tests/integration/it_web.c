@@ -152,6 +152,17 @@ static const char *header(const struct reply *r, const char *name, char *out, si
     return NULL;
 }
 
+/* The wall clock's second as vendd reads it (CLOCK_REALTIME). Not time(NULL): glibc's reads the
+ * coarse clock, which lags by up to a tick, so just past a second's turn it says the second
+ * before the one vendd stamped (seen in CI: an expiry one second "in the future"). */
+static int64_t wall_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
 /* "2026-11-27T09:30:00.000Z" to epoch seconds; 0, or -1 if it is not that. */
 static int iso_epoch(const char *iso, int64_t *out)
 {
@@ -385,7 +396,7 @@ static void sign_in_cookie_and_csrf(void **state)
     struct harness *h = *state;
     struct reply r = {0};
     char cookie[256], csrf[80], v[512];
-    time_t before = time(NULL);
+    int64_t before = wall_s();
     int64_t expires = 0;
 
     /* Not signed in: no access, and GET /api/session says so. */
@@ -408,8 +419,7 @@ static void sign_in_cookie_and_csrf(void **state)
     assert_int_equal(req(h, "POST", "/api/session", "{\"token\":\"" TOKEN "\"}", NULL, &r), 200);
     assert_int_equal(iso_epoch(json_string_value(json_object_get(r.json, "expires_at")), &expires),
                      0);
-    assert_true(expires >= (int64_t)before + SESSION_TTL_S &&
-                expires <= (int64_t)time(NULL) + SESSION_TTL_S);
+    assert_true(expires >= before + SESSION_TTL_S && expires <= wall_s() + SESSION_TTL_S);
     reply_free(&r);
 
     /* The cookie reads operator routes, and GET /api/session gives the same CSRF token. */
@@ -494,7 +504,7 @@ static void bad_cookies_refused(void **state)
     reply_free(&r);
     /* Signed with the right key, but expired. */
     session_init(&s, TOKEN);
-    assert_int_equal(session_issue(&s, (int64_t)time(NULL) - SESSION_TTL_S - 5, expired, &exp), 0);
+    assert_int_equal(session_issue(&s, wall_s() - SESSION_TTL_S - 5, expired, &exp), 0);
     snprintf(bad, sizeof(bad), SESSION_COOKIE "=%s", expired);
     session_csrf(&s, expired, csrf);
     assert_int_equal(with_cookie(h, "GET", "/api/machines", NULL, bad, NULL, &r), 401);
@@ -503,14 +513,14 @@ static void bad_cookies_refused(void **state)
                      401);
     reply_free(&r);
     /* ... and the control: the same key, not expired, works (the test can tell). */
-    assert_int_equal(session_issue(&s, (int64_t)time(NULL), expired, &exp), 0);
+    assert_int_equal(session_issue(&s, wall_s(), expired, &exp), 0);
     snprintf(bad, sizeof(bad), SESSION_COOKIE "=%s", expired);
     assert_int_equal(with_cookie(h, "GET", "/api/machines", NULL, bad, NULL, &r), 200);
     reply_free(&r);
     session_clear(&s);
     /* Another token's cookie. */
     session_init(&s, "another-token");
-    assert_int_equal(session_issue(&s, (int64_t)time(NULL), foreign, &exp), 0);
+    assert_int_equal(session_issue(&s, wall_s(), foreign, &exp), 0);
     session_clear(&s);
     snprintf(bad, sizeof(bad), SESSION_COOKIE "=%s", foreign);
     assert_int_equal(with_cookie(h, "GET", "/api/machines", NULL, bad, NULL, &r), 401);

@@ -318,6 +318,7 @@ static enum op_auth operator_auth(const struct http_server *s, struct MHD_Connec
 {
     uint64_t now = loop_now_ms(s->loop);
     const char *v, *cookie;
+    struct timespec wall;
 
     if (!s->token_mode) {
         if (!loopback)
@@ -344,7 +345,10 @@ static enum op_auth operator_auth(const struct http_server *s, struct MHD_Connec
     cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, SESSION_COOKIE);
     if (cookie == NULL)
         return OP_NONE;
-    if (!session_valid(&s->session, cookie, (int64_t)time(NULL)))
+    /* CLOCK_REALTIME, the clock the sign-in stamps the expiry with (app.c); time(NULL) reads
+     * the coarse clock, a tick behind. */
+    clock_gettime(CLOCK_REALTIME, &wall);
+    if (!session_valid(&s->session, cookie, (int64_t)wall.tv_sec))
         return OP_BAD_SESSION;
     if (write &&
         !session_csrf_valid(&s->session, cookie,
