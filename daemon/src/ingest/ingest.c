@@ -230,6 +230,8 @@ static void batch_join(struct vendd *v, bool lazy, size_t need)
  * whole batch back, apply what it held again in a batch that is guarded (a savepoint per
  * message), then the failed message once more, which rolls back alone if it fails again, as
  * it would have with a savepoint the first time. Returns the failed message's new result.
+ * The failed pass's handler logged nothing (ingest.h): the line here says it failed half-way,
+ * and why, and the pass after the replay, outside ingest_replaying, logs the outcome.
  */
 static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *machine_id,
                         const void *payload, size_t len)
