@@ -9,6 +9,7 @@
 
 #include "broker_stats.h"
 #include "conf.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "dispense_result.h"
 #include "log.h"
@@ -277,6 +278,9 @@ static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *mach
         at += sizeof(e) + e.idlen + e.len;
     }
     v->ingest_replaying = false;
+    /* The crash tests die here: the batch's messages applied again, nothing of it committed
+     * (unless the batch could not be opened), the failed message not yet retried. */
+    crashpoint(&v->crash, CRASH_INGEST_REPLAYED);
     /* The log is kept until the commit: it still says what the batch holds. */
     return fn(v, machine_id, payload, len);
 }
