@@ -159,6 +159,34 @@ static void a_first_reading_failing_is_alone(void **state)
     assert_int_equal(rejected_telemetry(f), 1);
 }
 
+/* Lines of the log (a temporary file) that contain needle. */
+static int log_lines(FILE *out, const char *needle)
+{
+    char line[1024];
+    int n = 0;
+
+    fflush(out);
+    rewind(out);
+    while (fgets(line, sizeof(line), out) != NULL)
+        n += strstr(line, needle) != NULL;
+    return n;
+}
+
+/* Capture what vendd logs from here on into a temporary file; log_stop() ends it. */
+static FILE *log_capture(void)
+{
+    FILE *out = tmpfile();
+
+    assert_non_null(out);
+    log_init(LOG_FORMAT_TEXT, LOG_LEVEL_INFO, out);
+    return out;
+}
+
+static void log_stop(void)
+{
+    log_init(LOG_FORMAT_TEXT, LOG_LEVEL_INFO, NULL);
+}
+
 /* Each reading one second after the one before: the test's triggers tell the passes apart. */
 static int64_t s_ticks;
 
@@ -178,6 +206,7 @@ static void a_reading_stored_alone_in_a_replay_is_not_applied_again(void **state
 {
     struct dfx *f = *state;
     char buf[256];
+    FILE *out;
 
     if (dfx_pg()) {
         skip(); /* savepoints: no replay */
@@ -193,6 +222,7 @@ static void a_reading_stored_alone_in_a_replay_is_not_applied_again(void **state
                      "SELECT RAISE(ROLLBACK, 'transaction rolled back by the test'); END");
     s_ticks = 0;
     f->v.now_ms = stepping_clock;
+    out = log_capture();
     /* One burst. VM02 fails half-way: replay; VM01's second pass ends the replay's
      * transaction, VM03 is then committed alone, VM02 fails again alone. */
     deliver(f, "VM01");
@@ -204,26 +234,18 @@ static void a_reading_stored_alone_in_a_replay_is_not_applied_again(void **state
     deliver(f, "VM04");
     deliver(f, "VM02");
     ingest_commit(&f->v);
+    log_stop();
     f->v.now_ms = dfx_clock_ms;
+    /* Each failure said once: VM01's in the replay, each of VM02's two readings. */
+    assert_int_equal(log_lines(out, "cannot store telemetry from 'VM01'"), 1);
+    assert_int_equal(log_lines(out, "cannot store telemetry from 'VM02'"), 2);
+    fclose(out);
     stored(f, buf, sizeof(buf));
     /* VM03 was delivered once: one raw row, one sample. VM01 was lost (counted rejected). */
     assert_string_equal(buf, "VM01:0:0:0:never VM02:0:0:0:never VM03:1:1:1:seen "
                              "VM04:1:1:0:seen");
     assert_int_equal(f->v.metrics.telemetry_stored, 2);
     assert_int_equal(f->v.metrics.ingest_batch_replays, 2);
-}
-
-/* Lines of the log (a temporary file) that contain needle. */
-static int log_lines(FILE *out, const char *needle)
-{
-    char line[1024];
-    int n = 0;
-
-    fflush(out);
-    rewind(out);
-    while (fgets(line, sizeof(line), out) != NULL)
-        n += strstr(line, needle) != NULL;
-    return n;
 }
 
 /*
@@ -246,6 +268,76 @@ static void an_alert_before_a_replay_is_logged_once(void **state)
     assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM alerts"), 2);
     /* One line per alert raised: VM01's and VM03's. */
     assert_int_equal(log_lines(out, "alert " TELEMETRY_MISMATCH_KIND), 2);
+    fclose(out);
+}
+
+/*
+ * The reading that spoiled the batch is applied once more after the replay, and fails again:
+ * one message, one failure, one line, as on PostgreSQL, where its savepoint takes it back
+ * without a replay. The replay's own line says that a message failed half-way, and why.
+ */
+static void a_failed_reading_is_logged_once(void **state)
+{
+    struct dfx *f = *state;
+    FILE *out = log_capture();
+
+    deliver(f, "VM01");
+    deliver(f, "VM02");
+    deliver(f, "VM03");
+    ingest_commit(&f->v);
+    log_stop();
+    assert_int_equal(rejected_telemetry(f), 1);
+    assert_int_equal(log_lines(out, "cannot store telemetry from 'VM02'"), 1);
+    assert_int_equal(log_lines(out, "refused by the test"), dfx_pg() ? 1 : 2);
+    assert_int_equal(log_lines(out, "failed half-way through its group commit"), dfx_pg() ? 0 : 1);
+    /* The others, stored, with their alerts once. */
+    assert_int_equal(log_lines(out, "cannot store telemetry"), 1);
+    assert_int_equal(log_lines(out, "alert " TELEMETRY_MISMATCH_KIND), 2);
+    fclose(out);
+}
+
+/*
+ * The reading that spoiled the batch fails on its first pass only (a trigger that holds its
+ * first seconds): applied once more after the replay, it is stored. Its outcome is stored, so
+ * no line says it could not be, and its alert, raised by the pass that stored it, is logged
+ * once; the replay's line still says that it failed half-way first, and why.
+ */
+static void a_reading_stored_by_its_retry_logs_its_alert(void **state)
+{
+    struct dfx *f = *state;
+    char buf[256];
+    FILE *out;
+
+    if (dfx_pg()) {
+        skip(); /* savepoints: no replay, no second pass */
+        return;
+    }
+    dfx_sql(f->v.db, "DROP TRIGGER refuse_vm02");
+    /* Call 2 of the clock: VM02's first pass, at its raw row, after its machine row; its
+     * second (call 4) is let through. */
+    dfx_sql(f->v.db, "CREATE TRIGGER refuse_vm02_once BEFORE INSERT ON telemetry "
+                     "WHEN NEW.machine_id = 'VM02' AND "
+                     "NEW.received_at < '2025-11-27T09:30:03.000Z' BEGIN "
+                     "SELECT RAISE(ABORT, 'refused by the test'); END");
+    s_ticks = 0;
+    f->v.now_ms = stepping_clock;
+    out = log_capture();
+    deliver(f, "VM01");
+    deliver(f, "VM02");
+    deliver(f, "VM03");
+    ingest_commit(&f->v);
+    log_stop();
+    f->v.now_ms = dfx_clock_ms;
+    stored(f, buf, sizeof(buf));
+    assert_string_equal(buf, "VM01:1:1:1:seen VM02:1:1:1:seen VM03:1:1:1:seen");
+    assert_int_equal(f->v.metrics.ingest_batch_replays, 1);
+    assert_int_equal(rejected_telemetry(f), 0);
+    /* The replay's line, with the first pass's error; nothing says it was not stored. */
+    assert_int_equal(log_lines(out, "failed half-way through its group commit"), 1);
+    assert_int_equal(log_lines(out, "refused by the test"), 1);
+    assert_int_equal(log_lines(out, "cannot store telemetry"), 0);
+    assert_int_equal(log_lines(out, "alert " TELEMETRY_MISMATCH_KIND ": machine 'VM02'"), 1);
+    assert_int_equal(log_lines(out, "alert " TELEMETRY_MISMATCH_KIND), 3);
     fclose(out);
 }
 
@@ -369,6 +461,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_reading_stored_alone_in_a_replay_is_not_applied_again,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(an_alert_before_a_replay_is_logged_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_failed_reading_is_logged_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_reading_stored_by_its_retry_logs_its_alert, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_burst_of_largest_readings_commits_as_its_log_fills, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_full_disk_mid_flood_leaves_no_partial_reading, setup,

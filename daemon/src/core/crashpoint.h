@@ -18,7 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* X(id, name): each point sits between two durable effects of an order. */
+/* X(id, name): each point sits between two durable effects of an order, or (the last) in the
+ * middle of a telemetry batch that a failed message makes vendd apply again. */
 #define CRASHPOINTS(X)                                                                             \
     X(CRASH_PAYMENT_RECEIVED, "payment_received")   /* "paid" verified, not applied */             \
     X(CRASH_PAYMENT_COMMITTED, "payment_committed") /* PAID + first unit SENT, not published */    \
@@ -30,7 +31,8 @@
     X(CRASH_UNIT_EXPIRED, "unit_expired")           /* a unit failed by its deadline, committed */ \
     X(CRASH_UNIT_UNSETTLED, "unit_unsettled")       /* UNSETTLED committed, the ask not sent */    \
     X(CRASH_REFUND_COMMITTED, "refund_committed")   /* a refund SENT, Midtrans not yet called */   \
-    X(CRASH_REFUND_ANSWERED, "refund_answered")     /* Midtrans answered, the answer not stored */
+    X(CRASH_REFUND_ANSWERED, "refund_answered")     /* Midtrans answered, the answer not stored */ \
+    X(CRASH_INGEST_REPLAYED, "ingest_replayed")     /* a batch applied again, not committed */
 
 #define CRASHPOINT_ENUM(id, name) id,
 enum crashpoint_id { CRASHPOINTS(CRASHPOINT_ENUM) CRASHPOINT_COUNT };

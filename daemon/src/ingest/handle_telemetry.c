@@ -34,6 +34,12 @@ int handle_telemetry(struct vendd *v, const char *machine_id, const char *payloa
     memcpy(data, payload, len);
     data[len] = '\0';
     rc = telemetry_store(v, machine_id, &t, data, &done);
+    /* Failed after it changed rows in an unguarded batch: ingest.c rolls the batch back and
+     * applies this message once more (batch_replay()), and that pass logs its outcome, stored
+     * or not; the replay's own line says this pass failed, and why. Logging here too would
+     * say one failure twice, or a failure of a reading that ends up stored. */
+    if (rc < 0 && db_batch_spoiled(v->db))
+        return rc;
     if (rc == VEND_ENOTFOUND) {
         log_warnx("rejected telemetry from '%s': machine not registered", machine_id);
         return rc;
@@ -44,7 +50,8 @@ int handle_telemetry(struct vendd *v, const char *machine_id, const char *payloa
         return rc;
     }
     /* Applied again after its batch was rolled back: its first pass logged the same lines
-     * (the alerts it raises again are the rows the rollback took away). */
+     * (the alerts it raises again are the rows the rollback took away). Not the message that
+     * failed, applied once more after them: its first pass logged nothing. */
     if (v->ingest_replaying)
         return VEND_OK;
     for (size_t i = 0; i < t.nslots; i++) {

@@ -9,6 +9,7 @@
 
 #include "broker_stats.h"
 #include "conf.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "dispense_result.h"
 #include "log.h"
@@ -230,6 +231,8 @@ static void batch_join(struct vendd *v, bool lazy, size_t need)
  * whole batch back, apply what it held again in a batch that is guarded (a savepoint per
  * message), then the failed message once more, which rolls back alone if it fails again, as
  * it would have with a savepoint the first time. Returns the failed message's new result.
+ * The failed pass's handler logged nothing (ingest.h): the line here says it failed half-way,
+ * and why, and the pass after the replay, outside ingest_replaying, logs the outcome.
  */
 static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *machine_id,
                         const void *payload, size_t len)
@@ -275,6 +278,9 @@ static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *mach
         at += sizeof(e) + e.idlen + e.len;
     }
     v->ingest_replaying = false;
+    /* The crash tests die here: the batch's messages applied again, nothing of it committed
+     * (unless the batch could not be opened), the failed message not yet retried. */
+    crashpoint(&v->crash, CRASH_INGEST_REPLAYED);
     /* The log is kept until the commit: it still says what the batch holds. */
     return fn(v, machine_id, payload, len);
 }

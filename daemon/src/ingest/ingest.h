@@ -82,7 +82,9 @@ void ingest_free(struct vendd *v);
 /*
  * Handlers: payload is NOT NUL-terminated; machine_id is registered (handle_result), or
  * may not be (the others: VEND_ENOTFOUND, logged as not registered). They return VEND_OK
- * or a negative VEND_E* after logging why (the caller counts it).
+ * or a negative VEND_E* after logging why (the caller counts it); but a failure that spoiled
+ * an unguarded batch (db_batch_spoiled()) is not logged by its handler: ingest.c says so and
+ * applies the message once more, and that pass logs the message's outcome.
  */
 int handle_result(struct vendd *v, const char *machine_id, const char *payload, size_t len);
 int handle_telemetry(struct vendd *v, const char *machine_id, const char *payload, size_t len);
