@@ -60,8 +60,10 @@ struct vendd {
     int durable_fd;
     /* The telemetry session (ingest.h); v->mqtt is the dispense session. */
     struct mqtt_client *mqtt_bulk;
-    /* Messages in the open group commit (ingest.c). */
+    /* Messages in the open group commit (ingest.c), and how many of them are telemetry
+     * (counted in metrics.telemetry_stored until the batch commits). */
     size_t ingest_batched;
+    size_t ingest_batched_telemetry;
     bool ingest_batch_lazy; /* its commit does not wait for the disk (db_batch_begin_lazy()) */
     struct ingest_log ingest_log;
     /* ingest.c applies again what a rolled-back batch held: their first pass logged what

@@ -341,6 +341,99 @@ static void a_reading_stored_by_its_retry_logs_its_alert(void **state)
     fclose(out);
 }
 
+static uint64_t rejected_status(struct dfx *f)
+{
+    uint64_t n = 0;
+
+    for (size_t i = 0; i < METRICS_ERR_SLOTS; i++)
+        n += f->v.metrics.mqtt_rejected[VEND_TOPIC_STATUS][i];
+    return n;
+}
+
+/*
+ * The database ends a guarded batch's transaction by itself: SQLite rolls all of it back on an
+ * I/O error or a full disk (here a trigger's RAISE(ROLLBACK) on VM02's status), PostgreSQL
+ * loses the connection (here a trigger that ends its own session). VM02's status fails with
+ * it, and VM01's status and reading before it are gone, already acknowledged; the messages
+ * after it are applied. The counts say what was lost, and one line says so.
+ */
+static void a_batch_the_database_rolled_back_is_counted_lost(void **state)
+{
+    struct dfx *f = *state;
+    static const char online[] = "{\"status\":\"ONLINE\"}";
+    char buf[256];
+    FILE *out;
+
+    if (dfx_pg()) {
+        dfx_sql(f->v.db, "CREATE FUNCTION end_session() RETURNS trigger AS 'BEGIN "
+                         "IF NEW.id = ''VM02'' THEN "
+                         "PERFORM pg_terminate_backend(pg_backend_pid()); "
+                         "PERFORM pg_sleep(5); "
+                         "END IF; RETURN NEW; END' LANGUAGE plpgsql");
+        dfx_sql(f->v.db, "CREATE TRIGGER end_session BEFORE UPDATE ON machines "
+                         "FOR EACH ROW EXECUTE FUNCTION end_session()");
+    } else {
+        dfx_sql(f->v.db, "CREATE TRIGGER rollback_vm02 BEFORE UPDATE ON machines "
+                         "WHEN NEW.id = 'VM02' BEGIN "
+                         "SELECT RAISE(ROLLBACK, 'transaction rolled back by the test'); END");
+    }
+    out = log_capture();
+    /* A status first: the batch is guarded (a savepoint per message), the reading joins it. */
+    ingest_message(&f->v, "vm/VM01/status", online, strlen(online), false);
+    deliver(f, "VM01");
+    ingest_message(&f->v, "vm/VM02/status", online, strlen(online), false);
+    ingest_message(&f->v, "vm/VM03/status", online, strlen(online), false);
+    deliver(f, "VM03");
+    ingest_commit(&f->v);
+    log_stop();
+    assert_false(db_batch_open(f->v.db));
+    stored(f, buf, sizeof(buf));
+    assert_string_equal(buf, "VM01:0:0:0:never VM02:0:0:0:never VM03:1:1:1:seen");
+    assert_int_equal(dfx_int(f->v.db, "SELECT count(*) FROM machines WHERE status = 'ONLINE'"), 1);
+    assert_int_equal(rejected_status(f), 1);
+    assert_int_equal(rejected_telemetry(f), 0);
+    /* VM03's reading is the one stored; VM01's status and reading were lost. */
+    assert_int_equal(f->v.metrics.telemetry_stored, 1);
+    assert_int_equal(f->v.metrics.ingest_batch_lost, 2);
+    assert_int_equal(log_lines(out, "lost 2 telemetry/status message(s): the database rolled"), 1);
+    fclose(out);
+}
+
+/*
+ * A replay's batch (guarded) ended by the database: VM02's reading spoils the unguarded
+ * batch, VM01's is applied again, and VM02's second pass takes the replay's transaction with
+ * it (RAISE(ROLLBACK)). VM01's reading is lost, VM03's stored alone.
+ */
+static void a_replay_the_database_rolled_back_is_counted_lost(void **state)
+{
+    struct dfx *f = *state;
+    char buf[256];
+    FILE *out;
+
+    if (dfx_pg()) {
+        skip(); /* savepoints: no replay */
+        return;
+    }
+    dfx_sql(f->v.db, "DROP TRIGGER refuse_vm02");
+    dfx_sql(f->v.db, "CREATE TRIGGER rollback_vm02 BEFORE INSERT ON telemetry_hourly "
+                     "WHEN NEW.machine_id = 'VM02' BEGIN "
+                     "SELECT RAISE(ROLLBACK, 'transaction rolled back by the test'); END");
+    out = log_capture();
+    deliver(f, "VM01");
+    deliver(f, "VM02");
+    deliver(f, "VM03");
+    ingest_commit(&f->v);
+    log_stop();
+    stored(f, buf, sizeof(buf));
+    assert_string_equal(buf, "VM01:0:0:0:never VM02:0:0:0:never VM03:1:1:1:seen");
+    assert_int_equal(f->v.metrics.ingest_batch_replays, 1);
+    assert_int_equal(rejected_telemetry(f), 1);
+    assert_int_equal(f->v.metrics.telemetry_stored, 1);
+    assert_int_equal(f->v.metrics.ingest_batch_lost, 1);
+    assert_int_equal(log_lines(out, "lost 1 telemetry/status message(s): the database rolled"), 1);
+    fclose(out);
+}
+
 /* The largest reading: READING's fields and a padding key, VEND_PAYLOAD_MAX bytes. */
 static void largest_reading(char *buf, size_t size)
 {
@@ -430,6 +523,13 @@ static void a_full_disk_mid_flood_leaves_no_partial_reading(void **state)
                   (unsigned long long)rejected_telemetry(f),
                   (unsigned long long)f->v.metrics.ingest_batch_replays,
                   (unsigned long long)f->v.metrics.ingest_batch_lost);
+    /* What the counters say matches the table: each message delivered was stored, rejected,
+     * or lost with a batch the database ended (a replay's, guarded), and counted so. */
+    assert_int_equal(f->v.metrics.telemetry_stored,
+                     dfx_int(f->v.db, "SELECT count(*) FROM telemetry"));
+    assert_int_equal(f->v.metrics.mqtt_messages_received, f->v.metrics.telemetry_stored +
+                                                              rejected_telemetry(f) +
+                                                              f->v.metrics.ingest_batch_lost);
     /* The disk did fill, half-way through messages. */
     assert_true(rejected_telemetry(f) > 0);
     assert_true(f->v.metrics.ingest_batch_replays > 0);
@@ -463,6 +563,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(an_alert_before_a_replay_is_logged_once, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_reading_is_logged_once, setup, teardown),
         cmocka_unit_test_setup_teardown(a_reading_stored_by_its_retry_logs_its_alert, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_batch_the_database_rolled_back_is_counted_lost, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_replay_the_database_rolled_back_is_counted_lost, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_burst_of_largest_readings_commits_as_its_log_fills, setup,
                                         teardown),

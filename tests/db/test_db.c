@@ -1077,6 +1077,43 @@ static void test_batch(void **state)
 }
 
 /*
+ * A batch whose transaction the database ended by itself (an I/O error, a full disk, a lost
+ * connection; here a ROLLBACK behind db.c's back): the next message's db_begin() closes the
+ * batch and runs the message in a transaction of its own; db_batch_lost() says what it held
+ * is gone, until the next batch begins.
+ */
+static void test_batch_lost(void **state)
+{
+    struct db *db;
+
+    (void)state;
+    db = open_ok("lost.db");
+    seed(db);
+    assert_int_equal(db_batch_begin(db), VEND_OK);
+    assert_false(db_batch_lost(db));
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 1", DB_INT(4)), 1);
+    assert_int_equal(db_commit(db), VEND_OK);
+    assert_int_equal(EXEC0(db, "ROLLBACK"), 0);
+    assert_true(db_batch_open(db)); /* not known yet */
+    assert_false(db_batch_lost(db));
+    assert_int_equal(db_begin(db), VEND_OK);
+    assert_false(db_batch_open(db));
+    assert_true(db_batch_lost(db));
+    assert_int_equal(EXEC(db, "UPDATE slots SET current_stock = $1 WHERE id = 2", DB_INT(1)), 1);
+    assert_int_equal(db_commit(db), VEND_OK);
+    assert_int_equal(db_batch_commit(db), VEND_OK); /* none open */
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 1"), 5);
+    assert_int_equal(query_int(db, "SELECT current_stock FROM slots WHERE id = 2"), 1);
+    /* A new batch has lost nothing, and one committed neither. */
+    assert_int_equal(db_batch_begin(db), VEND_OK);
+    assert_false(db_batch_lost(db));
+    assert_int_equal(db_batch_commit(db), VEND_OK);
+    assert_false(db_batch_lost(db));
+    db_close(db);
+}
+
+/*
  * An unguarded batch (db_batch_guard(false)): no savepoint per message. A message rolled back
  * after changing nothing leaves the batch as it was; one rolled back after changing a row
  * spoils it: nothing more runs or commits in it until db_batch_abort() rolls all of it back.
@@ -2199,6 +2236,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_changes_count),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_batch_lost),
         cmocka_unit_test(test_unguarded_batch),
         cmocka_unit_test(test_row_callback_stop),
         cmocka_unit_test(test_statement_cache),
@@ -2230,6 +2268,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_changes_count),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_batch_lost),
         cmocka_unit_test(test_unguarded_batch),
         cmocka_unit_test(test_lazy_batch),
         cmocka_unit_test(test_lazy_batch_empty_commit),

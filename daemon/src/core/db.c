@@ -241,6 +241,7 @@ int db_begin(struct db *db)
          * held is gone, and a savepoint now would be a transaction of its own anyway. */
         log_warnx("database batch transaction was rolled back by the database: %s", db->errmsg);
         db->batch = false;
+        db->lost = true;
         return db->ops->begin(db);
     }
     rc = db_exec(db, "SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL);
@@ -312,6 +313,7 @@ static int batch_begin(struct db *db, bool lazy)
         db_set_error(db, "a batch is already open");
         return VEND_EINTERNAL;
     }
+    db->lost = false;
     lazy = lazy && db->ops->begin_lazy != NULL;
     rc = lazy ? db->ops->begin_lazy(db) : db->ops->begin(db);
     if (rc < 0)
@@ -395,6 +397,11 @@ void db_version_of(struct db *db, const struct db_reads *reads, uint64_t out[2])
 bool db_batch_open(const struct db *db)
 {
     return db != NULL && db->batch;
+}
+
+bool db_batch_lost(const struct db *db)
+{
+    return db != NULL && db->lost;
 }
 
 int db_batch_commit(struct db *db)

@@ -107,6 +107,8 @@ void db_rollback(struct db *db);
  * message rolls back alone; only db_batch_commit() makes the batch durable. Nothing that
  * must follow durability (a dispense command) may run before it: code with such effects
  * runs outside a batch. One level only: db_begin() twice inside a batch is VEND_EINTERNAL.
+ * A db_begin() that finds the batch's transaction ended by the database itself (see
+ * db_batch_lost()) closes the batch and opens a transaction of its own.
  */
 int db_batch_begin(struct db *db);
 /* Copy the write-ahead log into the database file without waiting for readers (call it
@@ -167,6 +169,16 @@ void db_batch_abort(struct db *db);
 
 /* True while a batch is open. */
 bool db_batch_open(const struct db *db);
+/*
+ * True when a guarded message's db_begin() found that the database had ended the open batch's
+ * transaction by itself (SQLite rolls all of it back on some I/O errors and on a full disk;
+ * PostgreSQL's ends with a lost connection): everything the batch held is gone, uncommitted,
+ * db_batch_open() is false, and that message and the ones after it run in transactions of
+ * their own. The caller counts the batch's messages as lost. An unguarded batch is spoiled
+ * instead (db_batch_spoiled()); a loss found only by db_batch_commit() is its error. False
+ * again from the next db_batch_begin*().
+ */
+bool db_batch_lost(const struct db *db);
 /* Commit the batch (rolled back if the commit fails). VEND_OK also when none was open. */
 int db_batch_commit(struct db *db);
 

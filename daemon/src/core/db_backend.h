@@ -101,6 +101,7 @@ struct db {
     bool spoiled;   /* an unguarded message failed after it changed rows: the batch holds part
                        of it, and only db_batch_abort() may end the batch */
     uint64_t message_mark; /* ops->changes() when the unguarded message began */
+    bool lost; /* the database ended the last batch's transaction by itself (db_batch_lost()) */
     /* Commit generations: every commit db.c makes counts one; durable is the newest known to
      * be on disk (a commit that waited for the disk makes every earlier one durable too). */
     uint64_t commits, durable;

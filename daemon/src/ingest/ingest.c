@@ -181,24 +181,66 @@ static void unapplied(struct vendd *v, enum vend_topic_kind kind)
         v->metrics.telemetry_stored--;
 }
 
+/* A message applied in the open batch: counted until the batch commits or is lost. */
+static void batched(struct vendd *v, enum vend_topic_kind kind)
+{
+    v->ingest_batched++;
+    if (kind == VEND_TOPIC_TELEMETRY)
+        v->ingest_batched_telemetry++;
+}
+
+/* The messages of the batch are gone with it, PUBACKed already (a result is never in one): no
+ * longer stored, counted lost. Returns how many. */
+static size_t batch_gone(struct vendd *v)
+{
+    size_t n = v->ingest_batched;
+    uint64_t readings = v->ingest_batched_telemetry;
+
+    v->metrics.telemetry_stored -=
+        readings < v->metrics.telemetry_stored ? readings : v->metrics.telemetry_stored;
+    v->metrics.ingest_batch_lost += n;
+    v->ingest_batched = 0;
+    v->ingest_batched_telemetry = 0;
+    return n;
+}
+
+/*
+ * After a message in a batch: if the database ended the batch's transaction by itself
+ * (db_batch_lost(): I/O, a full disk, a lost connection; db.c logged the error), what it held
+ * is gone, and this message and the ones after it ran in transactions of their own. One line
+ * per batch; the message that failed with it logged its own failure.
+ */
+static void batch_check(struct vendd *v)
+{
+    size_t n;
+
+    if (!db_batch_lost(v->db) || v->ingest_batched == 0)
+        return;
+    n = batch_gone(v);
+    log_warnx("lost %zu telemetry/status message(s): the database rolled their group commit "
+              "back by itself (an I/O error, a full disk, a lost connection)",
+              n);
+}
+
 void ingest_commit(void *arg)
 {
     struct vendd *v = arg;
-    size_t n = v->ingest_batched;
+    size_t n;
     int rc;
 
     log_clear(&v->ingest_log);
+    batch_check(v);
     if (!db_batch_open(v->db))
         return;
-    v->ingest_batched = 0;
     rc = db_batch_commit(v->db);
     if (rc < 0) {
-        /* PUBACKed already: these readings are gone (a result is never in a batch). */
-        v->metrics.ingest_batch_lost += n;
+        n = batch_gone(v);
         log_warnx("lost %zu telemetry/status message(s): their group commit failed: %s (%s)", n,
                   vend_strerror(rc), db_errmsg(v->db));
         return;
     }
+    v->ingest_batched = 0;
+    v->ingest_batched_telemetry = 0;
     v->metrics.ingest_batches++;
 }
 
@@ -207,6 +249,7 @@ void ingest_commit(void *arg)
  * of an unguarded batch. */
 static void batch_join(struct vendd *v, bool lazy, size_t need)
 {
+    batch_check(v); /* before a new batch forgets that the last one was lost */
     /* A message whose commit must wait for the disk after lazy ones (one burst never mixes
      * them today: the sessions split the kinds) gets a batch of its own. */
     if (db_batch_open(v->db) && v->ingest_batch_lazy && !lazy)
@@ -247,6 +290,7 @@ static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *mach
     v->metrics.ingest_batch_replays++;
     db_batch_abort(v->db);
     v->ingest_batched = 0;
+    v->ingest_batched_telemetry = 0;
     for (size_t i = 0; i < lg->n; i++) {
         struct log_entry e;
 
@@ -274,7 +318,8 @@ static int batch_replay(struct vendd *v, ingest_handler_fn *fn, const char *mach
         if (rc < 0)
             metrics_reject(&v->metrics, (enum vend_topic_kind)e.kind, rc);
         else if (db_batch_open(v->db))
-            v->ingest_batched++;
+            batched(v, (enum vend_topic_kind)e.kind);
+        batch_check(v); /* the database may end this guarded batch too */
         at += sizeof(e) + e.idlen + e.len;
     }
     v->ingest_replaying = false;
@@ -346,7 +391,10 @@ void ingest_message(void *arg, const char *topic, const void *payload, size_t le
         log_add(&v->ingest_log, t.kind, t.machine_id, payload, len);
     /* Counted when applied: a rejected message rolled back alone, and a failed group commit
      * loses only what it held. */
-    if (rc >= 0 && db_batch_open(v->db) && ++v->ingest_batched >= INGEST_BATCH_MAX)
+    if (rc >= 0 && db_batch_open(v->db))
+        batched(v, t.kind);
+    batch_check(v);
+    if (db_batch_open(v->db) && v->ingest_batched >= INGEST_BATCH_MAX)
         ingest_commit(v);
 out:
     if (rc < 0)

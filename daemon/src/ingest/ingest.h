@@ -16,10 +16,11 @@
  * the broker's queue that results travel in. Group commit: the telemetry and status of one
  * burst (mqtt.h, MQTT_READ_BURST) are applied in one transaction, a savepoint per message
  * (db_batch_begin()), or for telemetry none: the batch is rolled back and applied again if one
- * fails half-way (struct ingest_log); a result is never in a batch: the batch before it is
- * committed first,
- * and the result is applied in its own transaction, whose effects (the next command) follow
- * its commit.
+ * fails half-way (struct ingest_log). A batch whose commit fails, or whose transaction the
+ * database ends by itself (db_batch_lost()), loses its messages, acknowledged already: they
+ * count in ingest_batch_lost, no longer in telemetry_stored. A result is never in a batch:
+ * the batch before it is committed first, and the result is applied in its own transaction,
+ * whose effects (the next command) follow its commit.
  */
 #ifndef VENDD_INGEST_H
 #define VENDD_INGEST_H
