@@ -1279,6 +1279,77 @@ static void group_on_a_locked_database_commits_nothing(void **state)
     dispense_results_free(&t->f.v);
 }
 
+/*
+ * The database ends the group's transaction by itself half-way: SQLite rolls all of it back on
+ * an I/O error or a full disk (here a trigger's RAISE(ROLLBACK) on O2), PostgreSQL loses the
+ * connection (here a trigger that ends its own session). What the group applied before is
+ * gone, so nothing of it may go out or be told done: O1's trigger is refused and its order
+ * stays PAID, and O4's result waits to be applied again, not lost with the product dropped.
+ * The group is all or nothing: O3, after the loss, is refused too, and goes out when asked
+ * again.
+ */
+static void group_the_database_rolled_back_sends_nothing_of_it(void **state)
+{
+    struct t *t = *state;
+    const struct item vm02[] = {{3, 1, 5000}}, vm03[] = {{4, 1, 5000}};
+    struct answer a1 = {0}, a2 = {0}, a3 = {0};
+
+    dfx_sql(t->f.v.db, "INSERT INTO machines (id, name, status, created_at, updated_at) VALUES "
+                       "('VM03', 'VM03', 'ONLINE', 'x', 'x')");
+    dfx_sql(t->f.v.db,
+            "INSERT INTO slots (id, machine_id, slot_number, product_id, capacity, current_stock, "
+            "motor_duration_ms, created_at, updated_at) VALUES "
+            "(4, 'VM03', 1, 1, 10, 5, 1500, 'x', 'x')");
+    one_unit_order(t, "O4");
+    trigger_ok(t, "O4", true);
+    one_unit_order(t, "O1");
+    paid_order(t, "O2", "VM02", vm02, 1);
+    paid_order(t, "O3", "VM03", vm03, 1);
+    if (dfx_pg()) {
+        dfx_sql(t->f.v.db, "CREATE FUNCTION end_session() RETURNS trigger AS 'BEGIN "
+                           "IF NEW.id = ''O2'' THEN "
+                           "PERFORM pg_terminate_backend(pg_backend_pid()); "
+                           "PERFORM pg_sleep(5); "
+                           "END IF; RETURN NEW; END' LANGUAGE plpgsql");
+        dfx_sql(t->f.v.db, "CREATE TRIGGER end_session BEFORE UPDATE OF status ON orders "
+                           "FOR EACH ROW EXECUTE FUNCTION end_session()");
+    } else {
+        dfx_sql(t->f.v.db, "CREATE TRIGGER rollback_o2 BEFORE UPDATE OF status ON orders "
+                           "WHEN NEW.id = 'O2' BEGIN "
+                           "SELECT RAISE(ROLLBACK, 'transaction rolled back by the test'); END");
+    }
+    t->broker.db_url = t->f.url; /* every command checked against what is committed */
+    group_result(t, "VM01", "O4");
+    dispense_group_trigger(&t->f.v, "O1", on_answer, &a1);
+    dispense_group_trigger(&t->f.v, "O2", on_answer, &a2);
+    dispense_group_trigger(&t->f.v, "O3", on_answer, &a3);
+    run_loop_for(t, 10);
+    assert_int_equal(a1.calls + a2.calls + a3.calls, 3);
+    assert_true(a1.rc < 0);
+    assert_false(a1.sent);
+    assert_true(a2.rc < 0);
+    assert_false(a2.sent);
+    assert_true(a3.rc < 0);
+    assert_false(a3.sent);
+    assert_int_equal(t->broker.published, 1); /* O4's, before the group */
+    expect_join(t, "SELECT id || ':' || status FROM orders ORDER BY id", " ",
+                "O1:PAID O2:PAID O3:PAID O4:DISPENSING");
+    expect_int(t, "SELECT count(*) FROM dispense_logs WHERE order_id <> 'O4'", 0);
+    /* The result was not applied: it waits, and is applied once. */
+    assert_int_equal(dispense_results_waiting(&t->f.v), 1);
+    run_loop_for(t, 600);
+    assert_int_equal(dispense_results_waiting(&t->f.v), 0);
+    expect_text(t, "SELECT status FROM orders WHERE id = 'O4'", "COMPLETED");
+    expect_int(t, "SELECT current_stock FROM slots WHERE id = 1", 4);
+    expect_int(t, "SELECT count(*) FROM refunds", 0);
+    /* Asked again, O3 goes out. */
+    trigger_ok(t, "O3", true);
+    assert_int_equal(t->broker.published, 2);
+    assert_non_null(strstr(t->broker.payload[1], "\"orderId\":\"O3\""));
+    expect_reservations_consistent(t);
+    dispense_results_free(&t->f.v);
+}
+
 /* A machine that announces the settle extension gets commands it can refuse when late. */
 static void settle_machine_gets_expires_at(void **state)
 {
@@ -1763,6 +1834,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(group_commits_a_loop_turn_once, setup, teardown),
         cmocka_unit_test_setup_teardown(full_group_is_applied_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(group_with_duplicates_applies_each_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(group_the_database_rolled_back_sends_nothing_of_it, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(group_on_a_locked_database_commits_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(result_on_a_locked_database_is_kept_and_applied, setup,

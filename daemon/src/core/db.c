@@ -404,6 +404,11 @@ bool db_batch_lost(const struct db *db)
     return db != NULL && db->lost;
 }
 
+bool db_batch_gone(struct db *db)
+{
+    return db != NULL && db->batch && !db->ops->in_transaction(db);
+}
+
 int db_batch_commit(struct db *db)
 {
     bool lazy;

@@ -179,6 +179,13 @@ bool db_batch_open(const struct db *db);
  * again from the next db_batch_begin*().
  */
 bool db_batch_lost(const struct db *db);
+/*
+ * True while a batch is open whose transaction the database has ended by itself (as for
+ * db_batch_lost()), before a db_begin() finds it out and goes on without the batch. A caller
+ * whose batch must be all or nothing (a group of dispense triggers and results: what it
+ * publishes rests on every item's commit) asks after each item, stops, and aborts the batch.
+ */
+bool db_batch_gone(struct db *db);
 /* Commit the batch (rolled back if the commit fails). VEND_OK also when none was open. */
 int db_batch_commit(struct db *db);
 

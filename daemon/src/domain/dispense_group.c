@@ -219,11 +219,25 @@ static void group_apply(struct vendd *v)
         group_failed(v, g->items, n, rc);
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && rc >= 0; i++) {
         if (g->items[i].is_trigger)
             apply_trigger(v, &g->items[i]);
         else
             apply_result(v, &g->items[i]);
+        /* The database ended the group's transaction by itself (an I/O error, a full disk, a
+         * lost connection): what it applied is gone, and an item after it would be committed
+         * on its own. All or nothing: its commands rest on every item's commit. */
+        if (db_batch_gone(v->db)) {
+            log_warnx("the database rolled back the group commit of %zu trigger(s) and "
+                      "result(s) by itself: %s; none of it is done",
+                      n, db_errmsg(v->db));
+            db_batch_abort(v->db);
+            rc = VEND_EDB;
+        }
+    }
+    if (rc < 0) {
+        group_failed(v, g->items, n, rc);
+        goto out;
     }
     rc = db_batch_commit(v->db);
     if (rc < 0) {
