@@ -3,6 +3,10 @@
 
 MAKEFLAGS   += --no-print-directory
 JOBS        ?= 2
+# Tests at once. Most of a suite's time is waiting (deadlines, restarts, a broker's queue),
+# not CPU: on 2 cores -j4 ran the gcc suite in 407 s against 778 s at -j2, and the ASan suite
+# in 447 s against 664 s, with the same results (2026-11-30).
+TEST_JOBS   ?= 4
 PREFIX      ?= /usr/local
 DESTDIR     ?=
 FUZZ_SECONDS ?= 5
@@ -48,7 +52,7 @@ test: bootstrap check-format test-release test-asan test-m32 build-rv32
 	@echo "make test: all suites passed"
 
 test-release: build
-	@ctest --test-dir $(B)/release -j$(JOBS) --output-on-failure --no-tests=error
+	@ctest --test-dir $(B)/release -j$(TEST_JOBS) --output-on-failure --no-tests=error
 
 # ASan + UBSan with clang, which also builds the libFuzzer targets; each fuzzer runs
 # FUZZ_SECONDS inside this suite (longer: `make fuzz`).
@@ -56,14 +60,14 @@ test-asan: bootstrap
 	@$(CMAKE_Q) -S . -B $(B)/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	    -DVEND_SANITIZE=ON -DVEND_FUZZ=ON -DVEND_FUZZ_SECONDS=$(FUZZ_SECONDS) -DVEND_CRASH_POINTS=ON
 	@cmake --build $(B)/asan -j$(JOBS)
-	@ctest --test-dir $(B)/asan -j$(JOBS) --output-on-failure --no-tests=error
+	@ctest --test-dir $(B)/asan -j$(TEST_JOBS) --output-on-failure --no-tests=error
 
 # The codec and its tests on ILP32, as on the ESP32.
 test-m32: bootstrap
 	@$(CMAKE_Q) -S . -B $(B)/m32 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-i386.cmake \
 	    -DVEND_PROTO_ONLY=ON
 	@cmake --build $(B)/m32 -j$(JOBS)
-	@ctest --test-dir $(B)/m32 -j$(JOBS) --output-on-failure --no-tests=error
+	@ctest --test-dir $(B)/m32 -j$(TEST_JOBS) --output-on-failure --no-tests=error
 
 # The codec and the firmware core freestanding for the ESP32-C3 (rv32imc, picolibc), warnings
 # as errors; prints their sizes (text/data/bss, bytes).
