@@ -266,7 +266,7 @@ static void group_apply(struct vendd *v)
             continue;
         }
         if (it->res.applied)
-            dispense_result_log(&it->r, &it->res);
+            dispense_result_log(v, &it->r, &it->res);
         else if (dispense_result_worth_retrying(it->rc))
             dispense_result_keep(v, it->machine_id, &it->r, it->rc);
         else if (it->rc < 0)

@@ -179,7 +179,8 @@ static int end_order_locked(struct vendd *v, const char *order_id, const char *m
  * settle, or an operator's word on it). */
 static int apply_result_locked(struct vendd *v, const struct unit_row *u,
                                const struct vend_dispense_result *r, int64_t unit,
-                               const char *now_iso, bool by_operator, bool *order_done)
+                               const char *now_iso, bool by_operator, bool *order_done,
+                               enum result_count *count)
 {
     bool ok = r->success && r->drop_detected;
     struct unit_change c = result_change(r, now_iso);
@@ -195,7 +196,7 @@ static int apply_result_locked(struct vendd *v, const struct unit_row *u,
             return rc;
     }
     if (!ok) {
-        v->metrics.dispense_failed++;
+        *count = RESULT_FAILED;
         /* A motor cycle without a drop (empty, stuck), or a drop the machine did not call a
          * success (the count may now be one too high): have someone look. */
         if (slot_needs_a_look(r)) {
@@ -207,7 +208,7 @@ static int apply_result_locked(struct vendd *v, const struct unit_row *u,
         return dispense_fail_order_locked(v, r->order_id, u->machine_id, c.error, now_iso);
     }
 
-    v->metrics.dispense_succeeded++;
+    *count = RESULT_SUCCEEDED;
     rc = stock_take_unit_locked(v, u->slot_id, u->machine_id, r->order_id, unit, now_iso);
     if (rc < 0)
         return rc;
@@ -221,7 +222,7 @@ static int apply_result_locked(struct vendd *v, const struct unit_row *u,
  */
 static int apply_late_result_locked(struct vendd *v, const struct unit_row *u,
                                     const struct vend_dispense_result *r, int64_t unit,
-                                    const char *now_iso)
+                                    const char *now_iso, enum result_count *count)
 {
     bool ok = r->success && r->drop_detected;
     struct unit_change c = result_change(r, now_iso);
@@ -232,7 +233,7 @@ static int apply_late_result_locked(struct vendd *v, const struct unit_row *u,
     rc = unit_record_late_result_locked(v, u->log_id, &c);
     if (rc < 0)
         return rc;
-    v->metrics.dispense_late_results++;
+    *count = RESULT_LATE;
     log_warnx("late result for order '%s' unit %" PRId64 " from '%s': %s", r->order_id, unit,
               u->machine_id, ok ? "dropped" : "not dropped");
     if (!ok)
@@ -313,6 +314,7 @@ static int apply_locked(struct vendd *v, const char *machine_id,
     struct unit_row u = {0};
     char now_iso[STORE_ISO_SIZE];
     bool order_done = false, rejected = true;
+    enum result_count count = RESULT_COUNT_NONE;
     int rc;
 
     memset(done, 0, sizeof(*done));
@@ -369,13 +371,13 @@ static int apply_locked(struct vendd *v, const char *machine_id,
         rc = settle_hold_for_operator_locked(v, &(struct settle_row){SETTLE_ROW(u, r, unit)},
                                              now_iso);
     } else if (u.status == UNIT_SENT || u.status == UNIT_UNSETTLED) {
-        rc = apply_result_locked(v, &u, r, unit, now_iso, by_operator, &order_done);
+        rc = apply_result_locked(v, &u, r, unit, now_iso, by_operator, &order_done, &count);
     } else if (!by_operator && u.by_operator && !u.late_result && contradicts_operator(&u, r)) {
         rc = settle_machine_contradicts_operator_locked(
             v, &(struct settle_row){SETTLE_ROW(u, r, unit)}, r->success && r->drop_detected,
             r->has_error ? r->error : NULL, now_iso);
     } else if (u.status == UNIT_NO_RESULT && !u.late_result) {
-        rc = apply_late_result_locked(v, &u, r, unit, now_iso);
+        rc = apply_late_result_locked(v, &u, r, unit, now_iso, &count);
     } else if (u.status == UNIT_QUEUED) {
         rejected = true;
         log_warnx("rejected dispense_result for order '%s' unit %" PRId64 ": never sent",
@@ -394,6 +396,7 @@ static int apply_locked(struct vendd *v, const char *machine_id,
     done->was_unsettled = u.status == UNIT_UNSETTLED;
     done->order_done = order_done;
     done->by_operator = by_operator;
+    done->count = count;
     memcpy(done->machine_id, u.machine_id, sizeof(done->machine_id));
 out:
     if (rc < 0 && by_operator && rejected)
@@ -410,9 +413,24 @@ out:
 }
 
 /* What an applied result tells once it is durable. */
-static void result_log(const struct vend_dispense_result *r, const struct result_done *done)
+static void result_log(struct vendd *v, const struct vend_dispense_result *r,
+                       const struct result_done *done)
 {
     int64_t unit = r->unit ? r->unit : 1;
+
+    switch (done->count) {
+    case RESULT_SUCCEEDED:
+        v->metrics.dispense_succeeded++;
+        break;
+    case RESULT_FAILED:
+        v->metrics.dispense_failed++;
+        break;
+    case RESULT_LATE:
+        v->metrics.dispense_late_results++;
+        break;
+    case RESULT_COUNT_NONE:
+        break;
+    }
 
     if (done->was_unsettled)
         log_info("order '%s' unit %" PRId64 " settled by %s: %s", r->order_id, unit,
@@ -432,7 +450,7 @@ static int apply(struct vendd *v, const char *machine_id, const struct vend_disp
         return rc;
     crashpoint(&v->crash, CRASH_RESULT_COMMITTED);
     events_emit(v);
-    result_log(r, &done);
+    result_log(v, r, &done);
     dispense_pump(v, done.machine_id);
     deadline_arm(v);
     refunds_schedule(v);
@@ -445,9 +463,10 @@ int dispense_result_apply_locked(struct vendd *v, const char *machine_id,
     return apply_locked(v, machine_id, r, done);
 }
 
-void dispense_result_log(const struct vend_dispense_result *r, const struct result_done *done)
+void dispense_result_log(struct vendd *v, const struct vend_dispense_result *r,
+                         const struct result_done *done)
 {
-    result_log(r, done);
+    result_log(v, r, done);
 }
 
 int dispense_result_apply(struct vendd *v, const char *machine_id,

@@ -31,20 +31,27 @@ int dispense_result_apply(struct vendd *v, const char *machine_id,
 
 /* A result applied and committed (a savepoint released, inside a group commit), and what
  * follows once it is durable. */
+/* What an applied result is counted as in the metrics, once it is durable: a group rolled
+ * back applies it again later, and it must not count twice. */
+enum result_count { RESULT_COUNT_NONE, RESULT_SUCCEEDED, RESULT_FAILED, RESULT_LATE };
+
 struct result_done {
     bool applied; /* committed: its effects are due */
     bool was_unsettled, order_done, by_operator;
+    enum result_count count;
     char machine_id[VEND_MACHINE_ID_MAX + 1]; /* the unit's machine: pump it next */
 };
 
 /*
  * dispense_result_apply() without what follows the commit (dispense_group.h does it once the
- * group is durable): events, the log lines (dispense_result_log()), the machine's next unit,
- * deadlines and refunds. Returns as dispense_result_apply().
+ * group is durable): events, the metrics and log lines (dispense_result_log()), the machine's
+ * next unit, deadlines and refunds. Returns as dispense_result_apply().
  */
 int dispense_result_apply_locked(struct vendd *v, const char *machine_id,
                                  const struct vend_dispense_result *r, struct result_done *done);
-void dispense_result_log(const struct vend_dispense_result *r, const struct result_done *done);
+/* What an applied result tells once it is durable: its metrics and log lines. */
+void dispense_result_log(struct vendd *v, const struct vend_dispense_result *r,
+                         const struct result_done *done);
 
 /*
  * An operator's word on an UNSETTLED unit (settle.h): r->order_id, r->unit, and success and
