@@ -294,6 +294,10 @@ void db_rollback(struct db *db)
                 db->spoiled = true;
             return;
         }
+        /* The database ended the batch's transaction itself: nothing left to undo here, and
+         * its error, not a missing savepoint's, is what the caller reports. */
+        if (!db->ops->in_transaction(db))
+            return;
         if (db_exec(db, "ROLLBACK TO SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL) < 0 ||
             db_exec(db, "RELEASE SAVEPOINT " BATCH_SAVEPOINT, NULL, 0, NULL, NULL) < 0)
             log_warnx("database rollback to savepoint failed: %s", db->errmsg);
