@@ -29,12 +29,16 @@ struct vend_dispense_result;
 int dispense_result_apply(struct vendd *v, const char *machine_id,
                           const struct vend_dispense_result *r);
 
-/* A result applied and committed (a savepoint released, inside a group commit), and what
- * follows once it is durable. */
-/* What an applied result is counted as in the metrics, once it is durable: a group rolled
- * back applies it again later, and it must not count twice. */
+/*
+ * What an applied result is counted as in the metrics, once it is durable: a group rolled
+ * back applies it again later, and it must not count twice. One case counts it nowhere: a
+ * PostgreSQL COMMIT whose answer never came (the connection lost during it) that did commit;
+ * the result kept and applied again then finds its own row and counts as a duplicate.
+ */
 enum result_count { RESULT_COUNT_NONE, RESULT_SUCCEEDED, RESULT_FAILED, RESULT_LATE };
 
+/* A result applied and committed (a savepoint released, inside a group commit), and what
+ * follows once it is durable. */
 struct result_done {
     bool applied; /* committed: its effects are due */
     bool was_unsettled, order_done, by_operator;
