@@ -398,6 +398,52 @@ static void test_slots_seen_at_machine(void **state)
     assert_string_equal(buf, "1:FULL@09:25 2:HIGH@09:25 3:EMPTY@09:25 4:EMPTY@09:25");
 }
 
+/*
+ * The kept /api/stock answers (slots_stock_reads) move with a reading that moves the slots'
+ * sensor time, but not with a status message, which rewrites the same machine row: a fleet
+ * sends status all the time, and each one dropped every kept stock answer (at 200 status
+ * messages a second the stock reads halved; bench/stock_churn.sh). On SQLite: PostgreSQL's
+ * versions cannot tell tables apart.
+ */
+static void test_stock_version_moves_with_readings_not_status(void **state)
+{
+    struct t *t = *state;
+    struct telemetry_outcome done;
+    struct vend_status st = {.status = VEND_PRESENCE_ONLINE};
+    uint64_t before[2], after[2];
+    bool changed = false;
+
+    if (dfx_pg())
+        skip();
+    add_three_slots(t);
+    store_vm02(t, 5, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    db_version_of(t->f.v.db, &slots_stock_reads, before);
+    assert_int_equal(machines_apply_status(&t->f.v, "VM02", &st, &changed), VEND_OK);
+    st.status = VEND_PRESENCE_OFFLINE;
+    assert_int_equal(machines_apply_status(&t->f.v, "VM02", &st, &changed), VEND_OK);
+    db_version_of(t->f.v.db, &slots_stock_reads, after);
+    assert_memory_equal(before, after, sizeof(before));
+    /* Unchanged levels: only the machine's slots_seen_at moves, and the version with it. */
+    store_vm02(t, 10, VM02_ALL("FULL", "HIGH", "EMPTY"), &done);
+    db_version_of(t->f.v.db, &slots_stock_reads, after);
+    assert_memory_not_equal(before, after, sizeof(before));
+    /* A partial reading after the wall clock stepped back clears slots_seen_at: moves too. */
+    memcpy(before, after, sizeof(before));
+    store_vm02(t, 2, "{\"slots\":[{\"id\":1,\"level\":\"FULL\"}]}", &done);
+    db_version_of(t->f.v.db, &slots_stock_reads, after);
+    assert_memory_not_equal(before, after, sizeof(before));
+    /* A new machine, and a machine gone. */
+    memcpy(before, after, sizeof(before));
+    dfx_sql(t->f.v.db, "INSERT INTO machines (id, name, status, created_at, updated_at) VALUES "
+                       "('VM09', 'VM09', 'ONLINE', 'x', 'x')");
+    db_version_of(t->f.v.db, &slots_stock_reads, after);
+    assert_memory_not_equal(before, after, sizeof(before));
+    memcpy(before, after, sizeof(before));
+    dfx_sql(t->f.v.db, "DELETE FROM machines WHERE id = 'VM09'");
+    db_version_of(t->f.v.db, &slots_stock_reads, after);
+    assert_memory_not_equal(before, after, sizeof(before));
+}
+
 /* VM02's slots as the API shows them (slots_list_json()): "number:level@HH:MM", '-' for none. */
 static void vm02_api(struct t *t, char *buf, size_t size)
 {
@@ -699,6 +745,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slots_partial_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_all_and_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_seen_at_machine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stock_version_moves_with_readings_not_status, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_slots_clock_stepped_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_seen_at_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_exactly_the_old_rows, setup, teardown),

@@ -398,6 +398,12 @@ void db_version_of(struct db *db, const struct db_reads *reads, uint64_t out[2])
         db->ops->version(db, out);
 }
 
+void db_touch(struct db *db, const char *name)
+{
+    if (db != NULL && name != NULL && db->ops->touch != NULL)
+        db->ops->touch(db, name);
+}
+
 bool db_batch_open(const struct db *db)
 {
     return db != NULL && db->batch;

@@ -150,6 +150,14 @@ struct db_reads {
  * A backend that cannot tell tables apart gives db_version().
  */
 void db_version_of(struct db *db, const struct db_reads *reads, uint64_t out[2]);
+/*
+ * Count a change to name as if a row of a table of that name had changed: for what the
+ * versions cannot tell apart by table, such as one column of a row that other columns'
+ * writers rewrite all the time. A reads that names it in changed moves with it. Called with
+ * the statement that makes the change; a rollback after it only makes a cached answer be
+ * built again. Nothing where versions do not tell tables apart.
+ */
+void db_touch(struct db *db, const char *name);
 
 /*
  * Unguarded messages (a batch of what can be applied again, telemetry): inside the open batch,

@@ -79,6 +79,8 @@ struct db_backend {
     /* Optional: the same, out[0] moving only with changes to the tables reads names
      * (db_version_of()). */
     void (*version_of)(struct db *db, const struct db_reads *reads, uint64_t out[2]);
+    /* Optional, with version_of: count a change to name (db_touch()). */
+    void (*touch)(struct db *db, const char *name);
 
     /* Row accessors; col is already checked against row_count. */
     int (*row_count)(const struct db_row *row);

@@ -571,6 +571,25 @@ static void sq_version(struct db *db, uint64_t out[2])
 }
 
 /* sqlite3_update_hook: a row of table changed (this connection, not yet committed). */
+/* The counters of name, added if new; NULL when they cannot be kept (then st->unknown moved:
+ * every version moves). */
+static struct table_changes *table_add(struct sqlite_state *st, const char *name)
+{
+    struct table_changes *t;
+
+    for (size_t i = 0; i < st->ntables; i++) {
+        if (strcmp(st->tables[i].name, name) == 0)
+            return &st->tables[i];
+    }
+    if (st->ntables == TABLES_MAX || strlen(name) > TABLE_NAME_MAX) {
+        st->unknown++; /* not told apart: moves every version */
+        return NULL;
+    }
+    t = &st->tables[st->ntables++];
+    memcpy(t->name, name, strlen(name) + 1);
+    return t;
+}
+
 static void on_update(void *arg, int op, const char *dbname, const char *table, sqlite3_int64 rowid)
 {
     struct sqlite_state *st = arg;
@@ -584,22 +603,23 @@ static void on_update(void *arg, int op, const char *dbname, const char *table, 
         if (st->tables[i].seen == table)
             t = &st->tables[i];
     }
-    for (size_t i = 0; i < st->ntables && t == NULL; i++) {
-        if (strcmp(st->tables[i].name, table) == 0)
-            t = &st->tables[i];
-    }
-    if (t == NULL) {
-        if (st->ntables == TABLES_MAX || strlen(table) > TABLE_NAME_MAX) {
-            st->unknown++; /* not told apart: moves every version */
-            return;
-        }
-        t = &st->tables[st->ntables++];
-        memcpy(t->name, table, strlen(table) + 1);
-    }
+    if (t == NULL)
+        t = table_add(st, table);
+    if (t == NULL)
+        return;
     t->seen = table;
     t->changed++;
     if (op != SQLITE_UPDATE)
         t->members++;
+}
+
+/* db_touch(): a change the hook cannot tell from the others of its table (a column's). */
+static void sq_touch(struct db *db, const char *name)
+{
+    struct table_changes *t = table_add(state(db), name);
+
+    if (t != NULL)
+        t->changed++;
 }
 
 static const struct table_changes *table_of(const struct sqlite_state *st, const char *name)
@@ -915,6 +935,7 @@ const struct db_backend db_backend_sqlite = {
     .checkpoint = sq_checkpoint,
     .version = sq_version,
     .version_of = sq_version_of,
+    .touch = sq_touch,
     .row_count = sq_row_count,
     .row_is_null = sq_row_is_null,
     .row_int = sq_row_int,

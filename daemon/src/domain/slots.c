@@ -406,9 +406,13 @@ static int write_stock_row(void *arg, const struct db_row *row)
     return 0;
 }
 
-/* The statement below: its machine row for whether it exists and for the slots' sensor time
- * (slots_seen_at), which a telemetry reading moves as it moved each slot's before. */
-const struct db_reads slots_stock_reads = {.changed = {"slots", "products", "machines", NULL}};
+/* The statement below: its machine row for whether it exists (members: a status message,
+ * which rewrites the row all the time, moves nothing) and for the slots' sensor time
+ * (slots_seen_at), which telemetry.c counts apart when it moves it (TELEMETRY_SLOTS_SEEN). */
+const struct db_reads slots_stock_reads = {
+    .changed = {"slots", "products", TELEMETRY_SLOTS_SEEN, NULL},
+    .members = {"machines", NULL},
+};
 
 int slots_stock_text(struct vendd *v, const char *machine_id, char **out)
 {

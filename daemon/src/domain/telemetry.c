@@ -315,6 +315,8 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
         rc = rc < 0 ? rc : VEND_ENOTFOUND;
         goto out;
     }
+    if (all_seen)
+        db_touch(v->db, TELEMETRY_SLOTS_SEEN);
     /*
      * A reading of some slots after the clock stepped back: the machine's time may be later
      * than this reading's, and would hide the time it writes for the slots it names. Then
@@ -330,9 +332,11 @@ int telemetry_store(struct vendd *v, const char *machine_id, const struct vend_t
                      " FROM machines m WHERE m.id = s.machine_id) WHERE s.machine_id = $1 AND "
                      "EXISTS (SELECT 1 FROM machines WHERE id = $1 AND slots_seen_at > $2)",
                      p, 2, NULL, NULL);
-        if (rc > 0)
+        if (rc > 0) {
             rc = db_exec(v->db, "UPDATE machines SET slots_seen_at = NULL WHERE id = $1", p, 1,
                          NULL, NULL);
+            db_touch(v->db, TELEMETRY_SLOTS_SEEN);
+        }
         if (rc < 0)
             goto out;
     }

@@ -45,6 +45,11 @@ struct vendd;
  * steps back the later time is not the latest reading's: telemetry.c then writes each slot's
  * own (struct slot_state's ahead).
  */
+/* What telemetry.c counts a change of machines.slots_seen_at as (db_touch()): a cached read
+ * of the sensor times names it, not the whole machines table, which every status message
+ * rewrites (slots_stock_reads). No table has this name. */
+#define TELEMETRY_SLOTS_SEEN "machines.slots_seen_at"
+
 #define TELEMETRY_SENSOR_AT_SQL                                                                    \
     "CASE WHEN m.slots_seen_at >= s.created_at AND "                                               \
     "(s.sensor_at IS NULL OR m.slots_seen_at > s.sensor_at) "                                      \
