@@ -444,6 +444,71 @@ static void test_stock_version_moves_with_readings_not_status(void **state)
     assert_memory_not_equal(before, after, sizeof(before));
 }
 
+/* Whatever readings (of all slots, of one, with a slot vendd does not know), status messages
+ * and clock steps come, an unchanged stock version means an unchanged stock answer: a kept
+ * answer is never stale. 3,000 steps from a fixed seed; it fails at step 713 without
+ * telemetry.c's db_touch() of a full reading. */
+static void test_stock_version_never_hides_a_change(void **state)
+{
+    struct t *t = *state;
+    struct telemetry_outcome done;
+    uint64_t prev[2], cur[2];
+    char *prevtext = NULL, *text = NULL;
+    unsigned seed = 12345;
+    static const char *const lv[] = {"FULL", "HIGH", "LOW", "EMPTY"};
+
+    if (dfx_pg())
+        skip();
+    add_three_slots(t);
+    db_version_of(t->f.v.db, &slots_stock_reads, prev);
+    assert_int_equal(slots_stock_text(&t->f.v, "VM02", &prevtext), VEND_OK);
+    for (int i = 0; i < 3000; i++) {
+        unsigned r;
+        char json[256];
+        int64_t min;
+
+        seed = seed * 1103515245u + 12345u;
+        r = (seed >> 8) % 100;
+        seed = seed * 1103515245u + 12345u;
+        min = (int64_t)((seed >> 8) % 200) - 50;
+        if (r < 35) {
+            snprintf(json, sizeof(json),
+                     "{\"slots\":[{\"id\":1,\"level\":\"%s\"},{\"id\":2,\"level\":\"%s\"},"
+                     "{\"id\":3,\"level\":\"%s\"}]}",
+                     lv[(seed >> 3) % 2], lv[(seed >> 5) % 2], lv[2 + (seed >> 7) % 2]);
+            store_vm02(t, min, json, &done);
+        } else if (r < 70) {
+            snprintf(json, sizeof(json), "{\"slots\":[{\"id\":%u,\"level\":\"%s\"}]}",
+                     1 + (seed >> 4) % 3, lv[(seed >> 9) % 2]);
+            store_vm02(t, min, json, &done);
+        } else if (r < 80) {
+            snprintf(json, sizeof(json),
+                     "{\"slots\":[{\"id\":%u,\"level\":\"%s\"},{\"id\":9,"
+                     "\"level\":\"FULL\"}]}",
+                     1 + (seed >> 4) % 3, lv[(seed >> 9) % 2]);
+            store_vm02(t, min, json, &done);
+        } else {
+            struct vend_status st = {.status = (seed >> 6) % 2 ? VEND_PRESENCE_ONLINE
+                                                               : VEND_PRESENCE_OFFLINE};
+            bool changed = false;
+
+            dfx_clock_set(T0 + min * MIN_MS);
+            assert_int_equal(machines_apply_status(&t->f.v, "VM02", &st, &changed), VEND_OK);
+        }
+        db_version_of(t->f.v.db, &slots_stock_reads, cur);
+        assert_int_equal(slots_stock_text(&t->f.v, "VM02", &text), VEND_OK);
+        if (memcmp(prev, cur, sizeof(cur)) == 0 && strcmp(prevtext, text) != 0) {
+            print_error("op %d (r=%u min=%lld): same version, answer moved\nwas %s\nnow %s\n", i, r,
+                        (long long)min, prevtext, text);
+            fail();
+        }
+        free(prevtext);
+        prevtext = text;
+        memcpy(prev, cur, sizeof(cur));
+    }
+    free(prevtext);
+}
+
 /* VM02's slots as the API shows them (slots_list_json()): "number:level@HH:MM", '-' for none. */
 static void vm02_api(struct t *t, char *buf, size_t size)
 {
@@ -747,6 +812,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slots_seen_at_machine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stock_version_moves_with_readings_not_status, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_stock_version_never_hides_a_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_clock_stepped_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_seen_at_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_exactly_the_old_rows, setup, teardown),
